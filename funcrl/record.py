@@ -1,0 +1,647 @@
+"""`Record`: a small immutable mapping of string keys to tensors with leading batch dimensions.
+
+A Record is funcrl's answer to TensorDict, reduced to what a pure training step needs:
+
+* nested keys (``rec["next", "reward"]``), nested values are Records;
+* a number of leading *batch* dimensions shared by every leaf;
+* immutable updates that return new Records (``set``, ``update``, ``select``, ``exclude``,
+  ``rename``);
+* batch indexing, ``stack``, ``cat``, ``apply``, ``to``;
+* registered as a pytree with optree (namespace ``"funcrl"``) and ``torch.utils._pytree``, so it
+  passes through ``torch.func.vmap``, ``grad``, ``functional_call`` and
+  ``torch.compile(fullgraph=True)``.
+
+The batch *rank* is not stored as such in the pytree metadata. Instead each tensor leaf remembers
+its *event* rank (the trailing, non-batch dimensions). The batch rank is recovered from the leaves
+when the tree is rebuilt, so a Record that goes through ``vmap`` (which strips or adds a leading
+dimension on every leaf) still has a consistent batch rank on the other side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Union
+
+import optree
+import torch
+import torch.utils._pytree as torch_pytree
+
+__all__ = ["Record", "Key", "NestedKey"]
+
+Key = str
+NestedKey = Union[str, tuple[str, ...]]
+_NAMESPACE = "funcrl"
+
+
+def _as_tuple(key: NestedKey) -> tuple[str, ...]:
+    if isinstance(key, str):
+        return (key,)
+    if isinstance(key, tuple) and key and all(isinstance(k, str) for k in key):
+        return key
+    raise KeyError(f"Record keys are str or non-empty tuples of str, got {key!r}")
+
+
+def _is_key(index: Any) -> bool:
+    return isinstance(index, str) or (
+        isinstance(index, tuple) and len(index) > 0 and all(isinstance(k, str) for k in index)
+    )
+
+
+class Record:
+    """An immutable mapping from string keys to tensors or nested Records.
+
+    Args:
+        data: a mapping from ``str`` keys to tensors, nested Records or nested mappings (converted
+            to Records with the same batch rank). Tuple keys ``("next", "reward")`` create nested
+            Records.
+        batch_ndim: the number of leading dimensions shared by every leaf. Every leaf must have at
+            least that many dimensions and the same sizes along them.
+
+    Example:
+        >>> rec = Record({"observation": torch.zeros(32, 3), ("next", "reward"): torch.zeros(32, 1)},
+        ...              batch_ndim=1)
+        >>> rec.batch_size
+        torch.Size([32])
+        >>> rec["next", "reward"].shape
+        torch.Size([32, 1])
+        >>> rec2 = rec.set("action", torch.ones(32, 1))   # rec is unchanged
+    """
+
+    __slots__ = ("_data", "_batch_ndim")
+
+    def __init__(self, data: Mapping[NestedKey, Any] | None = None, batch_ndim: int = 0):
+        if not isinstance(batch_ndim, int) or batch_ndim < 0:
+            raise ValueError(f"batch_ndim must be a non-negative int, got {batch_ndim!r}")
+        items: dict[str, Any] = {}
+        if data is not None:
+            if isinstance(data, Record):
+                data = data._data
+            elif not isinstance(data, Mapping):
+                raise TypeError(f"Record(data=...) expects a mapping, got {type(data).__name__}")
+            for key, value in data.items():
+                path = _as_tuple(key)
+                _insert(items, path, value, batch_ndim)
+        self._data = {k: _finalize(v, batch_ndim, (k,)) for k, v in items.items()}
+        self._batch_ndim = batch_ndim
+        _check_batch(self._data, batch_ndim)
+
+    # -- construction helpers that skip the conversion (used by pytree unflatten and internals) --
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any], batch_ndim: int) -> Record:
+        rec = object.__new__(cls)
+        rec._data = data
+        rec._batch_ndim = batch_ndim
+        return rec
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def batch_ndim(self) -> int:
+        """Number of leading batch dimensions."""
+        return self._batch_ndim
+
+    @property
+    def batch_size(self) -> torch.Size:
+        """The leading batch sizes, read from the first leaf (``torch.Size([])`` if empty)."""
+        leaf = _first_leaf(self)
+        if leaf is None:
+            if self._batch_ndim:
+                raise ValueError(
+                    f"an empty Record with batch_ndim={self._batch_ndim} has no batch size"
+                )
+            return torch.Size([])
+        return leaf.shape[: self._batch_ndim]
+
+    shape = batch_size
+
+    @property
+    def device(self) -> torch.device | None:
+        leaf = _first_leaf(self)
+        return None if leaf is None else leaf.device
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # ------------------------------------------------------------------ mapping access
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        if not _is_key(key):
+            return False
+        node: Any = self
+        for k in _as_tuple(key):  # type: ignore[arg-type]
+            if not isinstance(node, Record) or k not in node._data:
+                return False
+            node = node._data[k]
+        return True
+
+    def keys(self, include_nested: bool = False, leaves_only: bool = False) -> list[NestedKey]:
+        """Keys of the record.
+
+        Args:
+            include_nested: also list nested keys as tuples (``("next", "reward")``).
+            leaves_only: list only keys whose value is a tensor.
+        """
+        out: list[NestedKey] = []
+        for k, v in self._data.items():
+            is_rec = isinstance(v, Record)
+            if not (leaves_only and is_rec):
+                out.append(k)
+            if include_nested and is_rec:
+                out.extend((k, *_as_tuple(sub)) for sub in v.keys(True, leaves_only))
+        return out
+
+    def values(self) -> list[Any]:
+        return list(self._data.values())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._data.items())
+
+    def get(self, key: NestedKey, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __getitem__(self, index: Any) -> Any:
+        if _is_key(index):
+            node: Any = self
+            path = _as_tuple(index)
+            for i, k in enumerate(path):
+                if not isinstance(node, Record):
+                    raise KeyError(f"key {index!r}: {path[:i]!r} is a tensor, not a nested Record")
+                if k not in node._data:
+                    raise KeyError(
+                        f"key {index!r} not found; available keys: {sorted(map(str, node.keys()))}"
+                    )
+                node = node._data[k]
+            return node
+        return self._index(index)
+
+    # ------------------------------------------------------------------ immutable updates
+    def set(self, key: NestedKey, value: Any) -> Record:
+        """Returns a new Record with ``key`` set to ``value`` (nested Records created as needed)."""
+        path = _as_tuple(key)
+        return self._set_path(path, value)
+
+    def _set_path(self, path: tuple[str, ...], value: Any) -> Record:
+        head, rest = path[0], path[1:]
+        data = dict(self._data)
+        if rest:
+            child = data.get(head)
+            if child is None:
+                child = Record._from_dict({}, self._batch_ndim)
+            elif not isinstance(child, Record):
+                raise KeyError(f"cannot set {path!r}: {head!r} holds a tensor, not a Record")
+            data[head] = child._set_path(rest, value)
+        else:
+            value = _finalize(value, self._batch_ndim, path)
+            _check_leaf(head, value, self._batch_ndim, self._batch_size_or_none())
+            data[head] = value
+        return Record._from_dict(data, self._batch_ndim)
+
+    def update(
+        self, other: Mapping[NestedKey, Any] | Record | None = None, **kwargs: Any
+    ) -> Record:
+        """Returns a new Record with the entries of ``other`` (nested keys merged) and ``kwargs``."""
+        rec = self
+        if other is not None:
+            if isinstance(other, Record):
+                for k in other.keys(include_nested=True, leaves_only=True):
+                    rec = rec.set(k, other[k])
+            else:
+                for k, v in other.items():
+                    rec = rec.set(k, v)
+        for k, v in kwargs.items():
+            rec = rec.set(k, v)
+        return rec
+
+    def select(self, *keys: NestedKey, strict: bool = True) -> Record:
+        """A new Record holding only ``keys`` (nested keys keep their path)."""
+        out = Record._from_dict({}, self._batch_ndim)
+        for key in keys:
+            if key not in self:
+                if strict:
+                    raise KeyError(
+                        f"select: key {key!r} not found; available keys: "
+                        f"{sorted(map(str, self.keys(include_nested=True)))}"
+                    )
+                continue
+            out = out.set(key, self[key])
+        return out
+
+    def exclude(self, *keys: NestedKey) -> Record:
+        """A new Record without ``keys`` (missing keys are ignored)."""
+        rec = self
+        for key in keys:
+            rec = rec._exclude_path(_as_tuple(key))
+        return rec
+
+    def _exclude_path(self, path: tuple[str, ...]) -> Record:
+        head, rest = path[0], path[1:]
+        if head not in self._data:
+            return self
+        data = dict(self._data)
+        if rest:
+            child = data[head]
+            if not isinstance(child, Record):
+                return self
+            data[head] = child._exclude_path(rest)
+        else:
+            del data[head]
+        return Record._from_dict(data, self._batch_ndim)
+
+    def rename(self, mapping: Mapping[NestedKey, NestedKey] | None = None, **kwargs: str) -> Record:
+        """A new Record with keys renamed: ``rec.rename({"obs": "observation"})``."""
+        pairs = dict(mapping or {})
+        pairs.update(kwargs)
+        rec = self
+        for old, new in pairs.items():
+            rec = rec.exclude(old).set(new, self[old])
+        return rec
+
+    def flatten_keys(self, separator: str = ".") -> Record:
+        """A flat Record whose nested keys are joined: ``("next", "reward") -> "next.reward"``."""
+        data = {}
+        for k in self.keys(include_nested=True, leaves_only=True):
+            data[separator.join(_as_tuple(k))] = self[k]
+        return Record._from_dict(data, self._batch_ndim)
+
+    def unflatten_keys(self, separator: str = ".") -> Record:
+        """Inverse of :meth:`flatten_keys`."""
+        out = Record._from_dict({}, self._batch_ndim)
+        for k, v in self._data.items():
+            out = out.set(tuple(k.split(separator)), v)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A nested plain ``dict`` of the tensors (a shallow copy)."""
+        return {k: v.to_dict() if isinstance(v, Record) else v for k, v in self._data.items()}
+
+    # ------------------------------------------------------------------ batch ops
+    def apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], batch_ndim: int | None = None
+    ) -> Record:
+        """Maps ``fn`` over every tensor leaf.
+
+        Args:
+            fn: tensor -> tensor.
+            batch_ndim: the batch rank of the result; by default the same as this Record's.
+        """
+        bnd = self._batch_ndim if batch_ndim is None else batch_ndim
+        data = {}
+        for k, v in self._data.items():
+            if isinstance(v, Record):
+                data[k] = v.apply(fn, bnd + v._batch_ndim - self._batch_ndim)
+            else:
+                data[k] = fn(v)
+        return Record(data, bnd) if data else Record._from_dict({}, bnd)
+
+    def to(self, *args: Any, **kwargs: Any) -> Record:
+        """``Tensor.to`` on every leaf (device and/or dtype)."""
+        return self.apply(lambda t: t.to(*args, **kwargs))
+
+    def detach(self) -> Record:
+        return self.apply(torch.Tensor.detach)
+
+    def clone(self) -> Record:
+        return self.apply(torch.clone)
+
+    def float(self) -> Record:
+        return self.apply(lambda t: t.float() if t.is_floating_point() else t)
+
+    def reshape(self, *shape: int) -> Record:
+        """Reshapes the batch dimensions (event dimensions unchanged)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+            shape = tuple(shape[0])
+        bnd = self._batch_ndim
+        return self.apply(lambda t: t.reshape(*shape, *t.shape[bnd:]), batch_ndim=len(shape))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Record:
+        """Flattens batch dimensions ``start_dim..end_dim`` into one."""
+        bs = list(self.batch_size)
+        end = end_dim % self._batch_ndim
+        new = bs[:start_dim] + [_prod(bs[start_dim : end + 1])] + bs[end + 1 :]
+        return self.reshape(*new)
+
+    def unsqueeze(self, dim: int) -> Record:
+        """Adds a batch dimension of size 1 at ``dim`` (within the batch dims)."""
+        dim = dim if dim >= 0 else dim + self._batch_ndim + 1
+        return self.apply(lambda t: t.unsqueeze(dim), batch_ndim=self._batch_ndim + 1)
+
+    def squeeze(self, dim: int) -> Record:
+        dim = dim if dim >= 0 else dim + self._batch_ndim
+        return self.apply(lambda t: t.squeeze(dim), batch_ndim=self._batch_ndim - 1)
+
+    def expand(self, *batch_size: int) -> Record:
+        """Broadcasts to a larger batch (new leading dims, like ``Tensor.expand``)."""
+        if len(batch_size) == 1 and isinstance(batch_size[0], (tuple, list, torch.Size)):
+            batch_size = tuple(batch_size[0])
+        bnd = self._batch_ndim
+        return self.apply(
+            lambda t: t.expand(*batch_size, *t.shape[bnd:]), batch_ndim=len(batch_size)
+        )
+
+    def unbind(self, dim: int = 0) -> list[Record]:
+        return [
+            self._index((slice(None),) * (dim % self._batch_ndim) + (i,))
+            for i in range(self.batch_size[dim])
+        ]
+
+    def _index(self, index: Any) -> Record:
+        if self._batch_ndim == 0:
+            raise IndexError("cannot index a Record with no batch dimensions by a batch index")
+        if isinstance(index, Record):
+            raise TypeError("cannot index a Record with a Record")
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            expected = self.batch_size[: index.ndim]
+            if index.shape != expected:
+                raise IndexError(
+                    f"boolean index of shape {tuple(index.shape)} does not match the leading "
+                    f"batch shape {tuple(expected)}"
+                )
+        idx = index if isinstance(index, tuple) else (index,)
+        for i in idx:
+            if i is None or i is Ellipsis:
+                raise IndexError("Record batch indexing does not support None or Ellipsis")
+        probe = torch.empty(self.batch_size, device="meta")[index]
+        new_bnd = probe.ndim
+        return self._index_with(index, new_bnd)
+
+    def _index_with(self, index: Any, new_bnd: int) -> Record:
+        data = {}
+        for k, v in self._data.items():
+            if isinstance(v, Record):
+                data[k] = v._index_with(index, new_bnd + v._batch_ndim - self._batch_ndim)
+            else:
+                data[k] = v[index]
+        return Record._from_dict(data, new_bnd)
+
+    @staticmethod
+    def stack(records: Sequence[Record], dim: int = 0) -> Record:
+        """Stacks Records with identical keys along a new batch dimension ``dim``."""
+        first = _check_same_keys(records, "stack")
+        dim = dim if dim >= 0 else dim + first._batch_ndim + 1
+        if not 0 <= dim <= first._batch_ndim:
+            raise IndexError(f"stack: dim {dim} out of range for batch_ndim {first._batch_ndim}")
+        return _zip_leaves(records, lambda ts: torch.stack(ts, dim), first._batch_ndim + 1)
+
+    @staticmethod
+    def cat(records: Sequence[Record], dim: int = 0) -> Record:
+        """Concatenates Records with identical keys along batch dimension ``dim``."""
+        first = _check_same_keys(records, "cat")
+        if first._batch_ndim == 0:
+            raise ValueError("cat: Records with no batch dimension cannot be concatenated")
+        dim = dim % first._batch_ndim
+        return _zip_leaves(records, lambda ts: torch.cat(ts, dim), first._batch_ndim)
+
+    # ------------------------------------------------------------------ comparison and repr
+    def allclose(self, other: Record, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+        """True when both have the same keys, batch rank and close leaves (for tests)."""
+        if not isinstance(other, Record) or self._batch_ndim != other._batch_ndim:
+            return False
+        ka = self.keys(True, True)
+        if sorted(map(str, ka)) != sorted(map(str, other.keys(True, True))):
+            return False
+        return all(
+            self[k].shape == other[k].shape and torch.allclose(self[k], other[k], rtol, atol)
+            for k in ka
+        )
+
+    def equal(self, other: Record) -> bool:
+        """True when both have the same keys, batch rank and exactly equal leaves."""
+        if not isinstance(other, Record) or self._batch_ndim != other._batch_ndim:
+            return False
+        ka = self.keys(True, True)
+        if sorted(map(str, ka)) != sorted(map(str, other.keys(True, True))):
+            return False
+        return all(torch.equal(self[k], other[k]) for k in ka)
+
+    def __eq__(self, other: object) -> bool:  # identity semantics keep Records hashable-free
+        return self is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        lines = [
+            f"Record(batch_size={list(self.batch_size) if _first_leaf(self) is not None else []}, {{"
+        ]
+        lines += _repr_lines(self, "    ")
+        lines.append("})")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ tensordict interop
+    @classmethod
+    def from_tensordict(cls, td: Any) -> Record:
+        """Builds a Record from a ``tensordict.TensorDict`` (keeps its batch rank)."""
+        data = {}
+        for k, v in td.items():
+            data[k] = (
+                cls.from_tensordict(v)
+                if hasattr(v, "batch_size")
+                and hasattr(v, "items")
+                and not isinstance(v, torch.Tensor)
+                else v
+            )
+        return cls(data, batch_ndim=len(td.batch_size))
+
+    def to_tensordict(self) -> Any:
+        """Converts to a ``tensordict.TensorDict`` (requires tensordict)."""
+        try:
+            from tensordict import TensorDict
+        except ImportError as e:  # pragma: no cover - exercised only without tensordict
+            raise ImportError(
+                "Record.to_tensordict requires the optional tensordict package"
+            ) from e
+        data = {k: v.to_tensordict() if isinstance(v, Record) else v for k, v in self._data.items()}
+        return TensorDict(data, batch_size=self.batch_size if len(self) else [])
+
+    def _batch_size_or_none(self) -> torch.Size | None:
+        leaf = _first_leaf(self)
+        return None if leaf is None else leaf.shape[: self._batch_ndim]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _prod(xs: Iterable[int]) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def _insert(items: dict[str, Any], path: tuple[str, ...], value: Any, batch_ndim: int) -> None:
+    head, rest = path[0], path[1:]
+    if not rest:
+        items[head] = value
+        return
+    child = items.get(head)
+    if child is None:
+        child = {}
+    elif isinstance(child, Record):
+        child = dict(child._data)
+    elif not isinstance(child, dict):
+        raise KeyError(f"key {path!r}: {head!r} already holds a tensor")
+    _insert(child, rest, value, batch_ndim)
+    items[head] = child
+
+
+def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Record):
+        if value._batch_ndim < batch_ndim and len(value):
+            raise ValueError(
+                f"key {path!r}: nested Record has batch_ndim={value._batch_ndim} < the parent's "
+                f"{batch_ndim}"
+            )
+        if not len(value):
+            return Record._from_dict({}, max(batch_ndim, value._batch_ndim))
+        return value
+    if isinstance(value, Mapping):
+        return Record(value, batch_ndim)
+    raise TypeError(
+        f"key {path!r}: Record values must be tensors, Records or mappings, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _check_leaf(key: Any, value: Any, batch_ndim: int, batch: torch.Size | None) -> None:
+    shape = value.batch_size if isinstance(value, Record) else getattr(value, "shape", None)
+    if isinstance(value, Record) and _first_leaf(value) is None:
+        return
+    if shape is None:
+        return
+    if len(shape) < batch_ndim:
+        raise ValueError(
+            f"key {key!r}: value of shape {tuple(shape)} has fewer dims than batch_ndim={batch_ndim}"
+        )
+    if batch is not None and shape[:batch_ndim] != batch:
+        raise ValueError(
+            f"key {key!r}: leading shape {tuple(shape[:batch_ndim])} does not match the batch "
+            f"size {tuple(batch)}"
+        )
+
+
+def _check_batch(data: dict[str, Any], batch_ndim: int) -> None:
+    batch = None
+    for k, v in data.items():
+        _check_leaf(k, v, batch_ndim, batch)
+        if batch is None:
+            leaf = v if isinstance(v, torch.Tensor) else _first_leaf(v)
+            if leaf is not None:
+                batch = leaf.shape[:batch_ndim]
+
+
+def _first_leaf(rec: Record) -> torch.Tensor | None:
+    for v in rec._data.values():
+        if isinstance(v, Record):
+            leaf = _first_leaf(v)
+            if leaf is not None:
+                return leaf
+        else:
+            return v
+    return None
+
+
+def _check_same_keys(records: Sequence[Record], op: str) -> Record:
+    if len(records) == 0:
+        raise ValueError(f"{op}: needs at least one Record")
+    first = records[0]
+    keys = sorted(map(str, first.keys(True, True)))
+    for i, r in enumerate(records[1:], 1):
+        if not isinstance(r, Record):
+            raise TypeError(f"{op}: element {i} is a {type(r).__name__}, not a Record")
+        if r._batch_ndim != first._batch_ndim:
+            raise ValueError(
+                f"{op}: element {i} has batch_ndim={r._batch_ndim}, element 0 has "
+                f"{first._batch_ndim}"
+            )
+        other = sorted(map(str, r.keys(True, True)))
+        if other != keys:
+            raise KeyError(f"{op}: element {i} has keys {other}, element 0 has {keys}")
+    return first
+
+
+def _zip_leaves(records: Sequence[Record], fn: Callable, new_bnd: int) -> Record:
+    first = records[0]
+    data = {}
+    for k, v in first._data.items():
+        if isinstance(v, Record):
+            data[k] = _zip_leaves(
+                [r._data[k] for r in records], fn, new_bnd + v._batch_ndim - first._batch_ndim
+            )
+        else:
+            try:
+                data[k] = fn([r._data[k] for r in records])
+            except RuntimeError as e:
+                shapes = [tuple(r._data[k].shape) for r in records]
+                raise ValueError(f"key {k!r}: cannot combine leaves of shapes {shapes}") from e
+    return Record._from_dict(data, new_bnd)
+
+
+def _repr_lines(rec: Record, indent: str) -> list[str]:
+    lines = []
+    for k, v in rec._data.items():
+        if isinstance(v, Record):
+            lines.append(f"{indent}{k!r}: Record(batch_ndim={v._batch_ndim}, {{")
+            lines += _repr_lines(v, indent + "    ")
+            lines.append(f"{indent}}}),")
+        else:
+            lines.append(
+                f"{indent}{k!r}: Tensor(shape={list(v.shape)}, dtype={v.dtype}, device={v.device}),"
+            )
+    return lines
+
+
+# ---------------------------------------------------------------------------- pytree registration
+# The metadata holds, per child, its key and its rank relative to the batch: the event rank for a
+# tensor, the extra batch rank for a nested Record. The batch rank is rebuilt from the first child.
+
+
+def _flatten(rec: Record) -> tuple[list[Any], tuple]:
+    keys = tuple(rec._data)
+    children = list(rec._data.values())
+    rel = tuple(
+        ("r", c._batch_ndim - rec._batch_ndim)
+        if isinstance(c, Record)
+        else ("t", c.ndim - rec._batch_ndim)
+        if isinstance(c, torch.Tensor)
+        else ("o", 0)
+        for c in children
+    )
+    return children, (keys, rel, rec._batch_ndim)
+
+
+def _unflatten(meta: tuple, children: Iterable[Any]) -> Record:
+    keys, rel, fallback = meta
+    children = list(children)
+    bnd = fallback
+    for (kind, r), c in zip(rel, children):
+        if kind == "t" and isinstance(c, torch.Tensor):
+            bnd = c.ndim - r
+            break
+        if kind == "r" and isinstance(c, Record) and _first_leaf(c) is not None:
+            bnd = c._batch_ndim - r
+            break
+    return Record._from_dict(dict(zip(keys, children)), bnd)
+
+
+optree.register_pytree_node(
+    Record,
+    lambda rec: (*_flatten(rec), tuple(rec._data)),
+    lambda meta, children: _unflatten(meta, children),
+    namespace=_NAMESPACE,
+)
+
+
+def _flatten_with_keys(rec: Record):
+    children, meta = _flatten(rec)
+    return [(torch_pytree.MappingKey(k), c) for k, c in zip(meta[0], children)], meta
+
+
+torch_pytree.register_pytree_node(
+    Record,
+    _flatten,
+    lambda children, meta: _unflatten(meta, children),
+    serialized_type_name="funcrl.Record",
+    flatten_with_keys_fn=_flatten_with_keys,
+)
