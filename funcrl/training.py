@@ -38,10 +38,13 @@ class Trainer(NamedTuple):
 
 
 def total_loss(losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The sum of the ``loss_*`` entries of a loss dict (TorchRL's convention)."""
-    terms = [v for k, v in losses.items() if k.startswith("loss_")]
+    """The sum of the ``loss`` and ``loss_*`` entries of a loss dict (TorchRL's convention).
+
+    DQN-style objectives return a single ``"loss"``; actor-critic ones ``loss_actor``, ...
+    """
+    terms = [v for k, v in losses.items() if k == "loss" or k.startswith("loss_")]
     if not terms:
-        raise ValueError(f"total_loss: no 'loss_*' entry in {sorted(losses)}")
+        raise ValueError(f"total_loss: no 'loss' or 'loss_*' entry in {sorted(losses)}")
     return sum(terms[1:], terms[0])
 
 
@@ -55,6 +58,7 @@ def update(
     every: Mapping[str, int] | None = None,
     target_every: int = 1,
     hard_target_period: int | None = None,
+    has_state: bool = False,
 ) -> Trainer:
     """Builds ``Trainer(init, step)`` for ``loss_fn(params, batch) -> loss dict``.
 
@@ -72,6 +76,8 @@ def update(
             with the actor).
         hard_target_period: copy targets every ``k`` steps instead of Polyak averaging (DQN's
             ``HardUpdate``).
+        has_state: ``loss_fn`` returns ``(losses, new_state)``, a dict of non-trainable params
+            entries (CrossQ's ``{"batch_stats": ...}``) written, detached, into the new params.
 
     Returns:
         ``Trainer(init, step)`` with ``step(params, opt_state, batch) -> (params, opt_state,
@@ -100,15 +106,19 @@ def update(
         train_params = {k: params[k] for k in trainable}
 
         def objective(p):
-            losses = loss_fn({**params, **p}, batch)
-            return total_loss(losses), losses
+            out = loss_fn({**params, **p}, batch)
+            losses, new_state = out if has_state else (out, {})
+            return total_loss(losses), (losses, new_state)
 
-        grads, losses = torch.func.grad(objective, has_aux=True)(train_params)
+        grads, (losses, new_state) = torch.func.grad(objective, has_aux=True)(train_params)
+        clash = set(new_state) & set(trainable)
+        if clash:
+            raise KeyError(f"update: loss_fn's new state overwrites trainable keys {sorted(clash)}")
         updates, opt_state = opt.update(grads, state.opt, train_params)
         new = apply_updates(train_params, updates)
         if every:
             new, opt_state = _mask_delayed(new, train_params, opt_state, state, every)
-        out = {**params, **new}
+        out = {**params, **new, **tree.detach(dict(new_state))}
         if targets:
             if hard_target_period is not None:
                 for t, o in targets.items():

@@ -1,5 +1,17 @@
 """Static-config networks with pure ``init(seed) -> params`` and ``net(params, x)``."""
 
+from funcrl.nn.batch_renorm import BatchRenorm1d
+from funcrl.nn.conv import (
+    Conv2dNet,
+    Conv3dNet,
+    ConvNet,
+    SquashDims,
+    Squeeze2dLayer,
+    SqueezeLayer,
+    conv_output_size,
+    squeeze,
+)
+from funcrl.nn.convert import TorchModule, from_module, from_torchrl, module_layout, to_module
 from funcrl.nn.core import (
     MLP,
     Activation,
@@ -11,15 +23,65 @@ from funcrl.nn.core import (
     make_generator,
 )
 from funcrl.nn.ensemble import Ensemble
+from funcrl.nn.models import (
+    DdpgCnnActor,
+    DdpgCnnQNet,
+    DdpgMlpActor,
+    DdpgMlpQNet,
+    DistributionalDQNnet,
+    DuelingCnnDQNet,
+    DuelingMlpDQNet,
+    ddpg_init_last_layer,
+    distributional_log_softmax,
+    dueling_combine,
+)
+from funcrl.nn.noisy import NoisyLinear, noisy_weights, sample_noise, scale_noise
+from funcrl.nn.rnn import GRU, LSTM, GRUCell, GRUModule, LSTMCell, LSTMModule, gru_cell, lstm_cell
 
 __all__ = [
+    "DdpgCnnActor",
+    "DdpgCnnQNet",
+    "DdpgMlpActor",
+    "DdpgMlpQNet",
+    "DistributionalDQNnet",
+    "DuelingCnnDQNet",
+    "DuelingMlpDQNet",
+    "ddpg_init_last_layer",
+    "distributional_log_softmax",
+    "dueling_combine",
+    "GRU",
+    "GRUCell",
+    "GRUModule",
+    "LSTM",
+    "LSTMCell",
+    "LSTMModule",
+    "gru_cell",
+    "lstm_cell",
     "MLP",
     "Activation",
+    "BatchRenorm1d",
+    "Conv2dNet",
+    "Conv3dNet",
+    "ConvNet",
     "Ensemble",
     "LayerNorm",
     "Linear",
     "Module",
+    "NoisyLinear",
     "Params",
+    "SquashDims",
+    "Squeeze2dLayer",
+    "SqueezeLayer",
+    "TorchModule",
     "activation_fn",
+    "conv_output_size",
+    "from_module",
+    "from_torchrl",
     "make_generator",
+    "module_layout",
+    "noisy_weights",
+    "sample_noise",
+    "scale_noise",
+    "squeeze",
+    "to_module",
 ]

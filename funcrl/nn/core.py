@@ -111,7 +111,9 @@ class Module:
     def __call__(self, params: Params, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
-    apply = __call__
+    def apply(self, params: Params, *args: Any, **kwargs: Any) -> Any:
+        """Same as calling the net (``apply = __call__`` would bind this base method)."""
+        return self(params, *args, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,8 +208,8 @@ def _as_shape(x: int | Sequence[int]) -> tuple[int, ...]:
 class MLP(Module):
     """A multi-layer perceptron with TorchRL's ``MLP`` arguments.
 
-    Layer ``i`` is ``Linear -> [LayerNorm] -> activation -> [Dropout]`` (the last layer has no
-    activation unless ``activate_last_layer``).
+    Layer ``i`` is ``Linear -> [Dropout] -> [LayerNorm] -> activation``, TorchRL's order (the last
+    layer has no dropout or activation unless ``activate_last_layer``, and never a norm).
 
     Params: ``{"layers": [linear_0, ..., linear_depth], "norms": [...]}`` (``"norms"`` only with
     ``norm="layer"``), each ``linear_i`` in ``torch.nn.Linear``'s layout.
@@ -216,11 +218,12 @@ class MLP(Module):
         in_features: input size (the last dim of ``x``).
         out_features: output size, an int or a shape (the output is reshaped to ``[..., *shape]``).
         depth: number of hidden layers; inferred from ``num_cells`` when it is a sequence.
-        num_cells: hidden width (int, repeated ``depth`` times) or a sequence of widths. TorchRL's
-            defaults: ``depth=3``, ``num_cells=32``.
+        num_cells: hidden width (int, repeated ``depth`` times; ``depth`` is then required) or a
+            sequence of widths. As in TorchRL: with neither ``depth`` nor ``num_cells`` the MLP is a
+            single linear layer; with ``depth`` alone each hidden layer has 32 cells.
         activation: name or callable (TorchRL's default is ``"tanh"``).
         activate_last_layer: apply the activation after the output layer too.
-        dropout: dropout probability after each hidden activation (``None``: no dropout). Dropout
+        dropout: dropout probability on each hidden linear output (``None``: no dropout). Dropout
             draws from the global torch RNG and is only active when called with ``train=True``.
         norm: ``None`` or ``"layer"`` (LayerNorm after each hidden linear layer).
         bias_last_layer: whether the output layer has a bias.
@@ -243,6 +246,8 @@ class MLP(Module):
     bias_last_layer: bool = True
     init_method: str = "default"
     last_layer_init_scale: float = 1.0
+    layer_class: str = "linear"
+    std_init: float = 0.5
 
     def __post_init__(self) -> None:
         # Lists are unhashable: keep the config a compile-time constant.
@@ -254,6 +259,8 @@ class MLP(Module):
             raise ValueError(f"MLP: norm must be None or 'layer', got {self.norm!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"MLP: dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.num_cells, int) and self.depth is None:
+            raise ValueError(f"MLP: num_cells={self.num_cells} is an int, so depth must be given too")
         hidden = self.hidden_sizes
         if (
             isinstance(self.num_cells, tuple)
@@ -264,14 +271,19 @@ class MLP(Module):
                 f"MLP: depth={self.depth} but num_cells has {len(self.num_cells)} entries"
             )
         activation_fn(self.activation)
+        if self.layer_class not in ("linear", "noisy"):
+            raise ValueError(
+                f"MLP: layer_class must be 'linear' or 'noisy', got {self.layer_class!r}"
+            )
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
         if isinstance(self.num_cells, tuple):
             return self.num_cells
-        depth = 3 if self.depth is None else self.depth
+        if self.depth is None:
+            return ()
         cells = 32 if self.num_cells is None else self.num_cells
-        return (cells,) * depth
+        return (cells,) * self.depth
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -281,6 +293,15 @@ class MLP(Module):
     def layers(self) -> tuple[Linear, ...]:
         sizes = (self.in_features, *self.hidden_sizes, math.prod(self.out_shape))
         n = len(sizes) - 1
+        if self.layer_class == "noisy":
+            from funcrl.nn.noisy import NoisyLinear
+
+            return tuple(
+                NoisyLinear(
+                    sizes[i], sizes[i + 1], self.bias_last_layer or i < n - 1, self.std_init
+                )
+                for i in range(n)
+            )
         return tuple(
             Linear(
                 sizes[i],
@@ -304,7 +325,17 @@ class MLP(Module):
             ]
         return params
 
-    def __call__(self, params: Params, x: torch.Tensor, *, train: bool = False) -> torch.Tensor:
+    @property
+    def noise_layers(self) -> dict[str, Any]:
+        """The noisy layers, for ``funcrl.nn.sample_noise(mlp)`` (``layer_class="noisy"`` only)."""
+        if self.layer_class != "noisy":
+            raise TypeError("MLP: noise_layers needs layer_class='noisy'")
+        return {"layers": list(self.layers)}
+
+    def __call__(
+        self, params: Params, x: torch.Tensor, *, train: bool = False, noise: Params | None = None
+    ) -> torch.Tensor:
+        """Applies the MLP; ``noise`` (from ``sample_noise``) perturbs noisy layers, ``None``: mean."""
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"MLP: input x has last dim {x.shape[-1]}, expected in_features={self.in_features}"
@@ -314,17 +345,26 @@ class MLP(Module):
         layers = params["layers"]
         n = len(layers)
         for i, p in enumerate(layers):
-            x = F.linear(x, p["weight"], p.get("bias"))
+            if self.layer_class == "noisy":
+                from funcrl.nn.noisy import noisy_weights
+
+                w, b = noisy_weights(p, None if noise is None else noise["layers"][i])
+                x = F.linear(x, w, b)
+            else:
+                x = F.linear(x, p["weight"], p.get("bias"))
             if i < n - 1:
+                # TorchRL's order (and DroQ's): Linear -> Dropout -> Norm -> activation.
+                if self.dropout:
+                    x = F.dropout(x, self.dropout, training=train)
                 if self.norm == "layer":
                     h = self.hidden_sizes[i]
                     x = F.layer_norm(
                         x, (h,), params["norms"][i]["weight"], params["norms"][i]["bias"]
                     )
                 x = act(x)
+            elif self.activate_last_layer:
                 if self.dropout:
                     x = F.dropout(x, self.dropout, training=train)
-            elif self.activate_last_layer:
                 x = act(x)
         if len(self.out_shape) != 1:
             x = x.reshape(*x.shape[:-1], *self.out_shape)

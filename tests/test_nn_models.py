@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from funcrl.nn import from_module
+from funcrl.nn.models import (
+    DdpgCnnActor,
+    DdpgCnnQNet,
+    DdpgMlpActor,
+    DdpgMlpQNet,
+    DistributionalDQNnet,
+    DuelingCnnDQNet,
+    DuelingMlpDQNet,
+    dueling_combine,
+)
+
+
+def test_dueling_combine_hand_computed():
+    v = torch.tensor([[1.0]])
+    a = torch.tensor([[1.0, 2.0, 3.0]])
+    torch.testing.assert_close(dueling_combine(v, a), torch.tensor([[0.0, 1.0, 2.0]]))
+
+
+def test_distributional_log_softmax():
+    logits = torch.randn(4, 5, 3)
+    out = DistributionalDQNnet()({}, logits)
+    torch.testing.assert_close(out.exp().sum(-2), torch.ones(4, 3))
+    with pytest.raises(ValueError, match="atoms"):
+        DistributionalDQNnet()({}, torch.randn(3))
+
+
+def test_inits_and_shapes():
+    actor = DdpgMlpActor(5, 2)
+    p = actor.init(0)
+    assert [lp["weight"].shape for lp in p["mlp"]["layers"]] == [(400, 5), (300, 400), (2, 300)]
+    assert p["mlp"]["layers"][-1]["weight"].abs().max() <= 3e-3
+    assert actor(p, torch.randn(7, 5)).shape == (7, 2)
+    q = DdpgMlpQNet(5, 2)
+    pq = q.init(0)
+    assert pq["mlp1"]["layers"][0]["weight"].shape == (400, 5)
+    assert pq["mlp2"]["layers"][0]["weight"].shape == (300, 402)
+    assert q(pq, torch.randn(7, 5), torch.randn(7, 2)).shape == (7, 1)
+    duel = DuelingMlpDQNet(6, 4)
+    pd = duel.init(0)
+    assert all(lp["bias"].abs().sum() == 0 for k in pd for lp in pd[k]["layers"])
+    assert duel(pd, torch.randn(3, 6)).shape == (3, 4)
+
+
+def test_cnn_shapes():
+    x = torch.randn(2, 3, 64, 64)
+    actor = DdpgCnnActor((3, 64, 64), 4)
+    action, hidden = actor(actor.init(0), x)
+    assert action.shape == (2, 4) and hidden.shape == (2, 64 * 6 * 6)
+    q = DdpgCnnQNet((3, 64, 64), 4)
+    assert q(q.init(0), x, action).shape == (2, 1)
+    duel = DuelingCnnDQNet((3, 64, 64), 6)
+    assert duel(duel.init(0), x).shape == (2, 6)
+
+
+def _copy_into(ours_params, ref):
+    from funcrl.nn import to_module
+
+    to_module(ours_params, ref)
+
+
+def test_parity_torchrl_models():
+    pytest.importorskip("torchrl", reason="TorchRL parity reference")
+    from torchrl.modules.models import models as m
+
+    torch.manual_seed(0)
+    obs, act, img = torch.randn(3, 5), torch.randn(3, 2), torch.randn(3, 3, 64, 64)
+    cases = [
+        (m.DdpgMlpActor(action_dim=2), DdpgMlpActor(5, 2), (obs,)),
+        (m.DdpgMlpQNet(), DdpgMlpQNet(5, 2), (obs, act)),
+        (m.DuelingMlpDQNet(out_features=4), DuelingMlpDQNet(5, 4), (obs,)),
+        (m.DdpgCnnActor(action_dim=2), DdpgCnnActor((3, 64, 64), 2), (img,)),
+        (m.DdpgCnnQNet(), DdpgCnnQNet((3, 64, 64), 2), (img, act)),
+        (m.DuelingCnnDQNet(out_features=4), DuelingCnnDQNet((3, 64, 64), 4), (img,)),
+    ]
+    for ref, ours, inputs in cases:
+        ref(*inputs)  # materialise lazy layers
+        params = from_module(ref)
+        # Same tree structure as funcrl's own init, so TorchRL weights load directly.
+        init = ours.init(0)
+        assert torch.utils._pytree.tree_structure(params) == torch.utils._pytree.tree_structure(
+            init
+        ), type(ours).__name__
+        out, ref_out = ours(params, *inputs), ref(*inputs)
+        for a, b in zip(
+            torch.utils._pytree.tree_leaves(out),
+            [ref_out] if torch.is_tensor(ref_out) else list(ref_out),
+        ):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        # and funcrl params load back into TorchRL.
+        _copy_into(init, ref)
+        ref_out = ref(*inputs)
+        out = ours(init, *inputs)
+        for a, b in zip(
+            torch.utils._pytree.tree_leaves(out),
+            [ref_out] if torch.is_tensor(ref_out) else list(ref_out),
+        ):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_vmap_ensemble_and_compile():
+    from funcrl.nn import Ensemble
+
+    ens = Ensemble(
+        DuelingMlpDQNet(4, 3, feature_num_cells=(8,), feature_out=8, head_num_cells=(8,)), 2
+    )
+    p = ens.init(0)
+    x = torch.randn(5, 4)
+    y = ens(p, x)
+    assert y.shape == (2, 5, 3)
+    torch.testing.assert_close(y, Ensemble(ens.net, 2, mode="loop")(p, x))
+    torch._dynamo.reset()
+    net = ens.net
+    p0 = net.init(1)
+    torch.testing.assert_close(torch.compile(net, fullgraph=True)(p0, x), net(p0, x))
