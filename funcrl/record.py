@@ -317,6 +317,8 @@ class Record:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Record:
         """Flattens batch dimensions ``start_dim..end_dim`` into one."""
         bs = list(self.batch_size)
+        if self._batch_ndim == 0:
+            raise ValueError("flatten: a Record with no batch dimension has nothing to flatten")
         end = end_dim % self._batch_ndim
         new = bs[:start_dim] + [_prod(bs[start_dim : end + 1])] + bs[end + 1 :]
         return self.reshape(*new)
@@ -327,8 +329,36 @@ class Record:
         return self.apply(lambda t: t.unsqueeze(dim), batch_ndim=self._batch_ndim + 1)
 
     def squeeze(self, dim: int) -> Record:
+        """Removes the batch dimension ``dim``, which must have size 1."""
         dim = dim if dim >= 0 else dim + self._batch_ndim
+        if not 0 <= dim < self._batch_ndim:
+            raise IndexError(f"squeeze: dim {dim} out of range for batch_ndim {self._batch_ndim}")
+        size = self.batch_size[dim]
+        if size != 1:
+            # torch.squeeze would silently keep the dim and leave the batch rank inconsistent.
+            raise ValueError(f"squeeze: batch dim {dim} has size {size}, expected 1")
         return self.apply(lambda t: t.squeeze(dim), batch_ndim=self._batch_ndim - 1)
+
+    def split(self, split_size: int | Sequence[int], dim: int = 0) -> list[Record]:
+        """Splits along batch dim ``dim`` like ``torch.split`` (inverse of :meth:`cat`)."""
+        if self._batch_ndim == 0:
+            raise ValueError("split: a Record with no batch dimension cannot be split")
+        dim = dim % self._batch_ndim
+        n = self.batch_size[dim]
+        if isinstance(split_size, int) and split_size < 1:
+            raise ValueError(f"split: split_size must be >= 1, got {split_size}")
+        sizes = (
+            [min(split_size, n - i) for i in range(0, n, split_size)]
+            if isinstance(split_size, int)
+            else list(split_size)
+        )
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not sum to batch dim {dim} of size {n}")
+        out, start = [], 0
+        for size in sizes:
+            out.append(self._index((slice(None),) * dim + (slice(start, start + size),)))
+            start += size
+        return out
 
     def expand(self, *batch_size: int) -> Record:
         """Broadcasts to a larger batch (new leading dims, like ``Tensor.expand``)."""
@@ -340,6 +370,9 @@ class Record:
         )
 
     def unbind(self, dim: int = 0) -> list[Record]:
+        """Splits along batch dim ``dim`` into Records without that dim (inverse of ``stack``)."""
+        if self._batch_ndim == 0:
+            raise ValueError("unbind: a Record with no batch dimension cannot be unbound")
         return [
             self._index((slice(None),) * (dim % self._batch_ndim) + (i,))
             for i in range(self.batch_size[dim])

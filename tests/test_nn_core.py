@@ -202,6 +202,15 @@ def test_mlp_config_errors_and_activations():
     )
 
 
+def test_linear_wrong_input_dim_error():
+    with pytest.raises(
+        ValueError, match=r"Linear: input x has shape \(5, 2\), expected \[\.\.\., 3\]"
+    ):
+        Linear(3, 4)(Linear(3, 4).init(0), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match=r"input x has shape \(\), expected"):
+        Linear(3, 4)(Linear(3, 4).init(0), torch.tensor(1.0))
+
+
 def test_mlp_wrong_input_dim_error():
     net = MLP(4, 2)
     with pytest.raises(
@@ -312,6 +321,7 @@ def test_mlp_matches_torchrl(kwargs):
     testing.assert_trees_all_close(ours(p, x), theirs(x).detach(), atol=1e-6)
     if ours.dropout:
         # same global seed -> same dropout masks, drawn in the same order
+        assert any(isinstance(m, torch.nn.Dropout) for m in theirs.modules())
         theirs.train()
         torch.manual_seed(3)
         want = theirs(x).detach()

@@ -169,6 +169,10 @@ class Linear(Module):
         return {"weight": weight, "bias": bias} if self.bias else {"weight": weight}
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1:] != (self.in_features,):
+            raise ValueError(
+                f"Linear: input x has shape {tuple(x.shape)}, expected [..., {self.in_features}]"
+            )
         return F.linear(x, params["weight"], params.get("bias"))
 
 
@@ -260,7 +264,9 @@ class MLP(Module):
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"MLP: dropout must be in [0, 1), got {self.dropout}")
         if isinstance(self.num_cells, int) and self.depth is None:
-            raise ValueError(f"MLP: num_cells={self.num_cells} is an int, so depth must be given too")
+            raise ValueError(
+                f"MLP: num_cells={self.num_cells} is an int, so depth must be given too"
+            )
         hidden = self.hidden_sizes
         if (
             isinstance(self.num_cells, tuple)

@@ -1,0 +1,278 @@
+"""CrossQ (Bhatt et al. 2024, "CrossQ: Batch Normalization in Deep RL", ICLR) as pure functions.
+
+TorchRL 0.14's ``CrossQLoss``: SAC without target networks. The critics carry BatchRenorm layers
+and see the current and next state-action pairs in *one* joint pass, so both share the batch
+statistics; the bootstrap is that pass's next-state half, detached::
+
+    a', log pi'     ~ pi(s')                                   (frozen; actor BN in train mode)
+    [Q_i(s, a_t); Q_i(s', a')] = Q_i(cat([s, a_t], [s', a']))  (BN in train mode, joint batch)
+    y       = r + gamma (1 - terminated) [min_i Q_i(s', a') - alpha log pi']        (detached)
+    L_Q     = sum_i l(Q_i(s, a_t), y)
+    L_pi    = alpha log pi(a~|s) - min_i Q_i(s, a~)    (actor BN train mode; Q frozen, BN eval mode)
+    L_alpha = -log_alpha (log pi(a~|s) + H)
+
+The BatchRenorm running statistics live in ``params["batch_stats"] = {"actor": [...],
+"qvalue": [...]}`` (one ``{"running_mean", "running_var", "steps"}`` per hidden layer; the Q ones
+are stacked over the ensemble like the Q params). A loss cannot return params in its dict of
+tensors, so :func:`loss_and_state` returns ``(losses, {"batch_stats": new})`` and
+``funcrl.update(crossq.loss_and_state, ..., has_state=True)`` writes the new statistics into the
+params after each step; :func:`loss` is the same computation returning the losses only.
+
+The statistics move in TorchRL's order: the actor's on the next states (target action), then the
+critics' on the joint batch, then the actor's on the current states (actor loss); the actor loss
+evaluates the critics in eval mode with the statistics the joint pass just produced (TorchRL
+updates its buffers in place, then calls ``qvalue_network.eval()``). Use :func:`policy` with
+``train=False`` to act.
+
+Sampling uses the global torch RNG in TorchRL's order (next-state actions, then the actor's).
+
+Intentional differences: ``log_alpha`` is clamped straight-through (see :mod:`funcrl.sac`); the
+BatchRenorm warm-up factor is capped at 1 (see :mod:`funcrl.nn.batch_renorm`); the dict also holds
+``td_error``; ``separate_losses`` does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from funcrl import tree
+from funcrl._common import distance_loss, get, get_flag, td0_target
+from funcrl.distributions import NormalParamExtractor, TanhNormal
+from funcrl.nn import BatchRenorm1d, Linear, activation_fn, make_generator
+from funcrl.record import Record
+from funcrl.sac import (
+    action_bounds,
+    actor_objective,
+    auto_entropy,
+    check_alpha,
+    check_common,
+    reduce,
+    require,
+    soft_value,
+    spec_dim,
+    temperature,
+    temperature_loss,
+)
+
+__all__ = ["Config", "Nets", "RenormMLP", "init", "loss", "loss_and_state", "policy"]
+
+Params = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """``CrossQLoss``'s hyperparameters, TorchRL's names and defaults (see :class:`funcrl.sac.Config`).
+
+    There are no target networks, hence no ``delay_*``.
+    """
+
+    num_qvalue_nets: int = 2
+    loss_function: str = "smooth_l1"
+    alpha_init: float = 1.0
+    min_alpha: float | None = None
+    max_alpha: float | None = None
+    fixed_alpha: bool = False
+    target_entropy: float | str = "auto"
+    gamma: float = 0.99
+    reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        check_common("crossq.Config", self)
+        check_alpha("crossq.Config", self.alpha_init, self.min_alpha, self.max_alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenormMLP:
+    """TorchRL's ``MLP(norm_class=BatchRenorm1d)``: ``Linear -> BatchRenorm1d -> activation`` per
+    hidden layer, then a ``Linear``. Sizes are read from the params, so one instance serves any
+    input/output width.
+
+    Params: ``{"layers": [linear...], "norms": [{"weight", "bias"}...]}``; state: a list of
+    ``BatchRenorm1d`` states. ``__call__(params, state, *inputs, train) -> (y, new_state)``
+    concatenates the inputs; leading dims are flattened into the normalised batch.
+    """
+
+    num_cells: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    momentum: float = 0.01
+    eps: float = 1e-5
+    max_r: float = 3.0
+    max_d: float = 5.0
+    warmup_steps: int = 10000
+
+    def norm(self, width: int) -> BatchRenorm1d:
+        return BatchRenorm1d(
+            width, momentum=self.momentum, eps=self.eps, max_r=self.max_r, max_d=self.max_d,
+            warmup_steps=self.warmup_steps,
+        )  # fmt: skip
+
+    def init(self, seed, in_features: int, out_features: int, *, device=None, dtype=torch.float32):
+        gen = make_generator(seed)
+        sizes = (in_features, *self.num_cells, out_features)
+        kw = {"device": device, "dtype": dtype}
+        return {
+            "layers": [Linear(i, o).init(gen, **kw) for i, o in zip(sizes[:-1], sizes[1:])],
+            "norms": [self.norm(h).init(gen, **kw) for h in self.num_cells],
+        }
+
+    def init_state(self, *, device=None, dtype=torch.float32) -> list[Params]:
+        return [self.norm(h).init_state(device=device, dtype=dtype) for h in self.num_cells]
+
+    def __call__(
+        self, params: Params, state: Sequence[Params], *inputs: torch.Tensor, train: bool
+    ) -> tuple[torch.Tensor, list[Params]]:
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        act = activation_fn(self.activation)
+        new_state = []
+        for layer, norm_p, s in zip(params["layers"][:-1], params["norms"], state):
+            x = F.linear(x, layer["weight"], layer["bias"])
+            x, s = self.norm(x.shape[-1])(norm_p, s, x, train=train)
+            x = act(x)
+            new_state.append(s)
+        last = params["layers"][-1]
+        x = F.linear(x, last["weight"], last["bias"])
+        return x.reshape(*lead, x.shape[-1]), new_state
+
+
+@dataclasses.dataclass(frozen=True)
+class Nets:
+    """``actor(params, state, obs, train) -> ([*B, 2 a], state)`` into ``NormalParamExtractor`` and
+    a ``TanhNormal`` on ``params["action_bounds"]``; ``qvalue(params, state, obs, action, train) ->
+    ([*B, 1], state)`` for one critic, vmapped over the ensemble. Both default to
+    :class:`RenormMLP` (``init(seed, in, out)``, ``init_state()``)."""
+
+    actor: Any = RenormMLP()
+    qvalue: Any = RenormMLP()
+    scale_mapping: str = "biased_softplus_1.0"
+    scale_lb: float = 1e-4
+    tanh_loc: bool = False
+
+
+def init(
+    seed: int | torch.Generator,
+    observation_spec: Any,
+    action_spec: Any,
+    config: Config = Config(),
+    nets: Nets = Nets(),
+    *,
+    device=None,
+    dtype=torch.float32,
+) -> Params:
+    """``actor``, ``qvalue`` (``N`` stacked members), ``log_alpha``, ``action_bounds`` and
+    ``batch_stats`` (``{"actor": [...], "qvalue": [...]}``, running mean 0, variance 1, steps 0).
+    Never touches the global RNG."""
+    obs_dim = spec_dim(observation_spec, "crossq.init: observation_spec")
+    act_dim = spec_dim(action_spec, "crossq.init: action_spec")
+    gen = make_generator(seed)
+    kw = {"device": device, "dtype": dtype}
+    n = config.num_qvalue_nets
+    return {
+        "actor": nets.actor.init(gen, obs_dim, 2 * act_dim, **kw),
+        "qvalue": tree.stack([nets.qvalue.init(gen, obs_dim + act_dim, 1, **kw) for _ in range(n)]),
+        "log_alpha": torch.tensor(math.log(config.alpha_init), **kw),
+        "action_bounds": action_bounds(action_spec, act_dim, **kw),
+        "batch_stats": {
+            "actor": nets.actor.init_state(**kw),
+            "qvalue": tree.stack([nets.qvalue.init_state(**kw) for _ in range(n)]),
+        },
+    }
+
+
+def _dist(params, loc_scale, nets):
+    bounds = params["action_bounds"]
+    loc, scale = NormalParamExtractor(nets.scale_mapping, nets.scale_lb)(loc_scale)
+    low, high = bounds["low"].detach(), bounds["high"].detach()
+    return TanhNormal(loc, scale, low=low, high=high, tanh_loc=nets.tanh_loc)
+
+
+def policy(
+    params: Params, observation: torch.Tensor, *, nets: Nets = Nets(), train: bool = False
+) -> tuple[TanhNormal, list[Params]]:
+    """The actor's ``TanhNormal`` at ``observation`` and the actor's new BatchRenorm state
+    (unchanged when ``train=False``, the mode to act in)."""
+    out, state = nets.actor(
+        params["actor"], params["batch_stats"]["actor"], observation, train=train
+    )
+    return _dist(params, out, nets), state
+
+
+def _critics(nets, qparams, qstate, obs, action, train):
+    """Every critic on the same inputs: ``([N, *B], stacked new states)``."""
+
+    def one(p, s):
+        q, s = nets.qvalue(p, s, obs, action, train=train)
+        return q.squeeze(-1), s
+
+    return torch.func.vmap(one)(qparams, qstate)
+
+
+def loss_and_state(
+    params: Params, batch: Record, *, config: Config = Config(), nets: Nets = Nets()
+) -> tuple[dict[str, torch.Tensor], Params]:
+    """CrossQ's losses and the new BatchRenorm statistics. Samples (global torch RNG).
+
+    Returns:
+        ``(losses, {"batch_stats": {"actor": ..., "qvalue": ...}})``; ``losses`` has
+        ``loss_actor``, ``loss_qvalue``, ``loss_alpha``, ``alpha``, ``entropy``, ``td_error``.
+    """
+    owner = "crossq.loss"
+    require(params, ["actor", "qvalue", "log_alpha", "action_bounds", "batch_stats"], owner)
+    obs = get(batch, "observation", owner=owner)
+    action = get(batch, "action", owner=owner)
+    next_obs = get(batch, ("next", "observation"), owner=owner, shape=(obs.shape[-1],))
+    reward = get_flag(batch, ("next", "reward"), owner=owner, like=action[..., :1])
+    terminated = get_flag(batch, ("next", "terminated"), owner=owner, like=reward).bool()
+    r, term = reward.squeeze(-1), terminated.squeeze(-1)
+    h = auto_entropy(config.target_entropy, action, batch.batch_ndim)
+    log_alpha, alpha = temperature(params["log_alpha"], config)
+    stats = params["batch_stats"]
+    actor_p = params["actor"]
+
+    # 1. Next actions: the frozen actor, BN in train mode (its statistics move, as in TorchRL).
+    out_next, actor_state = nets.actor(
+        tree.detach(actor_p), stats["actor"], next_obs.detach(), train=True
+    )
+    a_next, lp_next = _dist(params, out_next.detach(), nets).rsample_and_log_prob()
+    a_next, lp_next = a_next.detach(), lp_next.detach()
+    # 2. One joint critic pass over [current; next] so both halves share the batch statistics.
+    b = obs.shape[0]
+    joint_q, q_state = _critics(
+        nets, params["qvalue"], stats["qvalue"],
+        torch.cat([obs, next_obs]), torch.cat([action, a_next]), True,
+    )  # fmt: skip
+    q, q_next = joint_q[:, :b], joint_q[:, b:]
+    v_next = soft_value(q_next.min(0).values, lp_next, alpha).detach()
+    y = td0_target(r, term, v_next, config.gamma).detach()
+    loss_q = distance_loss(q, y.expand_as(q), config.loss_function).sum(0)
+    # 3. Actor: BN in train mode on the current states; critics frozen, BN in eval mode.
+    out_pi, actor_state = nets.actor(actor_p, actor_state, obs, train=True)
+    a_pi, lp_pi = _dist(params, out_pi, nets).rsample_and_log_prob()
+    q_pi, _ = _critics(nets, tree.detach(params["qvalue"]), tree.detach(q_state), obs, a_pi, False)
+    loss_actor = actor_objective(alpha, lp_pi, q_pi.min(0).values)
+    loss_alpha = temperature_loss(log_alpha, lp_pi.detach(), h)
+    red = config.reduction
+    losses = {
+        "loss_actor": reduce(loss_actor, red),
+        "loss_qvalue": reduce(loss_q, red),
+        "loss_alpha": reduce(loss_alpha, red),
+        "alpha": alpha,
+        "entropy": -lp_pi.detach().mean(),
+        "td_error": (q - y).abs().detach().max(0).values,
+    }
+    new_stats = tree.detach({"actor": actor_state, "qvalue": q_state})
+    return losses, {"batch_stats": new_stats}
+
+
+def loss(
+    params: Params, batch: Record, *, config: Config = Config(), nets: Nets = Nets()
+) -> dict[str, torch.Tensor]:
+    """:func:`loss_and_state`'s losses only (the statistics update is dropped). Samples."""
+    return loss_and_state(params, batch, config=config, nets=nets)[0]

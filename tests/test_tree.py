@@ -1,0 +1,154 @@
+"""funcrl.tree: pytree helpers over dicts, lists, tuples and Records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from funcrl import Record, testing, tree
+
+
+def params():
+    return {
+        "actor": {"layers": [{"weight": torch.ones(2, 3), "bias": torch.zeros(2)}]},
+        "log_alpha": torch.tensor(0.5),
+        "pair": (torch.arange(3.0), None),
+    }
+
+
+def test_map_leaves_flatten_unflatten():
+    p = params()
+    assert len(tree.leaves(p)) == 4  # None is an empty subtree, not a leaf
+    doubled = tree.map(lambda x: x * 2, p)
+    assert doubled["pair"][1] is None
+    assert torch.equal(doubled["log_alpha"], torch.tensor(1.0))
+    summed = tree.map(lambda a, b: a + b, p, doubled)
+    assert torch.equal(summed["actor"]["layers"][0]["weight"], torch.full((2, 3), 3.0))
+    leaves, treedef = tree.flatten(p)
+    back = tree.unflatten(treedef, [x + 1 for x in leaves])
+    assert torch.equal(back["pair"][0], torch.arange(1.0, 4.0))
+    assert tree.structure(p) == treedef
+    assert tree.same_structure(p, doubled)
+    assert not tree.same_structure(p, {"actor": p["actor"]})
+
+
+def test_map_with_path():
+    paths = []
+    tree.map_with_path(lambda path, x: paths.append(path), params())
+    assert ("actor", "layers", 0, "weight") in paths and ("pair", 0) in paths
+    rec = Record({("next", "reward"): torch.zeros(2, 1)}, 1)
+    out = tree.map_with_path(lambda path, x: x + len(path), rec)
+    assert isinstance(out, Record) and torch.equal(out["next", "reward"], torch.full((2, 1), 2.0))
+
+
+def test_map_mismatched_structures_raise():
+    with pytest.raises(ValueError):
+        tree.map(torch.add, {"a": torch.zeros(1)}, {"b": torch.zeros(1)})
+
+
+def test_records_are_nodes():
+    rec = Record({"obs": torch.zeros(3, 2), ("next", "r"): torch.ones(3, 1)}, 1)
+    assert len(tree.leaves({"batch": rec})) == 2
+    z = tree.zeros_like(rec)
+    assert (
+        isinstance(z, Record)
+        and z.batch_size == (3,)
+        and torch.equal(z["next", "r"], torch.zeros(3, 1))
+    )
+    stacked = tree.stack([rec, rec])
+    assert isinstance(stacked, Record) and stacked.batch_size == (2, 3)
+    assert tree.unstack(stacked)[1].equal(rec)
+
+
+def test_stack_unstack():
+    a, b = params(), tree.map(lambda x: x + 1, params())
+    s = tree.stack([a, b])
+    assert s["actor"]["layers"][0]["weight"].shape == (2, 2, 3)
+    assert s["log_alpha"].shape == (2,)
+    s1 = tree.stack([a, b], dim=-1)
+    assert s1["actor"]["layers"][0]["weight"].shape == (2, 3, 2)
+    parts = tree.unstack(s)
+    assert len(parts) == 2
+    testing.assert_trees_all_equal(parts[0], a)
+    testing.assert_trees_all_equal(parts[1], b)
+    assert tree.unstack({}) == []
+    with pytest.raises(ValueError, match="tree.stack needs at least one tree"):
+        tree.stack([])
+    with pytest.raises(ValueError, match="tree.stack: tree 1 has structure"):
+        tree.stack([a, {"actor": a["actor"]}])
+
+
+def test_like_clone_detach():
+    p = params()
+    assert all(torch.equal(x, torch.zeros_like(x)) for x in tree.leaves(tree.zeros_like(p)))
+    assert all(torch.equal(x, torch.ones_like(x)) for x in tree.leaves(tree.ones_like(p)))
+    assert all((x == 7).all() for x in tree.leaves(tree.full_like(p, 7.0)))
+    c = tree.clone(p)
+    testing.assert_trees_all_equal(c, p)
+    assert c["log_alpha"].data_ptr() != p["log_alpha"].data_ptr()
+    w = torch.ones(2, requires_grad=True)
+    d = tree.detach({"w": w * 2})
+    assert not d["w"].requires_grad
+
+
+def test_arithmetic_where_allclose():
+    p = params()
+    testing.assert_trees_all_close(tree.sub(tree.add(p, p), p), p)
+    testing.assert_trees_all_close(tree.scale(p, 3.0), tree.add(tree.add(p, p), p))
+    testing.assert_trees_all_close(tree.scale(p, torch.tensor(0.0)), tree.zeros_like(p))
+    q = tree.map(lambda x: x + 1, p)
+    testing.assert_trees_all_equal(tree.where(torch.tensor(True), p, q), p)
+    testing.assert_trees_all_equal(tree.where(torch.tensor(False), p, q), q)
+    assert tree.allclose(p, tree.map(lambda x: x + 1e-9, p))
+    assert not tree.allclose(p, q)
+    assert not tree.allclose(p, {"actor": p["actor"]})
+    assert not tree.allclose({"a": torch.zeros(2)}, {"a": torch.zeros(3)})
+
+
+def test_global_norm_and_num_params():
+    p = {"a": torch.tensor([3.0]), "b": [torch.tensor([[4.0, 0.0]])]}
+    assert tree.global_norm(p).item() == pytest.approx(5.0)
+    assert tree.global_norm({}).item() == 0.0
+    assert tree.num_params(p) == 3
+    assert tree.num_params(params()) == 6 + 2 + 1 + 3
+
+
+@given(testing.param_trees())
+def test_global_norm_matches_flat_norm(p):
+    flat = torch.cat([x.reshape(-1).double() for x in tree.leaves(p)])
+    assert math.isclose(float(tree.global_norm(p)), float(flat.norm()), rel_tol=1e-5, abs_tol=1e-5)
+
+
+@given(testing.param_trees(), st.integers(1, 3))
+def test_stack_unstack_round_trip(p, n):
+    members = [tree.map(lambda x, i=i: x * (i + 1), p) for i in range(n)]
+    stacked = tree.stack(members)
+    testing.assert_trees_all_equal_shapes(stacked, tree.map(lambda x: x.expand(n, *x.shape), p))
+    for got, want in zip(tree.unstack(stacked), members):
+        testing.assert_trees_all_equal(got, want)
+
+
+@given(testing.param_trees())
+def test_flatten_unflatten_round_trip(p):
+    leaves, treedef = tree.flatten(p)
+    testing.assert_trees_all_equal(tree.unflatten(treedef, leaves), p)
+    assert tree.num_params(p) == sum(x.numel() for x in leaves)
+
+
+@testing.variants
+def test_tree_ops_in_every_variant(variant):
+    def sgd_like(p, g):
+        n = tree.global_norm(g)
+        return tree.where(n > 1.0, tree.sub(p, tree.scale(g, 0.1 / n)), tree.sub(p, g))
+
+    p = {"w": torch.ones(3, 2), "b": [torch.zeros(2)]}
+    g = {"w": torch.full((3, 2), 2.0), "b": [torch.ones(2)]}
+    out = variant(sgd_like)(p, g)
+    n = math.sqrt(6 * 4 + 2)
+    testing.assert_trees_all_close(
+        out, {"w": 1 - 0.2 / n * torch.ones(3, 2), "b": [-0.1 / n * torch.ones(2)]}
+    )
