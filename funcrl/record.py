@@ -200,15 +200,15 @@ class Record:
     def update(
         self, other: Mapping[NestedKey, Any] | Record | None = None, **kwargs: Any
     ) -> Record:
-        """Returns a new Record with the entries of ``other`` (nested keys merged) and ``kwargs``."""
+        """Returns a new Record with the entries of ``other`` and ``kwargs``.
+
+        Nested entries are merged leaf by leaf, whether ``other`` is a Record or a nested mapping:
+        ``rec.update({"next": {"reward": r}})`` keeps ``rec["next", "observation"]``.
+        """
         rec = self
         if other is not None:
-            if isinstance(other, Record):
-                for k in other.keys(include_nested=True, leaves_only=True):
-                    rec = rec.set(k, other[k])
-            else:
-                for k, v in other.items():
-                    rec = rec.set(k, v)
+            for k, v in _leaf_items(other):
+                rec = rec.set(k, v)
         for k, v in kwargs.items():
             rec = rec.set(k, v)
         return rec
@@ -492,6 +492,17 @@ class Record:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _leaf_items(data: Mapping[NestedKey, Any] | Record) -> list[tuple[tuple[str, ...], Any]]:
+    out = []
+    for k, v in data.items():
+        path = _as_tuple(k)
+        if isinstance(v, (Record, Mapping)) and not isinstance(v, torch.Tensor):
+            out.extend((path + sub, leaf) for sub, leaf in _leaf_items(v))
+        else:
+            out.append((path, v))
+    return out
 
 
 def _prod(xs: Iterable[int]) -> int:

@@ -59,6 +59,7 @@ def update(
     target_every: int = 1,
     hard_target_period: int | None = None,
     has_state: bool = False,
+    project: Callable[[Params], Params] | None = None,
 ) -> Trainer:
     """Builds ``Trainer(init, step)`` for ``loss_fn(params, batch) -> loss dict``.
 
@@ -78,6 +79,9 @@ def update(
             ``HardUpdate``).
         has_state: ``loss_fn`` returns ``(losses, new_state)``, a dict of non-trainable params
             entries (CrossQ's ``{"batch_stats": ...}``) written, detached, into the new params.
+        project: a pure map applied to the new params after the optimizer and before the target
+            maps, e.g. ``functools.partial(sac.project, config=cfg)`` to keep ``log_alpha`` inside
+            ``[log min_alpha, log max_alpha]`` as TorchRL's in-place clamp does.
 
     Returns:
         ``Trainer(init, step)`` with ``step(params, opt_state, batch) -> (params, opt_state,
@@ -118,6 +122,8 @@ def update(
         new = apply_updates(train_params, updates)
         if every:
             new, opt_state = _mask_delayed(new, train_params, opt_state, state, every)
+        if project is not None:
+            new = {k: v for k, v in project({**params, **new}).items() if k in new}
         out = {**params, **new, **tree.detach(dict(new_state))}
         if targets:
             if hard_target_period is not None:

@@ -174,6 +174,10 @@ def test_update_merges_nested():
     assert torch.equal(new2["next", "reward"], torch.ones(3, 1))
     assert torch.equal(rec["next", "reward"], torch.full((3, 1), 2.0))
     assert rec.update().equal(rec)
+    # A plain nested dict merges too: ("next", "done") survives an update of ("next", "reward").
+    new3 = rec.update({"next": {"reward": torch.zeros(3, 1)}})
+    assert torch.equal(new3["next", "reward"], torch.zeros(3, 1))
+    assert torch.equal(new3["next", "done"], rec["next", "done"])
 
 
 def test_select_exclude_rename():

@@ -232,3 +232,28 @@ def test_tensor_tau_per_seed_under_vmap():
     out, _, _ = torch.func.vmap(step)(p, s, b, taus)
     testing.assert_trees_all_equal(out["target_critic"][0], torch.ones(3))  # tau 0 keeps
     testing.assert_trees_all_close(out["target_critic"][1], out["critic"][1])  # tau 1 copies
+
+
+def test_update_project_hook_keeps_params_in_bounds():
+    # A loss pushing "w" up forever; project clamps it at 1 after every optimizer step.
+    def loss_fn(p, batch):
+        return {"loss_w": -(p["w"] * batch).sum()}
+
+    def project(p):
+        return {**p, "w": p["w"].clamp(max=1.0)}
+
+    from funcrl import optim, training
+
+    trainer = training.update(loss_fn, optim.sgd(0.5), trainable=("w",), project=project)
+    params = {"w": torch.zeros(2)}
+    state = trainer.init(params)
+    for _ in range(5):
+        params, state, _ = trainer.step(params, state, torch.ones(2))
+    assert torch.equal(params["w"], torch.ones(2))
+    # Without the hook the same steps go past the bound: 5 steps of 0.5.
+    free = training.update(loss_fn, optim.sgd(0.5), trainable=("w",))
+    p2, s2 = {"w": torch.zeros(2)}, None
+    s2 = free.init(p2)
+    for _ in range(5):
+        p2, s2, _ = free.step(p2, s2, torch.ones(2))
+    assert torch.allclose(p2["w"], torch.full((2,), 2.5))
