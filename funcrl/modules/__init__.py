@@ -26,6 +26,18 @@ from funcrl.modules.exploration import (
     random_action,
 )
 from funcrl.modules.keyed import INTERACTION_TYPES, Keyed, Sequential, VmapModule
+from funcrl.modules.lm_head import LastHiddenState, LMHeadActorValueOperator, last_hidden_state
+from funcrl.modules.planners import (
+    CEMConfig,
+    CEMPlanner,
+    MPPIConfig,
+    MPPIPlanner,
+    WorldModelWrapper,
+    cem_plan,
+    mppi_plan,
+    rollout_scores,
+    world_model_step,
+)
 from funcrl.modules.qvalue import (
     ACTION_SPACES,
     DistributionalQValueActor,
@@ -56,6 +68,18 @@ OrnsteinUhlenbeckProcessModule = OrnsteinUhlenbeck
 ConsistentDropoutModule = ConsistentDropout
 
 __all__ = [
+    "LastHiddenState",
+    "LMHeadActorValueOperator",
+    "last_hidden_state",
+    "CEMConfig",
+    "CEMPlanner",
+    "MPPIConfig",
+    "MPPIPlanner",
+    "WorldModelWrapper",
+    "cem_plan",
+    "mppi_plan",
+    "rollout_scores",
+    "world_model_step",
     "ACTION_SPACES",
     "INTERACTION_TYPES",
     "Actor",

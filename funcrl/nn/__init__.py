@@ -22,6 +22,15 @@ from funcrl.nn.core import (
     activation_fn,
     make_generator,
 )
+from funcrl.nn.dreamer import (
+    DreamerActor,
+    ObsDecoder,
+    ObsEncoder,
+    RSSMPosterior,
+    RSSMPrior,
+    RSSMRollout,
+    gaussian_sample,
+)
 from funcrl.nn.ensemble import Ensemble
 from funcrl.nn.models import (
     DdpgCnnActor,
@@ -37,8 +46,33 @@ from funcrl.nn.models import (
 )
 from funcrl.nn.noisy import NoisyLinear, noisy_weights, sample_noise, scale_noise
 from funcrl.nn.rnn import GRU, LSTM, GRUCell, GRUModule, LSTMCell, LSTMModule, gru_cell, lstm_cell
+from funcrl.nn.transformer import (
+    CausalTransformer,
+    DecisionTransformer,
+    DTActor,
+    DTConfig,
+    OnlineDTActor,
+    bounded_log_std,
+    causal_mask,
+    causal_self_attention,
+)
 
 __all__ = [
+    "DreamerActor",
+    "ObsDecoder",
+    "ObsEncoder",
+    "RSSMPosterior",
+    "RSSMPrior",
+    "RSSMRollout",
+    "gaussian_sample",
+    "CausalTransformer",
+    "DecisionTransformer",
+    "DTActor",
+    "DTConfig",
+    "OnlineDTActor",
+    "bounded_log_std",
+    "causal_mask",
+    "causal_self_attention",
     "DdpgCnnActor",
     "DdpgCnnQNet",
     "DdpgMlpActor",
