@@ -174,3 +174,14 @@ def test_from_torchrl_fallback_is_torch_module():
     x = torch.randn(3, 2)
     torch.testing.assert_close(net(params, x), seq(x))
     to_module(params, seq, layout="flat")
+
+
+def test_conv_transpose_round_trip():
+    m = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 3, 5, stride=2), torch.nn.ReLU())
+    params = from_module(m)
+    assert set(params["layers"][0]) == {"weight", "bias"}
+    assert params["layers"][0]["weight"].shape == (4, 3, 5, 5)
+    m2 = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 3, 5, stride=2), torch.nn.ReLU())
+    to_module(params, m2)
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k

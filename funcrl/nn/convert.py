@@ -28,7 +28,15 @@ __all__ = ["from_module", "to_module", "from_torchrl", "TorchModule", "module_la
 
 Path = tuple[Any, ...]
 
-_LAYER_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_LAYER_TYPES: tuple[type, ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 _NORM_TYPES: tuple[type, ...] = (nn.LayerNorm, nn.GroupNorm)
 
 
