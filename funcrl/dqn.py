@@ -264,16 +264,19 @@ def double_q_value(
 # --- the loss ------------------------------------------------------------------------------------
 
 
-def _check_action(action: torch.Tensor, q: torch.Tensor, config: Config) -> None:
-    if config.action_space == "categorical":
+def check_action(
+    action: torch.Tensor, q: torch.Tensor, action_space: str, *, owner: str, key: str = "action"
+) -> None:
+    """Raises unless ``action`` fits ``q [*batch, n]`` in ``action_space``'s layout."""
+    if action_space == "categorical":
         ok = action.shape == q.shape[:-1] or action.shape == (*q.shape[:-1], 1)
         want = f"{tuple(q.shape[:-1])} or {(*q.shape[:-1], 1)} (integer indices)"
     else:
         ok = action.shape == q.shape
-        want = f"{tuple(q.shape)} ({config.action_space})"
+        want = f"{tuple(q.shape)} ({action_space})"
     if not ok:
         raise ValueError(
-            f"dqn.loss: batch['action'] has shape {tuple(action.shape)}, expected {want}"
+            f"{owner}: batch[{key!r}] has shape {tuple(action.shape)}, expected {want}"
         )
 
 
@@ -307,7 +310,7 @@ def loss(
 
     q = mask_action_values(nets.value(params["value"], obs), mask)
     action = get(batch, "action", owner=owner)
-    _check_action(action, q, config)
+    check_action(action, q, config.action_space, owner="dqn.loss")
     q_taken = chosen_action_value(q, action, space)
 
     online = tree.detach(params["value"])

@@ -39,6 +39,7 @@ from funcrl import tree
 from funcrl._common import check_loss_function, distance_loss, get, get_flag, mlp, td0_target
 from funcrl.dqn import (
     action_space_of,
+    check_action,
     chosen_action_value,
     double_q_value,
     mask_action_values,
@@ -255,20 +256,6 @@ def mixed_value(
 # --- the loss ------------------------------------------------------------------------------------
 
 
-def _check_action(action: torch.Tensor, q: torch.Tensor, config: Config) -> None:
-    if config.action_space == "categorical":
-        ok = action.shape == q.shape[:-1] or action.shape == (*q.shape[:-1], 1)
-        want = f"{tuple(q.shape[:-1])} or {(*q.shape[:-1], 1)} (integer indices)"
-    else:
-        ok = action.shape == q.shape
-        want = f"{tuple(q.shape)} ({config.action_space})"
-    if not ok:
-        raise ValueError(
-            f"qmix.loss: batch[{config.action_key!r}] has shape {tuple(action.shape)}, expected "
-            f"{want}"
-        )
-
-
 def loss(
     params: dict[str, Any],
     batch: Record,
@@ -304,7 +291,7 @@ def loss(
     # Q_tot(s, a): the agents' values of their taken actions, mixed.
     q = mask_action_values(nets.local_value(params["local_value"], obs), mask)
     action = get(batch, config.action_key, owner=owner)
-    _check_action(action, q, config)
+    check_action(action, q, config.action_space, owner="qmix.loss", key=config.action_key)
     q_taken = chosen_action_value(q, action, space)  # [*B, n_agents]
     q_tot = mixed_value(nets.mixer, params["mixer"], q_taken, state)  # [*B]
 
