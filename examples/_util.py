@@ -33,17 +33,29 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str =
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = f.metadata.get("help", "") + f" (default: {default})"
         if typ is bool:
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help_)
+            parser.add_argument(
+                name, action=argparse.BooleanOptionalAction, default=default, help=help_
+            )
+        elif typing.get_origin(typ) is tuple:
+            # tuple[int, ...] fields (hidden sizes): ``--num-cells 256 256``.
+            item = typing.get_args(typ)[0]
+            parser.add_argument(name, type=item, nargs="+", default=default, help=help_)
         else:
             base = _base_type(typ)
             parser.add_argument(name, type=base, default=default, help=help_)
     ns = parser.parse_args(argv)
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        if typing.get_origin(hints[f.name]) is tuple:
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
 
 
 def _base_type(typ: Any) -> Any:
     origin = typing.get_origin(typ)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if origin is typing.Union or (
+        origin is not None and str(origin) == "<class 'types.UnionType'>"
+    ):
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         return args[0]
     return typ
@@ -78,7 +90,10 @@ def _scalar(v: Any) -> Any:
 
 def read_csv(path: str) -> list[dict[str, float]]:
     with open(path) as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(fh)
+        ]
 
 
 def plot_curve(
@@ -102,7 +117,9 @@ def plot_curve(
         xs, ys = zip(*pts)
         ax.plot(xs, ys, ".", alpha=0.35, label="training episodes")
         k = max(1, len(ys) // 20)
-        smooth = [sum(ys[max(0, i - k) : i + 1]) / len(ys[max(0, i - k) : i + 1]) for i in range(len(ys))]
+        smooth = [
+            sum(ys[max(0, i - k) : i + 1]) / len(ys[max(0, i - k) : i + 1]) for i in range(len(ys))
+        ]
         ax.plot(xs, smooth, "-", label=f"moving average ({k + 1})")
     ev = [(r[x], r[eval_key]) for r in rows if eval_key in r and x in r]
     if ev:

@@ -1,0 +1,299 @@
+"""Learning benchmark: funcrl's example scripts against Stable-Baselines3, same settings.
+
+    python bench/learning.py                       # SAC on Pendulum-v1, 3 seeds each
+    python bench/learning.py --algos sac td3 --seeds 0 1 --threads 1
+    python bench/learning.py --impls funcrl        # one side only
+
+Each run is a fresh subprocess (so imports, ``torch.compile`` and environment creation count in its
+wall time, and thread settings cannot leak between runs) with the same network sizes, batch size,
+learning rate, buffer size, warm-up steps, number of steps and torch thread count on both sides.
+Both trained policies are then scored by the same code, ``funcrl.envs.evaluate``: the mean return of
+the deterministic policy over ``--eval-episodes`` episodes with fixed seeds.
+
+Results (one row per run, plus the medians) go to ``bench/results/learning.json``; a markdown
+table for the README is printed.
+
+Adding an algorithm: give :data:`ALGOS` an :class:`Algo` naming its example script
+(``examples/<name>.py``, which must accept the ``_offpolicy.OffPolicyConfig`` flags plus the
+shared hyperparameters below and write ``<out>/result.json``) and its SB3 class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+
+
+@dataclasses.dataclass(frozen=True)
+class Algo:
+    """One learning comparison.
+
+    Args:
+        script: funcrl's example script, relative to the repository root.
+        sb3_class: the ``stable_baselines3`` class with the same algorithm.
+        env: gymnasium id.
+        total_steps: environment steps per run.
+        hyper: shared hyperparameters, funcrl's flag names (``learning_rate``, ``batch_size``,
+            ``buffer_size``, ``learning_starts``, ``tau``, ``gamma``, ``num_cells``); the same values
+            are given to SB3.
+        funcrl_extra: flags only funcrl's script takes.
+        sb3_extra: keyword arguments only SB3's class takes.
+    """
+
+    script: str
+    sb3_class: str
+    env: str = "Pendulum-v1"
+    total_steps: int = 15_000
+    hyper: dict[str, Any] = dataclasses.field(default_factory=dict)
+    funcrl_extra: tuple[str, ...] = ()
+    sb3_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+_OFF_POLICY = {
+    "learning_rate": 1e-3,
+    "batch_size": 256,
+    "buffer_size": 1_000_000,
+    "learning_starts": 1_000,
+    "tau": 0.005,
+    "gamma": 0.99,
+    "num_cells": (256, 256),
+}
+
+ALGOS: dict[str, Algo] = {
+    "sac": Algo("examples/sac.py", "SAC", hyper=_OFF_POLICY),
+    # Scripts the issue's table lists; they run once examples/<name>.py exists.
+    "td3": Algo("examples/td3.py", "TD3", hyper=_OFF_POLICY),
+    "ddpg": Algo("examples/ddpg.py", "DDPG", hyper=_OFF_POLICY),
+}
+
+
+# ------------------------------------------------------------------------------------- workers
+
+
+def _eval_seed(seed: int) -> int:
+    # The seeds examples/_offpolicy.py evaluates with, so both sides play the same episodes.
+    return 1_000_000 + 1_000 * seed
+
+
+def run_funcrl(name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int) -> dict:
+    """Runs funcrl's example script in a subprocess; returns its result.json plus wall time."""
+    h = algo.hyper
+    cmd = [sys.executable, os.path.join(ROOT, algo.script), "--env", algo.env]
+    cmd += ["--total-steps", str(algo.total_steps), "--seed", str(seed), "--threads", str(threads)]
+    cmd += ["--out", out, "--no-progress", "--eval-every", "0", "--eval-episodes", str(episodes)]
+    for k, v in h.items():
+        flag = "--" + k.replace("_", "-")
+        cmd += [flag, *map(str, v)] if isinstance(v, (tuple, list)) else [flag, str(v)]
+    cmd += list(algo.funcrl_extra)
+    wall, cpu = _run(cmd, threads)
+    with open(os.path.join(out, "result.json")) as fh:
+        res = json.load(fh)
+    return {
+        "eval_return": res["eval_return"],
+        "train_s": res["train_time"],
+        "wall_s": wall,
+        "cpu_s": cpu,
+    }
+
+
+def run_sb3(name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int) -> dict:
+    """Runs SB3 in a subprocess (this file with ``--worker``); returns its result plus wall time."""
+    os.makedirs(out, exist_ok=True)
+    spec = {"algo": name, "seed": seed, "threads": threads, "out": out, "episodes": episodes}
+    spec["total_steps"] = algo.total_steps
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    wall, cpu = _run(cmd, threads)
+    with open(os.path.join(out, "result.json")) as fh:
+        res = json.load(fh)
+    return {
+        "eval_return": res["eval_return"],
+        "train_s": res["train_time"],
+        "wall_s": wall,
+        "cpu_s": cpu,
+    }
+
+
+def _run(cmd: list[str], threads: int) -> tuple[float, float]:
+    """Runs ``cmd``; returns ``(wall seconds, CPU seconds)``. The CPU time (user + system of the
+    child) is the fairer number on a machine shared with other jobs."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def sb3_worker(spec: dict) -> None:
+    """Trains and evaluates SB3 inside the subprocess; writes ``<out>/result.json``."""
+    import numpy as np
+    import stable_baselines3
+    import torch
+
+    from funcrl import envs
+
+    torch.set_num_threads(spec["threads"])
+    algo = dataclasses.replace(ALGOS[spec["algo"]], total_steps=spec["total_steps"])
+    h = algo.hyper
+    t0 = time.perf_counter()
+    cls = getattr(stable_baselines3, algo.sb3_class)
+    model = cls(
+        "MlpPolicy",
+        algo.env,
+        learning_rate=h["learning_rate"],
+        buffer_size=min(h["buffer_size"], algo.total_steps),
+        learning_starts=h["learning_starts"],
+        batch_size=h["batch_size"],
+        tau=h["tau"],
+        gamma=h["gamma"],
+        train_freq=1,
+        gradient_steps=1,
+        policy_kwargs={"net_arch": list(h["num_cells"])},
+        seed=spec["seed"],
+        device="cpu",
+        verbose=0,
+        **algo.sb3_extra,
+    )
+    model.learn(total_timesteps=algo.total_steps)
+    train_time = time.perf_counter() - t0
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        action, _ = model.predict(obs.numpy(), deterministic=True)
+        return torch.as_tensor(np.asarray(action))
+
+    rets = envs.evaluate(policy, algo.env, spec["episodes"], seed=_eval_seed(spec["seed"]))
+    result = {"eval_return": float(rets["return"].mean()), "train_time": train_time}
+    with open(os.path.join(spec["out"], "result.json"), "w") as fh:
+        json.dump(result, fh)
+
+
+RUNNERS = {"funcrl": run_funcrl, "sb3": run_sb3}
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Medians per (algo, impl) and funcrl's wall time relative to SB3's."""
+    rows = []
+    keys = sorted({(r["algo"], r["impl"]) for r in runs})
+    for algo, impl in keys:
+        rs = [r for r in runs if r["algo"] == algo and r["impl"] == impl]
+        rets = [r["eval_return"] for r in rs]
+        rows.append(
+            {
+                "algo": algo,
+                "env": rs[0]["env"],
+                "impl": impl,
+                "seeds": [r["seed"] for r in rs],
+                "return_median": statistics.median(rets),
+                "return_min": min(rets),
+                "return_max": max(rets),
+                "wall_s_median": statistics.median(r["wall_s"] for r in rs),
+                "train_s_median": statistics.median(r["train_s"] for r in rs),
+                "cpu_s_median": statistics.median(r.get("cpu_s", r["wall_s"]) for r in rs),
+            }
+        )
+    for row in rows:
+        ref = [x for x in rows if x["algo"] == row["algo"] and x["impl"] == "sb3"]
+        row["wall_vs_sb3"] = row["wall_s_median"] / ref[0]["wall_s_median"] if ref else None
+        row["cpu_vs_sb3"] = row["cpu_s_median"] / ref[0]["cpu_s_median"] if ref else None
+    return rows
+
+
+def markdown(rows: list[dict], steps: dict[str, int], threads: int) -> str:
+    lines = [
+        f"| algorithm | env | steps | implementation | eval return, median [min, max] | wall s "
+        f"(median, {threads} thread{'s' * (threads > 1)}) | wall vs SB3 | CPU s | CPU vs SB3 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ratio(x):
+        return f"{x:.2f}x" if x is not None else "-"
+
+    for r in rows:
+        lines.append(
+            f"| {r['algo'].upper()} | {r['env']} | {steps[r['algo']]} | {r['impl']} "
+            f"({len(r['seeds'])} seeds) | {r['return_median']:.0f} [{r['return_min']:.0f}, "
+            f"{r['return_max']:.0f}] | {r['wall_s_median']:.0f} | {ratio(r['wall_vs_sb3'])} | "
+            f"{r['cpu_s_median']:.0f} | {ratio(r['cpu_vs_sb3'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--algos", nargs="+", default=["sac"], choices=sorted(ALGOS))
+    p.add_argument("--impls", nargs="+", default=["funcrl", "sb3"], choices=sorted(RUNNERS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
+    p.add_argument("--total-steps", type=int, default=None, help="override every algo's steps")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--out", default=os.path.join(RESULTS, "learning.json"))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker is not None:
+        sb3_worker(json.loads(args.worker))
+        return {}
+    algos = {}
+    for name in args.algos:
+        algo = ALGOS[name]
+        if args.total_steps is not None:
+            algo = dataclasses.replace(algo, total_steps=args.total_steps)
+        if not os.path.exists(os.path.join(ROOT, algo.script)):
+            print(f"skipping {name}: {algo.script} does not exist yet")
+            continue
+        algos[name] = algo
+    runs_dir = os.path.join(os.path.dirname(os.path.abspath(args.out)), "learning_runs")
+    runs = []
+    for name, algo in algos.items():
+        for seed in args.seeds:
+            for impl in args.impls:
+                out = os.path.join(runs_dir, f"{name}_{impl}_seed{seed}")
+                res = RUNNERS[impl](name, algo, seed, args.threads, out, args.eval_episodes)
+                row = {"algo": name, "env": algo.env, "impl": impl, "seed": seed, **res}
+                runs.append(row)
+                print(
+                    f"{name} {impl} seed {seed}: return {res['eval_return']:.1f}, "
+                    f"wall {res['wall_s']:.1f} s (training {res['train_s']:.1f} s)",
+                    flush=True,
+                )
+    rows = summarize(runs)
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "threads": args.threads,
+        "settings": {n: dataclasses.asdict(a) for n, a in algos.items()},
+        "runs": runs,
+        "summary": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(report, fh, indent=2)
+    print(markdown(rows, {n: a.total_steps for n, a in algos.items()}, args.threads))
+    print(f"results: {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""The off-policy training loop shared by the example scripts (SAC, TD3, DDPG, ...).
+
+An algorithm script builds an :class:`Agent` (its params, optimizer state, one update function and
+two policies) and hands it to :func:`train`, which does the plumbing every off-policy method
+shares:
+
+* a vector environment (``funcrl.envs.VecEnv``) and a replay buffer (``funcrl.buffers``, in-place
+  ``add_``);
+* ``learning_starts`` uniformly random warm-up steps, then the agent's exploration policy;
+* ``updates_per_step`` gradient updates per collected transition once learning has started;
+* a tqdm progress bar with steps/s and the recent training return;
+* a deterministic evaluation every ``eval_every`` steps and at the end (``funcrl.envs.evaluate``);
+* ``log.csv``, ``curve.png`` and ``checkpoint.pt`` in ``out`` (``examples/_util.py``); ``resume``
+  restarts from the checkpoint with the params, optimizer state, buffer, step counters and RNG
+  states (environments start new episodes on resume).
+
+The update function ``update(params, opt_state, buffer) -> (params, opt_state, metrics)`` samples
+its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is one
+function for ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _util  # noqa: E402
+
+from funcrl import buffers, envs  # noqa: E402
+
+__all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
+
+
+@dataclasses.dataclass
+class OffPolicyConfig:
+    """The loop's settings; algorithm configs subclass it and add their hyperparameters."""
+
+    env: str = dataclasses.field(default="Pendulum-v1", metadata={"help": "gymnasium env id"})
+    total_steps: int = dataclasses.field(
+        default=15_000, metadata={"help": "environment steps (all envs together)"}
+    )
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of params, RNG and envs"})
+    num_envs: int = dataclasses.field(default=1, metadata={"help": "environments stepped together"})
+    buffer_size: int = dataclasses.field(
+        default=1_000_000, metadata={"help": "replay capacity (transitions)"}
+    )
+    batch_size: int = dataclasses.field(default=256, metadata={"help": "transitions per update"})
+    learning_starts: int = dataclasses.field(
+        default=1_000, metadata={"help": "random-action steps before the first update"}
+    )
+    updates_per_step: float = dataclasses.field(
+        default=1.0, metadata={"help": "gradient updates per collected transition"}
+    )
+    eval_every: int = dataclasses.field(
+        default=2_500, metadata={"help": "steps between deterministic evaluations (0: end only)"}
+    )
+    eval_episodes: int = dataclasses.field(default=10, metadata={"help": "episodes per evaluation"})
+    checkpoint_every: int = dataclasses.field(
+        default=5_000, metadata={"help": "steps between checkpoints (the last step always saves)"}
+    )
+    threads: int = dataclasses.field(
+        default=1, metadata={"help": "torch intra-op threads (torch.set_num_threads)"}
+    )
+    compile: bool = dataclasses.field(
+        default=True, metadata={"help": "torch.compile(fullgraph=True) the update step"}
+    )
+    out: str = dataclasses.field(default="runs/example", metadata={"help": "output directory"})
+    resume: bool = dataclasses.field(
+        default=False, metadata={"help": "continue from <out>/checkpoint.pt"}
+    )
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+
+
+class Agent(NamedTuple):
+    """What an algorithm script gives :func:`train`.
+
+    Attributes:
+        params: the params pytree (e.g. ``funcrl.sac.init``'s output).
+        opt_state: the trainer's state (``Trainer.init(params)``).
+        update: ``(params, opt_state, buffer) -> (params, opt_state, metrics)``: samples a batch
+            and takes one training step (already compiled if wanted).
+        explore: ``(params, observation [n, o]) -> action [n, a]``: the behaviour policy.
+        act: ``(params, observation [n, o]) -> action [n, a]``: the deterministic policy.
+        explore_uses_step: call ``explore(params, observation, step)`` with the number of
+            environment steps taken so far (an int), for annealed exploration such as DQN's
+            epsilon-greedy; the step is restored on ``resume``, so the schedule continues.
+    """
+
+    params: Any
+    opt_state: Any
+    update: Callable[..., tuple[Any, Any, dict[str, torch.Tensor]]]
+    explore: Callable[..., torch.Tensor]
+    act: Callable[[Any, torch.Tensor], torch.Tensor]
+    explore_uses_step: bool = False
+
+
+def set_threads(n: int) -> None:
+    """Sets torch's intra-op threads (call before building anything)."""
+    torch.set_num_threads(max(1, int(n)))
+
+
+def make_env(cfg: OffPolicyConfig) -> envs.VecEnv:
+    """The training vector env: ``num_envs`` copies of ``cfg.env``."""
+    return envs.VecEnv(cfg.env, cfg.num_envs)
+
+
+def evaluate(cfg: OffPolicyConfig, agent_act: Callable, params: Any) -> torch.Tensor:
+    """Deterministic returns over ``cfg.eval_episodes`` episodes (seeds disjoint from training)."""
+    seed = 1_000_000 + 1_000 * cfg.seed
+    res = envs.evaluate(lambda o: agent_act(params, o), cfg.env, cfg.eval_episodes, seed=seed)
+    return res["return"]
+
+
+LOG_FIELDS = ["step", "time", "sps", "episode_return", "episode_length", "eval_return", "eval_std"]
+
+
+def train(
+    cfg: OffPolicyConfig,
+    agent: Agent,
+    env: envs.VecEnv,
+    *,
+    title: str,
+    metric_keys: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Runs the off-policy loop and returns a summary.
+
+    Args:
+        cfg: the loop's settings.
+        agent: params, optimizer state, update and policies.
+        env: the training vector env (``make_env(cfg)``).
+        title: the learning curve's title.
+        metric_keys: entries of the update's metrics written to the CSV (e.g. ``"loss_qvalue"``).
+
+    Returns:
+        ``{"eval_return": mean, "eval_returns": list, "png": path, "csv": path, "checkpoint": path,
+        "train_time": seconds, "steps": int, "params": final params}``.
+    """
+    os.makedirs(cfg.out, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    params, opt_state = agent.params, agent.opt_state
+    # The random warm-up actions have their own generator so a resumed run continues its stream.
+    action_gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    obs = env.reset(seed=cfg.seed)
+    example, _ = env.step(env.random_action(generator=action_gen))
+    obs = env.reset(seed=cfg.seed)
+    buf = buffers.init(cfg.buffer_size, example[0])
+    step, updates_done, elapsed = 0, 0.0, 0.0
+    recent: deque[float] = deque(maxlen=10)
+    if cfg.resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        ck = _util.load_checkpoint(ckpt_path)
+        params, opt_state = ck["params"], ck["opt_state"]
+        buf = load_buffer(ck["buffer"], buf)
+        step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
+        recent.extend(ck["recent"])
+        torch.set_rng_state(ck["torch_rng"])
+        action_gen.set_state(ck["action_rng"])
+        # New episodes, seeded apart from the first ones (gymnasium's env RNG is not saved).
+        obs = env.reset(seed=cfg.seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
+    fields = LOG_FIELDS + list(metric_keys)
+    log = _util.CSVLogger(cfg.out, fields)
+    timer = _util.Timer()
+    t_start = elapsed
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.total_steps, initial=step, unit="step", dynamic_ncols=True)
+    next_eval = _next_multiple(step, cfg.eval_every)
+    next_ckpt = _next_multiple(step, cfg.checkpoint_every)
+    metrics: dict[str, torch.Tensor] = {}
+    sps_t, sps_step = timer.elapsed(), step
+    sps = 0.0
+    while step < cfg.total_steps:
+        if step < cfg.learning_starts:
+            action = env.random_action(generator=action_gen)
+        else:
+            with torch.no_grad():
+                if agent.explore_uses_step:
+                    action = agent.explore(params, obs["observation"], step)
+                else:
+                    action = agent.explore(params, obs["observation"])
+        transition, obs = env.step(action)
+        buffers.add_(buf, transition)
+        step += cfg.num_envs
+        if step >= cfg.learning_starts:
+            # A fractional ratio accumulates: 0.5 updates per step is one update every 2 steps.
+            target = (step - cfg.learning_starts + cfg.num_envs) * cfg.updates_per_step
+            while updates_done + 1 <= target:
+                params, opt_state, metrics = agent.update(params, opt_state, buf)
+                updates_done += 1
+        episodes = env.completed_episodes()
+        now = timer.elapsed()
+        for ret, length in zip(episodes["return"].tolist(), episodes["length"].tolist()):
+            recent.append(ret)
+            row = {"step": step, "time": t_start + now, "episode_return": ret}
+            row["episode_length"] = length
+            row.update({k: metrics[k] for k in metric_keys if k in metrics})
+            log.log(row)
+        if bar is not None:
+            bar.update(cfg.num_envs)
+            if now - sps_t > 1.0:
+                sps = (step - sps_step) / (now - sps_t)
+                sps_t, sps_step = now, step
+                ret = sum(recent) / len(recent) if recent else float("nan")
+                bar.set_postfix(sps=f"{sps:.0f}", ret=f"{ret:.1f}", refresh=False)
+        if next_eval is not None and step >= next_eval and step < cfg.total_steps:
+            rets = evaluate(cfg, agent.act, params)
+            log.log(_eval_row(step, t_start + timer.elapsed(), sps, rets))
+            next_eval = _next_multiple(step, cfg.eval_every)
+        if next_ckpt is not None and step >= next_ckpt and step < cfg.total_steps:
+            _save(
+                ckpt_path,
+                params,
+                opt_state,
+                buf,
+                step,
+                updates_done,
+                t_start + timer.elapsed(),
+                recent,
+                action_gen,
+            )
+            next_ckpt = _next_multiple(step, cfg.checkpoint_every)
+    if bar is not None:
+        bar.close()
+    train_time = t_start + timer.elapsed()
+    rets = evaluate(cfg, agent.act, params)
+    log.log(_eval_row(step, train_time, sps, rets))
+    log.close()
+    _save(ckpt_path, params, opt_state, buf, step, updates_done, train_time, recent, action_gen)
+    png = _util.plot_curve(log.path, os.path.join(cfg.out, "curve.png"), title)
+    result = {
+        "eval_return": float(rets.mean()),
+        "eval_returns": rets.tolist(),
+        "png": png,
+        "csv": log.path,
+        "checkpoint": ckpt_path,
+        "train_time": train_time,
+        "steps": step,
+        "updates": int(updates_done),
+        "config": dataclasses.asdict(cfg),
+    }
+    # result.json: what bench/learning.py and the tests read back.
+    _util.write_json(os.path.join(cfg.out, "result.json"), result)
+    return {**result, "params": params}
+
+
+def _next_multiple(step: int, every: int) -> int | None:
+    if every <= 0:
+        return None
+    return (step // every + 1) * every
+
+
+def _eval_row(step: int, t: float, sps: float, rets: torch.Tensor) -> dict[str, Any]:
+    std = float(rets.std()) if rets.numel() > 1 else 0.0
+    return {"step": step, "time": t, "sps": sps, "eval_return": float(rets.mean()), "eval_std": std}
+
+
+def _save(path, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen) -> None:
+    _util.save_checkpoint(
+        path,
+        params=params,
+        opt_state=opt_state,
+        buffer=buffer_state(buf),
+        step=step,
+        updates_done=updates_done,
+        elapsed=elapsed,
+        recent=list(recent),
+        torch_rng=torch.get_rng_state(),
+        action_rng=action_gen.get_state(),
+    )
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """The final message: deterministic return and where the curve is."""
+    rets = result["eval_returns"]
+    std = float(torch.tensor(rets).std()) if len(rets) > 1 else 0.0
+    return (
+        f"final deterministic evaluation over {len(rets)} episodes: "
+        f"{result['eval_return']:.1f} +/- {std:.1f} after {result['steps']} steps "
+        f"({result['train_time']:.0f} s)\nlearning curve: {result['png']}"
+    )
+
+
+def buffer_state(buf: buffers.ReplayState) -> dict[str, Any]:
+    """The buffer for a checkpoint: only the filled slots until the ring wraps (a 1e6-slot buffer
+    after 15k steps is saved as 15k rows), everything after."""
+    sd = buffers.state_dict(buf)
+    size = int(buf.size)
+    if size < buffers.capacity(buf):
+        # clone: torch.save would otherwise write the whole storage behind the view
+        sd["storage"] = buf.storage[:size].apply(torch.clone).to_dict()
+    return sd
+
+
+def load_buffer(sd: dict[str, Any], empty: buffers.ReplayState) -> buffers.ReplayState:
+    """Inverse of :func:`buffer_state`: refills ``empty`` (the configured capacity) with the saved
+    rows, or restores a full ring as saved."""
+    size = int(sd["size"])
+    if size == buffers.capacity(empty) or sd.get("prioritized") is not None:
+        return buffers.load_state_dict(sd)
+    from funcrl import Record
+
+    return buffers.add_(empty, Record(sd["storage"], batch_ndim=1))

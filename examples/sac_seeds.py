@@ -1,0 +1,223 @@
+"""N independent SAC agents trained at once in one process (PureJaxRL's trick, on torch.func).
+
+    python examples/sac_seeds.py --agents 8 --env Pendulum-v1 --total-steps 15000 --out runs/seeds
+
+Every agent has its own params, optimizer state, replay buffer and environments; nothing is shared
+but the code. The per-agent update of ``examples/sac.py`` -- sample a batch, SAC losses, gradients,
+Adam, Polyak targets -- is mapped over a leading agent dim with
+``torch.func.vmap(step, randomness="different")`` (each agent draws its own batch and noise) and the
+result is compiled once, so N agents cost one batched graph instead of N Python loops.
+
+State layout: every leaf of the params, the optimizer state and the buffer has a leading dim
+``[N]``; one gymnasium vector env holds ``N * num_envs`` environments, agent ``i`` owning envs
+``i * num_envs ... (i + 1) * num_envs - 1``.
+
+Writes ``<out>/log.csv`` (per-agent returns), ``<out>/curve.png`` (mean over agents) and
+``<out>/checkpoint.pt``; ``--resume`` continues from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _offpolicy  # noqa: E402
+import _util  # noqa: E402
+from sac import Config as SACConfig  # noqa: E402
+
+from funcrl import buffers, envs, optim, sac, tree  # noqa: E402
+from funcrl.training import update  # noqa: E402
+
+
+@dataclasses.dataclass
+class Config(SACConfig):
+    """``examples/sac.py``'s settings, applied to each agent, plus the number of agents.
+
+    ``num_envs`` is per agent; agent ``i`` is seeded ``seed + i``.
+    """
+
+    agents: int = dataclasses.field(default=8, metadata={"help": "independent agents (seeds)"})
+    out: str = dataclasses.field(default="runs/sac_seeds", metadata={"help": "output directory"})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = _util.parse_config(Config, argv)
+    _offpolicy.set_threads(cfg.threads)
+    n, e = cfg.agents, cfg.num_envs
+    os.makedirs(cfg.out, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+
+    # --- environments: one vector env of n * e, split by agent ---
+    env = envs.VecEnv(cfg.env, n * e)
+    obs_spec, act_spec = env.observation_spec, env.action_spec
+    action_gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # --- the SAC update for one agent, as in examples/sac.py ---
+    loss_cfg = sac.Config(
+        gamma=cfg.gamma, alpha_init=cfg.alpha_init, loss_function=cfg.loss_function
+    )
+    nets = sac.Nets(num_cells=cfg.num_cells)
+    trainer = update(
+        functools.partial(sac.loss, config=loss_cfg, nets=nets),
+        optim.adam(cfg.learning_rate),
+        trainable=("actor", "qvalue", "log_alpha"),
+        targets={"target_qvalue": "qvalue"},
+        tau=cfg.tau,
+    )
+
+    def train_step(params, opt_state, buffer):
+        batch = buffers.sample(buffer, cfg.batch_size)
+        return trainer.step(params, opt_state, batch)
+
+    # --- ... mapped over the agents: the whole trick is this line ---
+    train_all = torch.func.vmap(train_step, randomness="different")
+    if cfg.compile:
+        train_all = torch.compile(train_all, fullgraph=True)
+
+    def explore(params, observation):
+        return sac.policy(params, observation, nets=nets).sample()
+
+    def act(params, observation):
+        return sac.policy(params, observation, nets=nets).deterministic_sample
+
+    explore_all = torch.func.vmap(explore, randomness="different")
+    act_all = torch.func.vmap(act)
+
+    # --- stacked state: params, optimizer states, buffers, each [n, ...] ---
+    params = tree.stack(
+        [sac.init(cfg.seed + i, obs_spec, act_spec, loss_cfg, nets) for i in range(n)]
+    )
+    opt_state = tree.stack([trainer.init(tree.map(lambda x, i=i: x[i], params)) for i in range(n)])
+    obs = env.reset(seed=cfg.seed)
+    example, _ = env.step(act_spec.rand((n * e,), generator=action_gen))
+    obs = env.reset(seed=cfg.seed)
+    buf = tree.stack([buffers.init(cfg.buffer_size, example[0]) for _ in range(n)])
+    step, updates_done, elapsed = 0, 0.0, 0.0
+    if cfg.resume:
+        ck = _util.load_checkpoint(ckpt_path)
+        params, opt_state = ck["params"], ck["opt_state"]
+        empty = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
+        buf = tree.stack([_offpolicy.load_buffer(sd, b) for sd, b in zip(ck["buffers"], empty)])
+        step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
+        torch.set_rng_state(ck["torch_rng"])
+        action_gen.set_state(ck["action_rng"])
+        obs = env.reset(seed=cfg.seed + 7919 * (step // e + 1))
+    # Views of agent i's buffer: buffers.add_ writes through them into the stacked storage.
+    views = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
+
+    log = _util.CSVLogger(cfg.out, ["step", "time", "agent", "episode_return", "eval_return"])
+    running = torch.zeros(n, e, dtype=torch.float64)
+    recent = torch.full((n,), float("nan"), dtype=torch.float64)
+    timer = _util.Timer()
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.total_steps, initial=step, unit="step/agent", dynamic_ncols=True)
+
+    def evaluate_all(params) -> torch.Tensor:
+        # One vector env of n * episodes: agent i plays episodes i * k ... (i + 1) * k - 1.
+        k = cfg.eval_episodes
+
+        def policy(o):
+            return act_all(params, o.reshape(n, k, -1)).reshape(n * k, -1)
+
+        seed = 1_000_000 + 1_000 * cfg.seed
+        res = envs.evaluate(policy, cfg.env, n * k, seed=seed)
+        return res["return"].reshape(n, k).mean(1)
+
+    next_eval = _offpolicy._next_multiple(step, cfg.eval_every)
+    while step < cfg.total_steps:
+        if step < cfg.learning_starts:
+            action = act_spec.rand((n * e,), generator=action_gen)
+        else:
+            with torch.no_grad():
+                o = obs["observation"].reshape(n, e, -1)
+                action = explore_all(params, o).reshape(n * e, -1)
+        transition, obs = env.step(action)
+        per_agent = transition.reshape(n, e)
+        for i in range(n):
+            buffers.add_(views[i], per_agent[i])
+        step += e
+        if step >= cfg.learning_starts:
+            target = (step - cfg.learning_starts + e) * cfg.updates_per_step
+            while updates_done + 1 <= target:
+                params, opt_state, _ = train_all(params, opt_state, buf)
+                updates_done += 1
+        running += per_agent["next", "reward"].squeeze(-1).double()
+        done = per_agent["next", "done"].squeeze(-1)
+        if bool(done.any()):
+            for i, j in done.nonzero().tolist():
+                recent[i] = running[i, j]
+                log.log(
+                    {
+                        "step": step,
+                        "time": elapsed + timer.elapsed(),
+                        "agent": i,
+                        "episode_return": float(running[i, j]),
+                    }
+                )
+            running[done] = 0.0
+        if bar is not None:
+            bar.update(e)
+            if step % 200 == 0:
+                bar.set_postfix(ret=f"{float(recent.nanmean()):.1f}", refresh=False)
+        if next_eval is not None and step >= next_eval and step < cfg.total_steps:
+            rets = evaluate_all(params)
+            for i in range(n):
+                log.log(
+                    {
+                        "step": step,
+                        "time": elapsed + timer.elapsed(),
+                        "agent": i,
+                        "eval_return": float(rets[i]),
+                    }
+                )
+            next_eval = _offpolicy._next_multiple(step, cfg.eval_every)
+    if bar is not None:
+        bar.close()
+    train_time = elapsed + timer.elapsed()
+    rets = evaluate_all(params)
+    for i in range(n):
+        log.log({"step": step, "time": train_time, "agent": i, "eval_return": float(rets[i])})
+    log.close()
+    env.close()
+    _util.save_checkpoint(
+        ckpt_path,
+        params=params,
+        opt_state=opt_state,
+        buffers=[_offpolicy.buffer_state(v) for v in views],
+        step=step,
+        updates_done=updates_done,
+        elapsed=train_time,
+        torch_rng=torch.get_rng_state(),
+        action_rng=action_gen.get_state(),
+    )
+    png = _util.plot_curve(
+        log.path, os.path.join(cfg.out, "curve.png"), f"SAC x{n} agents on {cfg.env}"
+    )
+    print(
+        f"final deterministic evaluation ({cfg.eval_episodes} episodes each) of {n} agents after "
+        f"{step} steps each ({train_time:.0f} s): "
+        + ", ".join(f"{r:.1f}" for r in rets.tolist())
+        + f"\nmedian {float(rets.median()):.1f}, worst {float(rets.min()):.1f}\nlearning curve: {png}"
+    )
+    return {
+        "eval_returns": rets.tolist(),
+        "train_time": train_time,
+        "steps": step,
+        "png": png,
+        "csv": log.path,
+        "checkpoint": ckpt_path,
+    }
+
+
+if __name__ == "__main__":
+    main()

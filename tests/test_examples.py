@@ -1,0 +1,222 @@
+"""Smoke tests of the example scripts and the learning benchmark; slow tests train to thresholds.
+
+The fast tests run each script for a few hundred steps with tiny networks (eager, no compile) and
+check what it writes -- log.csv, curve.png, checkpoint.pt, result.json -- and that ``--resume``
+continues the run from the checkpoint. The slow tests (``make test-slow``) train Pendulum-v1 for
+real with the scripts' defaults.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import json
+import os
+import statistics
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+_util = importlib.import_module("_util")
+
+TINY = [
+    "--num-cells", "16", "16", "--batch-size", "32", "--learning-starts", "100",
+    "--eval-episodes", "2", "--eval-every", "200", "--checkpoint-every", "200",
+    "--no-compile", "--no-progress", "--threads", "1",
+]  # fmt: skip
+
+
+def _rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_outputs(out):
+    for f in ("log.csv", "curve.png", "checkpoint.pt"):
+        assert os.path.getsize(os.path.join(out, f)) > 0, f
+
+
+# ------------------------------------------------------------------------------------ _util
+
+
+def test_parse_config_tuples_bools_and_defaults():
+    @dataclasses.dataclass
+    class C:
+        hidden: tuple[int, ...] = (4, 5)
+        lr: float = 0.1
+        flag: bool = True
+        name: str | None = None
+
+    c = _util.parse_config(C, ["--hidden", "7", "8", "9", "--no-flag", "--lr", "0.5"])
+    assert c == C(hidden=(7, 8, 9), lr=0.5, flag=False, name=None)
+    assert _util.parse_config(C, []) == C()
+    with pytest.raises(SystemExit):
+        _util.parse_config(C, ["--lr", "abc"])
+
+
+# ------------------------------------------------------------------------------------ sac.py
+
+
+def test_sac_runs_writes_outputs_and_resumes(tmp_path, capsys):
+    sac_example = importlib.import_module("sac")
+    out = str(tmp_path / "run")
+    res = sac_example.main([*TINY, "--total-steps", "300", "--out", out, "--seed", "3"])
+    _check_outputs(out)
+    assert res["steps"] == 300
+    assert res["updates"] == 300 - 100 + 1  # one update per step from learning_starts on
+    assert len(res["eval_returns"]) == 2 and all(-2000 < r <= 0 for r in res["eval_returns"])
+    printed = capsys.readouterr().out
+    assert "final deterministic evaluation over 2 episodes" in printed
+    assert os.path.join(out, "curve.png") in printed
+    rows = _rows(os.path.join(out, "log.csv"))
+    assert [int(r["step"]) for r in rows if r["episode_return"]] == [200]  # one 200-step episode
+    assert [int(r["step"]) for r in rows if r["eval_return"]] == [200, 300]
+    with open(os.path.join(out, "result.json")) as fh:
+        assert json.load(fh)["eval_return"] == pytest.approx(res["eval_return"])
+
+    ck = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert ck["step"] == 300 and int(ck["buffer"]["size"]) == 300
+    assert int(ck["opt_state"].step) == 201
+    # Resume to 500 steps: the counters, buffer and optimizer continue where they stopped.
+    res2 = sac_example.main(
+        [*TINY, "--total-steps", "500", "--out", out, "--seed", "3", "--resume"]
+    )
+    assert res2["steps"] == 500 and res2["updates"] == 401
+    ck2 = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert int(ck2["buffer"]["size"]) == 500 and int(ck2["opt_state"].step) == 401
+    # The first 300 stored transitions are the ones of the first run.
+    first = ck["buffer"]["storage"]["observation"][:300]
+    torch.testing.assert_close(ck2["buffer"]["storage"]["observation"][:300], first)
+    steps = [int(r["step"]) for r in _rows(os.path.join(out, "log.csv"))]
+    assert steps == sorted(steps) and steps[-1] == 500 and steps.count(300) == 1
+
+
+def test_sac_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    sac_example = importlib.import_module("sac")
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        sac_example.main([*TINY, "--total-steps", "10", "--out", str(tmp_path), "--resume"])
+
+
+def test_sac_fractional_updates_and_vector_envs(tmp_path):
+    sac_example = importlib.import_module("sac")
+    args = [*TINY, "--total-steps", "300", "--num-envs", "2", "--updates-per-step", "0.5"]
+    res = sac_example.main([*args, "--out", str(tmp_path), "--eval-every", "0"])
+    # 2 envs: the vector steps ending at steps 100, 102, ..., 300 (from learning_starts on)
+    # collected 202 transitions -> 101 updates at 0.5 per transition.
+    assert res["steps"] == 300 and res["updates"] == 101
+
+
+def test_sac_halfcheetah_starts(tmp_path):
+    pytest.importorskip("mujoco", reason="HalfCheetah-v5 needs gymnasium[mujoco]")
+    pytest.importorskip("imageio", reason="HalfCheetah-v5 needs gymnasium[mujoco]")
+    sac_example = importlib.import_module("sac")
+    args = [*TINY, "--env", "HalfCheetah-v5", "--total-steps", "300", "--eval-every", "0"]
+    res = sac_example.main([*args, "--eval-episodes", "1", "--out", str(tmp_path)])
+    assert res["steps"] == 300 and res["updates"] == 201
+    assert torch.tensor(res["eval_returns"]).isfinite().all()
+
+
+# ------------------------------------------------------------------------------- sac_seeds.py
+
+
+def test_sac_seeds_trains_independent_agents_and_resumes(tmp_path, capsys):
+    seeds_example = importlib.import_module("sac_seeds")
+    out = str(tmp_path)
+    res = seeds_example.main([*TINY, "--agents", "3", "--total-steps", "300", "--out", out])
+    _check_outputs(out)
+    assert res["steps"] == 300 and len(res["eval_returns"]) == 3
+    assert "median" in capsys.readouterr().out
+    ck = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    # Stacked state: every agent has its own params, optimizer state and buffer.
+    w = ck["params"]["actor"]["layers"][0]["weight"]
+    assert w.shape[0] == 3 and not torch.equal(w[0], w[1])
+    assert ck["opt_state"].step.tolist() == [201, 201, 201]
+    obs = [b["storage"]["observation"] for b in ck["buffers"]]
+    assert all(int(b["size"]) == 300 for b in ck["buffers"]) and not torch.equal(obs[0], obs[1])
+    res2 = seeds_example.main(
+        [*TINY, "--agents", "3", "--total-steps", "400", "--out", out, "--resume"]
+    )
+    assert res2["steps"] == 400
+    ck2 = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert ck2["opt_state"].step.tolist() == [301, 301, 301]
+    torch.testing.assert_close(ck2["buffers"][1]["storage"]["observation"][:300], obs[1][:300])
+
+
+# ------------------------------------------------------------------------------ bench/learning
+
+
+def test_learning_summary_and_table():
+    learning = importlib.import_module("learning")
+    runs = [
+        {"algo": "sac", "env": "E", "impl": "sb3", "seed": s, "eval_return": r, "wall_s": w, "train_s": w}
+        for s, r, w in [(0, -150.0, 100.0), (1, -170.0, 120.0), (2, -160.0, 110.0)]
+    ] + [
+        {"algo": "sac", "env": "E", "impl": "funcrl", "seed": s, "eval_return": r, "wall_s": w, "train_s": w}
+        for s, r, w in [(0, -140.0, 50.0), (1, -180.0, 60.0), (2, -145.0, 70.0)]
+    ]  # fmt: skip
+    rows = {r["impl"]: r for r in learning.summarize(runs)}
+    assert rows["funcrl"]["return_median"] == -145.0 and rows["sb3"]["return_median"] == -160.0
+    assert rows["funcrl"]["wall_vs_sb3"] == pytest.approx(60.0 / 110.0)
+    table = learning.markdown(list(rows.values()), {"sac": 15000}, 1)
+    assert (
+        "| SAC | E | 15000 | funcrl (3 seeds) | -145 [-180, -140] | 60 | 0.55x | 60 | 0.55x |"
+        in table
+    )
+
+
+@pytest.mark.parametrize("impl", ["funcrl", pytest.param("sb3", marks=pytest.mark.slow)])
+def test_learning_benchmark_runs(tmp_path, impl):
+    learning = importlib.import_module("learning")
+    if impl == "sb3":
+        pytest.importorskip("stable_baselines3", reason="the SB3 side needs stable-baselines3")
+    out = str(tmp_path / "learning.json")
+    # 300 steps < learning_starts: no update, so this checks the plumbing only.
+    args = ["--impls", impl, "--seeds", "0", "--total-steps", "300", "--eval-episodes", "1"]
+    report = learning.main([*args, "--out", out])
+    with open(out) as fh:
+        saved = json.load(fh)
+    assert [r["impl"] for r in saved["runs"]] == [impl]
+    assert saved["settings"]["sac"]["total_steps"] == 300
+    run = report["runs"][0]
+    assert run["wall_s"] > 0 and run["cpu_s"] > 0 and -2000 < run["eval_return"] <= 0
+
+
+# ------------------------------------------------------------------------------------ slow
+
+
+@pytest.mark.slow
+def test_sac_pendulum_learns_median_of_three_seeds(tmp_path):
+    sac_example = importlib.import_module("sac")
+    rets = []
+    for seed in range(3):
+        out = str(tmp_path / f"s{seed}")
+        res = sac_example.main(
+            [
+                "--env",
+                "Pendulum-v1",
+                "--total-steps",
+                "15000",
+                "--seed",
+                str(seed),
+                "--out",
+                out,
+                "--no-progress",
+            ]
+        )
+        rets.append(res["eval_return"])
+    assert statistics.median(rets) >= -200, rets
+
+
+@pytest.mark.slow
+def test_sac_seeds_eight_agents_learn_pendulum(tmp_path):
+    seeds_example = importlib.import_module("sac_seeds")
+    res = seeds_example.main(
+        ["--agents", "8", "--total-steps", "15000", "--out", str(tmp_path), "--no-progress"]
+    )
+    assert min(res["eval_returns"]) >= -250, res["eval_returns"]
