@@ -38,10 +38,15 @@ __all__ = [
     "MultiAgentConvNet",
     "QMixer",
     "VDNMixer",
+    "TanhDeltaActor",
+    "agent_dims",
     "apply_multiagent",
+    "ddpg_nets",
     "group_view",
     "init_multiagent",
     "qmix_mix",
+    "sac_nets",
+    "sac_target_entropy",
     "vdn_mix",
 ]
 
@@ -384,6 +389,165 @@ def group_view(
                 team = flag.unsqueeze(-2).expand(*flag.shape[:-1], n_agents, 1)
                 out = out.set(("next", k), team)
     return out
+
+
+# --- continuous actor-critics (MADDPG, IDDPG, MASAC) ---------------------------------------------
+
+
+def _static_bound(bound: Any) -> float | tuple:
+    """A spec bound as a hashable constant: one float when uniform, else nested tuples."""
+    t = torch.as_tensor(bound, dtype=torch.float64)
+    if t.numel() and bool((t == t.flatten()[0]).all()):
+        return float(t.flatten()[0])
+
+    def frozen(x):
+        return tuple(frozen(v) for v in x) if isinstance(x, list) else float(x)
+
+    return frozen(t.tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class TanhDeltaActor(Module):
+    """A deterministic bounded actor: TorchRL's ``ProbabilisticActor(distribution_class=
+    TanhDelta)`` over ``net``'s output, as TorchRL's MADDPG example builds it.
+
+    ``action = mid + half * tanh(net(params, observation) + mid)`` with ``mid = (high + low) / 2``,
+    ``half = (high - low) / 2`` (:class:`funcrl.distributions.TanhDelta`'s mode). Params are
+    ``net``'s.
+
+    Args:
+        net: the unbounded network, e.g. a :class:`MultiAgentMLP` with ``n_agent_outputs = a``.
+        low, high: the action bounds, floats or nested tuples broadcastable to the action
+            (static constants, so the actor stays hashable; see :func:`ddpg_nets`).
+    """
+
+    net: Module
+    low: float | tuple = -1.0
+    high: float | tuple = 1.0
+
+    def init(self, seed: Seed = 0, *, device=None, dtype=torch.float32) -> Params:
+        return self.net.init(seed, device=device, dtype=dtype)
+
+    def __call__(self, params: Params, *inputs: torch.Tensor) -> torch.Tensor:
+        from funcrl.distributions import TanhDelta
+
+        param = self.net(params, *inputs)
+        low = torch.as_tensor(self.low, dtype=param.dtype, device=param.device)
+        high = torch.as_tensor(self.high, dtype=param.dtype, device=param.device)
+        return TanhDelta(param, low, high).mode
+
+
+def agent_dims(observation_spec: Any, action_spec: Any, owner: str) -> tuple[int, int, int]:
+    """``(n_agents, observation_dim, action_dim)`` from grouped specs ``[n_agents, d]`` and
+    ``[n_agents, a]`` (TorchRL's ``("agents", "observation")``/``("agents", "action")`` specs)."""
+    shapes = {}
+    for name, spec in (("observation_spec", observation_spec), ("action_spec", action_spec)):
+        shape = tuple(getattr(spec, "shape", ()) or ())
+        if len(shape) != 2:
+            raise ValueError(
+                f"{owner}: {name} must have shape [n_agents, d] (one agent group), got {shape}"
+            )
+        shapes[name] = shape
+    n_obs, d_obs = shapes["observation_spec"]
+    n_act, d_act = shapes["action_spec"]
+    if n_obs != n_act:
+        raise ValueError(
+            f"{owner}: observation_spec has n_agents={n_obs} but action_spec has n_agents={n_act}"
+        )
+    return n_obs, d_obs, d_act
+
+
+def _critic(n, d_obs, d_act, centralized_critic, share_params, **mlp) -> MultiAgentMLP:
+    # Q_i(s, a): the MLP sees (o_i, a_i) of its agent, or every agent's (o, a) when centralized.
+    return MultiAgentMLP(
+        d_obs + d_act, 1, n, centralized=centralized_critic, share_params=share_params, **mlp
+    )
+
+
+def ddpg_nets(
+    observation_spec: Any,
+    action_spec: Any,
+    *,
+    centralized_critic: bool = True,
+    share_params: bool = True,
+    depth: int | None = 2,
+    num_cells: int | tuple[int, ...] = 256,
+    activation: Activation = "tanh",
+):
+    """:class:`funcrl.ddpg.Nets` for MADDPG (``centralized_critic=True``, Lowe et al. 2017) or
+    IDDPG (``False``), as TorchRL's ``sota-implementations/multiagent/maddpg_iddpg.py``.
+
+    Actor: a decentralised :class:`MultiAgentMLP` ``o_i -> a_i`` through :class:`TanhDeltaActor`
+    on the action spec's bounds. Critic: a :class:`MultiAgentMLP` ``(o, a) -> Q_i`` that sees
+    every agent's observation and action when centralized. Both use ``share_params``, ``depth``
+    layers of ``num_cells`` and ``activation`` (TorchRL's example: 2 x 256, tanh)::
+
+        nets = ddpg_nets(obs_spec, act_spec)              # specs [n_agents, d], [n_agents, a]
+        params = ddpg.init(0, obs_spec, act_spec, nets=nets)
+        losses = ddpg.loss(params, group_view(batch), nets=nets)
+
+    The action spec must be bounded (``.low``/``.high``).
+    """
+    from funcrl import ddpg
+
+    owner = "multiagent.ddpg_nets"
+    n, d_obs, d_act = agent_dims(observation_spec, action_spec, owner)
+    if not (hasattr(action_spec, "low") and hasattr(action_spec, "high")):
+        raise TypeError(f"{owner}: action_spec must be bounded (.low/.high), got {action_spec!r}")
+    mlp = dict(depth=depth, num_cells=num_cells, activation=activation)
+    policy = MultiAgentMLP(d_obs, d_act, n, centralized=False, share_params=share_params, **mlp)
+    actor = TanhDeltaActor(policy, _static_bound(action_spec.low), _static_bound(action_spec.high))
+    return ddpg.Nets(
+        actor=actor, value=_critic(n, d_obs, d_act, centralized_critic, share_params, **mlp)
+    )
+
+
+def sac_nets(
+    observation_spec: Any,
+    action_spec: Any,
+    *,
+    centralized_critic: bool = True,
+    share_params: bool = True,
+    depth: int | None = 2,
+    num_cells: int | tuple[int, ...] = 256,
+    activation: Activation = "tanh",
+):
+    """:class:`funcrl.sac.Nets` for MASAC (``centralized_critic=True``) or ISAC (``False``), as
+    TorchRL's ``sota-implementations/multiagent/sac.py``.
+
+    Actor: a decentralised :class:`MultiAgentMLP` ``o_i -> (loc_i, scale_i)`` (``2 a`` outputs,
+    split by SAC's ``NormalParamExtractor`` into a ``TanhNormal`` on ``params["action_bounds"]``).
+    Critic: one :class:`MultiAgentMLP` ``(o, a) -> Q_i`` (SAC stacks ``num_qvalue_nets`` of them).
+    Use with :func:`sac_target_entropy`::
+
+        nets = sac_nets(obs_spec, act_spec)
+        config = sac.Config(target_entropy=sac_target_entropy(act_spec))
+        params = sac.init(0, obs_spec, act_spec, config, nets)
+        losses = sac.loss(params, group_view(batch), config=config, nets=nets)
+    """
+    from funcrl import sac
+
+    n, d_obs, d_act = agent_dims(observation_spec, action_spec, "multiagent.sac_nets")
+    mlp = dict(depth=depth, num_cells=num_cells, activation=activation)
+    actor = MultiAgentMLP(d_obs, 2 * d_act, n, centralized=False, share_params=share_params, **mlp)
+    return sac.Nets(
+        actor=actor, qvalue=_critic(n, d_obs, d_act, centralized_critic, share_params, **mlp)
+    )
+
+
+def sac_target_entropy(action_spec: Any) -> float:
+    """TorchRL's ``"auto"`` target entropy for a grouped action spec ``[n_agents, a]``: ``-a``.
+
+    SAC's ``log pi`` is per agent (``[*B, n_agents]``), so the target is one agent's action size,
+    which is what TorchRL's ``SACLoss`` computes for a key under a group; funcrl's ``"auto"`` on a
+    group-viewed batch would count every agent's dims (``-n_agents * a``).
+    """
+    shape = tuple(getattr(action_spec, "shape", ()) or ())
+    if len(shape) < 2:
+        raise ValueError(
+            f"sac_target_entropy: action_spec must have shape [n_agents, a], got {shape}"
+        )
+    return -float(math.prod(shape[1:]))
 
 
 # --- mixers --------------------------------------------------------------------------------------

@@ -255,14 +255,24 @@ def spec_dim(spec: Any, name: str) -> int:
     return int(shape[-1])
 
 
+def expand_bound(bound: Any, act_dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """A spec's bound as a tensor ``[*lead, a]``: a scalar becomes ``[a]``; leading dims (the
+    agents of a multi-agent spec ``[n_agents, a]``) are kept."""
+    bound = torch.as_tensor(bound, dtype=dtype).to(device)
+    lead = bound.shape[:-1] if bound.dim() else ()
+    return bound.expand(*lead, act_dim).clone()
+
+
 def action_bounds(action_spec: Any, act_dim: int, device=None, dtype=torch.float32) -> Params:
-    """``{"low", "high"}`` ``[a]`` tensors from a bounded spec, else ``[-1, 1]``."""
+    """``{"low", "high"}`` tensors ``[*lead, a]`` from a bounded spec (a multi-agent spec keeps
+    its ``[n_agents, a]``), else ``[-1, 1]`` as ``[a]``."""
     low, high = getattr(action_spec, "low", None), getattr(action_spec, "high", None)
     if low is None or high is None:
         low, high = -torch.ones(act_dim), torch.ones(act_dim)
-    low = torch.as_tensor(low, dtype=dtype).to(device).expand(act_dim).clone()
-    high = torch.as_tensor(high, dtype=dtype).to(device).expand(act_dim).clone()
-    return {"low": low, "high": high}
+    return {
+        "low": expand_bound(low, act_dim, device, dtype),
+        "high": expand_bound(high, act_dim, device, dtype),
+    }
 
 
 def require(params: Params, keys, owner: str) -> None:

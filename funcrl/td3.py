@@ -38,6 +38,7 @@ from funcrl._common import (
 from funcrl.ddpg import check_default_actor_bounds
 from funcrl.nn import MLP, Ensemble, make_generator
 from funcrl.record import Record
+from funcrl.sac import expand_bound
 
 __all__ = [
     "Config",
@@ -152,8 +153,9 @@ def init(
     params = {
         "actor": actor,
         "qvalue": qvalue,
-        "min_action": torch.as_tensor(action_spec.low).to(**bound).expand(d_act).clone(),
-        "max_action": torch.as_tensor(action_spec.high).to(**bound).expand(d_act).clone(),
+        # [a], or [n_agents, a] for a multi-agent spec (leading dims kept).
+        "min_action": expand_bound(action_spec.low, d_act, **bound),
+        "max_action": expand_bound(action_spec.high, d_act, **bound),
     }
     if config.delay_actor:
         params["target_actor"] = tree.clone(actor)
