@@ -43,6 +43,13 @@ class Config(SACConfig):
     """
 
     agents: int = dataclasses.field(default=8, metadata={"help": "independent agents (seeds)"})
+    # On a CPU a 256-wide update is compute-bound, so batching agents saves nothing; at 64 wide it
+    # is overhead-bound and vmap amortises the overhead (measured: 8 agents x 15k Pendulum steps in
+    # 296 s wall on 2 shared cores, all agents >= -193). On a GPU, pass --num-cells 256 256.
+    num_cells: tuple[int, ...] = dataclasses.field(
+        default=(64, 64), metadata={"help": "hidden sizes of actor and critics"}
+    )
+    batch_size: int = dataclasses.field(default=128, metadata={"help": "transitions per update"})
     out: str = dataclasses.field(default="runs/sac_seeds", metadata={"help": "output directory"})
 
 
