@@ -96,6 +96,8 @@ def update(
     for t, o in targets.items():
         if o not in trainable:
             raise KeyError(f"update: target {t!r} follows {o!r}, which is not trainable")
+    # A period of 1 updates every step: no mask needed (saves a where per leaf and state entry).
+    every = {k: p for k, p in every.items() if p != 1}
     opt = multi_transform(optimizer) if isinstance(optimizer, Mapping) else optimizer
 
     def init(params: Params) -> TrainState:
