@@ -168,7 +168,7 @@ def train(
         # New episodes, seeded apart from the first ones (gymnasium's env RNG is not saved).
         obs = env.reset(seed=cfg.seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
     fields = LOG_FIELDS + list(metric_keys)
-    log = _util.CSVLogger(cfg.out, fields)
+    log = _util.CSVLogger(cfg.out, fields, resume=cfg.resume)
     timer = _util.Timer()
     t_start = elapsed
     bar = None

@@ -62,14 +62,18 @@ def _base_type(typ: Any) -> Any:
 
 
 class CSVLogger:
-    """Appends rows of scalars to ``<out>/log.csv`` (resumes by appending)."""
+    """Writes rows of scalars to ``<out>/log.csv``.
 
-    def __init__(self, out_dir: str, fields: list[str]):
+    A fresh run starts a new file; ``resume=True`` appends to the existing one, so a resumed run's
+    log continues the first and a new run never mixes with an old one.
+    """
+
+    def __init__(self, out_dir: str, fields: list[str], resume: bool = False):
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, "log.csv")
         self.fields = fields
-        new = not os.path.exists(self.path)
-        self._fh = open(self.path, "a", newline="")
+        new = not (resume and os.path.exists(self.path))
+        self._fh = open(self.path, "w" if new else "a", newline="")
         self._w = csv.DictWriter(self._fh, fieldnames=fields, extrasaction="ignore")
         if new:
             self._w.writeheader()

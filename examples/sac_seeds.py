@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Views of agent i's buffer: buffers.add_ writes through them into the stacked storage.
     views = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
 
-    log = _util.CSVLogger(cfg.out, ["step", "time", "agent", "episode_return", "eval_return"])
+    log = _util.CSVLogger(
+        cfg.out, ["step", "time", "agent", "episode_return", "eval_return"], resume=cfg.resume
+    )
     running = torch.zeros(n, e, dtype=torch.float64)
     recent = torch.full((n,), float("nan"), dtype=torch.float64)
     timer = _util.Timer()

@@ -220,3 +220,19 @@ def test_sac_seeds_eight_agents_learn_pendulum(tmp_path):
         ["--agents", "8", "--total-steps", "15000", "--out", str(tmp_path), "--no-progress"]
     )
     assert min(res["eval_returns"]) >= -250, res["eval_returns"]
+
+
+def test_csv_logger_fresh_run_truncates_and_resume_appends(tmp_path):
+    util = importlib.import_module("_util")
+    log = util.CSVLogger(str(tmp_path), ["step", "x"])
+    log.log({"step": 1, "x": 1.0})
+    log.close()
+    log = util.CSVLogger(str(tmp_path), ["step", "x"], resume=True)
+    log.log({"step": 2, "x": 2.0})
+    log.close()
+    assert [r["step"] for r in util.read_csv(log.path)] == [1.0, 2.0]
+    # A new run into the same folder starts a new log instead of mixing with the old one.
+    log = util.CSVLogger(str(tmp_path), ["step", "x"])
+    log.log({"step": 7, "x": 0.0})
+    log.close()
+    assert [r["step"] for r in util.read_csv(log.path)] == [7.0]
