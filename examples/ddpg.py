@@ -33,7 +33,7 @@ import _util  # noqa: E402
 
 from funcrl import buffers, ddpg, optim  # noqa: E402
 from funcrl.modules.exploration import AdditiveGaussian  # noqa: E402
-from funcrl.nn import MLP  # noqa: E402
+from funcrl.nn import MLP, TanhBounded  # noqa: E402
 from funcrl.record import Record  # noqa: E402
 
 
@@ -67,24 +67,6 @@ class Config(_offpolicy.OffPolicyConfig):
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class BoundedActor:
-    """``mu(s) = mid + half * tanh(MLP(s))``: a deterministic actor inside the action box."""
-
-    net: MLP
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-
-    def init(self, seed, *, device=None, dtype=torch.float32):
-        return self.net.init(seed, device=device, dtype=dtype)
-
-    def __call__(self, params, observation: torch.Tensor) -> torch.Tensor:
-        y = torch.tanh(self.net(params, observation))
-        low = torch.tensor(self.low, dtype=y.dtype, device=y.device)
-        high = torch.tensor(self.high, dtype=y.dtype, device=y.device)
-        return (high + low) / 2 + (high - low) / 2 * y
-
-
 def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     """DDPG's params, optimizer state, compiled update step and policies."""
     low, high = action_spec.low.reshape(-1), action_spec.high.reshape(-1)
@@ -93,7 +75,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         gamma=cfg.gamma, delay_actor=cfg.delay_actor, loss_function=cfg.loss_function
     )
     d_obs, d_act = observation_spec.shape[-1], low.numel()
-    actor = BoundedActor(
+    actor = TanhBounded(
         MLP(d_obs, d_act, num_cells=cfg.num_cells, activation="relu"),
         tuple(low.tolist()),
         tuple(high.tolist()),

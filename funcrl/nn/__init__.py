@@ -1,6 +1,7 @@
 """Static-config networks with pure ``init(seed) -> params`` and ``net(params, x)``."""
 
 from funcrl.nn.batch_renorm import BatchRenorm1d
+from funcrl.nn.bounded import TanhBounded
 from funcrl.nn.conv import (
     Conv2dNet,
     Conv3dNet,
@@ -58,6 +59,7 @@ from funcrl.nn.transformer import (
 )
 
 __all__ = [
+    "TanhBounded",
     "DreamerActor",
     "ObsDecoder",
     "ObsEncoder",
