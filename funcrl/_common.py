@@ -103,15 +103,30 @@ def check_reduction(name: str, owner: str) -> None:
         raise ValueError(f"{owner}: reduction must be one of {REDUCTIONS}, got {name!r}")
 
 
-def reduce_loss(loss: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """TorchRL's ``_reduce``: ``"mean"``, ``"sum"`` or ``"none"`` (the element-wise loss)."""
+def reduce_loss(
+    loss: torch.Tensor, reduction: str = "mean", weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """TorchRL's ``_reduce``: ``"mean"``, ``"sum"`` or ``"none"`` (the element-wise loss).
+
+    With ``weights`` (importance weights from prioritized replay, the loss's shape), the mean is
+    ``sum(w * loss) / sum(w)`` and the sum ``sum(w * loss)``, as TorchRL weights its losses.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if weights is not None:
+        if weights.shape != loss.shape:
+            raise ValueError(
+                f"reduce_loss: weights shape {tuple(weights.shape)} != loss shape "
+                f"{tuple(loss.shape)}"
+            )
+        if reduction == "mean":
+            return (loss * weights).sum() / weights.sum()
+        loss = loss * weights
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
         return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return loss
 
 
 def td0_target(

@@ -60,6 +60,9 @@ from funcrl._common import (
     mlp,
     td0_target,
 )
+from funcrl._common import (
+    reduce_loss as reduce,  # one reduction for every objective; the SAC family imports it here
+)
 from funcrl.nn import make_generator
 from funcrl.record import Record
 
@@ -223,23 +226,6 @@ def clamp_log_alpha(
         return log_alpha
     clamped = torch.clamp(log_alpha.detach(), lo, hi)
     return log_alpha + (clamped - log_alpha.detach())
-
-
-def reduce(x: torch.Tensor, reduction: str, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """TorchRL's ``_reduce``: mean (weighted ``sum(w x) / sum(w)``), sum (``sum(w x)``) or none."""
-    if weights is not None:
-        if weights.shape != x.shape:
-            raise ValueError(
-                f"reduce: weights shape {tuple(weights.shape)} != loss shape {tuple(x.shape)}"
-            )
-        if reduction == "mean":
-            return (x * weights).sum() / weights.sum()
-        x = x * weights
-    if reduction == "mean":
-        return x.mean()
-    if reduction == "sum":
-        return x.sum()
-    return x
 
 
 # -- plumbing shared by the SAC family -----------------------------------------------------------------
