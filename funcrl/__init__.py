@@ -28,6 +28,7 @@ _SUBMODULES = {
     "crossq",
     "discrete_sac",
     "training",
+    "autodiff",
     "buffers",
     "envs",
     "multiagent",

@@ -64,6 +64,7 @@ from funcrl._common import (
     reduce_loss as reduce,  # one reduction for every objective; the SAC family imports it here
 )
 from funcrl.nn import make_generator
+from funcrl.nn.ensemble import vmap_members
 from funcrl.record import Record
 
 __all__ = [
@@ -326,7 +327,7 @@ def policy(params: Params, observation: torch.Tensor, *, nets: Nets = Nets(), ac
 def ensemble(apply: Callable, params: Params, *inputs: torch.Tensor) -> torch.Tensor:
     """``apply`` for every member of stacked ``params`` (leading dim ``N``), inputs shared:
     :class:`funcrl.nn.Ensemble`'s vmap mode. Returns ``[N, *B, ...]``."""
-    return torch.func.vmap(apply, in_dims=(0, *([None] * len(inputs))))(params, *inputs)
+    return vmap_members(apply, params, *inputs)
 
 
 def ensemble_q(apply: Callable, qparams: Params, obs: torch.Tensor, action: torch.Tensor):

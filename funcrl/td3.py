@@ -37,6 +37,7 @@ from funcrl._common import (
 )
 from funcrl.ddpg import check_default_actor_bounds
 from funcrl.nn import MLP, Ensemble, make_generator
+from funcrl.nn.ensemble import vmap_members
 from funcrl.record import Record
 from funcrl.sac import expand_bound
 
@@ -187,9 +188,7 @@ def clipped_double_q(next_qs: torch.Tensor) -> torch.Tensor:
 
 def _ensemble(nets: Nets, qparams: Any, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     # One call for all critics: vmap the single-critic apply over the params' leading dim.
-    return torch.func.vmap(nets.qvalue, in_dims=(0, None, None), randomness="different")(
-        qparams, obs, action
-    )
+    return vmap_members(nets.qvalue, qparams, obs, action, randomness="different")
 
 
 # --- the loss ------------------------------------------------------------------------------------

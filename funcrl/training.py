@@ -18,6 +18,7 @@ import torch
 
 from funcrl import targets as _targets
 from funcrl import tree
+from funcrl.autodiff import grad as _grad
 from funcrl.optim import GradientTransformation, apply_updates, multi_transform
 
 __all__ = ["TrainState", "Trainer", "update", "total_loss"]
@@ -116,7 +117,7 @@ def update(
             losses, new_state = out if has_state else (out, {})
             return total_loss(losses), (losses, new_state)
 
-        grads, (losses, new_state) = torch.func.grad(objective, has_aux=True)(train_params)
+        grads, (losses, new_state) = _grad(objective, has_aux=True)(train_params)
         clash = set(new_state) & set(trainable)
         if clash:
             raise KeyError(f"update: loss_fn's new state overwrites trainable keys {sorted(clash)}")

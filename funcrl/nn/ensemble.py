@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+import optree
 import torch
 
 from funcrl import tree
 from funcrl.nn.core import Module, Params, Seed, make_generator
 
-__all__ = ["Ensemble"]
+__all__ = ["Ensemble", "vmap_members"]
+
+
+def vmap_members(
+    apply: Callable[..., Any],
+    params: Params,
+    *inputs: Any,
+    in_dims: int | None = None,
+    randomness: str = "error",
+) -> Any:
+    """``apply(params[i], *inputs)`` for every member ``i`` of stacked ``params``, in one ``vmap``.
+
+    The params tree is flattened with optree (C++) first and ``vmap`` is given a flat list: its own
+    pure-Python pytree code costs ~0.1 ms per call on a nested MLP tree, a third of an eager
+    ensemble call on small nets. The maths is ``torch.func.vmap(apply, in_dims=(0, in_dims,
+    ...))(params, *inputs)`` exactly.
+
+    Args:
+        apply: ``(member_params, *inputs) -> out`` for one member.
+        params: stacked members, every leaf ``[n, ...]``.
+        inputs: shared by all members (``in_dims=None``) or split on their leading dim
+            (``in_dims=0``).
+        randomness: ``vmap``'s randomness, for members that sample.
+
+    Shapes:
+        returns ``[n, *out]``.
+    """
+    leaves, spec = optree.tree_flatten(params, namespace="funcrl")
+
+    def member(member_leaves, *xs):
+        return apply(optree.tree_unflatten(spec, member_leaves), *xs)
+
+    dims = (0, *([in_dims] * len(inputs)))
+    return torch.func.vmap(member, in_dims=dims, randomness=randomness)(leaves, *inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,5 +109,6 @@ class Ensemble(Module):
         def member(p, *xs):
             return self.net(p, *xs, **kwargs)
 
-        in_dims = (0, *([self.in_dims] * len(inputs)))
-        return torch.func.vmap(member, in_dims=in_dims, randomness=self.randomness)(params, *inputs)
+        return vmap_members(
+            member, params, *inputs, in_dims=self.in_dims, randomness=self.randomness
+        )
