@@ -4,7 +4,9 @@ For SAC, TD3 and DQN, three implementations with the same networks (ReLU MLPs), 
 (lr 3e-4, foreach kernels) and Polyak ``tau = 0.005``:
 
 * ``funcrl``: ``{sac,td3,dqn}.trainer``/``funcrl.update`` step, eager and
-  ``torch.compile(fullgraph=True)`` (``mode="reduce-overhead"``, i.e. CUDA graphs, on a GPU);
+  ``torch.compile(fullgraph=True)`` (``mode="reduce-overhead"``, i.e. CUDA graphs, on a GPU),
+  and ``funcrl.jit`` (traced once, Inductor-compiled, called without dynamo's guards; its rows
+  compare with the others' ``torch.compile`` step);
 * ``torchrl``: ``SACLoss``/``TD3Loss``/``DQNLoss`` + ``torch.optim.Adam`` + ``SoftUpdate``, eager
   and ``torch.compile`` of the whole update (loss, backward, step, zero_grad, target update), as
   TorchRL's sota-implementations and LeanRL compile it;
@@ -78,7 +80,7 @@ def _compile(fn, fullgraph: bool):
     return torch.compile(fn, fullgraph=fullgraph, mode=mode)
 
 
-def build_funcrl(algo: str, size: str, compiled: bool) -> dict[str, Any]:
+def build_funcrl(algo: str, size: str, compiled: bool, jit: bool = False) -> dict[str, Any]:
 
     from funcrl import dqn, optim, sac, specs, td3
     from funcrl.record import Record
@@ -115,7 +117,12 @@ def build_funcrl(algo: str, size: str, compiled: bool) -> dict[str, Any]:
     params = {k: _to(v, dev) for k, v in params.items()}
     rec = rec.to(dev)
     opt_state = train.init(params)
-    step = _compile(train.step, fullgraph=True) if compiled else train.step
+    if jit:
+        from funcrl.jit import jit as funcrl_jit
+
+        step = funcrl_jit(train.step)
+    else:
+        step = _compile(train.step, fullgraph=True) if compiled else train.step
     box = [params, opt_state]
 
     def run():
@@ -264,10 +271,13 @@ def bench(algo: str, size: str, *, rounds: int, steps: int, modes, memory: bool,
     for mode in modes:
         # TorchRL first: its first compiled call changes some global state that dynamo guards
         # on, which would make the steps compiled before it recompile once while being timed.
-        for impl in ("torchrl", "funcrl", "floor"):
+        for impl in ("torchrl", "funcrl", "floor") if mode != "jit" else ("funcrl",):
             name = f"{impl}/{mode}"
             try:
-                b = BUILDERS[impl](algo, size, mode == "compiled")
+                if mode == "jit":
+                    b = build_funcrl(algo, size, False, jit=True)
+                else:
+                    b = BUILDERS[impl](algo, size, mode == "compiled")
                 meta[name] = H.cold_call(b["run"], warmup=3)
                 impls[name], builds[name] = b["run"], b
             except Exception as e:  # noqa: BLE001 - report the failure, bench the rest
@@ -289,7 +299,8 @@ def bench(algo: str, size: str, *, rounds: int, steps: int, modes, memory: bool,
         f = med.get(f"funcrl/{mode}")
         if f:
             for other in ("torchrl", "floor"):
-                o = med.get(f"{other}/{mode}")
+                # funcrl.jit is compared with the others' torch.compile: they have no jit.
+                o = med.get(f"{other}/{'compiled' if mode == 'jit' else mode}")
                 if o:
                     ratios[f"{other}_over_funcrl/{mode}"] = o / f
     if "compiled" in modes:
@@ -323,13 +334,14 @@ def table(runs: list[dict]) -> str:
     ]
     for r in runs:
         res = r["results"]
-        for mode in ("eager", "compiled"):
+        for mode in ("eager", "compiled", "jit"):
             cells = []
             for impl in IMPLS:
-                m = res.get(f"{impl}/{mode}", {})
+                other_mode = "compiled" if mode == "jit" and impl != "funcrl" else mode
+                m = res.get(f"{impl}/{other_mode}", {})
                 q = m.get("per_step_s")
                 cells.append(f"{H.fmt_us(q['median'])} ({H.fmt_us(q['iqr'])})" if q else "n/a")
-            if all(c == "n/a" for c in cells):
+            if cells[0] == "n/a" and (mode == "jit" or all(c == "n/a" for c in cells)):
                 continue
             rt = r["ratios"].get(f"torchrl_over_funcrl/{mode}")
             rf = r["ratios"].get(f"floor_over_funcrl/{mode}")
@@ -339,7 +351,7 @@ def table(runs: list[dict]) -> str:
             )
     comp = [
         "",
-        "| algo | size | cold compile s: funcrl / TorchRL / floor | graph breaks: funcrl / TorchRL / floor | recompiles while timing | peak tensor MiB in one step (eager; compiled): funcrl / TorchRL / floor |",
+        "| algo | size | cold compile s: funcrl / TorchRL / floor (funcrl.jit) | graph breaks: funcrl / TorchRL / floor | recompiles while timing | peak tensor MiB in one step (eager; compiled): funcrl / TorchRL / floor |",
         "|---|---|---|---|---|---|",
     ]
     any_comp = False
@@ -349,6 +361,7 @@ def table(runs: list[dict]) -> str:
             continue
         any_comp = True
         ct, gb, rc, mem = [], [], [], []
+        jm = res.get("funcrl/jit", {})
         for impl in IMPLS:
             m = res.get(f"{impl}/compiled", {})
             ct.append(f"{m['compile_s']:.1f}" if "compile_s" in m else "n/a")
@@ -361,8 +374,9 @@ def table(runs: list[dict]) -> str:
                     f"{x['peak_tensor_mib']:.2f}" if "peak_tensor_mib" in x else "n/a" for x in mems
                 )
             )
+        jit_s = f" ({jm['compile_s']:.1f})" if "compile_s" in jm else ""
         comp.append(
-            f"| {r['algo']} | {r['size']} | {' / '.join(ct)} | {' / '.join(gb)} | "
+            f"| {r['algo']} | {r['size']} | {' / '.join(ct)}{jit_s} | {' / '.join(gb)} | "
             f"{' / '.join(rc)} | {' / '.join(mem)} |"
         )
     return "\n".join(lines + (comp if any_comp else []))
@@ -394,7 +408,11 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--algos", nargs="+", default=["sac", "td3", "dqn"])
     p.add_argument("--sizes", nargs="+", default=["small", "standard"])
-    p.add_argument("--modes", nargs="+", default=["eager", "compiled"])
+    p.add_argument(
+        "--modes", nargs="+", default=["eager", "compiled", "jit"],
+        choices=["eager", "compiled", "jit"],
+        help="jit: funcrl.jit (funcrl only; compared with the others' compiled step)",
+    )  # fmt: skip
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--no-memory", action="store_true")

@@ -29,6 +29,7 @@ _SUBMODULES = {
     "discrete_sac",
     "training",
     "autodiff",
+    "jit",
     "buffers",
     "envs",
     "multiagent",

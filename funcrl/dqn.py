@@ -246,6 +246,9 @@ def max_action_value(
     q: torch.Tensor, action_space: str, var_nums: tuple[int, ...] | None = None
 ) -> torch.Tensor:
     """``max_a Q(s, a)``: ``[*batch, n] -> [*batch]``."""
+    if action_space in ("one_hot", "categorical"):
+        # The greedy action's value is the max itself: one reduction instead of argmax + gather.
+        return q.max(-1).values
     return chosen_action_value(q, greedy_action(q, action_space, var_nums), action_space)
 
 

@@ -161,7 +161,8 @@ def scale_by_adam(
         t = count.to(torch.float64)
         inv_bc1 = 1.0 / (1.0 - torch.pow(torch.full_like(t, b1), t))
         bc2_sqrt = torch.sqrt(1.0 - torch.pow(torch.full_like(t, b2), t))
-        if foreach and g:
+        # foreach kernels cannot be vmapped: under vmap over seeds, take the per-leaf path.
+        if foreach and g and not tree.any_batched(g, mu, nu, count):
             mu = torch._foreach_lerp(mu, g, 1 - b1)
             nu = torch._foreach_add(
                 torch._foreach_mul(nu, b2), torch._foreach_mul(torch._foreach_mul(g, g), 1 - b2)

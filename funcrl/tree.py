@@ -36,6 +36,7 @@ __all__ = [
     "where",
     "num_params",
     "same_structure",
+    "any_batched",
 ]
 
 _NS = "funcrl"
@@ -153,3 +154,13 @@ def global_norm(tree: Any) -> torch.Tensor:
 
 def num_params(tree: Any) -> int:
     return sum(x.numel() for x in leaves(tree))
+
+
+def any_batched(*trees: Any) -> bool:
+    """Whether any tensor leaf is being ``torch.func.vmap``-ed (a functorch batched tensor).
+
+    ``torch._foreach_*`` kernels have no batching rule; code with a foreach fast path (Adam, Polyak)
+    takes its per-leaf path when this is true. Dynamo traces the check, so the same code compiles.
+    """
+    is_batched = torch._C._functorch.is_batchedtensor
+    return any(isinstance(x, torch.Tensor) and is_batched(x) for t in trees for x in leaves(t))

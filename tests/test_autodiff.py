@@ -130,3 +130,27 @@ def test_vmap_members_equals_torch_func_vmap():
     seeds = tree.stack([stacked, stacked])
     out = torch.func.vmap(partial(vmap_members, net))(seeds, torch.stack([x, x]))
     assert torch.equal(out[0], ref) and torch.equal(out[1], ref)
+
+
+def test_foreach_paths_fall_back_under_vmap():
+    # Adam(foreach=True) and Polyak take torch._foreach_* kernels, which vmap cannot batch; under
+    # vmap they must take the per-leaf path and give each seed its unbatched result.
+    from funcrl import optim, targets
+
+    net = MLP(3, 2, num_cells=(4,))
+    seeds = tree.stack([net.init(s) for s in range(3)])
+    grads = tree.map(lambda t: torch.randn_like(t), seeds)
+    opt = optim.adam(1e-2, foreach=True)
+
+    def one(p, g, target):
+        upd, st = opt.update(g, opt.init(p), p)
+        new = optim.apply_updates(p, upd)
+        return new, targets.polyak(target, new, 0.1)
+
+    targets_ = tree.map(lambda t: t * 0.5, seeds)
+    batched = torch.func.vmap(one)(seeds, grads, targets_)
+    for i in range(3):
+        pick = lambda t, i=i: t[i]  # noqa: E731
+        ref = one(tree.map(pick, seeds), tree.map(pick, grads), tree.map(pick, targets_))
+        assert tree.allclose(tree.map(pick, batched), ref, rtol=1e-6, atol=1e-7)
+    assert not tree.any_batched(seeds)
