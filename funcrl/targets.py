@@ -54,6 +54,8 @@ def polyak(target: Params, online: Params, tau: float | torch.Tensor) -> Params:
     if isinstance(tau, (int, float)) and not tree.any_batched(target, online):
         # One foreach kernel for all leaves (one fused loop once compiled); vmap cannot batch it.
         t, treedef = tree.flatten(target)
+        if not t:  # an empty tree (VDN's mixer has no params)
+            return target
         o = [x.detach() for x in tree.leaves(online)]
         return tree.unflatten(treedef, torch._foreach_lerp([x.detach() for x in t], o, float(tau)))
     return tree.map(lambda t, o: torch.lerp(t.detach(), o.detach(), tau), target, online)

@@ -169,3 +169,8 @@ def test_polyak_under_vmap_with_per_member_tau():
         testing.assert_trees_all_close(
             tree.map(lambda x, i=i: x[i], out), targets.polyak(target, online, tau)
         )
+
+
+def test_polyak_of_an_empty_tree_is_empty():
+    # VDN's mixer has no params: its target map must be a no-op, not a foreach error.
+    assert targets.polyak({}, {}, 0.5) == {}
