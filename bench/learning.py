@@ -10,6 +10,11 @@ learning rate, buffer size, warm-up steps, number of steps and torch thread coun
 Both trained policies are then scored by the same code, ``funcrl.envs.evaluate``: the mean return of
 the deterministic policy over ``--eval-episodes`` episodes with fixed seeds.
 
+Both sides also evaluate every ``--eval-every`` steps (same episodes, same scorer) with the clock
+paused, so each run leaves a curve of (step, training seconds, return). From those curves the
+summary takes the issue's measure, *time to SB3's return*: the training seconds each run needs
+before its evaluation first reaches SB3's median final return, next to the full run's time.
+
 Results (one row per run, plus the medians) go to ``bench/results/learning.json``; a markdown
 table for the README is printed.
 
@@ -21,8 +26,10 @@ shared hyperparameters below and write ``<out>/result.json``) and its SB3 class.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -87,12 +94,15 @@ def _eval_seed(seed: int) -> int:
     return 1_000_000 + 1_000 * seed
 
 
-def run_funcrl(name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int) -> dict:
+def run_funcrl(
+    name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int, eval_every: int
+) -> dict:
     """Runs funcrl's example script in a subprocess; returns its result.json plus wall time."""
     h = algo.hyper
     cmd = [sys.executable, os.path.join(ROOT, algo.script), "--env", algo.env]
     cmd += ["--total-steps", str(algo.total_steps), "--seed", str(seed), "--threads", str(threads)]
-    cmd += ["--out", out, "--no-progress", "--eval-every", "0", "--eval-episodes", str(episodes)]
+    cmd += ["--out", out, "--no-progress", "--eval-every", str(eval_every)]
+    cmd += ["--eval-episodes", str(episodes)]
     for k, v in h.items():
         flag = "--" + k.replace("_", "-")
         cmd += [flag, *map(str, v)] if isinstance(v, (tuple, list)) else [flag, str(v)]
@@ -100,19 +110,32 @@ def run_funcrl(name: str, algo: Algo, seed: int, threads: int, out: str, episode
     wall, cpu = _run(cmd, threads)
     with open(os.path.join(out, "result.json")) as fh:
         res = json.load(fh)
+    with open(res["csv"]) as fh:
+        curve = [
+            {
+                "step": int(r["step"]),
+                "time": float(r["time"]),
+                "eval_return": float(r["eval_return"]),
+            }
+            for r in csv.DictReader(fh)
+            if r["eval_return"]
+        ]
     return {
         "eval_return": res["eval_return"],
         "train_s": res["train_time"],
         "wall_s": wall,
         "cpu_s": cpu,
+        "curve": curve,
     }
 
 
-def run_sb3(name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int) -> dict:
+def run_sb3(
+    name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int, eval_every: int
+) -> dict:
     """Runs SB3 in a subprocess (this file with ``--worker``); returns its result plus wall time."""
     os.makedirs(out, exist_ok=True)
     spec = {"algo": name, "seed": seed, "threads": threads, "out": out, "episodes": episodes}
-    spec["total_steps"] = algo.total_steps
+    spec["total_steps"], spec["eval_every"] = algo.total_steps, eval_every
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     wall, cpu = _run(cmd, threads)
     with open(os.path.join(out, "result.json")) as fh:
@@ -122,6 +145,7 @@ def run_sb3(name: str, algo: Algo, seed: int, threads: int, out: str, episodes: 
         "train_s": res["train_time"],
         "wall_s": wall,
         "cpu_s": cpu,
+        "curve": res["curve"],
     }
 
 
@@ -145,12 +169,37 @@ def sb3_worker(spec: dict) -> None:
     import numpy as np
     import stable_baselines3
     import torch
+    from stable_baselines3.common.callbacks import BaseCallback
 
     from funcrl import envs
 
     torch.set_num_threads(spec["threads"])
     algo = dataclasses.replace(ALGOS[spec["algo"]], total_steps=spec["total_steps"])
     h = algo.hyper
+    every, curve = spec["eval_every"], []
+
+    def evaluate(model) -> float:
+        def policy(obs: torch.Tensor) -> torch.Tensor:
+            action, _ = model.predict(obs.numpy(), deterministic=True)
+            return torch.as_tensor(np.asarray(action))
+
+        rets = envs.evaluate(policy, algo.env, spec["episodes"], seed=_eval_seed(spec["seed"]))
+        return float(rets["return"].mean())
+
+    class PeriodicEval(BaseCallback):
+        """funcrl's schedule: evaluate every ``every`` steps, with the clock paused."""
+
+        excluded = 0.0
+
+        def _on_step(self) -> bool:
+            n = self.num_timesteps
+            if every > 0 and n % every == 0 and n < algo.total_steps:
+                t = time.perf_counter()
+                elapsed = t - t0 - self.excluded
+                curve.append({"step": n, "time": elapsed, "eval_return": evaluate(self.model)})
+                self.excluded += time.perf_counter() - t
+            return True
+
     t0 = time.perf_counter()
     cls = getattr(stable_baselines3, algo.sb3_class)
     model = cls(
@@ -170,15 +219,12 @@ def sb3_worker(spec: dict) -> None:
         verbose=0,
         **algo.sb3_extra,
     )
-    model.learn(total_timesteps=algo.total_steps)
-    train_time = time.perf_counter() - t0
-
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        action, _ = model.predict(obs.numpy(), deterministic=True)
-        return torch.as_tensor(np.asarray(action))
-
-    rets = envs.evaluate(policy, algo.env, spec["episodes"], seed=_eval_seed(spec["seed"]))
-    result = {"eval_return": float(rets["return"].mean()), "train_time": train_time}
+    callback = PeriodicEval()
+    model.learn(total_timesteps=algo.total_steps, callback=callback)
+    train_time = time.perf_counter() - t0 - callback.excluded
+    ret = evaluate(model)
+    curve.append({"step": algo.total_steps, "time": train_time, "eval_return": ret})
+    result = {"eval_return": ret, "train_time": train_time, "curve": curve}
     with open(os.path.join(spec["out"], "result.json"), "w") as fh:
         json.dump(result, fh)
 
@@ -189,8 +235,18 @@ RUNNERS = {"funcrl": run_funcrl, "sb3": run_sb3}
 # ------------------------------------------------------------------------------------- report
 
 
+def time_to_return(curve: list[dict], threshold: float) -> float | None:
+    """Training seconds at the first evaluation whose return is at least ``threshold``; ``None``
+    when the run never gets there."""
+    for point in curve:
+        if point["eval_return"] >= threshold:
+            return point["time"]
+    return None
+
+
 def summarize(runs: list[dict]) -> list[dict]:
-    """Medians per (algo, impl) and funcrl's wall time relative to SB3's."""
+    """Medians per (algo, impl); wall and CPU time relative to SB3's; and, when the runs carry
+    curves, the training seconds each needs to reach SB3's median final return."""
     rows = []
     keys = sorted({(r["algo"], r["impl"]) for r in runs})
     for algo, impl in keys:
@@ -214,25 +270,40 @@ def summarize(runs: list[dict]) -> list[dict]:
         ref = [x for x in rows if x["algo"] == row["algo"] and x["impl"] == "sb3"]
         row["wall_vs_sb3"] = row["wall_s_median"] / ref[0]["wall_s_median"] if ref else None
         row["cpu_vs_sb3"] = row["cpu_s_median"] / ref[0]["cpu_s_median"] if ref else None
+        row["sb3_return"] = row["time_to_sb3_return_s"] = row["reach_vs_sb3_run"] = None
+        rs = [r for r in runs if r["algo"] == row["algo"] and r["impl"] == row["impl"]]
+        if ref and all(r.get("curve") for r in rs):
+            threshold = ref[0]["return_median"]
+            times = [time_to_return(r["curve"], threshold) for r in rs]
+            row["sb3_return"], row["times_to_sb3_return_s"] = threshold, times
+            # A run that never reaches the threshold counts as infinitely slow in the median.
+            med = statistics.median(math.inf if t is None else t for t in times)
+            row["time_to_sb3_return_s"] = med
+            row["reach_vs_sb3_run"] = med / ref[0]["train_s_median"]
     return rows
 
 
 def markdown(rows: list[dict], steps: dict[str, int], threads: int) -> str:
     lines = [
         f"| algorithm | env | steps | implementation | eval return, median [min, max] | wall s "
-        f"(median, {threads} thread{'s' * (threads > 1)}) | wall vs SB3 | CPU s | CPU vs SB3 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"(median, {threads} thread{'s' * (threads > 1)}) | wall vs SB3 | CPU s | CPU vs SB3 "
+        "| training s to SB3's return | vs SB3's training s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ratio(x):
-        return f"{x:.2f}x" if x is not None else "-"
+        return "-" if x is None else ("never" if math.isinf(x) else f"{x:.2f}x")
+
+    def secs(x):
+        return "-" if x is None else ("never" if math.isinf(x) else f"{x:.0f}")
 
     for r in rows:
         lines.append(
             f"| {r['algo'].upper()} | {r['env']} | {steps[r['algo']]} | {r['impl']} "
             f"({len(r['seeds'])} seeds) | {r['return_median']:.0f} [{r['return_min']:.0f}, "
             f"{r['return_max']:.0f}] | {r['wall_s_median']:.0f} | {ratio(r['wall_vs_sb3'])} | "
-            f"{r['cpu_s_median']:.0f} | {ratio(r['cpu_vs_sb3'])} |"
+            f"{r['cpu_s_median']:.0f} | {ratio(r['cpu_vs_sb3'])} | "
+            f"{secs(r.get('time_to_sb3_return_s'))} | {ratio(r.get('reach_vs_sb3_run'))} |"
         )
     return "\n".join(lines)
 
@@ -245,6 +316,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     p.add_argument("--total-steps", type=int, default=None, help="override every algo's steps")
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument(
+        "--eval-every", type=int, default=1000, help="steps between curve points (0: final only)"
+    )
     p.add_argument("--out", default=os.path.join(RESULTS, "learning.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -266,7 +340,9 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             for impl in args.impls:
                 out = os.path.join(runs_dir, f"{name}_{impl}_seed{seed}")
-                res = RUNNERS[impl](name, algo, seed, args.threads, out, args.eval_episodes)
+                res = RUNNERS[impl](
+                    name, algo, seed, args.threads, out, args.eval_episodes, args.eval_every
+                )
                 row = {"algo": name, "env": algo.env, "impl": impl, "seed": seed, **res}
                 runs.append(row)
                 print(

@@ -141,7 +141,9 @@ def train(
 
     Returns:
         ``{"eval_return": mean, "eval_returns": list, "png": path, "csv": path, "checkpoint": path,
-        "train_time": seconds, "steps": int, "params": final params}``.
+        "train_time": seconds, "steps": int, "params": final params}``. ``train_time`` and the
+        CSV's ``time`` column count collection, updates and compilation; periodic evaluations and
+        checkpoints are left out so the curve's time axis is the cost of learning alone.
     """
     os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
@@ -215,21 +217,23 @@ def train(
                 ret = sum(recent) / len(recent) if recent else float("nan")
                 bar.set_postfix(sps=f"{sps:.0f}", ret=f"{ret:.1f}", refresh=False)
         if next_eval is not None and step >= next_eval and step < cfg.total_steps:
-            rets = evaluate(cfg, agent.act, params)
+            with timer.paused():
+                rets = evaluate(cfg, agent.act, params)
             log.log(_eval_row(step, t_start + timer.elapsed(), sps, rets))
             next_eval = _next_multiple(step, cfg.eval_every)
         if next_ckpt is not None and step >= next_ckpt and step < cfg.total_steps:
-            _save(
-                ckpt_path,
-                params,
-                opt_state,
-                buf,
-                step,
-                updates_done,
-                t_start + timer.elapsed(),
-                recent,
-                action_gen,
-            )
+            with timer.paused():
+                _save(
+                    ckpt_path,
+                    params,
+                    opt_state,
+                    buf,
+                    step,
+                    updates_done,
+                    t_start + timer.elapsed(),
+                    recent,
+                    action_gen,
+                )
             next_ckpt = _next_multiple(step, cfg.checkpoint_every)
     if bar is not None:
         bar.close()

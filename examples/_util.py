@@ -6,6 +6,7 @@ Nothing here is RL: each example script keeps its whole algorithm in one readabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -157,8 +158,20 @@ def write_json(path: str, obj: Any) -> None:
 
 
 class Timer:
+    """Wall clock of training alone: time spent inside :meth:`paused` (evaluation, checkpoints)
+    is left out, so a learning curve's time axis compares across runs that evaluate differently."""
+
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
+        self.excluded = 0.0
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        return time.perf_counter() - self.t0 - self.excluded
+
+    @contextlib.contextmanager
+    def paused(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t

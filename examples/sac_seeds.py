@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
             if step % 200 == 0:
                 bar.set_postfix(ret=f"{float(recent.nanmean()):.1f}", refresh=False)
         if next_eval is not None and step >= next_eval and step < cfg.total_steps:
-            rets = evaluate_all(params)
+            with timer.paused():
+                rets = evaluate_all(params)
             for i in range(n):
                 log.log(
                     {

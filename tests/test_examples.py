@@ -163,11 +163,43 @@ def test_learning_summary_and_table():
     rows = {r["impl"]: r for r in learning.summarize(runs)}
     assert rows["funcrl"]["return_median"] == -145.0 and rows["sb3"]["return_median"] == -160.0
     assert rows["funcrl"]["wall_vs_sb3"] == pytest.approx(60.0 / 110.0)
+    assert rows["funcrl"]["time_to_sb3_return_s"] is None  # no curves, no time-to-return
     table = learning.markdown(list(rows.values()), {"sac": 15000}, 1)
     assert (
-        "| SAC | E | 15000 | funcrl (3 seeds) | -145 [-180, -140] | 60 | 0.55x | 60 | 0.55x |"
+        "| SAC | E | 15000 | funcrl (3 seeds) | -145 [-180, -140] | 60 | 0.55x | 60 | 0.55x | - | - |"
         in table
     )
+
+
+def test_learning_time_to_sb3_return():
+    learning = importlib.import_module("learning")
+
+    def curve(points):
+        return [
+            {"step": 1000 * (i + 1), "time": t, "eval_return": r} for i, (t, r) in enumerate(points)
+        ]
+
+    runs = [
+        {"algo": "sac", "env": "E", "impl": "sb3", "seed": 0, "eval_return": -150.0, "wall_s": 110.0,
+         "train_s": 100.0, "curve": curve([(40.0, -400.0), (70.0, -149.0), (100.0, -150.0)])},
+        # Reaches -150 at 20 s; at 25 s; never (its best is -151).
+        {"algo": "sac", "env": "E", "impl": "funcrl", "seed": 0, "eval_return": -140.0, "wall_s": 60.0,
+         "train_s": 50.0, "curve": curve([(10.0, -300.0), (20.0, -150.0), (50.0, -140.0)])},
+        {"algo": "sac", "env": "E", "impl": "funcrl", "seed": 1, "eval_return": -145.0, "wall_s": 60.0,
+         "train_s": 50.0, "curve": curve([(10.0, -200.0), (25.0, -130.0), (50.0, -145.0)])},
+        {"algo": "sac", "env": "E", "impl": "funcrl", "seed": 2, "eval_return": -151.0, "wall_s": 60.0,
+         "train_s": 50.0, "curve": curve([(10.0, -900.0), (30.0, -160.0), (50.0, -151.0)])},
+    ]  # fmt: skip
+    assert learning.time_to_return(runs[1]["curve"], -150.0) == 20.0
+    assert learning.time_to_return(runs[3]["curve"], -150.0) is None
+    rows = {r["impl"]: r for r in learning.summarize(runs)}
+    assert rows["funcrl"]["sb3_return"] == -150.0
+    assert rows["funcrl"]["times_to_sb3_return_s"] == [20.0, 25.0, None]
+    assert rows["funcrl"]["time_to_sb3_return_s"] == 25.0
+    assert rows["funcrl"]["reach_vs_sb3_run"] == pytest.approx(0.25)
+    assert rows["sb3"]["time_to_sb3_return_s"] == 70.0
+    table = learning.markdown(list(rows.values()), {"sac": 3000}, 2)
+    assert "| 25 | 0.25x |" in table and "| 70 | 0.70x |" in table
 
 
 @pytest.mark.parametrize("impl", ["funcrl", pytest.param("sb3", marks=pytest.mark.slow)])
@@ -178,6 +210,7 @@ def test_learning_benchmark_runs(tmp_path, impl):
     out = str(tmp_path / "learning.json")
     # 300 steps < learning_starts: no update, so this checks the plumbing only.
     args = ["--impls", impl, "--seeds", "0", "--total-steps", "300", "--eval-episodes", "1"]
+    args += ["--eval-every", "100"]
     report = learning.main([*args, "--out", out])
     with open(out) as fh:
         saved = json.load(fh)
@@ -185,6 +218,11 @@ def test_learning_benchmark_runs(tmp_path, impl):
     assert saved["settings"]["sac"]["total_steps"] == 300
     run = report["runs"][0]
     assert run["wall_s"] > 0 and run["cpu_s"] > 0 and -2000 < run["eval_return"] <= 0
+    # Evaluations at 100 and 200 steps, then the final one; the clock never runs backwards.
+    assert [p["step"] for p in run["curve"]] == [100, 200, 300]
+    times = [p["time"] for p in run["curve"]]
+    assert times == sorted(times) and times[-1] == pytest.approx(run["train_s"])
+    assert run["curve"][-1]["eval_return"] == pytest.approx(run["eval_return"])
 
 
 # ------------------------------------------------------------------------------------ slow
