@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -220,8 +219,18 @@ def init_net(
 
 
 def spec_size(spec: Any, owner: str, name: str) -> int:
-    """The flat feature size of a continuous spec (``prod(spec.shape)``; ``[]`` counts as 1)."""
+    """The feature size a spec gives the default nets: its last dim (``[]`` counts as 1), or the
+    int itself.
+
+    Raises:
+        TypeError: naming ``owner`` and ``name`` when ``spec`` is neither an int nor has ``.shape``.
+    """
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return spec
     shape = getattr(spec, "shape", None)
     if shape is None:
-        raise TypeError(f"{owner}: {name} must be a spec with .shape, got {type(spec).__name__}")
-    return int(math.prod(tuple(shape)[-1:])) if len(tuple(shape)) else 1
+        raise TypeError(
+            f"{owner}: {name} must be an int or a spec with .shape, got {type(spec).__name__}"
+        )
+    shape = tuple(shape)
+    return int(shape[-1]) if shape else 1

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import tree
-from funcrl._common import distance_loss, get, get_flag, td0_target
+from funcrl._common import distance_loss, get, get_flag, spec_size, td0_target
 from funcrl.distributions import NormalParamExtractor, TanhNormal
 from funcrl.nn import BatchRenorm1d, Linear, activation_fn, make_generator
 from funcrl.record import Record
@@ -55,7 +55,6 @@ from funcrl.sac import (
     reduce,
     require,
     soft_value,
-    spec_dim,
     temperature,
     temperature_loss,
 )
@@ -169,8 +168,8 @@ def init(
     """``actor``, ``qvalue`` (``N`` stacked members), ``log_alpha``, ``action_bounds`` and
     ``batch_stats`` (``{"actor": [...], "qvalue": [...]}``, running mean 0, variance 1, steps 0).
     Never touches the global RNG."""
-    obs_dim = spec_dim(observation_spec, "crossq.init: observation_spec")
-    act_dim = spec_dim(action_spec, "crossq.init: action_spec")
+    obs_dim = spec_size(observation_spec, "crossq.init", "observation_spec")
+    act_dim = spec_size(action_spec, "crossq.init", "action_spec")
     gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     n = config.num_qvalue_nets

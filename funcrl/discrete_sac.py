@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import distance_loss, get, get_flag, init_net, mlp, td0_target
+from funcrl._common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
 from funcrl.nn import make_generator
 from funcrl.record import Record
 from funcrl.sac import (
@@ -39,7 +39,6 @@ from funcrl.sac import (
     priority_weights,
     reduce,
     require,
-    spec_dim,
     temperature,
     temperature_loss,
 )
@@ -142,7 +141,7 @@ def _num_actions(action_spec: Any) -> int:
     n = getattr(action_spec, "n", None)
     if isinstance(n, int):
         return n
-    return spec_dim(action_spec, "discrete_sac.init: action_spec")
+    return spec_size(action_spec, "discrete_sac.init", "action_spec")
 
 
 def init(
@@ -159,7 +158,7 @@ def init(
 
     ``action_spec`` is a categorical/one-hot spec with ``.n``, or the number of actions.
     """
-    obs_dim = spec_dim(observation_spec, "discrete_sac.init: observation_spec")
+    obs_dim = spec_size(observation_spec, "discrete_sac.init", "observation_spec")
     n = _num_actions(action_spec)
     gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}

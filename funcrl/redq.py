@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from funcrl import sac, tree
-from funcrl._common import distance_loss, get, get_flag, init_net, mlp, td0_target
+from funcrl._common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
 from funcrl.distributions import TanhNormal
 from funcrl.nn import make_generator
 from funcrl.record import Record
@@ -50,7 +50,6 @@ from funcrl.sac import (
     reduce,
     require,
     soft_value,
-    spec_dim,
 )
 
 __all__ = ["Config", "Nets", "init", "loss", "sample_subset", "redq_temperature_loss"]
@@ -122,8 +121,8 @@ def init(
 ) -> Params:
     """``actor``, ``qvalue`` (``N`` stacked members), ``target_qvalue`` (a copy, with
     ``delay_qvalue``), ``log_alpha`` and ``action_bounds``. Never touches the global RNG."""
-    obs_dim = spec_dim(observation_spec, "redq.init: observation_spec")
-    act_dim = spec_dim(action_spec, "redq.init: action_spec")
+    obs_dim = spec_size(observation_spec, "redq.init", "observation_spec")
+    act_dim = spec_size(action_spec, "redq.init", "action_spec")
     gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     cells = {"num_cells": nets.num_cells, "owner": "redq.init", **kw}

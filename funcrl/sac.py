@@ -58,6 +58,7 @@ from funcrl._common import (
     get_flag,
     init_net,
     mlp,
+    spec_size,
     td0_target,
 )
 from funcrl._common import (
@@ -232,16 +233,6 @@ def clamp_log_alpha(
 # -- plumbing shared by the SAC family -----------------------------------------------------------------
 
 
-def spec_dim(spec: Any, name: str) -> int:
-    """The last dim of a spec (or an int), for sizing the default nets."""
-    if isinstance(spec, int):
-        return spec
-    shape = getattr(spec, "shape", None)
-    if shape is None or len(shape) == 0:
-        raise ValueError(f"{name} must be an int or a spec with a non-empty .shape, got {spec!r}")
-    return int(shape[-1])
-
-
 def expand_bound(bound: Any, act_dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """A spec's bound as a tensor ``[*lead, a]``: a scalar becomes ``[a]``; leading dims (the
     agents of a multi-agent spec ``[n_agents, a]``) are kept."""
@@ -358,8 +349,8 @@ def init(
     v1: ``value``, ``target_value``, and ``target_actor`` with ``delay_actor``). Targets start as
     copies. Never touches the global RNG.
     """
-    obs_dim = spec_dim(observation_spec, "sac.init: observation_spec")
-    act_dim = spec_dim(action_spec, "sac.init: action_spec")
+    obs_dim = spec_size(observation_spec, "sac.init", "observation_spec")
+    act_dim = spec_size(action_spec, "sac.init", "action_spec")
     gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     cells = {"num_cells": nets.num_cells, **kw}

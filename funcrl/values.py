@@ -358,10 +358,9 @@ def td1_advantage_estimate(
 ) -> torch.Tensor:
     """TD(1) return minus ``V(s_t)``."""
     _check_same_shape("td1_advantage_estimate", value=value, next_value=next_value)
-    ret = td1_return_estimate(
-        gamma, next_value, reward, done, terminated, time_dim=time_dim, method=method
+    return td_lambda_advantage_estimate(
+        gamma, 1.0, value, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
-    return ret - value
 
 
 # ------------------------------------------------------------------------------ GAE

@@ -152,3 +152,21 @@ def test_tree_ops_in_every_variant(variant):
     testing.assert_trees_all_close(
         out, {"w": 1 - 0.2 / n * torch.ones(3, 2), "b": [-0.1 / n * torch.ones(2)]}
     )
+
+
+def test_any_batched_sees_vmapped_leaves_only():
+    x = {"a": torch.zeros(3, 2), "b": [torch.ones(3)], "n": None}
+    assert not tree.any_batched(x) and not tree.any_batched()
+
+    def probe(t, plain):
+        # Only the mapped argument's leaves are batched; a closed-over or unmapped one is not.
+        seen = (tree.any_batched(t), tree.any_batched(plain), tree.any_batched(plain, t))
+        assert seen == (True, False, True), seen
+        return t["a"].sum()
+
+    x_tensors = {"a": x["a"], "b": x["b"]}
+    torch.func.vmap(probe, in_dims=(0, None))(x_tensors, {"c": torch.zeros(2)})
+    # Nested vmap: leaves are batched at both levels.
+    torch.func.vmap(torch.func.vmap(lambda t: probe(t, {"c": torch.zeros(2)})))(
+        {"a": torch.zeros(4, 3, 2), "b": [torch.ones(4, 3)]}
+    )

@@ -66,6 +66,24 @@ def _advance(state: Params, frames: int | torch.Tensor) -> dict[str, torch.Tenso
     return {**state, "step": state["step"] + frames}
 
 
+class _Annealed(Module):
+    """What the annealed exploration modules share: a ``{"step"}`` state, advanced purely, and
+    the action written back in place of the input action."""
+
+    action_key: NestedKey
+
+    @property
+    def out_keys(self) -> tuple[NestedKey, ...]:
+        return (self.action_key,)
+
+    def init(self, seed=0, *, device=None, dtype=torch.float32) -> Params:
+        return init_step_state(device)
+
+    def step(self, state: Params, frames: int | torch.Tensor = 1) -> Params:
+        """The state after ``frames`` annealing steps."""
+        return _advance(state, frames)
+
+
 def _exploring(interaction: str | None, owner: str) -> bool:
     check_interaction(interaction, owner)
     return interaction in (None, "random")
@@ -97,7 +115,7 @@ def _expand_right(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class AdditiveGaussian(Module):
+class AdditiveGaussian(_Annealed):
     """``a + sigma_k * N(mean, std)``, projected onto the spec (TorchRL's AdditiveGaussianModule).
 
     ``sigma_k = linear_annealing(state["step"], sigma_init, sigma_end, annealing_num_steps)``.
@@ -140,17 +158,6 @@ class AdditiveGaussian(Module):
     @property
     def in_keys(self) -> tuple[NestedKey, ...]:
         return (self.action_key,)
-
-    @property
-    def out_keys(self) -> tuple[NestedKey, ...]:
-        return (self.action_key,)
-
-    def init(self, seed=0, *, device=None, dtype=torch.float32) -> Params:
-        return init_step_state(device)
-
-    def step(self, state: Params, frames: int | torch.Tensor = 1) -> Params:
-        """The state after ``frames`` annealing steps."""
-        return _advance(state, frames)
 
     def sigma(self, state: Params) -> torch.Tensor:
         """The current noise scale (0-dim float32)."""
@@ -203,7 +210,7 @@ def random_action(
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class EGreedy(Module):
+class EGreedy(_Annealed):
     """Epsilon-greedy: with probability ``eps_k`` replace the action by a random one.
 
     One Bernoulli draw per batch element of the record holding the action (TorchRL's
@@ -246,17 +253,6 @@ class EGreedy(Module):
     def in_keys(self) -> tuple[NestedKey, ...]:
         keys = (self.action_key,)
         return keys if self.action_mask_key is None else (*keys, self.action_mask_key)
-
-    @property
-    def out_keys(self) -> tuple[NestedKey, ...]:
-        return (self.action_key,)
-
-    def init(self, seed=0, *, device=None, dtype=torch.float32) -> Params:
-        return init_step_state(device)
-
-    def step(self, state: Params, frames: int | torch.Tensor = 1) -> Params:
-        """The state after ``frames`` annealing steps."""
-        return _advance(state, frames)
 
     def eps(self, state: Params) -> torch.Tensor:
         """The current exploration probability (0-dim float32)."""
@@ -322,7 +318,7 @@ def ou_increment(
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class OrnsteinUhlenbeck(Module):
+class OrnsteinUhlenbeck(_Annealed):
     """Temporally correlated OU noise added to the action (TorchRL's OrnsteinUhlenbeckProcessModule).
 
     Per-environment state lives in the record: ``"_ou_prev_noise"`` ``[*batch, *action]`` and
@@ -386,13 +382,6 @@ class OrnsteinUhlenbeck(Module):
     @property
     def out_keys(self) -> tuple[NestedKey, ...]:
         return (self.action_key, self.noise_key, self.steps_key)
-
-    def init(self, seed=0, *, device=None, dtype=torch.float32) -> Params:
-        return init_step_state(device)
-
-    def step(self, state: Params, frames: int | torch.Tensor = 1) -> Params:
-        """The state after ``frames`` annealing steps of ``eps``."""
-        return _advance(state, frames)
 
     def eps(self, state: Params) -> torch.Tensor:
         """The current noise weight (0-dim float32)."""

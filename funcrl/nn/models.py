@@ -252,8 +252,34 @@ class DdpgCnnQNet(Module):
         return self.mlp(params["mlp"], hidden)
 
 
+class _Dueling(Module):
+    """Shared by the dueling nets: a feature trunk (``features``) feeding an advantage head and a
+    value head (``_head(out)``), combined by :func:`dueling_combine`; biases start at zero."""
+
+    out_features: int
+    out_features_value: int
+    features: Module  # a property of each subclass, as is ``_head(out) -> MLP``
+
+    def init(self, seed: Seed = 0, *, device=None, dtype=torch.float32) -> Params:
+        gen = make_generator(seed)
+        kw = dict(device=device, dtype=dtype)
+        return _zero_biases(
+            {
+                "features": self.features.init(gen, **kw),
+                "advantage": self._head(self.out_features).init(gen, **kw),
+                "value": self._head(self.out_features_value).init(gen, **kw),
+            }
+        )
+
+    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(params["features"], x)
+        advantage = self._head(self.out_features)(params["advantage"], h)
+        value = self._head(self.out_features_value)(params["value"], h)
+        return dueling_combine(value, advantage)
+
+
 @dataclasses.dataclass(frozen=True)
-class DuelingMlpDQNet(Module):
+class DuelingMlpDQNet(_Dueling):
     """Dueling Q-network on vectors: features (256-256 ELU, activated 256 output), advantage and
     value heads (one ELU layer of 512 each); every bias starts at zero (TorchRL's init).
 
@@ -284,26 +310,9 @@ class DuelingMlpDQNet(Module):
             self.feature_out, out, num_cells=tuple(self.head_num_cells), activation=self.activation
         )
 
-    def init(self, seed: Seed = 0, *, device=None, dtype=torch.float32) -> Params:
-        gen = make_generator(seed)
-        kw = dict(device=device, dtype=dtype)
-        return _zero_biases(
-            {
-                "features": self.features.init(gen, **kw),
-                "advantage": self._head(self.out_features).init(gen, **kw),
-                "value": self._head(self.out_features_value).init(gen, **kw),
-            }
-        )
-
-    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(params["features"], x)
-        advantage = self._head(self.out_features)(params["advantage"], h)
-        value = self._head(self.out_features_value)(params["value"], h)
-        return dueling_combine(value, advantage)
-
 
 @dataclasses.dataclass(frozen=True)
-class DuelingCnnDQNet(Module):
+class DuelingCnnDQNet(_Dueling):
     """Dueling Q-network on images: the DQN ConvNet (32-64-64, kernels 8-4-3, strides 4-2-1,
     ELU, flattened) then advantage and value heads (one ELU layer of 512); biases start at zero.
 
@@ -336,23 +345,6 @@ class DuelingCnnDQNet(Module):
     def _head(self, out: int) -> MLP:
         n_in = self.features.output_features(self.in_shape[1:])
         return MLP(n_in, out, num_cells=tuple(self.head_num_cells), activation=self.activation)
-
-    def init(self, seed: Seed = 0, *, device=None, dtype=torch.float32) -> Params:
-        gen = make_generator(seed)
-        kw = dict(device=device, dtype=dtype)
-        return _zero_biases(
-            {
-                "features": self.features.init(gen, **kw),
-                "advantage": self._head(self.out_features).init(gen, **kw),
-                "value": self._head(self.out_features_value).init(gen, **kw),
-            }
-        )
-
-    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(params["features"], x)
-        advantage = self._head(self.out_features)(params["advantage"], h)
-        value = self._head(self.out_features_value)(params["value"], h)
-        return dueling_combine(value, advantage)
 
 
 @dataclasses.dataclass(frozen=True)
