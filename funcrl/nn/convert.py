@@ -260,9 +260,6 @@ def _torchrl_mlp_config(m: Any) -> MLP:
         if m.norm_class is not nn.LayerNorm:
             raise TypeError(f"from_torchrl: MLP norm_class {m.norm_class} is not supported")
         norm = "layer"
-        if m.activate_last_layer:
-            # TorchRL then also norms the output layer; funcrl's MLP norms hidden layers only.
-            raise TypeError("from_torchrl: norm_class with activate_last_layer is not supported")
     layer_class, std_init = "linear", 0.5
     if "noisy" in trl and isinstance(m[0], trl["noisy"]):
         layer_class, std_init = "noisy", m[0].std_init

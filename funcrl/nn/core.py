@@ -212,11 +212,13 @@ def _as_shape(x: int | Sequence[int]) -> tuple[int, ...]:
 class MLP(Module):
     """A multi-layer perceptron with TorchRL's ``MLP`` arguments.
 
-    Layer ``i`` is ``Linear -> [Dropout] -> [LayerNorm] -> activation``, TorchRL's order (the last
-    layer has no dropout or activation unless ``activate_last_layer``, and never a norm).
+    Layer ``i`` is ``Linear -> [Dropout] -> [LayerNorm] -> activation``, TorchRL's order; the last
+    layer is a bare ``Linear`` unless ``activate_last_layer``, which gives it the whole sequence
+    (its norm included, as in TorchRL).
 
-    Params: ``{"layers": [linear_0, ..., linear_depth], "norms": [...]}`` (``"norms"`` only with
-    ``norm="layer"``), each ``linear_i`` in ``torch.nn.Linear``'s layout.
+    Params: ``{"layers": [linear_0, ..., linear_depth], "norms": [norm_0, ...]}`` (``"norms"``
+    only with ``norm="layer"``: one per hidden layer, plus the output layer's when
+    ``activate_last_layer``), each ``linear_i`` in ``torch.nn.Linear``'s layout.
 
     Args:
         in_features: input size (the last dim of ``x``).
@@ -229,7 +231,7 @@ class MLP(Module):
         activate_last_layer: apply the activation after the output layer too.
         dropout: dropout probability on each hidden linear output (``None``: no dropout). Dropout
             draws from the global torch RNG and is only active when called with ``train=True``.
-        norm: ``None`` or ``"layer"`` (LayerNorm after each hidden linear layer).
+        norm: ``None`` or ``"layer"`` (LayerNorm after each activated linear layer).
         bias_last_layer: whether the output layer has a bias.
         init_method: the init of every linear layer (see :class:`Linear`).
         last_layer_init_scale: multiplies the output layer's initial weights and bias (e.g. 1e-2
@@ -296,6 +298,14 @@ class MLP(Module):
         return _as_shape(self.out_features)
 
     @property
+    def norm_sizes(self) -> tuple[int, ...]:
+        """Feature sizes of the LayerNorms (``()`` without ``norm``)."""
+        if self.norm is None:
+            return ()
+        last = (math.prod(self.out_shape),) if self.activate_last_layer else ()
+        return (*self.hidden_sizes, *last)
+
+    @property
     def layers(self) -> tuple[Linear, ...]:
         sizes = (self.in_features, *self.hidden_sizes, math.prod(self.out_shape))
         n = len(sizes) - 1
@@ -327,7 +337,7 @@ class MLP(Module):
         params: dict[str, Any] = {"layers": layers}
         if self.norm == "layer":
             params["norms"] = [
-                LayerNorm(h).init(gen, device=device, dtype=dtype) for h in self.hidden_sizes
+                LayerNorm(h).init(gen, device=device, dtype=dtype) for h in self.norm_sizes
             ]
         return params
 
@@ -358,19 +368,13 @@ class MLP(Module):
                 x = F.linear(x, w, b)
             else:
                 x = F.linear(x, p["weight"], p.get("bias"))
-            if i < n - 1:
+            if i < n - 1 or self.activate_last_layer:
                 # TorchRL's order (and DroQ's): Linear -> Dropout -> Norm -> activation.
                 if self.dropout:
                     x = F.dropout(x, self.dropout, training=train)
                 if self.norm == "layer":
-                    h = self.hidden_sizes[i]
-                    x = F.layer_norm(
-                        x, (h,), params["norms"][i]["weight"], params["norms"][i]["bias"]
-                    )
-                x = act(x)
-            elif self.activate_last_layer:
-                if self.dropout:
-                    x = F.dropout(x, self.dropout, training=train)
+                    norm = params["norms"][i]
+                    x = F.layer_norm(x, (x.shape[-1],), norm["weight"], norm["bias"])
                 x = act(x)
         if len(self.out_shape) != 1:
             x = x.reshape(*x.shape[:-1], *self.out_shape)
