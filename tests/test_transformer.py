@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -254,3 +255,236 @@ def test_keyed_online_dt_with_inference_wrapper():
     torch.manual_seed(0)
     sampled = wrapper(params, rec, interaction="random")
     assert torch.isfinite(sampled["action_log_prob"]).all()
+
+
+# ------------------------------------------------------------------ parity with TorchRL (GPT2Model)
+
+
+def _torchrl_dt_modules():
+    pytest.importorskip("torchrl", reason="TorchRL's DecisionTransformer is the reference")
+    pytest.importorskip(
+        "transformers", reason="TorchRL's DecisionTransformer wraps transformers' GPT2Model"
+    )
+    from torchrl.modules import DecisionTransformer as TorchRLDT
+    from torchrl.modules import DTActor as TorchRLDTActor
+    from torchrl.modules import OnlineDTActor as TorchRLOnlineDTActor
+
+    return TorchRLDT, TorchRLDTActor, TorchRLOnlineDTActor
+
+
+def _trl_config(cfg: DTConfig) -> dict:
+    """TorchRL's ``DecisionTransformer.DTConfig`` fields for a funcrl :class:`DTConfig`."""
+    return {
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": cfg.n_inner,
+        "activation": cfg.activation,
+        "n_positions": cfg.n_positions,
+        "resid_pdrop": cfg.resid_pdrop,
+        "attn_pdrop": cfg.attn_pdrop,
+    }
+
+
+def _randomize_(module: torch.nn.Module, seed: int) -> None:
+    # GPT-2 inits LayerNorms to (1, 0) and biases to 0: perturb every parameter so that a
+    # swapped or transposed weight cannot hide.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def _linear(m: torch.nn.Linear) -> dict:
+    return {"weight": m.weight.detach().clone(), "bias": m.bias.detach().clone()}
+
+
+def _conv1d(m: torch.nn.Module) -> dict:
+    # transformers' Conv1D stores the weight as [in, out]: nn.Linear's transpose.
+    return {"weight": m.weight.detach().T.clone(), "bias": m.bias.detach().clone()}
+
+
+def _ln(m: torch.nn.LayerNorm) -> dict:
+    return {"weight": m.weight.detach().clone(), "bias": m.bias.detach().clone()}
+
+
+def _dt_params_from_torchrl(dt: torch.nn.Module) -> dict:
+    """funcrl :class:`DecisionTransformer` params holding a TorchRL ``DecisionTransformer``'s
+    weights (GPT2Model's unused token embedding ``wte`` is dropped)."""
+    gpt = dt.transformer
+    blocks = [
+        {
+            "ln_1": _ln(b.ln_1),
+            "attn": {"c_attn": _conv1d(b.attn.c_attn), "c_proj": _conv1d(b.attn.c_proj)},
+            "ln_2": _ln(b.ln_2),
+            "mlp": {"c_fc": _conv1d(b.mlp.c_fc), "c_proj": _conv1d(b.mlp.c_proj)},
+        }
+        for b in gpt.h
+    ]
+    return {
+        "transformer": {
+            "wpe": gpt.wpe.weight.detach().clone(),
+            "h": blocks,
+            "ln_f": _ln(gpt.ln_f),
+        },
+        "embed_return": _linear(dt.embed_return),
+        "embed_state": _linear(dt.embed_state),
+        "embed_action": _linear(dt.embed_action),
+        "embed_ln": _ln(dt.embed_ln),
+    }
+
+
+def _trl_inputs(batch, steps, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(*batch, steps, d, generator=g, dtype=torch.float64).to(dtype) for d in (S, A, 1)
+    )
+
+
+_PARITY_CFGS = {
+    "relu": NODROP,
+    "gelu-default-inner": dataclasses.replace(NODROP, activation="gelu", n_inner=None),
+    "tanh-1layer-4heads": dataclasses.replace(NODROP, activation="tanh", n_layer=1, n_head=4),
+    "gelu_new": dataclasses.replace(NODROP, activation="gelu_new"),  # GPT-2's default
+}
+
+
+@pytest.mark.torchrl
+@pytest.mark.parametrize("name", sorted(_PARITY_CFGS))
+@pytest.mark.parametrize(
+    "dtype,batch",
+    [(torch.float32, (3,)), (torch.float64, (3,)), (torch.float32, (2, 3)), (torch.float64, ())],
+)
+def test_decision_transformer_matches_torchrl(name, dtype, batch):
+    TorchRLDT, _, _ = _torchrl_dt_modules()
+    cfg = _PARITY_CFGS[name]
+    torch.manual_seed(0)
+    ref = TorchRLDT(S, A, _trl_config(cfg)).to(dtype).eval()
+    _randomize_(ref, 1)
+    params = _dt_params_from_torchrl(ref)
+    obs, act, rtg = _trl_inputs(batch, T, dtype)
+    with torch.no_grad():
+        expected = ref(obs, act, rtg)
+    out = DecisionTransformer(S, A, cfg)(params, obs, act, rtg)
+    assert out.shape == expected.shape == (*batch, T, cfg.n_embd)
+    atol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out, expected, atol=atol, rtol=0)
+
+
+@pytest.mark.torchrl
+def test_decision_transformer_grads_match_torchrl():
+    TorchRLDT, _, _ = _torchrl_dt_modules()
+    torch.manual_seed(0)
+    ref = TorchRLDT(S, A, _trl_config(NODROP)).double().eval()
+    _randomize_(ref, 2)
+    params = _dt_params_from_torchrl(ref)
+    obs, act, rtg = _trl_inputs((3,), T, torch.float64, seed=1)
+    dt = DecisionTransformer(S, A, NODROP)
+
+    def loss(p):  # a non-symmetric scalar, so that every output coordinate matters
+        out = dt(p, obs, act, rtg)
+        return (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+
+    grads = torch.func.grad(loss)(params)
+    out = ref(obs, act, rtg)
+    ref.zero_grad()
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    gpt = ref.transformer
+    g = grads["transformer"]
+    pairs = {
+        "wpe": (g["wpe"], gpt.wpe.weight.grad),
+        "ln_f.weight": (g["ln_f"]["weight"], gpt.ln_f.weight.grad),
+        "embed_state.weight": (grads["embed_state"]["weight"], ref.embed_state.weight.grad),
+        "embed_return.bias": (grads["embed_return"]["bias"], ref.embed_return.bias.grad),
+        "embed_action.weight": (grads["embed_action"]["weight"], ref.embed_action.weight.grad),
+        "embed_ln.weight": (grads["embed_ln"]["weight"], ref.embed_ln.weight.grad),
+    }
+    for i, blk in enumerate(gpt.h):
+        pairs[f"h.{i}.attn.c_attn.weight"] = (
+            g["h"][i]["attn"]["c_attn"]["weight"],
+            blk.attn.c_attn.weight.grad.T,
+        )
+        pairs[f"h.{i}.attn.c_proj.bias"] = (
+            g["h"][i]["attn"]["c_proj"]["bias"],
+            blk.attn.c_proj.bias.grad,
+        )
+        pairs[f"h.{i}.mlp.c_fc.weight"] = (
+            g["h"][i]["mlp"]["c_fc"]["weight"],
+            blk.mlp.c_fc.weight.grad.T,
+        )
+        pairs[f"h.{i}.mlp.c_proj.weight"] = (
+            g["h"][i]["mlp"]["c_proj"]["weight"],
+            blk.mlp.c_proj.weight.grad.T,
+        )
+        pairs[f"h.{i}.ln_1.bias"] = (g["h"][i]["ln_1"]["bias"], blk.ln_1.bias.grad)
+        pairs[f"h.{i}.ln_2.weight"] = (g["h"][i]["ln_2"]["weight"], blk.ln_2.weight.grad)
+    # Positions past 3T get no gradient in either.
+    assert (gpt.wpe.weight.grad[3 * T :] == 0).all()
+    for key, (got, want) in pairs.items():
+        assert want.abs().sum() > 0, key
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8, msg=key)
+
+
+@pytest.mark.torchrl
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dt_actor_matches_torchrl(dtype):
+    _, TorchRLDTActor, _ = _torchrl_dt_modules()
+    torch.manual_seed(0)
+    ref = TorchRLDTActor(S, A, _trl_config(NODROP)).to(dtype).eval()
+    _randomize_(ref, 3)
+    params = {
+        "transformer": _dt_params_from_torchrl(ref.transformer),
+        "action_layer": _linear(ref.action_layer),
+    }
+    obs, act, rtg = _trl_inputs((3,), T, dtype, seed=2)
+    with torch.no_grad():
+        expected = ref(obs, act, rtg)
+    out = DTActor(S, A, NODROP)(params, obs, act, rtg)
+    assert out.shape == (3, T, A)
+    atol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out, expected, atol=atol, rtol=0)
+
+
+@pytest.mark.torchrl
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_online_dt_actor_matches_torchrl(dtype):
+    _, _, TorchRLOnlineDTActor = _torchrl_dt_modules()
+    torch.manual_seed(0)
+    ref = TorchRLOnlineDTActor(S, A, _trl_config(NODROP)).to(dtype).eval()
+    _randomize_(ref, 4)
+    params = {
+        "transformer": _dt_params_from_torchrl(ref.transformer),
+        "action_layer_mean": _linear(ref.action_layer_mean),
+        "action_layer_logstd": _linear(ref.action_layer_logstd),
+    }
+    obs, act, rtg = _trl_inputs((3,), T, dtype, seed=3)
+    actor = OnlineDTActor(S, A, NODROP)
+    assert (actor.log_std_min, actor.log_std_max) == (ref.log_std_min, ref.log_std_max)
+    mu_ref, std_ref = ref(obs, act, rtg)
+    mu, std = actor(params, obs, act, rtg)
+    atol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(mu, mu_ref.detach(), atol=atol, rtol=0)
+    torch.testing.assert_close(std, std_ref.detach(), atol=atol, rtol=0)
+    # Gradients through both heads and the trunk.
+    (mu_ref.sum() + std_ref.sum()).backward()
+
+    def loss(p):
+        m, s = actor(p, obs, act, rtg)
+        return m.sum() + s.sum()
+
+    g = torch.func.grad(loss)(params)
+    gtol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-8}
+    torch.testing.assert_close(
+        g["action_layer_logstd"]["weight"], ref.action_layer_logstd.weight.grad, **gtol
+    )
+    torch.testing.assert_close(
+        g["action_layer_mean"]["bias"], ref.action_layer_mean.bias.grad, **gtol
+    )
+    torch.testing.assert_close(
+        g["transformer"]["transformer"]["h"][0]["attn"]["c_attn"]["weight"],
+        ref.transformer.transformer.h[0].attn.c_attn.weight.grad.T,
+        **gtol,
+    )
+    torch.testing.assert_close(
+        g["transformer"]["embed_state"]["weight"], ref.transformer.embed_state.weight.grad, **gtol
+    )

@@ -63,7 +63,9 @@ class DTConfig:
         n_layer: number of blocks. Default 4.
         n_head: attention heads (must divide ``n_embd``). Default 4.
         n_inner: MLP hidden width (``None``: ``4 * n_embd``, GPT-2's). Default 1024.
-        activation: MLP activation. Default ``"relu"``.
+        activation: MLP activation: a name :func:`funcrl.nn.core.activation_fn` knows, or GPT-2's
+            ``"gelu_new"`` / ``"gelu_pytorch_tanh"`` (GELU's tanh approximation). Default
+            ``"relu"``.
         n_positions: maximum number of tokens (``3 * T`` for a Decision Transformer). Default 1024.
         resid_pdrop: dropout after attention / MLP projections. Default 0.1.
         attn_pdrop: dropout on attention probabilities. Default 0.1.
@@ -91,11 +93,25 @@ class DTConfig:
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"DTConfig: {name} must be in [0, 1), got {p}")
-        activation_fn(self.activation)
+        _activation(self.activation)
 
     @property
     def inner(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+
+# GPT-2's own activation names (transformers' ``ACT2FN``), which TorchRL's config passes through:
+# ``"gelu_new"`` (GPT-2's default) and ``"gelu_pytorch_tanh"`` are GELU's tanh approximation.
+_GPT2_ACTIVATIONS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+def _activation(activation: Activation):
+    if isinstance(activation, str) and activation.lower() in _GPT2_ACTIVATIONS:
+        return _GPT2_ACTIVATIONS[activation.lower()]
+    return activation_fn(activation)
 
 
 def _as_config(config: Any) -> DTConfig:
@@ -237,7 +253,7 @@ class CausalTransformer(Module):
         )
         h = F.layer_norm(x, (c.n_embd,), params["ln_2"]["weight"], params["ln_2"]["bias"], eps)
         mlp = params["mlp"]
-        h = activation_fn(c.activation)(F.linear(h, mlp["c_fc"]["weight"], mlp["c_fc"]["bias"]))
+        h = _activation(c.activation)(F.linear(h, mlp["c_fc"]["weight"], mlp["c_fc"]["bias"]))
         h = F.linear(h, mlp["c_proj"]["weight"], mlp["c_proj"]["bias"])
         return x + F.dropout(h, c.resid_pdrop, training=train and c.resid_pdrop > 0)
 
