@@ -111,8 +111,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         batch = buffers.sample(buffer, cfg.batch_size)
         return trainer.step(params, opt_state, batch)
 
-    if cfg.compile:
-        train_step = torch.compile(train_step, fullgraph=True)
+    train_step = _offpolicy.compile_step(train_step, cfg)
 
     egreedy = EGreedy(
         action_spec,

@@ -23,8 +23,6 @@ import functools
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _offpolicy  # noqa: E402
@@ -92,8 +90,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         batch = buffers.sample(buffer, cfg.batch_size)
         return trainer.step(params, opt_state, batch)
 
-    if cfg.compile:
-        train_step = torch.compile(train_step, fullgraph=True)
+    train_step = _offpolicy.compile_step(train_step, cfg)
 
     # Acting never moves the statistics: BatchRenorm in evaluation mode (train=False).
     def explore(params, observation):

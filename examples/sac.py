@@ -21,8 +21,6 @@ import functools
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _offpolicy  # noqa: E402
@@ -71,8 +69,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         batch = buffers.sample(buffer, cfg.batch_size)
         return trainer.step(params, opt_state, batch)
 
-    if cfg.compile:
-        train_step = torch.compile(train_step, fullgraph=True)
+    train_step = _offpolicy.compile_step(train_step, cfg)
 
     def explore(params, observation):
         return sac.policy(params, observation, nets=nets).sample()

@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # --- ... mapped over the agents: the whole trick is this line ---
     train_all = torch.func.vmap(train_step, randomness="different")
-    if cfg.compile:
-        train_all = torch.compile(train_all, fullgraph=True)
+    train_all = _offpolicy.compile_step(train_all, cfg)
 
     def explore(params, observation):
         return sac.policy(params, observation, nets=nets).sample()

@@ -23,8 +23,6 @@ import dataclasses
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _offpolicy  # noqa: E402
@@ -100,8 +98,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         batch = buffers.sample(buffer, cfg.batch_size)
         return trainer.step(params, opt_state, batch)
 
-    if cfg.compile:
-        train_step = torch.compile(train_step, fullgraph=True)
+    train_step = _offpolicy.compile_step(train_step, cfg)
 
     # Constant noise scale: sigma_init == sigma_end, so the schedule state never moves.
     noise = AdditiveGaussian(

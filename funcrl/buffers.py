@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import torch
 
 from funcrl import tree
+from funcrl.jit import is_tracing
 from funcrl.record import Record
 
 __all__ = [
@@ -299,13 +300,13 @@ def add_(state: ReplayState, records: Record) -> ReplayState:
 
 def _check_not_empty(state: ReplayState, owner: str) -> None:
     # Reading `size` is free on CPU; on an accelerator it would be a host sync, and under
-    # torch.compile a graph break, so the check is skipped there (an empty buffer then yields
-    # rows of slot 0, all zeros). Under torch.func.vmap `size` is a batched tensor with no
-    # single value, so the check is skipped there too.
+    # torch.compile or funcrl.jit a graph break or a trace error, so the check is skipped there
+    # (an empty buffer then yields rows of slot 0, all zeros). Under torch.func.vmap `size` is a
+    # batched tensor with no single value, so the check is skipped there too.
     size = state.size
     if (
         size.device.type == "cpu"
-        and not torch.compiler.is_compiling()
+        and not is_tracing()
         and not torch._C._functorch.is_batchedtensor(size)
     ):
         if int(size) == 0:
@@ -355,7 +356,7 @@ def sample(
         idx = (u * state.size).long()
     else:
         p = prio.priority
-        if dev.type == "cpu" and not torch.compiler.is_compiling():
+        if dev.type == "cpu" and not is_tracing():
             # Eager CPU: reading `size` is free, and the filled prefix is all that matters.
             p = p[: int(state.size)]
             p_min = p.amin()

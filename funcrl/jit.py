@@ -4,7 +4,7 @@
 (each param's shape, the optimizer's dict keys, the loss config's fields), about 0.09 ms of a
 0.65 ms small-network update on a CPU. A *pure* function of explicit pytrees does not need them:
 like ``jax.jit``, :func:`jit` keys its cache on what the function can see (the pytree structure,
-the non-tensor leaves, each tensor's shape, dtype and device), traces the function with
+the non-tensor leaves, each tensor's shape, strides, dtype and device), traces the function with
 ``make_fx`` into one aten graph (``torch.func`` transforms inlined), compiles that with Inductor,
 and calls the compiled graph directly::
 
@@ -33,15 +33,24 @@ from typing import Any
 import optree
 import torch
 
-__all__ = ["jit", "Jitted"]
+__all__ = ["jit", "Jitted", "is_tracing"]
 
 _NS = "funcrl"
+
+
+def is_tracing() -> bool:
+    """Whether the caller runs under a graph tracer -- ``torch.compile`` (dynamo) or ``make_fx``
+    (:func:`jit`) -- rather than eagerly. Host reads of tensor values (``int(t)``, ``bool(t)``)
+    are then errors or frozen into the graph, so eager-only checks must be skipped."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return torch.compiler.is_compiling() or get_proxy_mode() is not None
 
 
 def _signature(leaves: list[Any]) -> tuple:
     # What a pure function can observe about its inputs; anything else is replayed from the trace.
     return tuple(
-        (x.shape, x.dtype, x.device, x.requires_grad)
+        (x.shape, x.stride(), x.dtype, x.device, x.requires_grad)
         if isinstance(x, torch.Tensor)
         else (type(x), x)
         for x in leaves
@@ -91,7 +100,11 @@ class Jitted:
             bad = [type(x).__name__ for x in out_leaves if not isinstance(x, torch.Tensor)]
             if bad:
                 raise TypeError(f"jit: the function must return a pytree of tensors; got {bad}")
-            return out_leaves
+            # Contiguous outputs: a step whose outputs come back as its next inputs (params,
+            # optimizer state) then keeps one stride signature, so it traces once. Without this,
+            # an op that returns a transposed layout (a vmapped weight gradient) would change the
+            # inputs' strides after the first step and force a second trace.
+            return [x.contiguous() for x in out_leaves]
 
         example = [x for x, t in zip(leaves, is_t) if t]
         gm = make_fx(flat, tracing_mode="real")(*example)

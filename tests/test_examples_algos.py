@@ -209,3 +209,45 @@ def test_learns_to_threshold(name, tmp_path):
         res = mod.main([*argv, "--eval-episodes", "10", "--eval-every", "0", "--no-progress"])
         returns.append(res["eval_return"])
     assert statistics.median(returns) >= threshold, (name, returns)
+
+
+@pytest.mark.parametrize(
+    ("name", "backend"), [("sac", "inductor"), *[(n, "eager") for n in ["sac", *TINY]]]
+)
+def test_jit_update_step_traces_once_and_trains(name, backend, monkeypatch):
+    # --jit hands each script's whole update (sample + loss + grads + Adam + targets) to
+    # funcrl.jit: make_fx must trace it, and later calls must reuse that one trace. The eager
+    # backend runs the traced graph without Inductor (the tracing is what differs per script;
+    # one Inductor case keeps CI's compile time down).
+    import functools
+
+    from funcrl import buffers, tree
+    from funcrl.envs import VecEnv
+    from funcrl.jit import Jitted, jit
+
+    mod = _load(name)
+    offpolicy = sys.modules["_offpolicy"]
+    monkeypatch.setattr(offpolicy, "funcrl_jit", functools.partial(jit, backend=backend))
+    cells = {"num_cells": (16, 16)}
+    if name == "crossq":
+        cells["critic_cells"] = (16, 16)
+    cfg = mod.Config(batch_size=32, compile=True, jit=True, **cells)
+    env = VecEnv("Pendulum-v1" if name in PENDULUM | {"sac"} else "CartPole-v1", 2)
+    torch.manual_seed(0)
+    env.reset(seed=0)
+    gen = torch.Generator().manual_seed(0)
+    transition, _ = env.step(env.random_action(generator=gen))
+    buf = buffers.init(256, transition[0])
+    for _ in range(40):
+        buffers.add_(buf, transition)
+        transition, _ = env.step(env.random_action(generator=gen))
+    agent = mod.make_agent(cfg, env.observation_spec, env.action_spec)
+    env.close()
+    assert isinstance(agent.update, Jitted)
+    params, opt_state = agent.params, agent.opt_state
+    for _ in range(3):
+        params, opt_state, metrics = agent.update(params, opt_state, buf)
+    assert len(agent.update.cache) == 1
+    assert all(bool(torch.isfinite(x).all()) for x in tree.leaves(params))
+    assert all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in metrics.values())
+    assert not tree.allclose(params, agent.params)

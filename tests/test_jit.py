@@ -67,6 +67,28 @@ def test_static_leaves_are_part_of_the_signature():
     assert calls == [2, 3]  # traced once per static value, then replayed
 
 
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_strides_are_part_of_the_signature_and_outputs_are_contiguous(backend):
+    # A step that returns a transposed layout: its output fed back in must not trip the graph's
+    # stride assumptions (inductor asserts them), and should not need a second trace.
+    def f(w):
+        return {"w": (w.mT @ w).mT + 1.0, "t": w.mT * 2.0}
+
+    g = jit(f, backend=backend)
+    w = torch.randn(3, 3)
+    out = g(w)
+    assert all(v.is_contiguous() for v in out.values())
+    torch.testing.assert_close(out["t"], w.mT * 2.0)
+    out2 = g(out["w"])
+    assert len(g.cache) == 1
+    torch.testing.assert_close(out2["w"], f(out["w"])["w"])
+    # A genuinely non-contiguous input is a new signature, traced and run correctly.
+    wt = torch.randn(3, 3).mT
+    assert not wt.is_contiguous()
+    torch.testing.assert_close(g(wt)["t"], wt.mT * 2.0)
+    assert len(g.cache) == 2
+
+
 def test_random_ops_are_redrawn_every_call_and_seeded_by_manual_seed():
     def f(x):
         return x + torch.randn_like(x)
