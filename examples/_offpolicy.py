@@ -76,8 +76,9 @@ class OffPolicyConfig:
     jit: bool = dataclasses.field(
         default=False,
         metadata={
-            "help": "with --compile: compile with funcrl.jit instead (traced once per input "
-            "signature, called without dynamo's guards; a much shorter cold start)"
+            "help": "compile the update step with funcrl.jit instead of torch.compile (traced "
+            "once per input signature, called without dynamo's guards; a shorter cold start); "
+            "overrides --no-compile"
         },
     )
     out: str = dataclasses.field(default="runs/example", metadata={"help": "output directory"})
@@ -116,12 +117,12 @@ def set_threads(n: int) -> None:
 
 
 def compile_step(step: Callable, cfg: OffPolicyConfig) -> Callable:
-    """The update step as the config asks: eager, ``torch.compile(fullgraph=True)``, or
-    ``funcrl.jit`` (``--jit``)."""
-    if not cfg.compile:
-        return step
+    """The update step as the config asks: ``funcrl.jit`` (``--jit``), else
+    ``torch.compile(fullgraph=True)`` (``--compile``, the default), else eager."""
     if cfg.jit:
         return funcrl_jit(step)
+    if not cfg.compile:
+        return step
     return torch.compile(step, fullgraph=True)
 
 

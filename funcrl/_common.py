@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,18 +220,30 @@ def init_net(
 
 
 def spec_size(spec: Any, owner: str, name: str) -> int:
-    """The feature size a spec gives the default nets: its last dim (``[]`` counts as 1), or the
-    int itself.
+    """The feature size a spec gives the default nets: its last dim (``[]`` counts as 1 for a
+    continuous spec), or the integer itself (Python or NumPy).
 
     Raises:
-        TypeError: naming ``owner`` and ``name`` when ``spec`` is neither an int nor has ``.shape``.
+        TypeError: naming ``owner`` and ``name`` when ``spec`` is a tensor, a bool, or neither an
+            integer nor a spec with ``.shape``.
+        ValueError: for a scalar discrete spec (``shape == ()`` with ``.n``, e.g. gymnasium's
+            ``Discrete``): its size is ``.n`` actions, not 1 feature, so the caller must say which.
     """
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        return spec
+    if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
+        return int(spec)
+    if isinstance(spec, torch.Tensor) or isinstance(spec, bool):
+        raise TypeError(
+            f"{owner}: {name} must be an int or a spec with .shape, got a {type(spec).__name__}"
+        )
     shape = getattr(spec, "shape", None)
     if shape is None:
         raise TypeError(
             f"{owner}: {name} must be an int or a spec with .shape, got {type(spec).__name__}"
         )
     shape = tuple(shape)
+    if not shape and getattr(spec, "n", None) is not None:
+        raise ValueError(
+            f"{owner}: {name} is a scalar discrete spec ({type(spec).__name__} with n={spec.n}); "
+            f"this objective needs a vector spec or an int feature size"
+        )
     return int(shape[-1]) if shape else 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -138,9 +139,10 @@ def chosen_q(q: torch.Tensor, action: torch.Tensor, action_space: str) -> torch.
 
 
 def _num_actions(action_spec: Any) -> int:
+    # Categorical / OneHot specs (funcrl's or gymnasium's Discrete, whose n is a NumPy int).
     n = getattr(action_spec, "n", None)
-    if isinstance(n, int):
-        return n
+    if isinstance(n, numbers.Integral) and not isinstance(n, bool):
+        return int(n)
     return spec_size(action_spec, "discrete_sac.init", "action_spec")
 
 

@@ -21,3 +21,27 @@ def test_reduce_loss_errors():
         reduce_loss(torch.ones(2), "max")
     with pytest.raises(ValueError, match=r"weights shape \(3,\) != loss shape \(2,\)"):
         reduce_loss(torch.ones(2), "mean", torch.ones(3))
+
+
+def test_spec_size_integers_specs_and_errors():
+    import gymnasium
+    import numpy as np
+
+    from funcrl import discrete_sac, specs
+    from funcrl._common import spec_size
+
+    assert spec_size(5, "o", "n") == 5 and spec_size(np.int64(5), "o", "n") == 5
+    assert spec_size(specs.Unbounded(shape=(3,)), "o", "n") == 3
+    assert spec_size(specs.Unbounded(shape=()), "o", "n") == 1  # a scalar continuous feature
+    assert spec_size(specs.OneHot(4), "o", "n") == 4
+    with pytest.raises(ValueError, match=r"o: n is a scalar discrete spec \(Categorical with n=4"):
+        spec_size(specs.Categorical(4), "o", "n")
+    with pytest.raises(TypeError, match="o: n must be an int or a spec with .shape, got a Tensor"):
+        spec_size(torch.tensor(5), "o", "n")
+    with pytest.raises(TypeError, match="got a bool"):
+        spec_size(True, "o", "n")
+    with pytest.raises(TypeError, match="got str"):
+        spec_size("5", "o", "n")
+    # gymnasium's Discrete has a NumPy n: the discrete SAC nets get 4 actions, not 1.
+    params = discrete_sac.init(0, 3, gymnasium.spaces.Discrete(4))
+    assert params["actor"]["layers"][-1]["weight"].shape[0] == 4

@@ -167,6 +167,7 @@ def test_learning_summary_and_table():
     table = learning.markdown(list(rows.values()), {"sac": 15000}, 1)
     assert (
         "| SAC | E | 15000 | funcrl (3 seeds) | -145 [-180, -140] | 60 | 0.55x | 60 | 0.55x | - | - |"
+        # train_s == wall_s == cpu_s in these rows
         in table
     )
 
@@ -200,6 +201,8 @@ def test_learning_time_to_sb3_return():
     assert rows["sb3"]["time_to_sb3_return_s"] == 70.0
     table = learning.markdown(list(rows.values()), {"sac": 3000}, 2)
     assert "| 25 | 0.25x |" in table and "| 70 | 0.70x |" in table
+    # The cost columns are training seconds (evaluations excluded), not the process's wall time.
+    assert "| -145 [-151, -140] | 50 | 0.50x |" in table
 
 
 @pytest.mark.parametrize("impl", ["funcrl", pytest.param("sb3", marks=pytest.mark.slow)])

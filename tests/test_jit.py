@@ -142,3 +142,41 @@ def test_errors():
         jit(lambda x: x, backend="nope")
     with pytest.raises(TypeError, match="pytree of tensors"):
         jit(lambda x: {"n": 3, "x": x}, backend="eager")(torch.ones(1))
+
+
+def test_is_tracing_eager_make_fx_and_compile():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from funcrl.jit import is_tracing
+
+    seen = []
+
+    def f(x):
+        seen.append(is_tracing())
+        return x + 1
+
+    f(torch.zeros(2))
+    make_fx(f)(torch.zeros(2))
+    torch.compile(f, fullgraph=True, backend="eager")(torch.zeros(2))
+    assert seen == [False, True, True]
+
+
+def test_prioritized_sampling_under_jit_follows_the_buffer_as_it_grows():
+    # Eager CPU sampling slices the filled prefix with int(size); under make_fx that host read
+    # would freeze the size into the graph (or fail), so the traced path masks empty slots.
+    from funcrl import buffers
+
+    def transitions(n, start):
+        return Record({"x": torch.arange(start, start + n, dtype=torch.float32)[:, None]}, 1)
+
+    buf = buffers.init(64, transitions(1, 0)[0], prioritized=True, alpha=1.0)
+    buf = buffers.add(buf, transitions(8, 0))
+    g = jit(lambda state: buffers.sample(state, 512), backend="eager")
+    first = g(buf)
+    assert int(first["index"].max()) < 8
+    buf = buffers.add(buf, transitions(8, 8))
+    second = g(buf)
+    assert len(g.cache) == 1  # size is a tensor: the same trace serves the grown buffer
+    assert int(second["index"].max()) < 16 and int(second["index"].min()) >= 0
+    assert int((second["index"] >= 8).sum()) > 100  # new slots are drawn (p = 0.5 each)
+    torch.testing.assert_close(second["x"][:, 0], second["index"].float())

@@ -90,40 +90,39 @@ def test_torchrl_mlp_parity_and_roundtrip(norm):
 
 
 def test_torchrl_mlp_norm_on_activated_last_layer():
-    # TorchRL norms the output layer too when it is activated; funcrl's MLP matches.
+    # TorchRL norms the output layer too when it is activated; funcrl's MLP matches. The widths
+    # differ (8, 8, then 6 outputs) so the output norm's size cannot pass for a hidden one.
     pytest.importorskip("torchrl", reason="TorchRL parity reference")
     from torchrl.modules import MLP as RefMLP
 
-    ref = RefMLP(
-        in_features=5,
-        out_features=8,
-        num_cells=[8, 8],
-        activation_class=nn.Tanh,
-        activate_last_layer=True,
-        norm_class=nn.LayerNorm,
-        norm_kwargs={"normalized_shape": 8},
-    )
+    def make():
+        return RefMLP(
+            in_features=5,
+            out_features=6,
+            num_cells=[8, 8],
+            activation_class=nn.Tanh,
+            activate_last_layer=True,
+            norm_class=nn.LayerNorm,
+            norm_kwargs=[{"normalized_shape": 8}, {"normalized_shape": 8}, {"normalized_shape": 6}],
+        )
+
+    ref = make()
     with torch.no_grad():
         for m in ref:
             if isinstance(m, nn.LayerNorm):
                 m.weight.normal_()
                 m.bias.normal_()
     net, params = from_torchrl(ref)
-    assert net.norm_sizes == (8, 8, 8) and len(params["norms"]) == 3
-    assert [tuple(n["weight"].shape) for n in net.init(0)["norms"]] == [(8,), (8,), (8,)]
+    assert net.norm_sizes == (8, 8, 6) and len(params["norms"]) == 3
+    assert [tuple(n["weight"].shape) for n in net.init(0)["norms"]] == [(8,), (8,), (6,)]
     x = torch.randn(4, 5)
     torch.testing.assert_close(net(params, x), ref(x), atol=1e-6, rtol=1e-6)
-    other = RefMLP(
-        in_features=5,
-        out_features=8,
-        num_cells=[8, 8],
-        activation_class=nn.Tanh,
-        activate_last_layer=True,
-        norm_class=nn.LayerNorm,
-        norm_kwargs={"normalized_shape": 8},
-    )
+    other = make()
     to_module(params, other)
     _assert_same_state(ref, other)
+    # Params in the old layout (hidden norms only) get a clear error, not an IndexError.
+    with pytest.raises(ValueError, match=r"params\['norms'\] has 2 entries, expected 3"):
+        net({**params, "norms": params["norms"][:2]}, x)
 
 
 def test_torchrl_convnet_parity():

@@ -360,6 +360,12 @@ class MLP(Module):
         act = activation_fn(self.activation)
         layers = params["layers"]
         n = len(layers)
+        if self.norm is not None and len(params.get("norms", ())) != len(self.norm_sizes):
+            raise ValueError(
+                f"MLP: params['norms'] has {len(params.get('norms', ()))} entries, expected "
+                f"{len(self.norm_sizes)} (sizes {self.norm_sizes}: one per hidden layer, plus the "
+                f"output layer's when activate_last_layer=True, TorchRL's layout)"
+            )
         for i, p in enumerate(layers):
             if self.layer_class == "noisy":
                 from funcrl.nn.noisy import noisy_weights
