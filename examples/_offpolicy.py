@@ -116,6 +116,18 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
+def update_step(trainer_step: Callable, cfg: OffPolicyConfig) -> Callable:
+    """``update(params, opt_state, buffer)``: sample ``cfg.batch_size`` transitions and take one
+    ``trainer_step``, compiled as the config asks (:func:`compile_step`). Sampling lives inside the
+    step so the whole update is one compiled graph."""
+
+    def train_step(params, opt_state, buffer):
+        batch = buffers.sample(buffer, cfg.batch_size)
+        return trainer_step(params, opt_state, batch)
+
+    return compile_step(train_step, cfg)
+
+
 def compile_step(step: Callable, cfg: OffPolicyConfig) -> Callable:
     """The update step as the config asks: ``funcrl.jit`` (``--jit``), else
     ``torch.compile(fullgraph=True)`` (``--compile``, the default), else eager."""

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
-from funcrl import buffers, c51, optim  # noqa: E402
+from funcrl import c51, optim  # noqa: E402
 from funcrl.modules.exploration import EGreedy  # noqa: E402
 from funcrl.record import Record  # noqa: E402
 
@@ -106,12 +106,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         optim.adam(learning_rate), config=loss_cfg, nets=nets, hard_target_period=period
     )
 
-    def train_step(params, opt_state, buffer):
-        # Sampling lives inside the step so the whole update is one compiled graph.
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer.step(params, opt_state, batch)
-
-    train_step = _offpolicy.compile_step(train_step, cfg)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     egreedy = EGreedy(
         action_spec,

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
-from funcrl import buffers, crossq, optim  # noqa: E402
+from funcrl import crossq, optim  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -85,12 +85,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         has_state=True,  # the loss also returns the new BatchRenorm statistics
     )
 
-    def train_step(params, opt_state, buffer):
-        # Sampling lives inside the step so the whole update is one compiled graph.
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer.step(params, opt_state, batch)
-
-    train_step = _offpolicy.compile_step(train_step, cfg)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     # Acting never moves the statistics: BatchRenorm in evaluation mode (train=False).
     def explore(params, observation):

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
-from funcrl import buffers, ddpg, optim  # noqa: E402
+from funcrl import ddpg, optim  # noqa: E402
 from funcrl.modules.exploration import AdditiveGaussian  # noqa: E402
 from funcrl.nn import MLP, TanhBounded  # noqa: E402
 from funcrl.record import Record  # noqa: E402
@@ -82,12 +82,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     params = ddpg.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
     trainer = ddpg.trainer(optim.adam(cfg.learning_rate), config=loss_cfg, nets=nets, tau=cfg.tau)
 
-    def train_step(params, opt_state, buffer):
-        # Sampling lives inside the step so the whole update is one compiled graph.
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer.step(params, opt_state, batch)
-
-    train_step = _offpolicy.compile_step(train_step, cfg)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     # Constant noise scale: sigma_init == sigma_end, so the schedule state never moves.
     noise = AdditiveGaussian(

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
-from funcrl import buffers, dqn, optim  # noqa: E402
+from funcrl import dqn, optim  # noqa: E402
 from funcrl.modules.exploration import EGreedy  # noqa: E402
 from funcrl.record import Record  # noqa: E402
 
@@ -101,12 +101,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         adam = optim.chain(optim.clip_by_global_norm(cfg.max_grad_norm), adam)
     trainer = dqn.trainer(adam, config=loss_cfg, nets=nets, hard_target_period=period)
 
-    def train_step(params, opt_state, buffer):
-        # Sampling lives inside the step so the whole update is one compiled graph.
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer.step(params, opt_state, batch)
-
-    train_step = _offpolicy.compile_step(train_step, cfg)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     egreedy = EGreedy(
         action_spec,

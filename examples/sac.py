@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
-from funcrl import buffers, optim, sac  # noqa: E402
+from funcrl import optim, sac  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -64,12 +64,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         tau=cfg.tau,
     )
 
-    def train_step(params, opt_state, buffer):
-        # Sampling lives inside the step so the whole update is one compiled graph.
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer.step(params, opt_state, batch)
-
-    train_step = _offpolicy.compile_step(train_step, cfg)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     def explore(params, observation):
         return sac.policy(params, observation, nets=nets).sample()
