@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 from funcrl.record import Record
@@ -19,14 +22,7 @@ _SUBMODULES = {
     "testing",
     "distributions",
     "modules",
-    "sac",
-    "td3",
-    "ddpg",
-    "dqn",
-    "c51",
-    "redq",
-    "crossq",
-    "discrete_sac",
+    "objectives",
     "training",
     "autodiff",
     "jit",
@@ -37,9 +33,39 @@ _SUBMODULES = {
 }
 
 
+# Objectives live in funcrl.objectives; `funcrl.sac`, `import funcrl.sac` and `from funcrl.sac
+# import loss` name the same module object (aliased on first import, never copied).
+_OBJECTIVES = ("sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix")
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def create_module(self, spec):  # noqa: ANN001 - importlib's signature
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module) -> None:  # noqa: ANN001 - the target module already ran
+        pass
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):  # noqa: ANN001 - importlib's signature
+        head, _, name = fullname.rpartition(".")
+        if head == __name__ and name in _OBJECTIVES:
+            return importlib.util.spec_from_loader(
+                fullname, _AliasLoader(f"{__name__}.objectives.{name}")
+            )
+        return None
+
+
+if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AliasFinder())
+
+
 def __getattr__(name: str) -> Any:
     # Submodules load on first use so that `import funcrl` stays cheap.
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or name in _OBJECTIVES:
         module = importlib.import_module(f"funcrl.{name}")
         globals()[name] = module
         return module
@@ -50,4 +76,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'funcrl' has no attribute {name!r}")
 
 
-__all__ = ["Record", "__version__", *sorted(_SUBMODULES)]
+__all__ = ["Record", "__version__", "update", *sorted(_SUBMODULES | set(_OBJECTIVES))]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -136,3 +137,14 @@ def jit(fn: Callable[..., Any] | None = None, *, backend: str = "inductor") -> A
     if fn is None:
         return functools.partial(jit, backend=backend)
     return Jitted(fn, backend=backend)
+
+
+class _CallableModule(type(functools)):
+    """``funcrl.jit`` is this module *and* :func:`jit`: ``funcrl.jit(step)`` compiles, while
+    ``funcrl.jit.is_tracing`` and ``from funcrl.jit import Jitted`` keep working."""
+
+    def __call__(self, fn: Callable[..., Any] | None = None, *, backend: str = "inductor") -> Any:
+        return jit(fn, backend=backend)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from funcrl._common import reduce_loss
+from funcrl.objectives.common import reduce_loss
 
 
 def test_reduce_loss_hand_values():
@@ -28,7 +28,7 @@ def test_spec_size_integers_specs_and_errors():
     import numpy as np
 
     from funcrl import discrete_sac, specs
-    from funcrl._common import spec_size
+    from funcrl.objectives.common import spec_size
 
     assert spec_size(5, "o", "n") == 5 and spec_size(np.int64(5), "o", "n") == 5
     assert spec_size(specs.Unbounded(shape=(3,)), "o", "n") == 3

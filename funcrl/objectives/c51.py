@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import check_reduction, get, get_flag, init_net, mlp, reduce_loss, spec_size
-from funcrl.dqn import action_space_of
+from funcrl.objectives.common import check_reduction, get, get_flag, init_net, mlp, reduce_loss, spec_size
+from funcrl.objectives.dqn import action_space_of
 from funcrl.record import Record
 
 __all__ = [

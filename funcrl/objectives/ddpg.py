@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import (
+from funcrl.objectives.common import (
     check_loss_function,
     check_reduction,
     distance_loss,

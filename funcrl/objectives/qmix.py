@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import check_loss_function, distance_loss, get, get_flag, mlp, td0_target
-from funcrl.dqn import (
+from funcrl.objectives.common import check_loss_function, distance_loss, get, get_flag, mlp, td0_target
+from funcrl.objectives.dqn import (
     action_space_of,
     check_action,
     chosen_action_value,

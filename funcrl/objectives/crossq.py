@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import tree
-from funcrl._common import distance_loss, get, get_flag, spec_size, td0_target
+from funcrl.objectives.common import distance_loss, get, get_flag, spec_size, td0_target
 from funcrl.distributions import NormalParamExtractor, TanhNormal
 from funcrl.nn import BatchRenorm1d, Linear, activation_fn, make_generator
 from funcrl.record import Record
-from funcrl.sac import (
+from funcrl.objectives.sac import (
     action_bounds,
     actor_objective,
     auto_entropy,

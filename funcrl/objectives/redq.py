@@ -33,12 +33,13 @@ from typing import Any
 
 import torch
 
-from funcrl import sac, tree
-from funcrl._common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
+from funcrl import tree
+from funcrl.objectives import sac
+from funcrl.objectives.common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
 from funcrl.distributions import TanhNormal
 from funcrl.nn import make_generator
 from funcrl.record import Record
-from funcrl.sac import (
+from funcrl.objectives.sac import (
     action_bounds,
     auto_entropy,
     check_alpha,

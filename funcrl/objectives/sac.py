@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import (
+from funcrl.objectives.common import (
     check_loss_function,
     distance_loss,
     get,
@@ -61,7 +61,7 @@ from funcrl._common import (
     spec_size,
     td0_target,
 )
-from funcrl._common import (
+from funcrl.objectives.common import (
     reduce_loss as reduce,  # one reduction for every objective; the SAC family imports it here
 )
 from funcrl.nn import make_generator

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import (
+from funcrl.objectives.common import (
     check_loss_function,
     check_reduction,
     distance_loss,
@@ -35,11 +35,11 @@ from funcrl._common import (
     tanh_mlp,
     td0_target,
 )
-from funcrl.ddpg import check_default_actor_bounds
+from funcrl.objectives.ddpg import check_default_actor_bounds
 from funcrl.nn import MLP, Ensemble, make_generator
 from funcrl.nn.ensemble import vmap_members
 from funcrl.record import Record
-from funcrl.sac import expand_bound
+from funcrl.objectives.sac import expand_bound
 
 __all__ = [
     "Config",

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl._common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
+from funcrl.objectives.common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
 from funcrl.nn import make_generator
 from funcrl.record import Record
-from funcrl.sac import (
+from funcrl.objectives.sac import (
     check_alpha,
     check_common,
     ensemble,
