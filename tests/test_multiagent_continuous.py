@@ -28,6 +28,7 @@ from funcrl.multiagent import (
     sac_target_entropy,
 )
 from funcrl.nn import Linear
+from funcrl.objectives import actor_critic
 from funcrl.record import Record
 from funcrl.specs import Bounded, Unbounded
 
@@ -98,14 +99,14 @@ def _grads(td_params, prefix, like):
 def test_sac_action_bounds_keep_the_agent_dim():
     low = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
     spec = Bounded(low, -low, shape=(N, A))
-    bounds = sac.action_bounds(spec, A)
+    bounds = actor_critic.action_bounds(spec, A)
     assert bounds["low"].shape == (N, A) and torch.equal(bounds["low"], low)
     assert torch.equal(bounds["high"], -low)
     # Scalars broadcast to [a]; single-agent specs are unchanged; no spec bounds -> [-1, 1].
-    assert torch.equal(sac.expand_bound(0.5, 3), torch.full((3,), 0.5))
-    single = sac.action_bounds(Bounded(-2.0, 2.0, shape=(A,)), A)
+    assert torch.equal(actor_critic.expand_bound(0.5, 3), torch.full((3,), 0.5))
+    single = actor_critic.action_bounds(Bounded(-2.0, 2.0, shape=(A,)), A)
     assert single["low"].shape == (A,) and torch.equal(single["high"], torch.full((A,), 2.0))
-    free = sac.action_bounds(Unbounded(shape=(N, A)), A)
+    free = actor_critic.action_bounds(Unbounded(shape=(N, A)), A)
     assert torch.equal(free["low"], -torch.ones(A))
     # The expanded bounds are fresh tensors, not views of the spec.
     bounds["low"].add_(1.0)

@@ -19,7 +19,15 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.objectives.common import check_reduction, get, get_flag, init_net, mlp, reduce_loss, spec_size
+from funcrl.objectives.common import (
+    check_reduction,
+    get,
+    get_flag,
+    init_net,
+    mlp,
+    reduce_loss,
+    spec_size,
+)
 from funcrl.objectives.dqn import action_space_of
 from funcrl.record import Record
 

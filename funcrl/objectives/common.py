@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from funcrl.record import NestedKey, Record
+
+Params = dict[str, Any]
 
 __all__ = [
     "distance_loss",
@@ -25,6 +27,9 @@ __all__ = [
     "tanh_mlp",
     "init_net",
     "spec_size",
+    "require",
+    "priority_weights",
+    "Params",
 ]
 
 LOSS_FUNCTIONS = ("l1", "l2", "smooth_l1")
@@ -247,3 +252,23 @@ def spec_size(spec: Any, owner: str, name: str) -> int:
             f"this objective needs a vector spec or an int feature size"
         )
     return int(shape[-1]) if shape else 1
+
+
+def require(params: Params, keys, owner: str) -> None:
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{owner}: params must be a dict, got {type(params).__name__}")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise KeyError(f"{owner}: params lack {missing}; they have {sorted(params)}")
+
+
+def priority_weights(batch: Record, cfg: Any, like: torch.Tensor) -> torch.Tensor | None:
+    """``batch["priority_weight"]`` (``[*B]``) when present and enabled, else ``None``."""
+    if cfg.use_prioritized_weights is False or "priority_weight" not in batch:
+        return None
+    w = batch["priority_weight"]
+    if w.shape != like.shape:
+        raise ValueError(
+            f"batch['priority_weight'] has shape {tuple(w.shape)}, expected {tuple(like.shape)}"
+        )
+    return w

@@ -42,22 +42,18 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import tree
-from funcrl.objectives.common import distance_loss, get, get_flag, spec_size, td0_target
 from funcrl.distributions import NormalParamExtractor, TanhNormal
 from funcrl.nn import BatchRenorm1d, Linear, activation_fn, make_generator
-from funcrl.record import Record
-from funcrl.objectives.sac import (
+from funcrl.objectives.actor_critic import (
     action_bounds,
-    actor_objective,
     auto_entropy,
     check_alpha,
     check_common,
-    reduce,
-    require,
-    soft_value,
     temperature,
-    temperature_loss,
 )
+from funcrl.objectives.common import distance_loss, get, get_flag, require, spec_size, td0_target
+from funcrl.objectives.sac import actor_objective, reduce, soft_value, temperature_loss
+from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "RenormMLP", "init", "loss", "loss_and_state", "policy"]
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
+from funcrl.nn import make_generator
 from funcrl.objectives.common import (
     check_loss_function,
     check_reduction,
@@ -30,7 +31,6 @@ from funcrl.objectives.common import (
     tanh_mlp,
     td0_target,
 )
-from funcrl.nn import make_generator
 from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "init", "loss", "trainer", "critic_target", "actor_objective"]

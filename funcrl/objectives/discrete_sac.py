@@ -29,20 +29,27 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.objectives.common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
 from funcrl.nn import make_generator
-from funcrl.record import Record
-from funcrl.objectives.sac import (
+from funcrl.objectives.actor_critic import (
     check_alpha,
     check_common,
     ensemble,
     init_ensemble,
-    priority_weights,
-    reduce,
-    require,
     temperature,
-    temperature_loss,
 )
+from funcrl.objectives.common import (
+    distance_loss,
+    get,
+    get_flag,
+    init_net,
+    mlp,
+    priority_weights,
+    require,
+    spec_size,
+    td0_target,
+)
+from funcrl.objectives.sac import reduce, temperature_loss
+from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "init", "loss", "soft_target_value", "expected_actor_loss"]
 

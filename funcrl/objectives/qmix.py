@@ -36,7 +36,16 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.objectives.common import check_loss_function, distance_loss, get, get_flag, mlp, td0_target
+from funcrl.multiagent import QMixer
+from funcrl.nn import MLP, make_generator
+from funcrl.objectives.common import (
+    check_loss_function,
+    distance_loss,
+    get,
+    get_flag,
+    mlp,
+    td0_target,
+)
 from funcrl.objectives.dqn import (
     action_space_of,
     check_action,
@@ -45,8 +54,6 @@ from funcrl.objectives.dqn import (
     mask_action_values,
     max_action_value,
 )
-from funcrl.multiagent import QMixer
-from funcrl.nn import MLP, make_generator
 from funcrl.record import NestedKey, Record
 
 __all__ = ["Config", "Nets", "init", "loss", "trainer", "qmixer", "mixed_value"]

@@ -34,12 +34,10 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.objectives import sac
-from funcrl.objectives.common import distance_loss, get, get_flag, init_net, mlp, spec_size, td0_target
 from funcrl.distributions import TanhNormal
 from funcrl.nn import make_generator
-from funcrl.record import Record
-from funcrl.objectives.sac import (
+from funcrl.objectives import sac
+from funcrl.objectives.actor_critic import (
     action_bounds,
     auto_entropy,
     check_alpha,
@@ -47,11 +45,19 @@ from funcrl.objectives.sac import (
     clamp_log_alpha,
     ensemble_q,
     init_ensemble,
-    policy,
-    reduce,
-    require,
-    soft_value,
 )
+from funcrl.objectives.common import (
+    distance_loss,
+    get,
+    get_flag,
+    init_net,
+    mlp,
+    require,
+    spec_size,
+    td0_target,
+)
+from funcrl.objectives.sac import policy, reduce, soft_value
+from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "init", "loss", "sample_subset", "redq_temperature_loss"]
 

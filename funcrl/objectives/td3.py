@@ -22,6 +22,9 @@ from typing import Any
 import torch
 
 from funcrl import tree
+from funcrl.nn import MLP, Ensemble, make_generator
+from funcrl.nn.ensemble import vmap_members
+from funcrl.objectives.actor_critic import expand_bound
 from funcrl.objectives.common import (
     check_loss_function,
     check_reduction,
@@ -36,10 +39,7 @@ from funcrl.objectives.common import (
     td0_target,
 )
 from funcrl.objectives.ddpg import check_default_actor_bounds
-from funcrl.nn import MLP, Ensemble, make_generator
-from funcrl.nn.ensemble import vmap_members
 from funcrl.record import Record
-from funcrl.objectives.sac import expand_bound
 
 __all__ = [
     "Config",
