@@ -17,6 +17,7 @@ __all__ = [
     "distance_loss",
     "LOSS_FUNCTIONS",
     "REDUCTIONS",
+    "check_batch",
     "get",
     "get_flag",
     "check_loss_function",
@@ -61,16 +62,43 @@ def distance_loss(
     raise ValueError(f"loss_function must be one of {LOSS_FUNCTIONS}, got {loss_function!r}")
 
 
+def check_batch(batch: Any, owner: str) -> Record:
+    """``batch`` itself, after checking it is a :class:`Record` with at least one non-empty batch dim.
+
+    A loss needs batch dims: quantities such as SAC's ``"auto"`` target entropy read the feature
+    dims *after* the batch dims, so a batch left at ``batch_ndim=0`` would be silently misread,
+    and an empty batch would reduce to NaN. Only static shapes are read (free under compile).
+
+    Raises:
+        TypeError: ``batch`` is not a Record.
+        ValueError: ``batch.batch_ndim == 0`` or a batch dim is 0.
+    """
+    if not isinstance(batch, Record):
+        raise TypeError(f"{owner}: batch must be a funcrl.Record, got {type(batch).__name__}")
+    if batch.batch_ndim == 0:
+        raise ValueError(
+            f"{owner}: batch has no batch dims (batch_ndim=0); build it with the leading dims "
+            "as batch dims, e.g. Record(data, batch_ndim=1), or batch.unsqueeze(0) for one "
+            "transition"
+        )
+    if any(n == 0 for n in batch.batch_size):
+        raise ValueError(f"{owner}: batch is empty (batch_size {tuple(batch.batch_size)})")
+    return batch
+
+
 def get(
     batch: Record,
     key: NestedKey,
     *,
     owner: str,
     shape: Sequence[int | None] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """``batch[key]`` with a clear error naming ``owner``, the key and the expected shape.
+    """``batch[key]`` with a clear error naming ``owner``, the key and the expected shape/dtype.
 
-    ``shape`` is matched against the trailing dims; ``None`` entries match any size.
+    ``shape`` is matched against the trailing dims; ``None`` entries match any size. ``dtype``,
+    when given, must equal the entry's dtype exactly (pass the params' dtype: a float64 batch
+    with float32 params is an error here, not a matmul failure deep inside a net).
     """
     if not isinstance(batch, Record):
         raise TypeError(f"{owner}: batch must be a funcrl.Record, got {type(batch).__name__}")
@@ -86,6 +114,12 @@ def get(
         if not ok:
             want = "[*batch, " + ", ".join("?" if e is None else str(e) for e in shape) + "]"
             raise ValueError(f"{owner}: batch[{key!r}] has shape {tuple(x.shape)}, expected {want}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{owner}: batch[{key!r}] is {x.dtype} but the params are {dtype}; cast the batch "
+            f"(batch.apply(lambda t: t.to({dtype}) if t.is_floating_point() else t)) or init "
+            f"the params with dtype={x.dtype}"
+        )
     return x
 
 
