@@ -543,3 +543,187 @@ def check_tanh_actor_bounds(nets: Any, box: Params, owner: str) -> None:
             f"has low={low.tolist()}, high={high.tolist()}; pass Nets(actor=funcrl.nn.TanhBounded("
             "funcrl.nn.MLP(obs_dim, act_dim, num_cells=...), low, high)) or rescale the actions"
         )
+
+
+# -- TorchRL interop -------------------------------------------------------------------------------
+# A TorchRL loss module holds its weights as TensorDicts beside the modules (online, target, a
+# leading [N] dim for ensembles). Reading: load one TensorDict into its module and convert the
+# module (funcrl.nn.from_torchrl). Writing: build TorchRL modules from the funcrl nets and copy
+# the params in (funcrl.nn.to_module), then copy targets into the loss's target TensorDicts.
+
+_ESTIMATORS = {"TD0Estimator": "td0", "TD1Estimator": "td1", "TDLambdaEstimator": "td_lambda"}
+
+
+def read_torchrl(module: Any, params_td: Any, inner: Any) -> tuple[Any, Any]:
+    """``(funcrl net, params)`` of ``inner`` (a submodule of ``module``) with ``params_td`` (a
+    loss module's TensorDict of ``module``'s weights) loaded; a leading ensemble dim is stacked."""
+    from funcrl.nn import from_torchrl
+
+    if params_td.batch_size:
+        members = [read_torchrl(module, params_td[i], inner) for i in range(params_td.shape[0])]
+        return members[0][0], tree.stack([p for _, p in members])
+    with params_td.to_module(module):
+        return from_torchrl(inner)
+
+
+def write_torchrl(params_td: Any, module: Any, inner: Any, params: Any) -> None:
+    """Copies funcrl ``params`` of ``inner`` into a loss module's TensorDict ``params_td`` of
+    ``module`` (member by member when ``params_td`` has an ensemble dim)."""
+    from funcrl.nn import to_module
+
+    if params_td.batch_size:
+        for i in range(params_td.shape[0]):
+            write_torchrl(params_td[i], module, inner, tree.map(lambda x, i=i: x[i], params))
+        return
+    with params_td.to_module(module):
+        to_module(params, inner)
+
+
+def torchrl_estimator(loss_module: Any) -> dict[str, Any]:
+    """``{"gamma", "value_estimator", "lmbda"}`` of a TorchRL loss's value estimator."""
+    est = loss_module._value_estimator
+    name = type(est).__name__
+    if name not in _ESTIMATORS:
+        raise TypeError(f"from_torchrl: value estimator {name} has no funcrl equivalent")
+    out = {"gamma": float(est.gamma), "value_estimator": _ESTIMATORS[name]}
+    if name == "TDLambdaEstimator":
+        out["lmbda"] = float(est.lmbda)
+    return out
+
+
+def make_torchrl_estimator(loss_module: Any, cfg: Any) -> None:
+    """``loss_module.make_value_estimator`` for ``cfg.value_estimator``, ``gamma``, ``lmbda``."""
+    from torchrl.objectives import ValueEstimators
+
+    kind = {"td0": ValueEstimators.TD0, "td1": ValueEstimators.TD1}.get(
+        cfg.value_estimator, ValueEstimators.TDLambda
+    )
+    kw = {"lmbda": cfg.lmbda} if cfg.value_estimator == "td_lambda" else {}
+    loss_module.make_value_estimator(kind, gamma=cfg.gamma, **kw)
+
+
+def torch_module(net: Any, owner: str) -> Any:
+    """A ``torch.nn.Module`` computing funcrl ``net`` (a ReLU/any-activation :class:`MLP`, a
+    :class:`funcrl.nn.TorchModule`, or a :class:`Concat` of one), weights not yet copied."""
+    from torch import nn
+    from torchrl.modules import MLP as TorchRLMLP
+
+    from funcrl.nn import TorchModule
+
+    net = net.net if isinstance(net, Concat) else net
+    if isinstance(net, TorchModule):
+        return net.module
+    if isinstance(net, MLP) and net.norm is None and net.layer_class == "linear":
+        classes = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+        if net.activation not in classes:
+            raise TypeError(
+                f"{owner}: MLP activation {net.activation!r} has no TorchRL module here"
+            )
+        return TorchRLMLP(
+            in_features=net.in_features,
+            out_features=net.out_features,
+            num_cells=list(net.num_cells),
+            depth=net.depth,
+            activation_class=classes[net.activation],
+            activate_last_layer=net.activate_last_layer,
+            bias_last_layer=net.bias_last_layer,
+        )
+    raise TypeError(
+        f"{owner}: cannot build a TorchRL module for {type(net).__name__}; use a plain MLP or a "
+        "funcrl.nn.TorchModule"
+    )
+
+
+def torchrl_tanh_normal_actor(net: Any, params: Any, low: torch.Tensor, high: torch.Tensor, nets):
+    """TorchRL's SAC actor: ``ProbabilisticActor(TensorDictModule(Sequential(net,
+    NormalParamExtractor)), TanhNormal on [low, high])`` with ``params`` copied into ``net``."""
+    from tensordict.nn import NormalParamExtractor, TensorDictModule
+    from torchrl.modules import ProbabilisticActor
+    from torchrl.modules import TanhNormal as TorchRLTanhNormal
+
+    from funcrl.nn import to_module
+
+    body = to_module(params, torch_module(net, "to_torchrl"))
+    seq = torch.nn.Sequential(body, NormalParamExtractor(nets.scale_mapping, nets.scale_lb))
+    return ProbabilisticActor(
+        TensorDictModule(seq, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TorchRLTanhNormal,
+        distribution_kwargs={"low": low, "high": high, "tanh_loc": nets.tanh_loc},
+    )
+
+
+def torchrl_qvalue(net: Any, params: Any) -> Any:
+    """``ValueOperator(module, in_keys=["observation", "action"])`` with one member's params."""
+    from torchrl.modules import ValueOperator
+
+    from funcrl.nn import to_module
+
+    return ValueOperator(
+        to_module(params, torch_module(net, "to_torchrl")), in_keys=["observation", "action"]
+    )
+
+
+def from_torchrl_tanh_normal_actor(loss_module: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """``(actor net, actor params, {"scale_mapping", "scale_lb", "tanh_loc", "low", "high"})``
+    from a TorchRL ``ProbabilisticActor`` of a ``Sequential(net, NormalParamExtractor)`` and a
+    ``TanhNormal``."""
+    from tensordict.nn import NormalParamExtractor
+
+    actor = loss_module.actor_network
+    body = actor.module[0].module
+    dist = actor.module[1]
+    if dist.distribution_class.__name__ != "TanhNormal":
+        raise TypeError(
+            f"from_torchrl: the actor's distribution is {dist.distribution_class.__name__}, "
+            "expected TanhNormal"
+        )
+    if not (isinstance(body, torch.nn.Sequential) and isinstance(body[-1], NormalParamExtractor)):
+        raise TypeError(
+            "from_torchrl: the actor must be Sequential(net, NormalParamExtractor()) (TorchRL's "
+            f"SAC layout), got {type(body).__name__}"
+        )
+    inner = body[0] if len(body) == 2 else torch.nn.Sequential(*list(body)[:-1])
+    net, params = read_torchrl(actor, loss_module.actor_network_params, inner)
+    kw = dist.distribution_kwargs
+    info = {
+        "scale_mapping": _scale_mapping_name(body[-1].scale_mapping),
+        "scale_lb": float(body[-1].scale_lb),
+        "tanh_loc": bool(kw.get("tanh_loc", False)),
+        "low": torch.as_tensor(kw.get("low", -1.0)),
+        "high": torch.as_tensor(kw.get("high", 1.0)),
+    }
+    return net, params, info
+
+
+def _scale_mapping_name(m: Any) -> str:
+    import torch.nn.functional as F
+
+    if type(m).__name__ == "biased_softplus":
+        bias = float(F.softplus(torch.as_tensor(m.bias)) + m.min_val)
+        return f"biased_softplus_{round(bias, 6)}_{m.min_val}"
+    names = {F.softplus: "softplus", torch.exp: "exp", torch.nn.functional.relu: "relu"}
+    if m in names:
+        return names[m]
+    raise TypeError(f"from_torchrl: NormalParamExtractor scale mapping {m!r} is not supported")
+
+
+def critic_from_torchrl(module: Any, params_td: Any) -> tuple[Any, Any]:
+    """``(Concat(net), params)`` of a TorchRL ``ValueOperator`` over ``observation, action``."""
+    if list(module.in_keys) != ["observation", "action"]:
+        raise TypeError(
+            f"from_torchrl: the critic's in_keys are {module.in_keys}, expected "
+            "['observation', 'action']"
+        )
+    net, params = read_torchrl(module, params_td, module.module)
+    return Concat(net), params
+
+
+def torchrl_action_dim(low: torch.Tensor, actor_net: Any, owner: str) -> int:
+    """The action size: the ``TanhNormal``'s bound's last dim, else half the actor's output."""
+    if low.dim():
+        return int(low.shape[-1])
+    out = getattr(actor_net, "out_features", None)
+    if isinstance(out, int):
+        return out // 2
+    raise TypeError(f"{owner}: cannot read the action size (scalar bounds, actor without sizes)")

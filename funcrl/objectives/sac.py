@@ -413,3 +413,168 @@ def trainer(
         tau=tau,
         project=partial(project, config=config),
     )
+
+
+# -- TorchRL interop -------------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
+    """``(config, nets, params)`` equal to a TorchRL ``SACLoss`` (v1 or v2): its hyperparameters
+    and value estimator, its nets as funcrl nets (:func:`funcrl.nn.from_torchrl`: an MLP stays an
+    MLP, anything else becomes a ``TorchModule``), and its online and target weights, ``log_alpha``
+    and the ``TanhNormal``'s bounds. ``loss(params, batch, config=, nets=)`` then equals
+    ``loss_module(batch)`` under the same ``torch.manual_seed``.
+
+    The actor must be TorchRL's SAC layout: ``ProbabilisticActor(TensorDictModule(Sequential(net,
+    NormalParamExtractor())), distribution_class=TanhNormal)``; the critics ``ValueOperator`` s over
+    ``["observation", "action"]``.
+    """
+    from funcrl.objectives.actor_critic import (
+        critic_from_torchrl,
+        from_torchrl_tanh_normal_actor,
+        read_torchrl,
+        torchrl_action_dim,
+        torchrl_estimator,
+    )
+
+    m = loss_module
+    actor_net, actor_params, info = from_torchrl_tanh_normal_actor(m)
+    qnet, qparams = critic_from_torchrl(m.qvalue_network, m.qvalue_network_params)
+    act_dim = torchrl_action_dim(info["low"], actor_net, "sac.from_torchrl")
+    config = Config(
+        version=m._version,
+        num_qvalue_nets=int(m.num_qvalue_nets),
+        loss_function=m.loss_function,
+        alpha_init=float(m.alpha_init),
+        min_alpha=None if m.min_log_alpha is None else math.exp(float(m.min_log_alpha)),
+        max_alpha=None if m.max_log_alpha is None else math.exp(float(m.max_log_alpha)),
+        fixed_alpha=bool(m.fixed_alpha),
+        target_entropy=float(m.target_entropy),
+        delay_actor=bool(getattr(m, "delay_actor", False)),
+        delay_qvalue=bool(m.delay_qvalue),
+        delay_value=bool(getattr(m, "delay_value", True)),
+        reduction=m.reduction,
+        skip_done_states=bool(m.skip_done_states),
+        use_prioritized_weights=m.use_prioritized_weights,
+        **torchrl_estimator(m),
+    )
+    nets = Nets(
+        actor=actor_net,
+        qvalue=qnet,
+        scale_mapping=info["scale_mapping"],
+        scale_lb=info["scale_lb"],
+        tanh_loc=info["tanh_loc"],
+    )
+    dtype = m.log_alpha.dtype
+    params: Params = {
+        "actor": actor_params,
+        "qvalue": qparams,
+        "log_alpha": m.log_alpha.detach().clone(),
+        "action_bounds": spec_bounds(
+            _Box(info["low"], info["high"]), act_dim, dtype=dtype, owner="sac.from_torchrl"
+        ),
+    }
+    if config.delay_qvalue:
+        params["target_qvalue"] = critic_from_torchrl(
+            m.qvalue_network, m.target_qvalue_network_params
+        )[1]
+    if config.version == 1:
+        vnet, params["value"] = read_torchrl(
+            m.value_network, m.value_network_params, m.value_network.module
+        )
+        nets = dataclasses.replace(nets, value=vnet)
+        if config.delay_value:
+            params["target_value"] = read_torchrl(
+                m.value_network, m.target_value_network_params, m.value_network.module
+            )[1]
+        if config.delay_actor:
+            inner = m.actor_network.module[0].module[0]
+            params["target_actor"] = read_torchrl(
+                m.actor_network, m.target_actor_network_params, inner
+            )[1]
+    return config, nets, params
+
+
+@dataclasses.dataclass(frozen=True)
+class _Box:
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
+    """A TorchRL ``SACLoss`` equal to ``loss(params, ., config=config, nets=nets)``: TorchRL
+    modules built from the (resolved) nets with ``params`` copied in, targets and ``log_alpha``
+    included, the value estimator made from ``config``.
+
+    ``observation_dim`` sizes default (``None``) nets; a net given in ``nets`` knows its sizes.
+    """
+    from torchrl.objectives import SACLoss
+
+    from funcrl.objectives.actor_critic import (
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        torchrl_tanh_normal_actor,
+        write_torchrl,
+    )
+
+    owner = "sac.to_torchrl"
+    low, high = bounds(params, owner)
+    act_dim = low.shape[-1]
+    if observation_dim is None:
+        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+    nets = resolve(nets, observation_dim, act_dim)
+    actor = torchrl_tanh_normal_actor(nets.actor, params["actor"], low, high, nets)
+    q0 = tree.map(lambda x: x[0], params["qvalue"])
+    value = None
+    if config.version == 1:
+        value = _torchrl_value(nets.value, params["value"])
+    from torchrl.data import Bounded
+
+    kw = {} if config.target_entropy == "auto" else {"target_entropy": config.target_entropy}
+    kw["action_spec"] = Bounded(low, high, tuple(low.shape), dtype=low.dtype)
+    m = SACLoss(
+        actor,
+        torchrl_qvalue(nets.qvalue, q0),
+        value,
+        num_qvalue_nets=config.num_qvalue_nets,
+        loss_function=config.loss_function,
+        alpha_init=config.alpha_init,
+        min_alpha=config.min_alpha,
+        max_alpha=config.max_alpha,
+        fixed_alpha=config.fixed_alpha,
+        delay_actor=config.delay_actor,
+        delay_qvalue=config.delay_qvalue,
+        delay_value=config.delay_value,
+        reduction=config.reduction,
+        skip_done_states=config.skip_done_states,
+        use_prioritized_weights=config.use_prioritized_weights,
+        **kw,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    if config.version == 1:
+        vmod = m.value_network
+        if config.delay_value:
+            write_torchrl(m.target_value_network_params, vmod, vmod.module, params["target_value"])
+        if config.delay_actor:
+            inner = m.actor_network.module[0].module[0]
+            write_torchrl(
+                m.target_actor_network_params, m.actor_network, inner, params["target_actor"]
+            )
+    with torch.no_grad():
+        m.log_alpha.copy_(params["log_alpha"])
+    return m
+
+
+def _torchrl_value(net: Any, params: Any) -> Any:
+    from torchrl.modules import ValueOperator
+
+    from funcrl.nn import to_module
+    from funcrl.objectives.actor_critic import torch_module
+
+    return ValueOperator(
+        to_module(params, torch_module(net, "sac.to_torchrl")), in_keys=["observation"]
+    )
