@@ -9,7 +9,8 @@ import warnings
 import pytest
 import torch
 
-from funcrl import sac, tree
+import funcrl
+from funcrl import ddpg, sac, td3, tree
 from funcrl.record import Record
 
 pytest.importorskip("torchrl", reason="interop needs torchrl")
@@ -136,5 +137,74 @@ def test_sac_to_torchrl(version):
     compare(lambda x: sac.loss(params, x, config=config, nets=nets), m, batch(), keys)
     # And back: the round trip gives the same params.
     _, _, again = sac.from_torchrl(m)
+    for k in params:
+        torch.testing.assert_close(tree.leaves(again[k]), tree.leaves(params[k]), msg=k)
+
+
+def torchrl_deterministic(kind: str):
+    from tensordict.nn import TensorDictModule
+    from torchrl.data import Bounded
+    from torchrl.modules import MLP, ValueOperator
+    from torchrl.objectives import DDPGLoss, TD3Loss, ValueEstimators
+
+    torch.manual_seed(0)
+    actor = TensorDictModule(
+        torch.nn.Sequential(MLP(in_features=OBS, out_features=ACT, num_cells=[8]), torch.nn.Tanh()),
+        in_keys=["observation"],
+        out_keys=["action"],
+    )
+    q = ValueOperator(
+        MLP(in_features=OBS + ACT, out_features=1, num_cells=[8, 8]),
+        in_keys=["observation", "action"],
+    )
+    if kind == "td3":
+        spec = Bounded(-torch.ones(ACT), torch.ones(ACT), (ACT,))
+        m = TD3Loss(actor, q, action_spec=spec, num_qvalue_nets=3, policy_noise=0.3, noise_clip=0.4)
+        m.make_value_estimator(ValueEstimators.TD1, gamma=0.9)
+        targets = (m.target_qvalue_network_params, m.target_actor_network_params)
+    else:
+        m = DDPGLoss(actor, q, delay_actor=True, loss_function="smooth_l1")
+        m.make_value_estimator(ValueEstimators.TDLambda, gamma=0.9, lmbda=0.6)
+        targets = (m.target_value_network_params, m.target_actor_network_params)
+    with torch.no_grad():
+        for t in targets:
+            t.apply_(lambda x: x.add_(0.05))
+    return m
+
+
+KEYS = {
+    "td3": ["loss_actor", "loss_qvalue", "pred_value", "target_value", "next_state_value"],
+    "ddpg": ["loss_actor", "loss_value", "pred_value", "target_value", "target_value_max"],
+}
+MODULES = {"td3": td3, "ddpg": ddpg}
+
+
+@pytest.mark.parametrize("kind", ["td3", "ddpg"])
+def test_deterministic_from_torchrl(kind):
+    module = MODULES[kind]
+    m = torchrl_deterministic(kind)
+    config, nets, params = module.from_torchrl(m)
+    assert isinstance(nets.actor, funcrl.nn.TanhBounded)
+    ours, td = compare(
+        lambda x: module.loss(params, x, config=config, nets=nets), m, batch(), KEYS[kind]
+    )
+    # TorchRL's priority is the squared TD error; funcrl's the absolute one.
+    torch.testing.assert_close(ours["td_error"] ** 2, td["td_error"], **TOL)
+
+
+@pytest.mark.parametrize("kind", ["td3", "ddpg"])
+def test_deterministic_to_torchrl(kind):
+    module = MODULES[kind]
+    extra = {"delay_actor": True} if kind == "ddpg" else {}
+    config = module.Config(gamma=0.8, value_estimator="td_lambda", lmbda=0.5, **extra)
+    nets = module.Nets(num_cells=(8,))
+    params = module.init(2, OBS, ACT, config, nets, dtype=torch.float64)
+    params = {
+        k: tree.map(lambda x: x + 0.03, v) if k.startswith("target_") else v
+        for k, v in params.items()
+    }
+    m = module.to_torchrl(config, nets, params, observation_dim=OBS)
+    compare(lambda x: module.loss(params, x, config=config, nets=nets), m, batch(), KEYS[kind])
+    _, _, again = module.from_torchrl(m)
     for k in params:
         torch.testing.assert_close(tree.leaves(again[k]), tree.leaves(params[k]), msg=k)

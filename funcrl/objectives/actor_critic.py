@@ -602,24 +602,32 @@ def make_torchrl_estimator(loss_module: Any, cfg: Any) -> None:
     loss_module.make_value_estimator(kind, gamma=cfg.gamma, **kw)
 
 
-def torch_module(net: Any, owner: str) -> Any:
-    """A ``torch.nn.Module`` computing funcrl ``net`` (a ReLU/any-activation :class:`MLP`, a
-    :class:`funcrl.nn.TorchModule`, or a :class:`Concat` of one), weights not yet copied."""
+def torch_module(net: Any, params: Any, owner: str) -> tuple[Any, Any]:
+    """``(module, inner)``: a ``torch.nn.Module`` computing funcrl ``net`` with ``params`` copied
+    in, and its submodule whose :func:`funcrl.nn.from_module` layout ``params`` is (to write
+    targets or ensemble members later). ``net``: an :class:`MLP` without norms, a
+    :class:`funcrl.nn.TorchModule`, a :class:`Concat` of one, or ``TanhBounded`` on ``[-1, 1]``.
+    """
     from torch import nn
     from torchrl.modules import MLP as TorchRLMLP
 
-    from funcrl.nn import TorchModule
+    from funcrl.nn import TorchModule, to_module
 
-    net = net.net if isinstance(net, Concat) else net
+    if isinstance(net, Concat):
+        return torch_module(net.net, params, owner)
+    if isinstance(net, TanhBounded) and net.low == -1.0 and net.high == 1.0:
+        _, inner = torch_module(net.net, params, owner)
+        return nn.Sequential(inner, nn.Tanh()), inner
     if isinstance(net, TorchModule):
-        return net.module
+        to_module(params, net.module, layout="flat")
+        return net.module, net.module
     if isinstance(net, MLP) and net.norm is None and net.layer_class == "linear":
         classes = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
         if net.activation not in classes:
             raise TypeError(
                 f"{owner}: MLP activation {net.activation!r} has no TorchRL module here"
             )
-        return TorchRLMLP(
+        module = TorchRLMLP(
             in_features=net.in_features,
             out_features=net.out_features,
             num_cells=list(net.num_cells),
@@ -628,9 +636,11 @@ def torch_module(net: Any, owner: str) -> Any:
             activate_last_layer=net.activate_last_layer,
             bias_last_layer=net.bias_last_layer,
         )
+        to_module(params, module)
+        return module, module
     raise TypeError(
-        f"{owner}: cannot build a TorchRL module for {type(net).__name__}; use a plain MLP or a "
-        "funcrl.nn.TorchModule"
+        f"{owner}: cannot build a TorchRL module for {type(net).__name__}; use a plain MLP, "
+        "TanhBounded(MLP) on [-1, 1] or a funcrl.nn.TorchModule"
     )
 
 
@@ -641,9 +651,7 @@ def torchrl_tanh_normal_actor(net: Any, params: Any, low: torch.Tensor, high: to
     from torchrl.modules import ProbabilisticActor
     from torchrl.modules import TanhNormal as TorchRLTanhNormal
 
-    from funcrl.nn import to_module
-
-    body = to_module(params, torch_module(net, "to_torchrl"))
+    body, _ = torch_module(net, params, "to_torchrl")
     seq = torch.nn.Sequential(body, NormalParamExtractor(nets.scale_mapping, nets.scale_lb))
     return ProbabilisticActor(
         TensorDictModule(seq, in_keys=["observation"], out_keys=["loc", "scale"]),
@@ -657,11 +665,8 @@ def torchrl_qvalue(net: Any, params: Any) -> Any:
     """``ValueOperator(module, in_keys=["observation", "action"])`` with one member's params."""
     from torchrl.modules import ValueOperator
 
-    from funcrl.nn import to_module
-
-    return ValueOperator(
-        to_module(params, torch_module(net, "to_torchrl")), in_keys=["observation", "action"]
-    )
+    module, _ = torch_module(net, params, "to_torchrl")
+    return ValueOperator(module, in_keys=["observation", "action"])
 
 
 def from_torchrl_tanh_normal_actor(loss_module: Any) -> tuple[Any, Any, dict[str, Any]]:
@@ -727,3 +732,31 @@ def torchrl_action_dim(low: torch.Tensor, actor_net: Any, owner: str) -> int:
     if isinstance(out, int):
         return out // 2
     raise TypeError(f"{owner}: cannot read the action size (scalar bounds, actor without sizes)")
+
+
+def deterministic_actor_from_torchrl(module: Any, params_td: Any) -> tuple[Any, Any]:
+    """``(net, params)`` of a TorchRL deterministic actor ``TensorDictModule(net, ["observation"],
+    ["action"])``: ``Sequential(MLP, Tanh)`` becomes ``TanhBounded(MLP)`` on ``[-1, 1]``, any
+    other module a net of :func:`funcrl.nn.from_torchrl` (a ``TorchModule`` at worst)."""
+    if list(module.in_keys) != ["observation"]:
+        raise TypeError(
+            f"from_torchrl: the actor's in_keys are {module.in_keys}, expected ['observation']"
+        )
+    body = module.module
+    if (
+        isinstance(body, torch.nn.Sequential)
+        and len(body) == 2
+        and isinstance(body[1], torch.nn.Tanh)
+        and type(body[0]).__name__ == "MLP"
+    ):
+        net, params = read_torchrl(module, params_td, body[0])
+        return TanhBounded(net, -1.0, 1.0), params
+    return read_torchrl(module, params_td, body)
+
+
+def deterministic_actor_to_torchrl(net: Any, params: Any) -> tuple[Any, Any]:
+    """``(TensorDictModule(module, ["observation"], ["action"]), inner)`` for a funcrl actor."""
+    from tensordict.nn import TensorDictModule
+
+    module, inner = torch_module(net, params, "to_torchrl")
+    return TensorDictModule(module, in_keys=["observation"], out_keys=["action"]), inner

@@ -51,7 +51,18 @@ from funcrl.objectives.common import (
 )
 from funcrl.record import Record
 
-__all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "critic_target", "actor_objective"]
+__all__ = [
+    "Config",
+    "Nets",
+    "init",
+    "loss",
+    "act",
+    "trainer",
+    "critic_target",
+    "actor_objective",
+    "from_torchrl",
+    "to_torchrl",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,3 +268,89 @@ def trainer(
         targets=targets or None,
         tau=tau,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(
+    loss_module: Any, action_bounds: dict[str, torch.Tensor] | None = None
+) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equal to a TorchRL ``DDPGLoss`` (hyperparameters, value
+    estimator, nets, online and target weights). ``DDPGLoss`` has no action bounds (its losses do
+    not use them): ``action_bounds`` (``{"low", "high"}``, ``[a]``) defaults to ``[-1, 1]``, the
+    box of a ``Sequential(MLP, Tanh)`` actor (which becomes ``TanhBounded(MLP)``)."""
+    from funcrl.objectives.actor_critic import (
+        critic_from_torchrl,
+        deterministic_actor_from_torchrl,
+        torchrl_estimator,
+    )
+
+    m = loss_module
+    actor, actor_params = deterministic_actor_from_torchrl(m.actor_network, m.actor_network_params)
+    vnet, vparams = critic_from_torchrl(m.value_network, m.value_network_params)
+    config = Config(
+        loss_function=m.loss_function,
+        delay_actor=bool(m.delay_actor),
+        delay_value=bool(m.delay_value),
+        reduction=m.reduction,
+        use_prioritized_weights=m.use_prioritized_weights,
+        **torchrl_estimator(m),
+    )
+    if action_bounds is None:
+        out = getattr(getattr(actor, "net", actor), "out_features", None)
+        if not isinstance(out, int):
+            raise TypeError("ddpg.from_torchrl: pass action_bounds (the actor has no sizes)")
+        dtype = tree.leaves(actor_params)[0].dtype
+        action_bounds = {"low": -torch.ones(out, dtype=dtype), "high": torch.ones(out, dtype=dtype)}
+    params: dict[str, Any] = {
+        "actor": actor_params,
+        "value": vparams,
+        "action_bounds": action_bounds,
+    }
+    if config.delay_actor:
+        params["target_actor"] = deterministic_actor_from_torchrl(
+            m.actor_network, m.target_actor_network_params
+        )[1]
+    if config.delay_value:
+        params["target_value"] = critic_from_torchrl(
+            m.value_network, m.target_value_network_params
+        )[1]
+    return config, Nets(actor=actor, value=vnet), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], observation_dim: int | None = None
+):
+    """A TorchRL ``DDPGLoss`` equal to ``loss(params, ., config=config, nets=nets)`` (weights,
+    targets and value estimator copied). ``observation_dim`` sizes default nets."""
+    from torchrl.objectives import DDPGLoss
+
+    from funcrl.objectives.actor_critic import (
+        deterministic_actor_to_torchrl,
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        write_torchrl,
+    )
+
+    low, _ = bounds(params, "ddpg.to_torchrl")
+    if observation_dim is None:
+        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
+    m = DDPGLoss(
+        actor,
+        torchrl_qvalue(nets.value, params["value"]),
+        loss_function=config.loss_function,
+        delay_actor=config.delay_actor,
+        delay_value=config.delay_value,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    make_torchrl_estimator(m, config)
+    vmod = m.value_network
+    if config.delay_value:
+        write_torchrl(m.target_value_network_params, vmod, vmod.module, params["target_value"])
+    if config.delay_actor:
+        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
+    return m

@@ -572,9 +572,6 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
 def _torchrl_value(net: Any, params: Any) -> Any:
     from torchrl.modules import ValueOperator
 
-    from funcrl.nn import to_module
     from funcrl.objectives.actor_critic import torch_module
 
-    return ValueOperator(
-        to_module(params, torch_module(net, "sac.to_torchrl")), in_keys=["observation"]
-    )
+    return ValueOperator(torch_module(net, params, "sac.to_torchrl")[0], in_keys=["observation"])

@@ -68,6 +68,8 @@ __all__ = [
     "trainer",
     "target_policy_smoothing",
     "clipped_double_q",
+    "from_torchrl",
+    "to_torchrl",
 ]
 
 
@@ -323,3 +325,91 @@ def trainer(
         every={"actor": policy_delay},
         target_every=policy_delay,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equal to a TorchRL ``TD3Loss``: hyperparameters and value
+    estimator, the actor (``Sequential(MLP, Tanh)`` becomes ``TanhBounded(MLP)``) and critics as
+    funcrl nets, online and target weights, and ``action_bounds`` from its ``min_action`` /
+    ``max_action``. ``loss(params, batch, ...)`` then equals ``loss_module(batch)`` under the same
+    ``torch.manual_seed``."""
+    from funcrl.objectives.actor_critic import (
+        critic_from_torchrl,
+        deterministic_actor_from_torchrl,
+        torchrl_estimator,
+    )
+
+    m = loss_module
+    actor, actor_params = deterministic_actor_from_torchrl(m.actor_network, m.actor_network_params)
+    qnet, qparams = critic_from_torchrl(m.qvalue_network, m.qvalue_network_params)
+    config = Config(
+        policy_noise=float(m.policy_noise),
+        noise_clip=float(m.noise_clip),
+        loss_function=m.loss_function,
+        delay_actor=bool(m.delay_actor),
+        delay_qvalue=bool(m.delay_qvalue),
+        num_qvalue_nets=int(m.num_qvalue_nets),
+        reduction=m.reduction,
+        use_prioritized_weights=m.use_prioritized_weights,
+        **torchrl_estimator(m),
+    )
+    params: dict[str, Any] = {
+        "actor": actor_params,
+        "qvalue": qparams,
+        "action_bounds": {"low": m.min_action.clone(), "high": m.max_action.clone()},
+    }
+    if config.delay_actor:
+        params["target_actor"] = deterministic_actor_from_torchrl(
+            m.actor_network, m.target_actor_network_params
+        )[1]
+    if config.delay_qvalue:
+        params["target_qvalue"] = critic_from_torchrl(
+            m.qvalue_network, m.target_qvalue_network_params
+        )[1]
+    return config, Nets(actor=actor, qvalue=qnet), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], observation_dim: int | None = None
+):
+    """A TorchRL ``TD3Loss`` equal to ``loss(params, ., config=config, nets=nets)`` (weights,
+    targets, bounds and value estimator copied). ``observation_dim`` sizes default nets."""
+    from torchrl.data import Bounded
+    from torchrl.objectives import TD3Loss
+
+    from funcrl.objectives.actor_critic import (
+        deterministic_actor_to_torchrl,
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        write_torchrl,
+    )
+
+    low, high = bounds(params, "td3.to_torchrl")
+    if observation_dim is None:
+        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
+    m = TD3Loss(
+        actor,
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
+        num_qvalue_nets=config.num_qvalue_nets,
+        policy_noise=config.policy_noise,
+        noise_clip=config.noise_clip,
+        loss_function=config.loss_function,
+        delay_actor=config.delay_actor,
+        delay_qvalue=config.delay_qvalue,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    if config.delay_actor:
+        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
+    return m
