@@ -53,6 +53,9 @@ __all__ = [
     "make",
     "ENVS",
     "state_from_gymnasium",
+    "RolloutState",
+    "init_rollout",
+    "collect",
 ]
 
 
@@ -518,3 +521,113 @@ def state_from_gymnasium(env: PureEnv, gym_env: Any, t: int = 0) -> EnvState:
             f"the gymnasium env has {physics.shape[0]}"
         )
     return EnvState(physics, torch.tensor(t, dtype=torch.int64))
+
+
+class RolloutState(NamedTuple):
+    """What a rollout carries between calls: the environments' states, the observations to act
+    on, and each environment's running episode return and length (``[E]``)."""
+
+    env: EnvState
+    observation: torch.Tensor
+    episode_return: torch.Tensor
+    episode_length: torch.Tensor
+
+
+def init_rollout(env: PureEnv, key: torch.Tensor, num_envs: int) -> RolloutState:
+    """``num_envs`` fresh episodes (one reset key each), ready for :func:`collect`."""
+    if num_envs < 1:
+        raise ValueError(f"envs.pure.init_rollout: num_envs must be >= 1, got {num_envs}")
+    states, obs = torch.func.vmap(env.reset)(random.split(key, num_envs))
+    zeros = torch.zeros(num_envs, dtype=env.dtype, device=key.device)
+    return RolloutState(states, obs, zeros, torch.zeros(num_envs, dtype=torch.int64, device=key.device))
+
+
+def collect(
+    policy: Any,
+    params: Any,
+    env: PureEnv,
+    state: RolloutState,
+    key: torch.Tensor,
+    num_steps: int,
+) -> tuple[RolloutState, Any]:
+    """``num_steps`` steps of ``E`` environments under ``policy``, as one pure function.
+
+    Args:
+        policy: ``policy(params, observation [E, o], key) -> (action [E, ...], extras)`` where
+            ``extras`` is a dict of ``[E, ...]`` tensors stored with the step (e.g.
+            ``sample_log_prob``, ``state_value``).
+        params: the policy's params (closed over by every step; not a scanned input).
+        env: a :class:`PureEnv`.
+        state: from :func:`init_rollout` or the previous call.
+        key: one key for the whole rollout (split per step into policy and env keys).
+        num_steps: ``T``, static.
+
+    Returns:
+        ``(state, trajectory)``: the trajectory a :class:`funcrl.Record` ``[T, E]`` with TorchRL's
+        keys ``observation``, ``action``, the policy's extras, and ``("next", k)`` for
+        ``observation``, ``reward`` ``[T, E, 1]``, ``terminated``, ``truncated``, ``done``
+        ``[T, E, 1]`` (bool), ``episode_return`` and ``episode_length`` ``[T, E]`` (the running
+        totals including this step; read them where ``done``).
+
+    The loop is ``torch._higher_order_ops.scan``: under ``torch.compile`` its body compiles once
+    whatever ``T`` (unrolling 128 steps takes minutes to compile), and it vmaps over seeds.
+    """
+    import torch.utils._pytree as pytree
+    from torch._higher_order_ops import scan
+
+    from funcrl.record import Record
+
+    if num_steps < 1:
+        raise ValueError(f"envs.pure.collect: num_steps must be >= 1, got {num_steps}")
+    num_envs = state.observation.shape[0]
+
+    def body(carry, step_key):
+        # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
+        physics, t, obs, ep_ret, ep_len = carry
+        k_policy, k_env = random.split(step_key, 2).unbind(0)
+        action, extras = policy(params, obs, k_policy)
+        env_keys = random.split(k_env, num_envs)
+        new_state, next_obs, reward, terminated, truncated = torch.func.vmap(env.step)(
+            EnvState(physics, t), action, env_keys
+        )
+        done = terminated | truncated
+        ep_ret = ep_ret + reward
+        ep_len = ep_len + 1
+        out = {
+            "observation": obs,
+            "action": action,
+            **extras,
+            "next": {
+                "observation": next_obs,
+                "reward": reward.unsqueeze(-1),
+                "terminated": terminated.unsqueeze(-1),
+                "truncated": truncated.unsqueeze(-1),
+                "done": done.unsqueeze(-1),
+                "episode_return": ep_ret,
+                "episode_length": ep_len,
+            },
+        }
+        # scan's outputs may alias neither its inputs nor each other (nor be views): copy them.
+        out = pytree.tree_map(torch.clone, out)
+        carry = (
+            new_state.physics.clone(),
+            new_state.t.clone(),
+            torch.func.vmap(env.observe)(new_state.physics).clone(),
+            torch.where(done, torch.zeros_like(ep_ret), ep_ret),
+            torch.where(done, torch.zeros_like(ep_len), ep_len),
+        )
+        return carry, out
+
+    keys = random.split(key, num_steps)
+    init = (
+        state.env.physics,
+        state.env.t,
+        state.observation,
+        state.episode_return,
+        state.episode_length,
+    )
+    # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
+    # observation is its physics) and their strides must match the body's outputs.
+    init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
+    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
+    return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)
