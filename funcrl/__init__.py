@@ -31,6 +31,7 @@ _SUBMODULES = {
     "autodiff",
     "jit",
     "buffers",
+    "checkpoint",
     "envs",
     "multiagent",
     "qmix",
