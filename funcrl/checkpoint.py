@@ -220,7 +220,9 @@ def _encode(node: Any, path: tuple[Any, ...], tensors: dict[str, torch.Tensor]) 
     if isinstance(node, torch.Tensor):
         key = _path_str(path)
         if node.is_complex() or node.dtype in (torch.quint8, torch.qint8, torch.qint32):
-            raise TypeError(f"checkpoint.save: tensor at {key!r} has unsupported dtype {node.dtype}")
+            raise TypeError(
+                f"checkpoint.save: tensor at {key!r} has unsupported dtype {node.dtype}"
+            )
         # clone: safetensors refuses tensors that share storage, and wants contiguous CPU data.
         tensors[key] = node.detach().to("cpu").clone(memory_format=torch.contiguous_format)
         return {"tensor": key}
