@@ -394,6 +394,8 @@ def _first_difference(got: Any, like: Any, path: tuple[Any, ...]) -> str | None:
     """The first path where ``got`` differs from the template ``like`` in structure, or in a
     tensor's shape or dtype; ``None`` if they match."""
     where = _path_str(path)
+    if like is Ellipsis:  # a wildcard: this subtree is not checked
+        return None
     if isinstance(like, torch.Tensor):
         if not isinstance(got, torch.Tensor):
             return f"at {where!r}: expected a tensor, the file has {type(got).__name__}"
@@ -445,7 +447,8 @@ def load(
     Args:
         path: the file.
         like: an optional template tree: the loaded tree must have its structure (types, keys,
-            lengths) and its tensors' shapes and dtypes; non-tensor leaves may differ.
+            lengths) and its tensors' shapes and dtypes; non-tensor leaves may differ, and a
+            subtree given as ``...`` is not checked.
         device: where to put the tensors (CPU by default).
 
     Returns:
