@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _util  # noqa: E402
 
-from funcrl import buffers, envs  # noqa: E402
+from funcrl import buffers, checkpoint, envs  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
 __all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
@@ -195,8 +195,9 @@ def train(
     if cfg.resume:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ck, meta = _util.load_checkpoint(ckpt_path, like=checkpoint_template(params, opt_state))
-        _util.check_resume_config(ckpt_path, meta, cfg)
+        # The settings first (a clear "--num-cells 256 256 vs 64 64"), then the tensors' shapes.
+        _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
+        ck = _util.load_checkpoint(ckpt_path, like=checkpoint_template(params, opt_state)).tree
         params, opt_state = ck["params"], ck["opt_state"]
         buf = load_buffer(ck["buffer"], buf)
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]

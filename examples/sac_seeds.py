@@ -31,7 +31,7 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 from sac import Config as SACConfig  # noqa: E402
 
-from funcrl import buffers, envs, optim, sac, tree  # noqa: E402
+from funcrl import buffers, checkpoint, envs, optim, sac, tree  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         like.update(
             dict.fromkeys(("step", "updates_done", "elapsed", "torch_rng", "action_rng"), ...)
         )
-        ck, meta = _util.load_checkpoint(ckpt_path, like=like)
-        _util.check_resume_config(ckpt_path, meta, cfg)
+        _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
+        ck = _util.load_checkpoint(ckpt_path, like=like).tree
         params, opt_state = ck["params"], ck["opt_state"]
         empty = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
         buf = tree.stack([_offpolicy.load_buffer(sd, b) for sd, b in zip(ck["buffers"], empty)])

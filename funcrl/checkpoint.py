@@ -46,6 +46,7 @@ __all__ = [
     "atomic_write",
     "save",
     "load",
+    "metadata",
     "register",
 ]
 
@@ -390,6 +391,41 @@ def _decode(node: Any, path: tuple[Any, ...], tensors: dict[str, torch.Tensor], 
     raise bad(f"unknown node kind {sorted(node)!r}")
 
 
+def metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata dict of a checkpoint, read from its header alone (no tensor is loaded).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is not a readable funcrl checkpoint (naming it).
+    """
+    path = os.fspath(path)
+
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint.metadata: cannot read {path!r}: {what}")
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        rest = os.fstat(fh.fileno()).st_size - 8
+        if len(head) == 8 and n > rest:
+            raise fail(
+                f"its header claims {n} bytes but the file has {rest} after the length "
+                "(truncated, or not a safetensors file)"
+            )
+        data = head + fh.read(n)
+    return _parse_metadata(_read_header(data, fail), fail)
+
+
+def _parse_metadata(meta: dict[str, Any], fail: Callable[[str], CheckpointError]) -> dict[str, Any]:
+    try:
+        out = json.loads(meta.get("metadata", "{}"))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise fail(f"its metadata is not valid JSON ({e})") from None
+    if not isinstance(out, dict):
+        raise fail(f"its metadata must be a JSON object, got {type(out).__name__}")
+    return out
+
+
 def _first_difference(got: Any, like: Any, path: tuple[Any, ...]) -> str | None:
     """The first path where ``got`` differs from the template ``like`` in structure, or in a
     tensor's shape or dtype; ``None`` if they match."""
@@ -476,11 +512,9 @@ def load(
         raise fail(f"corrupt tensor data ({e})") from None
     try:
         structure = json.loads(meta.get("structure", ""))
-        metadata = json.loads(meta.get("metadata", "{}"))
-    except json.JSONDecodeError as e:
-        raise fail(f"its structure or metadata is not valid JSON ({e})") from None
-    if not isinstance(metadata, dict):
-        raise fail(f"its metadata must be a JSON object, got {type(metadata).__name__}")
+    except (json.JSONDecodeError, TypeError) as e:
+        raise fail(f"its structure is not valid JSON ({e})") from None
+    user_meta = _parse_metadata(meta, fail)
     used: set[str] = set()
     try:
         tree = _decode(structure, (), tensors, used)
@@ -495,7 +529,7 @@ def load(
     if device is not None:
         dev = torch.device(device)
         tree = _map_tensors(tree, lambda t: t.to(dev))
-    return Checkpoint(tree, metadata)
+    return Checkpoint(tree, user_meta)
 
 
 def _map_tensors(node: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

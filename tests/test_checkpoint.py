@@ -253,3 +253,15 @@ def test_hypothesis_round_trip_of_nested_trees(tmp_path_factory, tree):
     path = tmp_path_factory.mktemp("h") / "ck"
     checkpoint.save(path, tree)
     assert_tree_equal(checkpoint.load(path, like=tree).tree, tree)
+
+
+def test_metadata_reads_the_header_alone(tmp_path):
+    path = tmp_path / "ck"
+    checkpoint.save(path, {"w": torch.zeros(1000)}, {"config": {"lr": 1e-3}})
+    assert checkpoint.metadata(path) == {"config": {"lr": 1e-3}}
+    data = path.read_bytes()
+    path.write_bytes(data[:20])
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"checkpoint.metadata: cannot read .*ck.*truncated"
+    ):
+        checkpoint.metadata(path)
