@@ -12,7 +12,10 @@ shares:
 * a deterministic evaluation every ``eval_every`` steps and at the end (``funcrl.envs.evaluate``);
 * ``log.csv``, ``curve.png`` and ``checkpoint.pt`` in ``out`` (``examples/_util.py``); ``resume``
   restarts from the checkpoint with the params, optimizer state, buffer, step counters and RNG
-  states (environments start new episodes on resume).
+  states (environments start new episodes on resume; log rows past the checkpoint are dropped;
+  settings that shape the nets must match). The checkpoint is a ``funcrl.checkpoint`` file
+  (safetensors, no pickle, written atomically); an ``out`` holding an earlier run is refused
+  unless ``--resume`` or ``--overwrite`` says what to do with it.
 
 The update function ``update(params, opt_state, buffer) -> (params, opt_state, metrics)`` samples
 its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is one

@@ -24,6 +24,14 @@ is a vectorised inverse-CDF (``cumsum`` in float64 + ``searchsorted``) over the 
 a sum-tree; see :func:`sample` for its cost.
 
 Randomness: :func:`sample` draws from the global torch RNG unless a ``generator`` is given.
+
+Files: :func:`save` and :func:`load` go through :mod:`funcrl.checkpoint` (atomic writes, no
+pickle) and :func:`load` checks every field (:func:`validate`); :func:`restore` copies a buffer
+into another capacity, keeping its newest transitions in age order with their priorities.
+
+Invalid priorities (negative, NaN, inf) and exponents are refused eagerly on CPU; inside
+``torch.compile``, :func:`funcrl.jit`, ``vmap`` or on an accelerator those value checks are
+skipped (they would need a host read), the shape and dtype checks still run.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], No
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp creates 0600; give the file the mode a plain open() would (or the old file's).
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_umask()
+        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -116,11 +116,15 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], No
     _fsync_dir(folder)
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; the read is immediately undone.
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, not in each (possibly
+    # concurrent) write, where another thread could observe the temporary value.
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_dir(folder: str) -> None:

@@ -235,6 +235,11 @@ _leaf = st.one_of(
         st.integers(0, 4),
         st.sampled_from([torch.float32, torch.int64, torch.bool]),
     ),
+    st.builds(
+        lambda n, k: Record({"x": torch.arange(n * 2.0).view(n, 2), ("y", "z"): torch.ones(n)}, k),
+        st.integers(0, 3),
+        st.integers(0, 1),
+    ),
 )
 _trees = st.recursive(
     _leaf,
@@ -242,6 +247,7 @@ _trees = st.recursive(
         st.lists(kids, max_size=3),
         st.lists(kids, max_size=3).map(tuple),
         st.dictionaries(st.text(alphabet="ab/~.", min_size=1, max_size=3), kids, max_size=3),
+        st.builds(TrainState, kids, kids),
     ),
     max_leaves=10,
 )
