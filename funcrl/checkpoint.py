@@ -318,7 +318,7 @@ def _read_header(data: bytes, fail: Callable[[str], CheckpointError]) -> dict[st
         )
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise fail(f"its header is not valid JSON ({e}); not a funcrl checkpoint") from None
     if not isinstance(header, dict):
         raise fail("its header is not a JSON object; not a funcrl checkpoint")
@@ -423,7 +423,7 @@ def metadata(path: str | os.PathLike) -> dict[str, Any]:
 def _parse_metadata(meta: dict[str, Any], fail: Callable[[str], CheckpointError]) -> dict[str, Any]:
     try:
         out = json.loads(meta.get("metadata", "{}"))
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, TypeError, RecursionError) as e:
         raise fail(f"its metadata is not valid JSON ({e})") from None
     if not isinstance(out, dict):
         raise fail(f"its metadata must be a JSON object, got {type(out).__name__}")
@@ -516,7 +516,7 @@ def load(
         raise fail(f"corrupt tensor data ({e})") from None
     try:
         structure = json.loads(meta.get("structure", ""))
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, TypeError, RecursionError) as e:
         raise fail(f"its structure is not valid JSON ({e})") from None
     user_meta = _parse_metadata(meta, fail)
     used: set[str] = set()

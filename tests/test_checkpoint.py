@@ -271,3 +271,12 @@ def test_metadata_reads_the_header_alone(tmp_path):
         checkpoint.CheckpointError, match=r"checkpoint.metadata: cannot read .*ck.*truncated"
     ):
         checkpoint.metadata(path)
+
+
+def test_deeply_nested_crafted_structure_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "deep"
+    checkpoint.save(path, {"a": torch.ones(1)})
+    deep = "[" * 100_000 + "]" * 100_000
+    _rewrite_header(path, lambda h: h["__metadata__"].update(structure=deep))
+    with pytest.raises(checkpoint.CheckpointError, match="deep.*not valid JSON"):
+        checkpoint.load(path)
