@@ -321,9 +321,20 @@ OUT_FILES = ("checkpoint.pt", "log.csv")
 
 def checkpoint_template(params: Any, opt_state: Any) -> dict[str, Any]:
     """The checkpoint's layout for ``funcrl.checkpoint.load(like=...)``: params and optimizer
-    state must match this run's nets exactly; ``...`` entries are not checked."""
-    names = ("buffer", "step", "updates_done", "elapsed", "recent", "torch_rng", "action_rng")
-    return {"params": params, "opt_state": opt_state, **dict.fromkeys(names, ...)}
+    state must match this run's nets exactly, counters and RNG states have their types and shapes;
+    the buffer (``...``, not checked here) is checked by ``buffers.restore``."""
+    rng = torch.get_rng_state()
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "buffer": ...,
+        "step": 0,
+        "updates_done": 0.0,
+        "elapsed": 0.0,
+        "recent": ...,
+        "torch_rng": rng,
+        "action_rng": torch.Generator().get_state(),
+    }
 
 
 def _save(
