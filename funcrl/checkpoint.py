@@ -27,6 +27,7 @@ leaves the previous file intact. It is the one place funcrl writes files.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -110,7 +111,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], No
         os.replace(tmp, path)
     except BaseException:
         # BaseException: a KeyboardInterrupt mid-write must not leave the temporary file behind.
-        with _suppress_os_error():
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
     _fsync_dir(folder)
@@ -135,14 +136,6 @@ def _fsync_dir(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
-        return typ is not None and issubclass(typ, OSError)
 
 
 # ---------------------------------------------------------------------------- registry
