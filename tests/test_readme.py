@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -143,6 +145,30 @@ def test_python_blocks_finds_python_fences_with_their_line_numbers():
         "```\n"  # 15
     )
     assert python_blocks(text) == [Block(7, "x = 1\ny = x + 1\n"), Block(14, "z = y\n")]
+
+
+_code_line = st.text(alphabet="abcxyz =+1()#", min_size=0, max_size=12)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["python", "bash", ""]),
+            st.lists(_code_line, min_size=1, max_size=4),
+            st.integers(0, 2),  # prose lines before the block
+        ),
+        max_size=5,
+    )
+)
+def test_python_blocks_returns_exactly_the_python_blocks(spec):
+    lines: list[str] = []
+    expected: list[Block] = []
+    for lang, code, prose in spec:
+        lines += ["some prose"] * prose + [f"```{lang}"]
+        if lang == "python":
+            expected.append(Block(len(lines) + 1, "\n".join(code) + "\n"))
+        lines += [*code, "```"]
+    assert python_blocks("\n".join(lines) + "\n") == expected
 
 
 def test_python_blocks_rejects_an_unclosed_fence():
