@@ -30,7 +30,7 @@ $(VENV)/.bench: $(VENV)/.test
 venv: $(VENV)/.test
 
 demo: $(VENV)/.examples
-	$(PY) examples/sac.py --env Pendulum-v1 --total-steps 15000 --out runs/demo
+	$(PY) examples/sac.py --env Pendulum-v1 --total-steps 15000 --out runs/demo --overwrite
 
 # In `make test` a skipped test whose reference package is missing is a failure (conftest.py).
 test: $(VENV)/.test
