@@ -538,8 +538,12 @@ def init_rollout(env: PureEnv, key: torch.Tensor, num_envs: int) -> RolloutState
     if num_envs < 1:
         raise ValueError(f"envs.pure.init_rollout: num_envs must be >= 1, got {num_envs}")
     states, obs = torch.func.vmap(env.reset)(random.split(key, num_envs))
+    # Contiguous copies (vmap may return expanded tensors): the next collect's outputs are
+    # contiguous, and a compiled collect would otherwise recompile on the changed strides.
+    states = EnvState(states.physics.contiguous(), states.t.contiguous())
     zeros = torch.zeros(num_envs, dtype=env.dtype, device=key.device)
-    return RolloutState(states, obs, zeros, torch.zeros(num_envs, dtype=torch.int64, device=key.device))
+    lengths = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
+    return RolloutState(states, obs.clone(), zeros, lengths)
 
 
 def collect(
