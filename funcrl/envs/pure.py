@@ -573,8 +573,10 @@ def collect(
         ``[T, E, 1]`` (bool), ``episode_return`` and ``episode_length`` ``[T, E]`` (the running
         totals including this step; read them where ``done``).
 
-    The loop is ``torch._higher_order_ops.scan``: under ``torch.compile`` its body compiles once
+    Under ``torch.compile`` the loop is ``torch._higher_order_ops.scan``: its body compiles once
     whatever ``T`` (unrolling 128 steps takes minutes to compile), and it vmaps over seeds.
+    Eagerly it is a Python loop over the same body, so eager, compiled and vmapped runs draw
+    the same numbers.
     """
     import torch.utils._pytree as pytree
     from torch._higher_order_ops import scan
@@ -633,5 +635,15 @@ def collect(
     # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
     # observation is its physics) and their strides must match the body's outputs.
     init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
-    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
+    if torch.compiler.is_compiling():
+        (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
+    else:
+        # Eagerly, a Python loop: scan would compile its body on every call, and its eager
+        # path does not run under vmap.
+        carry, outs = init, []
+        for i in range(num_steps):
+            carry, out = body(carry, keys[i])
+            outs.append(out)
+        (physics, t, obs, ep_ret, ep_len) = carry
+        traj = pytree.tree_map(lambda *xs: torch.stack(xs), *outs)
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)
