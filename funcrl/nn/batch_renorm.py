@@ -16,7 +16,7 @@ import dataclasses
 
 import torch
 
-from funcrl.nn.core import Module, Params, Seed
+from funcrl.nn.core import Module, Params, Seed, check_input
 
 __all__ = ["BatchRenorm1d", "renorm_factors", "warmup_factor"]
 
@@ -119,6 +119,8 @@ class BatchRenorm1d(Module):
     def __call__(
         self, params: Params, state: Params, x: torch.Tensor, *, train: bool
     ) -> tuple[torch.Tensor, Params]:
+        self.check_params(params)
+        check_input(self, "x", x, None, params["weight"])
         if x.dim() < 2 or x.shape[1] != self.num_features:
             raise ValueError(
                 f"BatchRenorm1d: x must be [N, C, *L] with C=num_features={self.num_features}, "

@@ -107,7 +107,8 @@ def net_name(net: Any) -> str:
         value = getattr(net, f.name)
         if f.default is not dataclasses.MISSING and _same(value, f.default):
             continue
-        shown = net_name(value) if isinstance(value, Module) else repr(value)
+        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        shown = net_name(value) if nested else repr(value)
         parts.append(f"{f.name}={shown}")
     return f"{type(net).__name__}({', '.join(parts)})"
 
@@ -332,8 +333,7 @@ def check_input(
         if got is None or any(w is not None and w != g for w, g in zip(want, got)):
             shown = ", ".join("*" if w is None else str(w) for w in want)
             raise ValueError(
-                f"{net_name(net)}: input {name} has shape {tuple(x.shape)}, expected "
-                f"[..., {shown}]"
+                f"{net_name(net)}: input {name} has shape {tuple(x.shape)}, expected [..., {shown}]"
             )
     if like is not None and x.dtype != like.dtype:
         raise TypeError(

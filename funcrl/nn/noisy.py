@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from funcrl.nn.core import Module, Params, Seed, _uniform, make_generator
+from funcrl.nn.core import Module, Params, Seed, _uniform, check_input, make_generator
 
 __all__ = ["NoisyLinear", "sample_noise", "scale_noise", "noisy_weights"]
 
@@ -102,11 +102,8 @@ class NoisyLinear(Module):
         self, params: Params, x: torch.Tensor, noise: Params | None = None
     ) -> torch.Tensor:
         """``x W^T + b`` with the noisy weights, or the mean weights when ``noise`` is ``None``."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"NoisyLinear: input x has last dim {x.shape[-1]}, expected "
-                f"in_features={self.in_features} (x.shape={tuple(x.shape)})"
-            )
+        self.check_params(params)
+        check_input(self, "x", x, self.in_features, params["weight_mu"])
         weight, bias = noisy_weights(params, noise)
         return F.linear(x, weight, bias)
 
