@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from funcrl.nn.core import Module, Params, Seed, net_name
+from funcrl.nn.core import Module, Params, net_name
 
 __all__ = ["Concat"]
 
@@ -39,8 +39,10 @@ class Concat(Module):
                 f"Concat: net must be a funcrl net (init and __call__), got {type(self.net).__name__}"
             )
 
-    def init(self, seed: Seed = 0, *, device=None, dtype=torch.float32) -> Params:
-        return self.net.init(seed, device=device, dtype=dtype)
+    def init(self, *args: Any, **kwargs: Any) -> Params:
+        """``net.init`` with the same arguments and defaults (e.g. ``TorchModule``'s ``seed=None``:
+        the module's current weights)."""
+        return self.net.init(*args, **kwargs)
 
     def param_template(self) -> Params:
         return self.net.param_template()
