@@ -39,6 +39,7 @@ from funcrl.nn.core import (
     Seed,
     check_input,
     make_generator,
+    net_name,
 )
 from funcrl.record import Record
 
@@ -233,7 +234,8 @@ class MultiAgentMLP(Module):
         self.check_params(params)
         like = params["layers"][0]["weight"]
         for i, xi in enumerate(inputs):
-            check_input(self, f"inputs[{i}]", xi, (self.n_agents, None), like)
+            name = "x" if len(inputs) == 1 else f"inputs[{i}]"
+            check_input(self, name, xi, (self.n_agents, None), like)
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
         name = "x" if len(inputs) == 1 else "cat(inputs, -1)"
         check_input(self, name, x, (self.n_agents, self.n_agent_inputs), like)
@@ -710,7 +712,7 @@ class QMixer(Module):
         if state is None or tuple(state.shape) != (*batch, *self.state_shape):
             got = None if state is None else tuple(state.shape)
             raise ValueError(
-                f"QMixer: state must be [*B, *state_shape] = {(*batch, *self.state_shape)} (the "
+                f"{net_name(self)}: input state must be [*B, *state_shape] = {(*batch, *self.state_shape)} (the "
                 f"batch dims of chosen_action_value), got {got}"
             )
         s = state.flatten(-k, -1) if k else state.unsqueeze(-1)

@@ -142,7 +142,7 @@ def test_mlp_errors():
     net = MultiAgentMLP(3, 2, 4, centralized=False, share_params=False, depth=1)
     p = net.init(0)
     with pytest.raises(
-        ValueError, match=r"input inputs\[0\] has shape \(5, 3, 3\), expected \[\.\.\., 4, \*\]"
+        ValueError, match=r"input x has shape \(5, 3, 3\), expected \[\.\.\., 4, \*\]"
     ):
         net(p, torch.randn(5, 3, 3))
     with pytest.raises(

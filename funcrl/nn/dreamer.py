@@ -610,5 +610,7 @@ class DreamerActor(Module):
         like = params["backbone"]["layers"][0]["weight"]
         check_input(self, "state", state, None, like)
         check_input(self, "belief", belief, None, like)
-        x = self.backbone(params["backbone"], torch.cat([state, belief], dim=-1))
+        latent = torch.cat([state, belief], dim=-1)
+        check_input(self, "cat([state, belief])", latent, self.in_features, like)
+        x = self.backbone(params["backbone"], latent)
         return self.param_extractor(x)

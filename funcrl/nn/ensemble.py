@@ -87,7 +87,7 @@ class Ensemble(Module):
     def __call__(self, params: Params, *inputs: Any, **kwargs: Any) -> Any:
         leaves = tree.leaves(params)
         n = leaves[0].shape[0] if leaves and leaves[0].dim() else None
-        if n != self.num_members:
+        if n != self.num_members and leaves and all(t.dim() and t.shape[0] == n for t in leaves):
             raise ValueError(
                 f"{net_name(self)}: params have {n} members on their leading dim, expected "
                 f"num_members={self.num_members}"
