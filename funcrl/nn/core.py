@@ -127,10 +127,11 @@ def _signature(tree: Any) -> Any:
     static shapes: ``torch.compile`` evaluates it while tracing (a guard, no graph op) and under
     ``vmap`` a leaf's shape is its per-member shape. Lists and tuples are the same container.
     """
-    if isinstance(tree, torch.Tensor):
-        return (tree.shape, tree.is_floating_point())
+    # Inner nodes (dicts) are the most frequent: test them first.
     if isinstance(tree, dict):
         return {k: _signature(v) for k, v in tree.items()}
+    if isinstance(tree, torch.Tensor):
+        return (tree.shape, tree.is_floating_point())
     if isinstance(tree, (list, tuple)):
         return [_signature(v) for v in tree]
     return tree
