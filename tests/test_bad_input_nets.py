@@ -580,3 +580,20 @@ def test_to_module_rejects_entries_without_a_place():
     ):
         to_module({"weight": torch.zeros(4, 3), "bias": torch.zeros(5)}, module)
     torch.testing.assert_close(module.weight.detach(), before)
+
+
+def test_first_check_inside_vmap_and_grad():
+    # The expected layout is built outside the transforms (init draws random numbers, which
+    # vmap(randomness="error") forbids).
+    from funcrl.nn import core
+
+    net = MLP(7, 3, num_cells=(5,))
+    p = net.init(0)
+    core._SIGNATURES.pop(net, None)
+    out = torch.func.vmap(net, in_dims=(None, 0), randomness="error")(p, r(4, 2, 7))
+    assert out.shape == (4, 2, 3)
+    core._SIGNATURES.pop(net, None)
+    grads = torch.func.grad(lambda q: net(q, r(2, 7)).sum())(p)
+    assert grads["layers"][0]["weight"].shape == (5, 7)
+    with pytest.raises(ValueError, match=r"MLP\(in_features=7, .*\): params\['layers'\]"):
+        torch.func.vmap(net, in_dims=(None, 0))(MLP(7, 3).init(0), r(4, 2, 7))

@@ -254,10 +254,16 @@ class Module:
             if _tracing():
                 # init cannot run inside a graph (it draws from a torch.Generator).
                 return None
-            sig = _SIGNATURES[self] = _signature(self.param_template())
+            sig = _SIGNATURES[self] = self._template_signature()
             return sig
         except TypeError:  # an unhashable config: nothing to cache on
-            return None if _tracing() else _signature(self.param_template())
+            return None if _tracing() else self._template_signature()
+
+    def _template_signature(self) -> Any:
+        # A first call may come inside vmap/grad (e.g. vmap(randomness="error") forbids init's
+        # draws): build the template outside every torch.func transform.
+        with torch._C._DisableFuncTorch():
+            return _signature(self.param_template())
 
     def check_params(self, params: Params, *, owner: str | None = None) -> None:
         """Raises ``ValueError`` unless ``params`` has exactly this net's tree and leaf shapes.
