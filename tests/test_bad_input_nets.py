@@ -597,3 +597,33 @@ def test_first_check_inside_vmap_and_grad():
     assert grads["layers"][0]["weight"].shape == (5, 7)
     with pytest.raises(ValueError, match=r"MLP\(in_features=7, .*\): params\['layers'\]"):
         torch.func.vmap(net, in_dims=(None, 0))(MLP(7, 3).init(0), r(4, 2, 7))
+
+
+def test_noise_layout_is_checked():
+    from funcrl.nn import sample_noise
+
+    lin = NoisyLinear(3, 4)
+    with pytest.raises(
+        ValueError,
+        match=r"NoisyLinear\(in_features=3, out_features=4\): "
+        r"noise\['epsilon_in'\]: expected shape \(3,\), got "
+        r"\(4,\); draw it with funcrl.nn.sample_noise",
+    ):
+        lin(lin.init(0), r(2, 3), sample_noise(NoisyLinear(4, 4), 0))
+    mlp = MLP(3, 2, num_cells=(8,), layer_class="noisy")
+    noise = sample_noise(mlp, 0)
+    mlp(mlp.init(0), r(2, 3), noise=noise)
+    with pytest.raises(
+        ValueError,
+        match=r"MLP\(.*layer_class='noisy'\): noise\['layers'\]: "
+        r"expected 2 entries, got 1",
+    ):
+        mlp(mlp.init(0), r(2, 3), noise={"layers": noise["layers"][:1]})
+    plain = MLP(3, 2, num_cells=(8,))
+    with pytest.raises(ValueError, match=r"MLP\(.*\): noise given but layer_class is not"):
+        plain(plain.init(0), r(2, 3), noise=noise)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda p, x, n: mlp(p, x, noise=n), fullgraph=True)
+    torch.testing.assert_close(
+        compiled(mlp.init(0), r(2, 3) * 0, noise), mlp(mlp.init(0), r(2, 3) * 0, noise=noise)
+    )

@@ -589,6 +589,12 @@ class MLP(Module):
         layers = params["layers"]
         weight = "weight_mu" if self.layer_class == "noisy" else "weight"
         check_input(self, "x", x, self.in_features, layers[0][weight])
+        if noise is not None:
+            from funcrl.nn.noisy import check_noise
+
+            if self.layer_class != "noisy":
+                raise ValueError(f"{net_name(self)}: noise given but layer_class is not 'noisy'")
+            check_noise(self, noise)
         act = activation_fn(self.activation)
         n = len(layers)
         for i, p in enumerate(layers):
