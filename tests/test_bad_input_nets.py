@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from funcrl import tree
 from funcrl.multiagent import MultiAgentConvNet, MultiAgentMLP, QMixer, TanhDeltaActor, VDNMixer
@@ -627,3 +629,25 @@ def test_noise_layout_is_checked():
     torch.testing.assert_close(
         compiled(mlp.init(0), r(2, 3) * 0, noise), mlp(mlp.init(0), r(2, 3) * 0, noise=noise)
     )
+
+
+_mlp_configs = st.tuples(
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.lists(st.integers(1, 5), max_size=2).map(tuple),
+    st.sampled_from([None, "layer"]),
+)
+
+
+@given(_mlp_configs, _mlp_configs)
+def test_mlp_accepts_exactly_its_own_layout(a, b):
+    # Property: a net runs on params of an equal layout and rejects every other layout.
+    net_a = MLP(a[0], a[1], num_cells=a[2], norm=a[3])
+    net_b = MLP(b[0], b[1], num_cells=b[2], norm=b[3])
+    same = a == b  # (an empty "norms" list is part of the layout too)
+    x = r(2, a[0])
+    if same:
+        assert net_a(net_b.init(0), x).shape == (2, a[1])
+    else:
+        with pytest.raises(ValueError, match=r"^MLP\(.*\): params"):
+            net_a(net_b.init(0), x)

@@ -271,7 +271,7 @@ class Module:
         The structure and shapes come from this net's own config (:meth:`param_signature`), so
         params of another config (wider layers, a LayerNorm layout, stacked ensemble members)
         are named instead of silently giving a wrong-shaped output. Pure Python on static
-        shapes: cheap in eager (about 3 us on a 3-layer MLP), no graph op under
+        shapes: cheap in eager (a few microseconds on a 3-layer MLP, about 1% of a 2x256 forward at batch 256), no graph op under
         ``torch.compile``, per-member shapes under ``vmap``.
 
         The expected signature is recorded whenever ``init`` runs, or computed on first use in
