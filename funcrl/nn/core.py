@@ -271,8 +271,9 @@ class Module:
         The structure and shapes come from this net's own config (:meth:`param_signature`), so
         params of another config (wider layers, a LayerNorm layout, stacked ensemble members)
         are named instead of silently giving a wrong-shaped output. Pure Python on static
-        shapes: cheap in eager (a few microseconds on a 3-layer MLP, about 1% of a 2x256 forward at batch 256), no graph op under
-        ``torch.compile``, per-member shapes under ``vmap``.
+        shapes: cheap in eager (a few microseconds on a 3-layer MLP, about 1% of a 2x256 MLP
+        forward at batch 256), no graph op under ``torch.compile``, per-member shapes under
+        ``vmap``.
 
         The expected signature is recorded whenever ``init`` runs, or computed on first use in
         eager; a net first called inside ``torch.compile``/``funcrl.jit`` tracing whose config
