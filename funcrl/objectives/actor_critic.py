@@ -8,7 +8,7 @@
   so this is free under ``torch.compile``). Each ``Nets`` class says what its fields are in
   ``ROLES``: ``"gaussian_actor"`` (``o -> 2 a``, split into a ``TanhNormal``), ``"tanh_actor"``
   (``o -> a`` through ``tanh``, a :class:`funcrl.nn.TanhBounded` on ``[-1, 1]``), ``"qvalue"``
-  (``(o, a) -> 1``, a :class:`Concat` of an MLP) or ``"value"`` (``o -> 1``).
+  (``(o, a) -> 1``, a :class:`funcrl.nn.Concat` of an MLP) or ``"value"`` (``o -> 1``).
 * The temperature ``alpha = exp(log_alpha)`` with TorchRL's bounds and straight-through clamp, and
   SAC's equations shared by the family (soft value, actor objective, temperature loss).
 * The action bounds ``params["action_bounds"] = {"low", "high"}`` (``[*lead, a]``) and the
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from funcrl import tree, values
-from funcrl.nn import MLP, TanhBounded, make_generator
+from funcrl.nn import MLP, Concat, TanhBounded, make_generator
 from funcrl.nn.ensemble import vmap_members
 from funcrl.objectives.common import (
     REDUCTIONS,
@@ -54,7 +54,6 @@ __all__ = [
     "expand_bound",
     "action_bounds",
     "bounds",
-    "Concat",
     "resolve",
     "generator",
     "init_nets",
@@ -236,23 +235,6 @@ def bounds(params: Params, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- default nets ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Concat:
-    """``net(params, cat(inputs, -1))``: any funcrl net as a critic over ``(observation, action)``.
-
-    Params are ``net``'s (``init`` delegates). Shapes: ``([*B, d_1], ..., [*B, d_k]) -> net's
-    output for [*B, sum d_i]``.
-    """
-
-    net: Any
-
-    def init(self, seed: Any = 0, *, device=None, dtype=torch.float32) -> Any:
-        return self.net.init(seed, device=device, dtype=dtype)
-
-    def __call__(self, params: Any, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(params, inputs[0] if len(inputs) == 1 else torch.cat(inputs, -1))
 
 
 def _default(role: str, obs_dim: int, act_dim: int, num_cells: tuple[int, ...]) -> Any:

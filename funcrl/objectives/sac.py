@@ -178,7 +178,7 @@ class Nets:
         actor: ``(params, obs [*B, o]) -> [*B, 2 a]``, split by ``NormalParamExtractor`` into
             ``loc, scale`` of a ``TanhNormal`` on ``params["action_bounds"]``.
         qvalue: ``(params, obs, action) -> [*B, 1]`` for *one* critic (e.g.
-            ``actor_critic.Concat(MLP(o + a, 1))``); the loss vmaps it over the ensemble's
+            ``funcrl.nn.Concat(MLP(o + a, 1))``); the loss vmaps it over the ensemble's
             leading dim (:class:`funcrl.nn.Ensemble`'s layout).
         value: ``(params, obs) -> [*B, 1]`` (version 1).
         num_cells: the default MLPs' hidden sizes.
