@@ -498,3 +498,54 @@ def test_td_lambda_by_hand_and_its_limits():
         target(value_estimator="td_lambda", lmbda=1.0), target(value_estimator="td1")
     )
     assert not torch.allclose(target(value_estimator="td1"), target())
+
+
+# -- nets, act -------------------------------------------------------------------------------------
+
+
+def test_custom_nets_just_work_and_foreign_params_raise():
+    """A LayerNorm/tanh MLP actor and a TorchModule critic over (observation, action) train as
+    the defaults do; params built for other nets are refused by the nets themselves."""
+
+    class Critic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Linear(OBS + ACT, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+            )
+
+        def forward(self, observation, action):
+            return self.body(torch.cat([observation, action], -1))
+
+    nets = sac.Nets(
+        actor=funcrl.nn.MLP(OBS, 2 * ACT, num_cells=(8,), norm="layer", activation="tanh"),
+        qvalue=funcrl.nn.TorchModule(Critic()),
+    )
+    p = sac.init(0, OBS, ACT, nets=nets)
+    out = sac.loss(p, make_batch(), nets=nets, key=funcrl.random.key(0))
+    assert torch.isfinite(out["loss_qvalue"]) and out["td_error"].shape == (B,)
+    with pytest.raises(ValueError, match=r"params\['layers'\]: expected 3 entries, got 2"):
+        sac.loss(sac.init(0, OBS, ACT, nets=sac.Nets(num_cells=(8,))), make_batch())
+
+
+def test_act_by_hand():
+    """Deterministic: the TanhNormal's tanh(loc) mapped to the bounds; random: the key's draw."""
+    nets = sac.Nets(num_cells=(8,))
+
+    class Spec:
+        shape, low, high = (ACT,), torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
+
+    p = sac.init(0, OBS, Spec, nets=nets)
+    obs = torch.randn(5, OBS)
+    loc, _ = funcrl.distributions.NormalParamExtractor()(nets_actor(nets, p, obs))
+    expected = Spec.low + (Spec.high - Spec.low) / 2 * (torch.tanh(loc) + 1)
+    det = sac.act(p, obs, nets=nets, mode="deterministic")
+    torch.testing.assert_close(det, expected)
+    key = funcrl.random.key(4)
+    a = sac.act(p, obs, nets=nets, key=key)
+    assert torch.equal(a, sac.act(p, obs, nets=nets, key=key)) and not torch.equal(a, det)
+    assert ((a >= Spec.low) & (a <= Spec.high)).all() and not a.requires_grad
+
+
+def nets_actor(nets, p, obs):
+    return actor_critic.resolve(nets, OBS, ACT).actor(p["actor"], obs)

@@ -365,3 +365,19 @@ def test_step_vmaps_over_seeds_with_different_noise():
     for s in range(3):
         p1, _, _ = quiet.step(ps[s], states[s], batches[s])
         assert_trees_all_close(tree.map(lambda t, s=s: t[s], vp), p1, rtol=1e-5, atol=1e-6)
+
+
+def test_act_adds_clipped_noise_scaled_to_the_box():
+    import funcrl.random
+
+    wide = specs.Bounded(-2.0, 2.0, shape=(A,))
+    nets = td3.Nets(actor=funcrl.nn.TanhBounded(funcrl.nn.MLP(D, A, num_cells=HID), -2.0, 2.0))
+    params = td3.init(0, D, wide, nets=nets)
+    obs = torch.randn(6, D)
+    mu = td3.act(params, obs, nets=nets, mode="deterministic")
+    key = funcrl.random.key(1)
+    eps = funcrl.random.normal(key, mu.shape, mu.dtype)
+    # sigma = noise_scale * (high - low) / 2 = 0.5 * 2 = 1.
+    expected = torch.clamp(mu + eps, -2.0, 2.0)
+    torch.testing.assert_close(td3.act(params, obs, nets=nets, key=key, noise_scale=0.5), expected)
+    assert torch.equal(td3.act(params, obs, nets=nets, key=key, noise_scale=0.0), mu)
