@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import funcrl
-from funcrl import ddpg, sac, td3, tree
+from funcrl import ddpg, redq, sac, td3, tree
 from funcrl.record import Record
 
 pytest.importorskip("torchrl", reason="interop needs torchrl")
@@ -208,3 +208,22 @@ def test_deterministic_to_torchrl(kind):
     _, _, again = module.from_torchrl(m)
     for k in params:
         torch.testing.assert_close(tree.leaves(again[k]), tree.leaves(params[k]), msg=k)
+
+
+def test_redq_both_directions(monkeypatch):
+    """REDQ equals TorchRL once the subset is drawn TorchRL's way (randperm, see funcrl.redq)."""
+    monkeypatch.setattr(
+        redq, "sample_subset", lambda n, k, device=None: torch.randperm(n)[:k].sort()[0]
+    )
+    config = redq.Config(num_qvalue_nets=4, sub_sample_len=2, gamma=0.9, alpha_init=0.6)
+    nets = redq.Nets(num_cells=(8,))
+    params = redq.init(0, OBS, ACT, config, nets, dtype=torch.float64)
+    params["target_qvalue"] = tree.map(lambda x: x + 0.05, params["target_qvalue"])
+    m = redq.to_torchrl(config, nets, params, observation_dim=OBS)
+    keys = ["loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy", "target_value"]
+    compare(lambda x: redq.loss(params, x, config=config, nets=nets), m, batch(), keys)
+    config2, nets2, again = redq.from_torchrl(m)
+    assert config2.num_qvalue_nets == 4 and config2.sub_sample_len == 2
+    for k in params:
+        torch.testing.assert_close(tree.leaves(again[k]), tree.leaves(params[k]), msg=k)
+    compare(lambda x: redq.loss(again, x, config=config2, nets=nets2), m, batch(1), keys)
