@@ -18,6 +18,9 @@
 * Value targets: TD(0) (``common.td0_target``), TD(1) and TD(lambda) (:mod:`funcrl.values`) over a
   batch whose last batch dim is time (TorchRL's trajectory layout ``[*B, T]``).
 * Critic ensembles (``N`` members stacked on a leading dim, applied with one ``vmap``).
+* TorchRL interop: reading a loss module's weights (online, target, ensembles) into funcrl nets
+  and params, and building TorchRL modules from funcrl nets (each objective's ``from_torchrl`` /
+  ``to_torchrl``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,24 @@ __all__ = [
     "ensemble_q",
     "init_ensemble",
     "VALUE_ESTIMATORS",
+    "MODES",
+    "Transitions",
+    "check_nets",
+    "check_observation",
+    "check_tanh_actor_bounds",
+    # TorchRL interop
+    "read_torchrl",
+    "write_torchrl",
+    "torchrl_estimator",
+    "make_torchrl_estimator",
+    "torch_module",
+    "torchrl_action_dim",
+    "torchrl_qvalue",
+    "torchrl_tanh_normal_actor",
+    "from_torchrl_tanh_normal_actor",
+    "critic_from_torchrl",
+    "deterministic_actor_from_torchrl",
+    "deterministic_actor_to_torchrl",
 ]
 
 VALUE_ESTIMATORS = ("td0", "td1", "td_lambda")
