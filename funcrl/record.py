@@ -200,7 +200,12 @@ class Record:
                     f"Record.set: cannot set {full!r}: {_show(full[: len(full) - len(rest)])!r} holds a "
                     "tensor, not a Record (set that key itself to replace the tensor)"
                 )
-            data[head] = child._set_path(rest, value, full)
+            child = child._set_path(rest, value, full)
+            # a new sub-record has no batch of its own yet: check it against this one's
+            _check_leaf(
+                _show(full), child, self._batch_ndim, self._batch_size_or_none(), "Record.set"
+            )
+            data[head] = child
         else:
             value = _finalize(value, self._batch_ndim, full)
             _check_leaf(
@@ -685,7 +690,7 @@ def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
     if isinstance(value, Record):
         if value._batch_ndim < batch_ndim and len(value):
             raise ValueError(
-                f"key {path!r}: nested Record has batch_ndim={value._batch_ndim} < the parent's "
+                f"Record: key {path!r}: nested Record has batch_ndim={value._batch_ndim} < the parent's "
                 f"{batch_ndim}"
             )
         if not len(value):
@@ -695,7 +700,7 @@ def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
         bnd = batch_ndim if value.batch_ndim is None else value.batch_ndim
         if bnd < batch_ndim and value.items:
             raise ValueError(
-                f"key {path!r}: nested Record has batch_ndim={bnd} < the parent's {batch_ndim}"
+                f"Record: key {path!r}: nested Record has batch_ndim={bnd} < the parent's {batch_ndim}"
             )
         bnd = max(bnd, batch_ndim)
         data = {k: _finalize(v, bnd, path + (k,)) for k, v in value.items.items()}
@@ -704,7 +709,7 @@ def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
     if isinstance(value, Mapping):
         return Record(value, batch_ndim)
     raise TypeError(
-        f"key {path!r}: Record values must be tensors, Records or mappings, "
+        f"Record: key {path!r}: values must be tensors, Records or mappings, "
         f"got {type(value).__name__}"
     )
 

@@ -449,6 +449,15 @@ def _one_hot(index: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     return (index.unsqueeze(-1) == torch.arange(n, device=index.device)).to(dtype)
 
 
+def _check_index_dtype(owner: str, x: torch.Tensor) -> None:
+    # .long() would truncate 1.7 to 1 silently: categories must already be integers.
+    if x.is_floating_point() or x.dtype == torch.bool:
+        raise TypeError(
+            f"{owner}: x must be an integer tensor of categories, got {x.dtype}; call "
+            "spec.project(x) first to round and clamp it"
+        )
+
+
 def _masked_uniform_index(
     mask: torch.Tensor | None,
     shape: torch.Size,
@@ -543,7 +552,9 @@ class Categorical(TensorSpec):
 
     def to_one_hot(self, x: torch.Tensor, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """``[*batch, *shape]`` categories -> ``[*batch, *shape, n]`` one-hot (bool, as TorchRL)."""
-        return _one_hot(self._check_value(x, "to_one_hot").long(), self.n, dtype)
+        x = self._check_value(x, "to_one_hot")
+        _check_index_dtype("Categorical.to_one_hot", x)
+        return _one_hot(x.long(), self.n, dtype)
 
     def to_categorical(self, x: torch.Tensor) -> torch.Tensor:
         """Identity (already categorical)."""
@@ -868,7 +879,9 @@ class MultiCategorical(TensorSpec):
 
     def to_one_hot(self, x: torch.Tensor, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """``[..., len(nvec)]`` -> ``[..., sum(nvec)]`` concatenated one-hots (bool by default)."""
-        x = self._check_value(x, "to_one_hot").long()
+        x = self._check_value(x, "to_one_hot")
+        _check_index_dtype("MultiCategorical.to_one_hot", x)
+        x = x.long()
         return torch.cat([_one_hot(x[..., i], n, dtype) for i, n in enumerate(self.nvec)], -1)
 
     def to_categorical(self, x: torch.Tensor) -> torch.Tensor:

@@ -389,6 +389,8 @@ def td_lambda_advantage_estimate(
         owner, value=value, next_value=next_value, reward=reward, done=done, terminated=terminated
     )
     _time_dim(owner, shape, time_dim)
+    _coef(owner, "gamma", gamma, reward)
+    _coef(owner, "lmbda", lmbda, reward)
     ret = td_lambda_return_estimate(
         gamma, lmbda, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
@@ -414,6 +416,7 @@ def td1_return_estimate(
         owner, next_value=next_value, reward=reward, done=done, terminated=terminated
     )
     _time_dim(owner, shape, time_dim)
+    _coef(owner, "gamma", gamma, reward)
     return td_lambda_return_estimate(
         gamma, 1.0, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
@@ -436,6 +439,7 @@ def td1_advantage_estimate(
         owner, value=value, next_value=next_value, reward=reward, done=done, terminated=terminated
     )
     _time_dim(owner, shape, time_dim)
+    _coef(owner, "gamma", gamma, reward)
     return td_lambda_advantage_estimate(
         gamma, 1.0, value, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
