@@ -179,3 +179,34 @@ def test_polyak_under_vmap_with_per_member_tau():
 def test_polyak_of_an_empty_tree_is_empty():
     # VDN's mixer has no params: its target map must be a no-op, not a foreach error.
     assert targets.polyak({}, {}, 0.5) == {}
+
+
+# ---------------------------------------------------------------- first differing path (issue #12)
+def test_errors_name_the_first_differing_path():
+    target = {"q": [{"w": torch.zeros(2)}, {"w": torch.zeros(2)}]}
+    online = {"q": [{"w": torch.zeros(2)}, {"v": torch.zeros(2)}]}
+    with pytest.raises(
+        ValueError,
+        match=r"polyak: target and online differ in structure: \['q'\]\[1\]\['w'\] is in target",
+    ):
+        targets.polyak(target, online, 0.5)
+    online = {"q": [{"w": torch.zeros(2)}, {"w": torch.zeros(2, dtype=torch.float64)}]}
+    with pytest.raises(
+        ValueError, match=r"periodic: leaf \['q'\]\[1\]\['w'\] has dtype torch.float32 in target"
+    ):
+        targets.periodic(target, online, 0, 2)
+
+
+def test_tensor_tau_must_be_scalar_float():
+    target, online = pair()
+    with pytest.raises(
+        ValueError, match=r"polyak: a tensor tau must be a 0-dim floating tensor.*shape \(2,\)"
+    ):
+        targets.polyak(target, online, torch.full((2,), 0.5))
+    with pytest.raises(
+        ValueError, match=r"polyak: a tensor tau must be a 0-dim floating tensor .*got torch.int64"
+    ):
+        targets.polyak(target, online, torch.tensor(1))
+    # a 0-dim float tensor is fine and gives the hand value
+    out = targets.polyak(target, online, torch.tensor(0.25))
+    testing.assert_trees_all_close(out["w"], torch.full((2, 2), 0.25))
