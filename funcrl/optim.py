@@ -11,6 +11,12 @@ tensors, so a training step that carries it is pure and can be vmapped and compi
 The arithmetic follows ``torch.optim`` (Adam, AdamW, SGD, RMSprop) so that results agree with it.
 ``foreach=True`` computes every transform with ``torch._foreach_*`` kernels (one launch per op over
 all leaves), the fast path for eager loops; both paths are pure and give the same numbers.
+
+Every ``update`` checks that ``updates`` (and ``params`` when given) have exactly the tree -- keys,
+shapes and dtypes -- that ``init`` saw, and names the first differing path: a moment is never
+paired with another leaf's gradient. The check reads only static metadata, so it is free under
+``torch.compile`` and ``vmap``. Hyperparameters are validated when a factory is called, as
+``torch.optim`` does (``lr >= 0`` and finite, ``betas`` in ``[0, 1)``, ``eps >= 0``, ...).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ A Record is funcrl's answer to TensorDict, reduced to what a pure training step 
 * a number of leading *batch* dimensions shared by every leaf;
 * immutable updates that return new Records (``set``, ``update``, ``select``, ``exclude``,
   ``rename``);
+* one spelling-independent meaning per key: ``"a"`` and ``("a",)``, or ``("next", "reward")`` and
+  ``{"next": {"reward": ...}}``, name the same entry. Construction merges sub-records in any order
+  and refuses to keep "the last" of two values for one leaf; only an explicit ``set`` of a key
+  replaces what is there;
 * batch indexing, ``stack``, ``cat``, ``apply``, ``to``;
 * registered as a pytree with optree (namespace ``"funcrl"``) and ``torch.utils._pytree``, so it
   passes through ``torch.func.vmap``, ``grad``, ``functional_call`` and
@@ -291,7 +295,11 @@ class Record:
         return Record._from_dict(data, self._batch_ndim)
 
     def rename(self, mapping: Mapping[NestedKey, NestedKey] | None = None, **kwargs: str) -> Record:
-        """A new Record with keys renamed: ``rec.rename({"obs": "observation"})``."""
+        """A new Record with keys renamed: ``rec.rename({"obs": "observation"})``.
+
+        Swaps work (``{"a": "b", "b": "a"}``); a missing source key raises ``KeyError`` and a
+        target that would overwrite an existing key raises ``ValueError``.
+        """
         pairs = dict(mapping or {})
         for k, v in kwargs.items():
             if k in pairs:
