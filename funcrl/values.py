@@ -194,7 +194,8 @@ def discounted_cumsum(
     """Reverse discounted sum ``y_t = x_t + discount_t * y_{t+1}`` with ``y_T = 0``.
 
     Args:
-        x: ``[*batch, T, *F]`` (time along ``time_dim``).
+        x: ``[*batch, T, 1]`` (time along ``time_dim``; feature dims may precede the trailing
+            singleton, which may be left out only when ``time_dim`` is the last dim).
         discount: a float, a 0-dim tensor, or a tensor of ``x``'s shape (``discount_t``; put a 0
             where the sum must not carry over).
         time_dim: the time dimension of ``x``.
