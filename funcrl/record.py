@@ -207,7 +207,11 @@ class Record:
             child = child._set_path(rest, value, full)
             # a new sub-record has no batch of its own yet: check it against this one's
             _check_leaf(
-                _show(full), child, self._batch_ndim, self._batch_size_or_none(), "Record.set"
+                full[: len(full) - len(rest)],
+                child,
+                self._batch_ndim,
+                self._batch_size_or_none(),
+                "Record.set",
             )
             data[head] = child
         else:
@@ -723,11 +727,20 @@ def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
 
 
 def _check_leaf(
-    key: Any, value: Any, batch_ndim: int, batch: torch.Size | None, owner: str = "Record"
+    key: Any,
+    value: Any,
+    batch_ndim: int,
+    batch: torch.Size | None,
+    owner: str = "Record",
+    batch_from: Any = None,
 ) -> None:
     shape = value.batch_size if isinstance(value, Record) else getattr(value, "shape", None)
-    if isinstance(value, Record) and _first_leaf(value) is None:
-        return
+    if isinstance(value, Record):
+        sub = _first_leaf_path(value)
+        if sub is None:
+            return
+        # name the leaf itself, not only the sub-record holding it
+        key = (*(key if isinstance(key, tuple) else (key,)), *sub)
     if shape is None:
         return
     if len(shape) < batch_ndim:
@@ -736,20 +749,34 @@ def _check_leaf(
             f"batch_ndim={batch_ndim}"
         )
     if batch is not None and shape[:batch_ndim] != batch:
+        source = f" (set by key {batch_from!r})" if batch_from is not None else ""
         raise ValueError(
-            f"{owner}: key {key!r}: leading shape {tuple(shape[:batch_ndim])} does not match the batch "
-            f"size {tuple(batch)}"
+            f"{owner}: key {key!r}: leading shape {tuple(shape[:batch_ndim])} does not match the "
+            f"batch size {tuple(batch)}{source}"
         )
 
 
 def _check_batch(data: dict[str, Any], batch_ndim: int) -> None:
-    batch = None
+    batch, source = None, None
     for k, v in data.items():
-        _check_leaf(k, v, batch_ndim, batch)
+        _check_leaf(k, v, batch_ndim, batch, batch_from=source)
         if batch is None:
             leaf = v if isinstance(v, torch.Tensor) else _first_leaf(v)
             if leaf is not None:
                 batch = leaf.shape[:batch_ndim]
+                sub = () if isinstance(v, torch.Tensor) else _first_leaf_path(v)
+                source = k if not sub else (k, *sub)
+
+
+def _first_leaf_path(rec: Record) -> tuple[str, ...] | None:
+    for k, v in rec._data.items():
+        if isinstance(v, Record):
+            sub = _first_leaf_path(v)
+            if sub is not None:
+                return (k, *sub)
+        else:
+            return (k,)
+    return None
 
 
 def _first_leaf(rec: Record) -> torch.Tensor | None:

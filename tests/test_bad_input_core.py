@@ -51,7 +51,8 @@ def test_record_batch_dims_disagree():
     with pytest.raises(ValueError, match=r"Record: key 'b': leading shape \(4,\) does not match"):
         Record({"a": torch.zeros(3), "b": torch.zeros(4)}, batch_ndim=1)
     with pytest.raises(
-        ValueError, match=r"Record: key 'n'.*\(5,\) does not match the batch size \(3,\)"
+        ValueError,
+        match=r"Record: key \('n', 'x'\): leading shape \(5,\) does not match the batch size \(3,\) \(set by key 'a'\)",
     ):
         Record({"a": torch.zeros(3), ("n", "x"): torch.zeros(5)}, batch_ndim=1)
     with pytest.raises(ValueError, match="Record: batch_ndim must be a non-negative int, got True"):

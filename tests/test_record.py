@@ -93,7 +93,8 @@ def test_construction_errors_name_keys_and_shapes():
         Record({"a": Record({"b": torch.zeros(2)}, 0)}, batch_ndim=1)
     # nested leaves are checked against the parent's batch size too
     with pytest.raises(
-        ValueError, match=r"key 'next'.*\(5,\) does not match the batch size \(3,\)"
+        ValueError,
+        match=r"key \('next', 'r'\): leading shape \(5,\) does not match the batch size \(3,\) \(set by key 'obs'\)",
     ):
         Record({"obs": torch.zeros(3, 1), ("next", "r"): torch.zeros(5, 1)}, batch_ndim=1)
 
