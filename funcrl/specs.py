@@ -896,6 +896,10 @@ class MultiCategorical(TensorSpec):
 
 
 # ---------------------------------------------------------------------------------- composite
+def _show(path: tuple[str, ...]) -> NestedKey:
+    return path[0] if len(path) == 1 else path
+
+
 def _as_path(key: NestedKey) -> tuple[str, ...]:
     if isinstance(key, str):
         return (key,)
@@ -936,34 +940,65 @@ class Composite:
         for key, spec in items:
             self._insert(_as_path(key), spec)
 
-    def _insert(self, path: tuple[str, ...], spec: Any) -> None:
+    def _insert(self, path: tuple[str, ...], spec: Any, prefix: tuple[str, ...] = ()) -> None:
+        # Like Record: ("next", "r") and {"next": {...}} merge in any order; one entry given twice
+        # (or both a spec and a Composite) raises instead of keeping the last.
         head, rest = path[0], path[1:]
+        here = (*prefix, head)
+        existing = self._specs.get(head)
         if rest:
-            child = self._specs.get(head)
-            if child is None:
-                child = self._specs[head] = Composite(shape=self.shape, device=self.device)
-            elif not isinstance(child, Composite):
-                raise KeyError(
-                    f"Composite: {head!r} holds a {type(child).__name__}, not a Composite"
+            if existing is None:
+                existing = self._specs[head] = Composite(shape=self.shape, device=self.device)
+            elif not isinstance(existing, Composite):
+                raise ValueError(
+                    f"Composite: key {_show(here)!r} holds a {type(existing).__name__} and is also given "
+                    f"nested entries (via {(*prefix, *path)!r})"
                 )
-            child._insert(rest, spec)
+            existing._insert(rest, spec, here)
             return
+        if isinstance(spec, Mapping | Composite) and isinstance(existing, Composite):
+            if isinstance(spec, Composite) and spec.shape != existing.shape:
+                raise ValueError(
+                    f"Composite: key {_show(here)!r} merges Composites of shapes {tuple(existing.shape)} "
+                    f"and {tuple(spec.shape)}"
+                )
+            entries = spec._specs if isinstance(spec, Composite) else spec
+            for k, v in entries.items():
+                existing._insert(_as_path(k), v, here)
+            return
+        if existing is not None:
+            raise ValueError(
+                f"Composite: key {_show(here)!r} is given twice (already a {type(existing).__name__}); "
+                "each entry must appear once"
+            )
         if isinstance(spec, Mapping) and not isinstance(spec, Composite):
-            spec = Composite(spec, shape=self.shape, device=self.device)
+            nested = Composite(shape=self.shape, device=self.device)
+            for k, v in spec.items():
+                nested._insert(_as_path(k), v, here)
+            spec = nested
+        elif isinstance(spec, Composite):
+            spec = spec._copy()  # a later merge into this key must not modify the caller's object
         if not isinstance(spec, TensorSpec | Composite):
             raise TypeError(
-                f"Composite: entry {head!r} must be a spec or a mapping, got {type(spec).__name__}"
+                f"Composite: entry {_show(here)!r} must be a spec or a mapping, got {type(spec).__name__}"
             )
         if spec.shape[: len(self.shape)] != self.shape:
             raise ValueError(
-                f"Composite: entry {head!r} has shape {tuple(spec.shape)}, which does not start "
+                f"Composite: entry {_show(here)!r} has shape {tuple(spec.shape)}, which does not start "
                 f"with the composite shape {tuple(self.shape)}"
             )
         if self.device is not None and spec.device is not None and spec.device != self.device:
             raise ValueError(
-                f"Composite: entry {head!r} is on {spec.device}, the composite on {self.device}"
+                f"Composite: entry {_show(here)!r} is on {spec.device}, the composite on {self.device}"
             )
         self._specs[head] = spec
+
+    def _copy(self) -> Composite:
+        out = Composite(shape=self.shape, device=self.device)
+        out._specs = {
+            k: v._copy() if isinstance(v, Composite) else v for k, v in self._specs.items()
+        }
+        return out
 
     # -- mapping access -------------------------------------------------------------------------
     def __getitem__(self, key: NestedKey) -> TensorSpec | Composite:

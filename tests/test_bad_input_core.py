@@ -373,3 +373,24 @@ def test_targets_errors_name_the_path():
         targets.periodic(t, t, torch.tensor([1, 2]), 2)
     with pytest.raises(ValueError, match="periodic: period must be an int >= 1, got 2.5"):
         targets.periodic(t, t, 0, 2.5)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"a": S.Unbounded(1), ("a",): S.Unbounded(2)}, "Composite: key 'a' is given twice"),
+        ({"a": S.Unbounded(1), ("a", "b"): S.Unbounded(2)}, "Composite: key 'a' holds a Unbounded"),
+        ({("a", "b"): S.Unbounded(1), "a": S.Unbounded(2)}, "Composite: key 'a' is given twice"),
+        (
+            {
+                "a": S.Composite({"b": S.Unbounded((2, 1))}, shape=(2,)),
+                ("a",): {"c": S.Unbounded(1)},
+            },
+            r"Composite: entry \('a', 'c'\) has shape \(1,\), which does not start with the "
+            r"composite shape \(2,\)",
+        ),
+    ],
+)
+def test_composite_duplicate_keys(data, match):
+    with pytest.raises(ValueError, match=match):
+        S.Composite(data)

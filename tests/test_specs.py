@@ -501,3 +501,12 @@ def test_nan_policy_is_the_lower_bound():
     assert S.OneHot(3).project(torch.full((3,), nan)).tolist() == [True, False, False]
     assert torch.isnan(S.Unbounded(()).project(torch.tensor(nan)))  # floats hold NaN
     assert not bool(S.Bounded(-1.0, 2.0).is_in(torch.tensor(nan)))
+
+
+def test_composite_merges_nested_spellings_in_any_order():
+    r, o = S.Unbounded(1), S.Unbounded(3)
+    inner = S.Composite({"o": o})
+    a = S.Composite({("next", "r"): r, "next": {"o": o}})
+    b = S.Composite({"next": inner, ("next", "r"): r})
+    assert a == b and sorted(map(str, a.keys(True, True))) == ["('next', 'o')", "('next', 'r')"]
+    assert list(inner.keys()) == ["o"]  # the caller's Composite is not modified by the merge
