@@ -34,6 +34,7 @@ _SUBMODULES = {
     "envs",
     "multiagent",
     "qmix",
+    "random",
 }
 
 
