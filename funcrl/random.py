@@ -140,8 +140,14 @@ def _uniform_flat(
     key: torch.Tensor, n: int, dtype: torch.dtype, lo: torch.Tensor, hi: torch.Tensor
 ) -> torch.Tensor:
     u = _float_flat(key, n, dtype) - 1.0
+    if dtype.itemsize == 2:
+        # 16-bit floats: do the affine map in float32 and round once, as compiled code does for
+        # a fused half-precision expression (eager would round after each op).
+        out = (u.float() * (hi.float() - lo.float()) + lo.float()).to(dtype)
+    else:
+        out = u * (hi - lo) + lo
     # max(lo, .) as JAX does: rounding in u * (hi - lo) + lo can never go below lo.
-    return torch.maximum(u * (hi - lo) + lo, lo)
+    return torch.maximum(out, lo)
 
 
 # Giles (2010) single-precision erfinv, as XLA's ErfInv32 (so normals match JAX's): unlike
@@ -173,9 +179,14 @@ def _normal_flat(key: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
         torch.tensor(0.0, dtype=dtype, device=key.device),
     )
     hi = torch.tensor(1.0, dtype=dtype, device=key.device)
-    u = _uniform_flat(key, n, dtype, lo, hi)
-    # float16/bfloat16 go through float32, as XLA's erf_inv does.
-    return (_erfinv32(u.float()) * math.sqrt(2)).to(dtype)
+    if dtype.itemsize == 2:
+        # float16/bfloat16: the 16-bit uniform mapped to (-1, 1) and erfinv'd in float32, rounded
+        # to 16 bits once (a compiler drops a float32 -> 16 -> 32 bit round trip, eager would not).
+        u = _float_flat(key, n, dtype).float() - 1.0
+        lo32, hi32 = lo.float(), hi.float()
+        u = torch.maximum(u * (hi32 - lo32) + lo32, lo32)
+        return (_erfinv32(u) * math.sqrt(2)).to(dtype)
+    return _erfinv32(_uniform_flat(key, n, dtype, lo, hi)) * math.sqrt(2)
 
 
 _KERNELS: dict[str, Callable[..., torch.Tensor]] = {
