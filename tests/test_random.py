@@ -89,7 +89,9 @@ def test_normal_and_derived_match_jax():
     expected = [1.6226422, 2.0252647, -0.43359444, -0.07861735, 0.1760909]
     torch.testing.assert_close(R.normal(R.key(0), (5,)), torch.tensor(expected), rtol=0, atol=1e-6)
     expected = [[-0.15443718, 0.08470728], [-0.13598049, -0.15503626]]
-    torch.testing.assert_close(R.normal(R.key(1), (2, 2)), torch.tensor(expected), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        R.normal(R.key(1), (2, 2)), torch.tensor(expected), rtol=0, atol=1e-6
+    )
     assert R.randint(R.key(3), (8,), -5, 100).tolist() == [40, 29, 20, 99, 26, -3, 33, 59]
     logits = torch.tensor([0.1, 0.2, 0.3, 0.4]).log()
     assert R.categorical(R.key(4), logits, shape=(10,)).tolist() == [3, 3, 0, 1, 1, 1, 2, 1, 2, 3]
