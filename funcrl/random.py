@@ -257,14 +257,16 @@ def is_key(x: object) -> bool:
 
 
 def _check_key(fn: str, k: object, name: str = "key") -> torch.Tensor:
+    # `fn` is a funcrl.random function's name, or a dotted owner elsewhere in funcrl.
+    fn = fn if "." in fn else f"funcrl.random.{fn}"
     if not isinstance(k, torch.Tensor):
         raise TypeError(
-            f"funcrl.random.{fn}: {name} must be a key (int64 tensor of shape [2], from "
+            f"{fn}: {name} must be a key (int64 tensor of shape [2], from "
             f"funcrl.random.key), got {type(k).__name__}"
         )
     if k.dtype != torch.int64 or tuple(k.shape) != (2,):
         raise ValueError(
-            f"funcrl.random.{fn}: {name} must be an int64 tensor of shape [2] (from "
+            f"{fn}: {name} must be an int64 tensor of shape [2] (from "
             f"funcrl.random.key; a batch of keys goes through vmap), got dtype {k.dtype} shape "
             f"{list(k.shape)}"
         )
@@ -278,8 +280,7 @@ def _check_key(fn: str, k: object, name: str = "key") -> torch.Tensor:
         lo, hi = int(k.min()), int(k.max())
         if lo < 0 or hi > _M32:
             raise ValueError(
-                f"funcrl.random.{fn}: {name} words must be in [0, 2**32), got values in "
-                f"[{lo}, {hi}]"
+                f"{fn}: {name} words must be in [0, 2**32), got values in [{lo}, {hi}]"
             )
     return k
 
