@@ -29,6 +29,7 @@ compiler fuses or the transform batches. Both paths give bitwise identical resul
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -63,6 +64,9 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Below this many elements the plain ops beat the compiled kernel's call overhead (measured in
 # bench/random_bench.py: a 6-element draw costs about the same on both paths).
 FUSED_MIN_NUMEL = 64
+# FUNCRL_RANDOM_FUSED=0 never compiles the kernel (same bits, slower draws): for short processes
+# such as test runs, where the one-time compile (seconds per kind and dtype) would dominate.
+_FUSED_ENV = os.environ.get("FUNCRL_RANDOM_FUSED", "1") != "0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +223,8 @@ def fused_enabled(key: torch.Tensor, n: int) -> bool:
     be visible to the transform.
     """
     return (
-        not _FUSED_BROKEN
+        _FUSED_ENV
+        and not _FUSED_BROKEN
         and isinstance(n, int)
         and n >= FUSED_MIN_NUMEL
         and not is_tracing()

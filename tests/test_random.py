@@ -103,12 +103,21 @@ def test_normal_and_derived_match_jax():
 # --- the compiled kernel and the plain ops agree bitwise -----------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+# float32 always; the other dtypes each compile their own kernel (seconds), so they run with -m slow.
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.float32]
+    + [
+        pytest.param(d, marks=pytest.mark.slow)
+        for d in (torch.float64, torch.float16, torch.bfloat16)
+    ],
+)
 def test_fused_and_plain_paths_bitwise_equal(dtype, monkeypatch):
     k = R.key(3)
     n = 4099  # not a multiple of any vector width: covers the kernel's tail loop
     fused = (R.uniform(k, (n,), dtype), R.normal(k, (n,), dtype), R.uniform(k, (n,), dtype, -2, 3))
-    assert R.fused_enabled(k, n)
+    if not R.fused_enabled(k, n):
+        pytest.skip("FUNCRL_RANDOM_FUSED=0: the compiled kernel is off in this process")
     monkeypatch.setattr(R, "FUSED_MIN_NUMEL", 2**62)
     assert not R.fused_enabled(k, n)
     plain = (R.uniform(k, (n,), dtype), R.normal(k, (n,), dtype), R.uniform(k, (n,), dtype, -2, 3))
@@ -123,6 +132,7 @@ def test_fused_bits_equal_plain(monkeypatch):
     assert torch.equal(a, R.bits(k, (70, 3)))
 
 
+@pytest.mark.slow  # an Inductor compile of the whole caller: tens of seconds cold
 def test_compiled_caller_matches_eager():
     def draw(k):
         a, b = R.split(k)
@@ -256,7 +266,7 @@ def test_bits_and_uniform_chi_square():
 
 
 def test_normal_moments():
-    x = R.normal(R.key(2), (10**6,), torch.float64)
+    x = R.normal(R.key(2), (10**6,)).double()
     m = x.mean()
     c = x - m
     var = (c**2).mean()
@@ -265,8 +275,8 @@ def test_normal_moments():
     # Standard errors at n=1e6: mean 1e-3, var 1.4e-3, skew 2.4e-3, kurtosis 4.9e-3; 5 sigma.
     assert abs(m) < 5e-3 and abs(var - 1) < 7e-3
     assert abs(skew) < 1.2e-2 and abs(kurt - 3) < 2.5e-2
-    x32 = R.normal(R.key(2), (10**6,))
-    assert abs(x32.mean()) < 5e-3 and abs(x32.var() - 1) < 7e-3
+    x64 = R.normal(R.key(2), (10**5,), torch.float64)  # torch.erfinv path
+    assert abs(x64.mean()) < 1.6e-2 and abs(x64.var() - 1) < 2.2e-2
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -294,3 +304,16 @@ def test_discrete_frequencies():
     c = R.categorical(R.key(5), p.log(), shape=(n,))
     assert ((torch.bincount(c, minlength=4).double() / n - p).abs() < 0.005).all()
     assert abs(R.bernoulli(R.key(6), 0.3, (n,)).double().mean() - 0.3) < 0.005
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_same_bits_on_cuda_eager_and_compiled():
+    k = R.key(12)
+    cpu = (R.bits(k, (1000,)), R.uniform(k, (1000,)), R.normal(k, (1000,)))
+    kc = k.cuda()
+    for out in ((R.bits(kc, (1000,)), R.uniform(kc, (1000,)), R.normal(kc, (1000,))),):
+        for a, b in zip(out, cpu):
+            assert torch.equal(a.cpu(), b)
+    compiled = torch.compile(lambda k: (R.split(k), R.uniform(k, (1000,))), fullgraph=True)(kc)
+    assert torch.equal(compiled[0].cpu(), R.split(k))
+    assert torch.equal(compiled[1].cpu(), cpu[1])
