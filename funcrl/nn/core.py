@@ -88,8 +88,8 @@ def make_generator(seed: Seed | None, device: torch.device | str | None = None) 
         seed = (k0 << 32) | k1
     if not isinstance(seed, int):
         raise TypeError(
-            "seed must be an int, a funcrl.random key or a torch.Generator, got "
-            f"{type(seed).__name__}"
+            f"seed must be an int or a torch.Generator, got {type(seed).__name__} (or pass a "
+            "funcrl.random key)"
         )
     return torch.Generator(device="cpu").manual_seed(seed)
 
