@@ -317,3 +317,13 @@ def test_same_bits_on_cuda_eager_and_compiled():
     compiled = torch.compile(lambda k: (R.split(k), R.uniform(k, (1000,))), fullgraph=True)(kc)
     assert torch.equal(compiled[0].cpu(), R.split(k))
     assert torch.equal(compiled[1].cpu(), cpu[1])
+
+
+def test_under_grad_and_funcrl_jit():
+    k = R.key(13)
+    eps = R.normal(k, (300,))
+    g = torch.func.grad(lambda x: (x * R.normal(k, (300,))).sum())(torch.ones(300))
+    assert torch.equal(g, eps)
+    jitted = funcrl.jit.jit(lambda k: R.normal(k, (300,)), backend="eager")
+    assert torch.equal(jitted(k), eps)
+    assert torch.equal(jitted(R.key(14)), R.normal(R.key(14), (300,)))  # a key is a traced input
