@@ -205,7 +205,9 @@ def test_collect_layout_and_episode_returns():
     )
     # Within an episode, the next observation is the following step's observation.
     cont = ~done[:-1]
-    torch.testing.assert_close(traj["next", "observation"][:-1][cont], traj["observation"][1:][cont])
+    torch.testing.assert_close(
+        traj["next", "observation"][:-1][cont], traj["observation"][1:][cont]
+    )
     # After a reset the next step starts from the new episode (a fresh, small state).
     assert (traj["observation"][1:][done[:-1]].abs() <= 0.05).all()
     assert state.observation.shape == (3, 4)
@@ -243,7 +245,7 @@ def test_collect_compiles_and_vmaps_over_seeds():
     for i in range(3):
         solo = run(keys[i])
         assert torch.equal(batched["action"][i], solo["action"])
-    compiled = torch.compile(torch.func.vmap(run), fullgraph=True, backend="eager")
+    compiled = torch.compile(torch.func.vmap(run), fullgraph=True, backend="aot_eager")
     got = compiled(keys)
     torch.testing.assert_close(got["next", "observation"], batched["next", "observation"])
     assert torch.equal(got["action"], batched["action"])

@@ -116,7 +116,8 @@ class PureEnv:
     def reset(self, key: torch.Tensor) -> tuple[EnvState, torch.Tensor]:
         """``(state, observation)`` of a new episode."""
         physics = self.initial_physics(key)
-        t = torch.zeros((), dtype=torch.int64, device=key.device)
+        # zeros_like(key): batched wherever the key is (vmap), so a scan's carry stays uniform.
+        t = torch.zeros_like(key[..., 0])
         return EnvState(physics, t), self.observe(physics)
 
     def dynamics(
@@ -541,8 +542,8 @@ def init_rollout(env: PureEnv, key: torch.Tensor, num_envs: int) -> RolloutState
     # Contiguous copies (vmap may return expanded tensors): the next collect's outputs are
     # contiguous, and a compiled collect would otherwise recompile on the changed strides.
     states = EnvState(states.physics.contiguous(), states.t.contiguous())
-    zeros = torch.zeros(num_envs, dtype=env.dtype, device=key.device)
-    lengths = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
+    zeros = torch.zeros_like(states.physics[:, 0])
+    lengths = torch.zeros_like(states.t)
     return RolloutState(states, obs.clone(), zeros, lengths)
 
 
