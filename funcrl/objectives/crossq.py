@@ -59,11 +59,9 @@ from funcrl.objectives.actor_critic import (
     check_common,
     check_mode,
     check_observation,
-    generator,
     param_dtype,
     project,
     read_transitions,
-    rsample_and_log_prob,
     soft_value,
     split_keys,
     tanh_normal,
@@ -207,7 +205,7 @@ def init(
     owner = "crossq.init"
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     act_dim = spec_size(action_spec, owner, "action_spec")
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     n = config.num_qvalue_nets
     return {
@@ -282,7 +280,7 @@ def loss_and_state(
     out_next, actor_state = nets.actor(
         tree.detach(actor_p), stats["actor"], next_obs.detach(), train=True
     )
-    a_next, lp_next = rsample_and_log_prob(_dist(params, out_next.detach(), nets), key_next)
+    a_next, lp_next = _dist(params, out_next.detach(), nets).rsample_and_log_prob(key=key_next)
     a_next, lp_next = a_next.detach(), lp_next.detach()
     # 2. One joint critic pass over [current; next] so both halves share the batch statistics.
     b = obs.shape[0]  # the joint pass concatenates on the leading batch dim
@@ -296,7 +294,7 @@ def loss_and_state(
     loss_q = distance_loss(q, y.expand_as(q), config.loss_function).sum(0)
     # 3. Actor: BN in train mode on the current states; critics frozen, BN in eval mode.
     out_pi, actor_state = nets.actor(actor_p, actor_state, obs, train=True)
-    a_pi, lp_pi = rsample_and_log_prob(_dist(params, out_pi, nets), key_actor)
+    a_pi, lp_pi = _dist(params, out_pi, nets).rsample_and_log_prob(key=key_actor)
     q_pi, _ = _critics(nets, tree.detach(params["qvalue"]), tree.detach(q_state), obs, a_pi, False)
     loss_actor = actor_objective(alpha, lp_pi, q_pi.min(0).values)
     loss_alpha = temperature_loss(log_alpha, lp_pi.detach(), h)
