@@ -88,6 +88,7 @@ __all__ = [
     "make_torchrl_estimator",
     "torch_module",
     "torchrl_action_dim",
+    "scale_mapping_name",
     "torchrl_qvalue",
     "torchrl_tanh_normal_actor",
     "from_torchrl_tanh_normal_actor",
@@ -660,7 +661,7 @@ def from_torchrl_tanh_normal_actor(loss_module: Any) -> tuple[Any, Any, dict[str
     net, params = read_torchrl(actor, loss_module.actor_network_params, inner)
     kw = dist.distribution_kwargs
     info = {
-        "scale_mapping": _scale_mapping_name(body[-1].scale_mapping),
+        "scale_mapping": scale_mapping_name(body[-1].scale_mapping),
         "scale_lb": float(body[-1].scale_lb),
         "tanh_loc": bool(kw.get("tanh_loc", False)),
         "low": torch.as_tensor(kw.get("low", -1.0)),
@@ -669,12 +670,14 @@ def from_torchrl_tanh_normal_actor(loss_module: Any) -> tuple[Any, Any, dict[str
     return net, params, info
 
 
-def _scale_mapping_name(m: Any) -> str:
+def scale_mapping_name(m: Any) -> str:
+    """The funcrl name of a tensordict ``NormalParamExtractor``'s scale mapping module."""
     import torch.nn.functional as F
 
     if type(m).__name__ == "biased_softplus":
         bias = float(F.softplus(torch.as_tensor(m.bias)) + m.min_val)
-        return f"biased_softplus_{round(bias, 6)}_{m.min_val}"
+        name = f"biased_softplus_{round(bias, 6)}"
+        return name if m.min_val == 0.01 else f"{name}_{m.min_val}"  # 0.01: tensordict's default
     names = {F.softplus: "softplus", torch.exp: "exp", torch.nn.functional.relu: "relu"}
     if m in names:
         return names[m]
