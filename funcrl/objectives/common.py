@@ -296,13 +296,21 @@ def require(params: Params, keys, owner: str) -> None:
         raise KeyError(f"{owner}: params lack {missing}; they have {sorted(params)}")
 
 
-def priority_weights(batch: Record, cfg: Any, like: torch.Tensor) -> torch.Tensor | None:
-    """``batch["priority_weight"]`` (``[*B]``) when present and enabled, else ``None``."""
+def priority_weights(
+    batch: Record, cfg: Any, like: torch.Tensor, owner: str = "loss"
+) -> torch.Tensor | None:
+    """``batch["priority_weight"]`` (``like``'s shape and dtype) when present and enabled, else
+    ``None`` (TorchRL's ``use_prioritized_weights``: ``"auto"``/``True`` use it when present)."""
     if cfg.use_prioritized_weights is False or "priority_weight" not in batch:
         return None
     w = batch["priority_weight"]
     if w.shape != like.shape:
         raise ValueError(
-            f"batch['priority_weight'] has shape {tuple(w.shape)}, expected {tuple(like.shape)}"
+            f"{owner}: batch['priority_weight'] has shape {tuple(w.shape)}, expected "
+            f"{tuple(like.shape)}"
+        )
+    if w.dtype != like.dtype:
+        raise TypeError(
+            f"{owner}: batch['priority_weight'] is {w.dtype}, expected the loss's {like.dtype}"
         )
     return w
