@@ -94,7 +94,7 @@ def test_double_q_and_mask_by_hand():
     assert torch.equal(dqn.double_q_value(q_online, q_target, "one_hot"), torch.tensor([-1.0]))
     masked = dqn.mask_action_values(q_online, torch.tensor([[True, False, True]]))
     assert torch.equal(dqn.greedy_action(masked, "categorical"), torch.tensor([2]))
-    with pytest.raises(ValueError, match="action mask shape"):
+    with pytest.raises(ValueError, match="action mask has shape"):
         dqn.mask_action_values(q_online, torch.tensor([True, False]))
 
 
@@ -126,7 +126,8 @@ def test_loss_by_hand_single_transition():
     double = dqn.loss(params, batch, config=dqn.Config(gamma=0.5, double_dqn=True), nets=nets)
     assert plain.item() == pytest.approx(0.25)
     assert double["loss"].item() == pytest.approx(1.0)  # target picks a=0 -> 0 -> y = 1
-    assert double["td_error"].shape == (1, 1)
+    assert double["td_error"].shape == (1,)
+    assert double["td_error"].item() == pytest.approx(1.0)  # |Q - y| = |2 - 1|
 
 
 # --- terminated vs truncated ---------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_only_terminated_stops_bootstrap(terminated, truncated, r):
     )
     out = dqn.loss(params, batch, config=dqn.Config(gamma=0.9), nets=nets)
     y = r + (0.0 if terminated else 0.9 * 6.0)
-    assert out["td_error"].item() == pytest.approx((1.0 - y) ** 2, rel=1e-5, abs=1e-5)
+    assert out["td_error"].item() == pytest.approx(abs(1.0 - y), rel=1e-5, abs=1e-5)
 
 
 # --- TorchRL parity ------------------------------------------------------------------------------
@@ -245,7 +246,10 @@ def test_parity_with_torchrl(space, double, mask, loss_function):
 
     grads, out = torch.func.grad(f, has_aux=True)(params["value"])
     torch.testing.assert_close(out["loss"], ref_out["loss"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["td_error"], td["td_error"], rtol=1e-5, atol=1e-5)
+    # TorchRL writes (Q - y)^2 as [*B, 1]; funcrl returns |Q - y| as [*B].
+    torch.testing.assert_close(
+        out["td_error"], td["td_error"].squeeze(-1).sqrt(), rtol=1e-5, atol=1e-5
+    )
     assert_trees_all_close(
         grads, _grads_tree(ref.value_network_params, ref_grads, grads), rtol=1e-5, atol=1e-5
     )
@@ -287,7 +291,7 @@ def test_no_target_and_binary_and_batch_dims():
     assert set(params) == {"value"}
     batch = make_batch("binary", 4, dtype=torch.float32, batch=(2, 3))
     out = dqn.loss(params, batch, config=cfg, nets=NETS)
-    assert out["loss"].shape == () and out["td_error"].shape == (2, 3, 1)
+    assert out["loss"].shape == () and out["td_error"].shape == (2, 3)
     grads = torch.func.grad(lambda v: dqn.loss({"value": v}, batch, config=cfg, nets=NETS)["loss"])(
         params["value"]
     )
