@@ -49,6 +49,8 @@ __all__ = [
     "check_action",
     "host_checks",
     "random_action",
+    "sample_categorical",
+    "one_hot",
     "epsilon_greedy",
     "check_mode",
     "default_net",
@@ -352,7 +354,9 @@ def check_mode(mode: str, owner: str) -> None:
         raise ValueError(f"{owner}: mode must be 'random' or 'deterministic', got {mode!r}")
 
 
-def _draw_categorical(logits: torch.Tensor, key: torch.Tensor | None) -> torch.Tensor:
+def sample_categorical(logits: torch.Tensor, key: torch.Tensor | None) -> torch.Tensor:
+    """An index drawn with probabilities ``softmax(logits)`` (``-inf`` never drawn): ``[*B, n] ->
+    [*B]``, from ``key`` (:func:`funcrl.random.categorical`) or the global RNG (Gumbel-max)."""
     if key is None:
         # The global RNG (TorchRL's draw): Gumbel-max keeps it one op, vmap-friendly.
         u = torch.rand_like(logits).clamp_min(torch.finfo(logits.dtype).tiny)
@@ -397,16 +401,17 @@ def random_action(
 
         keys = [None] * len(groups) if key is None else list(random.split(key, len(groups)))
         return torch.cat(
-            [_one_hot(_draw_categorical(g, k), g.shape[-1]) for g, k in zip(groups, keys)],
+            [one_hot(sample_categorical(g, k), g.shape[-1]) for g, k in zip(groups, keys)],
             -1,
         )
-    index = _draw_categorical(groups[0], key)
+    index = sample_categorical(groups[0], key)
     if action_space == "categorical":
         return index
-    return _one_hot(index, like.shape[-1])
+    return one_hot(index, like.shape[-1])
 
 
-def _one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """``[*B]`` int indices -> ``[*B, n]`` int64 one-hots."""
     # F.one_hot reads the indices on the host; a comparison stays traceable under vmap/compile.
     return (index.unsqueeze(-1) == torch.arange(n, device=index.device)).to(torch.long)
 
