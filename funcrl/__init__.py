@@ -30,6 +30,7 @@ _SUBMODULES = {
     "envs",
     "multiagent",
     "qmix",
+    "random",
 }
 
 
