@@ -144,7 +144,7 @@ def init(
     n = discrete.num_action_values(action_spec, config.action_space, None, owner)
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     net = nets.resolve(obs_dim, config.num_atoms * n).value
-    value = discrete.init_net(net, seed, device, dtype, owner, "value")
+    value = discrete.init_net(net, discrete.generator(seed, owner), device, dtype, owner, "value")
     params = {"value": value}
     if config.delay_value:
         params["target_value"] = tree.clone(value)

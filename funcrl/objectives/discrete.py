@@ -55,6 +55,7 @@ __all__ = [
     "check_mode",
     "default_net",
     "float_dtype",
+    "generator",
     "init_net",
     "check_observation",
     "check_same_shape",
@@ -464,9 +465,27 @@ def float_dtype(params: Any, owner: str, name: str) -> torch.dtype:
     raise TypeError(f"{owner}: params[{name!r}] hold no floating-point tensor")
 
 
+def generator(seed: Any, owner: str = "init") -> torch.Generator:
+    """A ``torch.Generator`` for ``init`` from an ``int``, a ``torch.Generator`` or a
+    :mod:`funcrl.random` key (its two 32-bit words ``[hi, lo]`` seed it). Host-side only; the
+    global RNG is never touched."""
+    from funcrl.nn import make_generator
+
+    if isinstance(seed, torch.Tensor):
+        if seed.shape != (2,) or seed.dtype != torch.int64:
+            raise TypeError(
+                f"{owner}: seed must be an int, a torch.Generator or a funcrl.random key ([2] "
+                f"int64), got a tensor of shape {tuple(seed.shape)} and dtype {seed.dtype}"
+            )
+        hi, lo = (int(w) for w in seed.tolist())
+        return torch.Generator().manual_seed((hi << 32) | lo)
+    return make_generator(seed)
+
+
 def init_net(net: Any, seed: Any, device: Any, dtype: torch.dtype, owner: str, name: str) -> Any:
-    """``net.init(seed)``: params for one ``Nets`` field (a funcrl net, with ``init``)."""
-    if not hasattr(net, "init"):
+    """``net.init(seed)``: params for one ``Nets`` field (a funcrl net, with ``init``); ``seed``
+    is a ``torch.Generator`` from :func:`generator`."""
+    if not (callable(getattr(net, "init", None)) and callable(net)):
         raise TypeError(
             f"{owner}: nets.{name} must be a funcrl net (with .init and __call__), got "
             f"{net!r}; a plain function cannot say what its params are"

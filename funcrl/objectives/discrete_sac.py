@@ -34,7 +34,6 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.nn import make_generator
 from funcrl.objectives import discrete
 from funcrl.objectives.actor_critic import (
     check_alpha,
@@ -198,7 +197,7 @@ def init(
     owner = "discrete_sac.init"
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     resolved = nets.resolve(obs_dim, _num_actions(action_spec))
-    gen = make_generator(seed)
+    gen = discrete.generator(seed, owner)
     params: Params = {
         "actor": discrete.init_net(resolved.actor, gen, device, dtype, owner, "actor"),
         "qvalue": tree.stack(

@@ -158,7 +158,8 @@ def init(
     owner = "dqn.init"
     n = discrete.num_action_values(action_spec, config.action_space, config.var_nums, owner)
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
-    value = discrete.init_net(nets.resolve(obs_dim, n).value, seed, device, dtype, owner, "value")
+    gen = discrete.generator(seed, owner)
+    value = discrete.init_net(nets.resolve(obs_dim, n).value, gen, device, dtype, owner, "value")
     params = {"value": value}
     if config.delay_value:
         params["target_value"] = tree.clone(value)

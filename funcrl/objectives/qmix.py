@@ -45,7 +45,6 @@ import torch
 
 from funcrl import tree
 from funcrl.multiagent import QMixer
-from funcrl.nn import make_generator
 from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
@@ -229,7 +228,7 @@ def init(
         resolved = nets.resolve(d_obs, n_actions, n_agents, state_shape)
     except ValueError as e:
         raise ValueError(f"{owner}: {e}") from None
-    gen = make_generator(seed)
+    gen = discrete.generator(seed, owner)
     local = discrete.init_net(resolved.local_value, gen, device, dtype, owner, "local_value")
     mixer = discrete.init_net(resolved.mixer, gen, device, dtype, owner, "mixer")
     params = {"local_value": local, "mixer": mixer}
@@ -428,20 +427,24 @@ def trainer(
     tau: float = 0.005,
     hard_target_period: int | None = None,
 ):
-    """``funcrl.training.update`` for QMIX/VDN: local net and mixer trained together, their targets
-    Polyak-averaged with ``tau`` (TorchRL's example: ``SoftUpdate(eps=1 - tau)``), or copied
-    every ``hard_target_period`` steps."""
+    """``funcrl.training.update`` for QMIX/VDN: local net and mixer trained together (the mixer
+    only if it has params: VDN's has none), their targets Polyak-averaged with ``tau`` (TorchRL's
+    example: ``SoftUpdate(eps=1 - tau)``), or copied every ``hard_target_period`` steps."""
     from funcrl.training import update
 
-    targets = (
-        {"target_local_value": "local_value", "target_mixer": "mixer"}
-        if config.delay_value
-        else None
-    )
+    # A parameter-free mixer (VDN's sum) has nothing to train; an empty dict among the trainable
+    # params would also break torch.compile's pytree flattening.
+    mixes = nets.mixer is None or bool(tree.leaves(nets.mixer.init(0)))
+    trainable = ("local_value", "mixer") if mixes else ("local_value",)
+    targets = None
+    if config.delay_value:
+        targets = {"target_local_value": "local_value"}
+        if mixes:
+            targets["target_mixer"] = "mixer"
     return update(
         partial(loss, config=config, nets=nets),
         optimizer,
-        trainable=("local_value", "mixer"),
+        trainable=trainable,
         targets=targets,
         tau=tau,
         hard_target_period=hard_target_period,
