@@ -340,3 +340,45 @@ def test_step_vmaps_over_seeds():
         p1, _, m1 = train.step(ps[s], states[s], batches[s])
         assert_trees_all_close(tree.map(lambda t, s=s: t[s], vp), p1, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(vm["loss"][s], m1["loss"])
+
+
+@pytest.mark.parametrize("estimator", ["td1", "td_lambda"])
+def test_value_estimator_parity_with_torchrl(estimator):
+    """TD(1)/TD(lambda) over [B, T] trajectories: loss, |td| and gradients equal TorchRL's
+    ``make_value_estimator`` (float64, weights copied)."""
+    pytest.importorskip("torchrl", reason="TorchRL is the reference implementation")
+    from torchrl.data import OneHot
+    from torchrl.modules import QValueActor
+    from torchrl.objectives import DQNLoss, ValueEstimators
+
+    cfg = dqn.Config(value_estimator=estimator, lmbda=0.8, gamma=0.9)
+    params = dqn.init(
+        0, specs.Unbounded(shape=(D,)), specs.OneHot(4), cfg, NETS, dtype=torch.float64
+    )
+    params["target_value"] = perturbed(params["target_value"])
+    batch = make_batch("one_hot", 4, batch=(3, 6))
+    actor = QValueActor(_torch_mlp(params["value"]), in_keys=["observation"], spec=OneHot(4))
+    ref = DQNLoss(actor, action_space=OneHot(4))
+    kind = ValueEstimators.TD1 if estimator == "td1" else ValueEstimators.TDLambda
+    kw = {"gamma": 0.9} if estimator == "td1" else {"gamma": 0.9, "lmbda": 0.8}
+    ref.make_value_estimator(kind, **kw)
+    _load(ref.target_value_network_params, params["target_value"])
+    td = batch.to_tensordict()
+    ref_out = ref(td)
+    ref_grads = torch.autograd.grad(
+        ref_out["loss"], list(ref.value_network_params.values(True, True))
+    )
+
+    def f(v):
+        out = dqn.loss({**params, "value": v}, batch, config=cfg, nets=NETS)
+        return out["loss"], out
+
+    grads, out = torch.func.grad(f, has_aux=True)(params["value"])
+    torch.testing.assert_close(out["loss"], ref_out["loss"], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(out["td_error"], td["td_error"].squeeze(-1).sqrt())
+    assert_trees_all_close(
+        grads, _grads_tree(ref.value_network_params, ref_grads, grads), rtol=1e-6, atol=1e-8
+    )
+    # Not TD(0): the same batch under TD(0) gives another loss.
+    td0 = dqn.loss(params, batch, config=dqn.Config(gamma=0.9), nets=NETS)["loss"]
+    assert not torch.allclose(td0, out["loss"])
