@@ -646,3 +646,158 @@ def _flag(batch: Record, key: NestedKey, shape: tuple[int, ...], owner: str) -> 
     if x.is_complex():
         raise TypeError(f"{owner}: batch[{key!r}] is {x.dtype}, expected bool")
     return x.bool()
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+# The objectives' from_torchrl/to_torchrl move params between funcrl pytrees and a TorchRL loss
+# module's functional params (TensorDicts laid out like the wrapped torch modules): each side is
+# swapped into the torch module (TensorDict.to_module) and read or written with
+# funcrl.nn.from_module / to_module, so every net layout funcrl.nn converts works here.
+
+_ESTIMATORS = {"TD0Estimator": "td0", "TD1Estimator": "td1", "TDLambdaEstimator": "td_lambda"}
+
+
+def _layout(net: Any) -> str:
+    from funcrl.nn import TorchModule
+
+    return "flat" if isinstance(net, TorchModule) else "funcrl"
+
+
+def torch_module(net: Any, params: Any, owner: str) -> torch.nn.Module:
+    """A torch module computing ``net(params, x)``, for a TorchRL loss: a
+    :class:`funcrl.nn.TorchModule`'s module (copied, ``params`` loaded) or TorchRL's ``MLP`` for
+    a :class:`funcrl.nn.MLP` with linear layers and no norm or dropout.
+
+    Raises:
+        TypeError: naming ``owner`` for another net (wrap a torch module in ``TorchModule``).
+    """
+    import copy
+
+    from funcrl.nn import MLP, TorchModule, to_module
+    from funcrl.nn.convert import _ACTIVATION_NAMES
+
+    dtype = float_dtype(params, owner, "params")
+    if isinstance(net, TorchModule):
+        module = copy.deepcopy(net.module)
+        return to_module(params, module.to(dtype), layout="flat")
+    classes = {name: cls for cls, name in _ACTIVATION_NAMES.items()}
+    if (
+        isinstance(net, MLP)
+        and net.norm is None
+        and net.dropout is None
+        and getattr(net, "layer_class", "linear") == "linear"
+        and net.activation in classes
+    ):
+        from torchrl.modules import MLP as TorchRLMLP
+
+        module = TorchRLMLP(
+            in_features=net.in_features,
+            out_features=net.out_features,
+            num_cells=list(net.hidden_sizes),
+            activation_class=classes[net.activation],
+            activate_last_layer=net.activate_last_layer,
+            bias_last_layer=net.bias_last_layer,
+        )
+        return to_module(params, module.to(dtype))
+    raise TypeError(
+        f"{owner}: cannot build a torch module for {net!r}; use a funcrl.nn.MLP (linear layers, "
+        "no norm or dropout, a named activation) or wrap a torch module in funcrl.nn.TorchModule"
+    )
+
+
+def read_params(td: Any, wrapper: torch.nn.Module, inner: torch.nn.Module, net: Any) -> Any:
+    """funcrl params of ``inner`` from TorchRL functional params ``td`` of ``wrapper`` (a leading
+    ensemble dim, if any, stacks them)."""
+    from funcrl import tree
+    from funcrl.nn import from_module
+
+    if td.batch_dims:
+        return tree.stack([read_params(td[i], wrapper, inner, net) for i in range(td.shape[0])])
+    with td.to_module(wrapper):
+        return from_module(inner, layout=_layout(net))
+
+
+def write_params(
+    params: Any, td: Any, wrapper: torch.nn.Module, inner: torch.nn.Module, net: Any
+) -> None:
+    """Writes funcrl ``params`` into the TorchRL functional params ``td`` of ``wrapper``, in place
+    (members of a stacked ensemble one by one)."""
+    from funcrl import tree
+    from funcrl.nn import to_module
+
+    if td.batch_dims:
+        for i in range(td.shape[0]):
+            write_params(tree.map(lambda x, i=i: x[i], params), td[i], wrapper, inner, net)
+        return
+    with td.to_module(wrapper), torch.no_grad():
+        to_module(params, inner, layout=_layout(net))
+
+
+def inner_module(wrapper: torch.nn.Module, owner: str) -> torch.nn.Module:
+    """The network inside a TorchRL actor or value module: the first ``TensorDictModule``'s
+    ``module`` that is not a q-value head."""
+    from tensordict.nn import TensorDictModule, TensorDictSequential
+
+    for m in wrapper.modules():
+        if isinstance(m, TensorDictModule) and not isinstance(m, TensorDictSequential):
+            if not type(m).__name__.endswith("QValueModule"):
+                return m.module
+    raise TypeError(f"{owner}: found no TensorDictModule network inside {type(wrapper).__name__}")
+
+
+def estimator_of(loss_module: Any, owner: str) -> tuple[str, float, float]:
+    """``(value_estimator, gamma, lmbda)`` of a TorchRL loss (its default estimator if unset)."""
+    est = loss_module.value_estimator
+    name = _ESTIMATORS.get(type(est).__name__)
+    if name is None:
+        raise TypeError(f"{owner}: value estimator {type(est).__name__} has no funcrl equivalent")
+    lmbda = _float32(getattr(est, "lmbda", 0.95)) if name == "td_lambda" else 0.95
+    return name, _float32(est.gamma), lmbda
+
+
+def _float32(x: Any) -> float:
+    # TorchRL keeps gamma/lmbda as float32 buffers: 0.99 reads back as 0.9900000095...; the
+    # shortest decimal that rounds to the same float32 is the value the user gave.
+    import numpy as np
+
+    return float(np.format_float_positional(np.float32(float(x)), unique=True))
+
+
+def make_estimator(loss_module: Any, config: Any) -> None:
+    """``loss_module.make_value_estimator`` for ``config.value_estimator``/``gamma``/``lmbda``."""
+    from torchrl.objectives import ValueEstimators
+
+    kind = getattr(config, "value_estimator", "td0")
+    if kind == "td_lambda":
+        loss_module.make_value_estimator(
+            ValueEstimators.TDLambda, gamma=config.gamma, lmbda=config.lmbda
+        )
+    else:
+        value_type = ValueEstimators.TD1 if kind == "td1" else ValueEstimators.TD0
+        loss_module.make_value_estimator(value_type, gamma=config.gamma)
+
+
+def torchrl_spec(action_space: str, n: int, var_nums: Any = None, shape: tuple = ()) -> Any:
+    """TorchRL's action spec for ``action_space`` with ``n`` action values (per agent when
+    ``shape`` has leading agent dims)."""
+    from torchrl.data import Binary, Categorical, MultiOneHot, OneHot
+
+    if action_space == "one_hot":
+        return OneHot(n, shape=(*shape, n))
+    if action_space == "categorical":
+        return Categorical(n, shape=shape)
+    if action_space == "mult_one_hot":
+        return MultiOneHot(list(var_nums), shape=(*shape, n))
+    return Binary(n, shape=(*shape, n))
+
+
+def num_outputs(net: Any, given: int | None, owner: str) -> int:
+    """``given``, else ``net.out_features`` when it is an int (a TorchRL spec needs the width)."""
+    if given is not None:
+        return int(given)
+    out = getattr(net, "out_features", None)
+    if isinstance(out, int):
+        return out
+    raise TypeError(
+        f"{owner}: cannot read the number of actions from {type(net).__name__}; pass num_actions="
+    )

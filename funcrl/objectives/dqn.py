@@ -59,6 +59,8 @@ __all__ = [
     "loss",
     "act",
     "trainer",
+    "from_torchrl",
+    "to_torchrl",
     "chosen_action_value",
     "greedy_action",
     "mask_action_values",
@@ -300,3 +302,81 @@ def trainer(
         tau=tau,
         hard_target_period=hard_target_period,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equivalent to a TorchRL ``DQNLoss`` (its value estimator, action
+    space, mask key, and online and target params), via :func:`funcrl.nn.from_torchrl`."""
+    from funcrl.nn import from_torchrl as net_from_torchrl
+
+    owner = "dqn.from_torchrl"
+    actor = loss_module.value_network
+    inner = discrete.inner_module(actor, owner)
+    net, _ = net_from_torchrl(inner)
+    head = next(m for m in actor.modules() if type(m).__name__ == "QValueModule")
+    estimator, gamma, lmbda = discrete.estimator_of(loss_module, owner)
+    config = Config(
+        loss_function=loss_module.loss_function,
+        delay_value=loss_module.delay_value,
+        double_dqn=loss_module.double_dqn,
+        action_space=loss_module.action_space,
+        gamma=gamma,
+        reduction=loss_module.reduction,
+        var_nums=getattr(head, "var_nums", None),
+        action_mask_key=head.action_mask_key,
+        use_prioritized_weights=loss_module.use_prioritized_weights,
+        value_estimator=estimator,
+        lmbda=lmbda,
+    )
+    params = {"value": discrete.read_params(loss_module.value_network_params, actor, inner, net)}
+    if config.delay_value:
+        params["target_value"] = discrete.read_params(
+            loss_module.target_value_network_params, actor, inner, net
+        )
+    return config, Nets(value=net), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], *, num_actions: int | None = None
+) -> Any:
+    """A TorchRL ``DQNLoss`` (``QValueActor`` on ``observation``, the config's value estimator)
+    holding ``params``; the nets must be convertible by
+    :func:`funcrl.objectives.discrete.torch_module`. ``num_actions`` (the action values' width)
+    is needed only for a net without an integer ``out_features``."""
+    from torchrl.modules import QValueActor
+    from torchrl.objectives import DQNLoss
+
+    owner = "dqn.to_torchrl"
+    require(params, ["value", "target_value"] if config.delay_value else ["value"], owner)
+    value = params["value"]
+    if nets.value is None:
+        n = discrete.out_features(value, owner, "value")
+        nets = nets.resolve(value["layers"][0]["weight"].shape[-1], n)
+    net = nets.value
+    n = discrete.num_outputs(net, num_actions, owner)
+    spec = discrete.torchrl_spec(config.action_space, n, config.var_nums)
+    actor = QValueActor(
+        discrete.torch_module(net, value, owner),
+        in_keys=["observation"],
+        spec=spec,
+        action_space=config.action_space,
+        action_mask_key=config.action_mask_key,
+    )
+    loss_module = DQNLoss(
+        actor,
+        loss_function=config.loss_function,
+        delay_value=config.delay_value,
+        double_dqn=config.double_dqn,
+        action_space=spec,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    discrete.make_estimator(loss_module, config)
+    if config.delay_value:
+        inner = discrete.inner_module(actor, owner)
+        td = loss_module.target_value_network_params
+        discrete.write_params(params["target_value"], td, actor, inner, net)
+    return loss_module
