@@ -81,4 +81,32 @@ def test_dqn_round_trips(cfg):
     cfg2, nets2, params2 = dqn.from_torchrl(ref)  # TorchRL -> funcrl
     assert cfg2 == cfg
     assert tree.allclose(params2, params)
-    torch.testing.assert_close(dqn.loss(params2, data, config=cfg2, nets=nets2)["loss"], ours["loss"])
+    torch.testing.assert_close(
+        dqn.loss(params2, data, config=cfg2, nets=nets2)["loss"], ours["loss"]
+    )
+
+
+# --- C51 -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", ["one_hot", "categorical"])
+def test_c51_round_trips(space):
+    cfg = c51.Config(num_atoms=11, v_min=-3.0, v_max=3.0, gamma=0.9, action_space=space)
+    nets = c51.Nets(num_cells=(16,))
+    spec = specs.Categorical(N) if space == "categorical" else specs.OneHot(N)
+    # TorchRL's C51 projects in float32 only (torch.zeros(batch, atoms)): compare in float32.
+    params = c51.init(0, OBS, spec, cfg, nets)
+    params["target_value"] = _perturb(params["target_value"])
+    data = batch(space).apply(lambda t: t.float() if t.is_floating_point() else t)
+    ours = c51.loss(params, data, config=cfg, nets=nets)
+
+    ref = c51.to_torchrl(cfg, nets, params)
+    td = data.to_tensordict()
+    torch.testing.assert_close(ref(td)["loss"], ours["loss"])
+    torch.testing.assert_close(td["td_error"].squeeze(-1), ours["td_error"])
+
+    cfg2, nets2, params2 = c51.from_torchrl(ref)
+    assert cfg2 == cfg
+    assert tree.allclose(params2["target_value"], params["target_value"])
+    out2 = c51.loss(params2, data, config=cfg2, nets=nets2)
+    torch.testing.assert_close(out2["loss"], ours["loss"])

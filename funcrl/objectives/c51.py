@@ -45,6 +45,8 @@ __all__ = [
     "loss",
     "act",
     "trainer",
+    "from_torchrl",
+    "to_torchrl",
     "support",
     "log_probs",
     "expected_value",
@@ -359,3 +361,84 @@ def trainer(
         tau=tau,
         hard_target_period=hard_target_period,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equivalent to a TorchRL ``DistributionalDQNLoss`` (the support,
+    gamma, online and target params), via :func:`funcrl.nn.from_torchrl`."""
+    from funcrl.nn import from_torchrl as net_from_torchrl
+
+    owner = "c51.from_torchrl"
+    actor = loss_module.value_network
+    inner = discrete.inner_module(actor, owner)
+    net, _ = net_from_torchrl(inner)
+    z = loss_module.value_network_params["support"]
+    num_atoms = z.numel()
+    v_min, v_max = discrete._float32(z.min()), discrete._float32(z.max())
+    if not torch.allclose(z, torch.linspace(v_min, v_max, num_atoms, dtype=z.dtype)):
+        raise ValueError(f"{owner}: the support is not evenly spaced; C51 needs a linspace")
+    config = Config(
+        gamma=discrete._float32(loss_module.gamma),
+        delay_value=loss_module.delay_value,
+        v_min=v_min,
+        v_max=v_max,
+        num_atoms=num_atoms,
+        action_space=loss_module.action_space,
+        reduction=loss_module.reduction,
+        use_prioritized_weights=loss_module.use_prioritized_weights,
+    )
+    params = {"value": discrete.read_params(loss_module.value_network_params, actor, inner, net)}
+    if config.delay_value:
+        params["target_value"] = discrete.read_params(
+            loss_module.target_value_network_params, actor, inner, net
+        )
+    return config, Nets(value=net), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], *, num_actions: int | None = None
+) -> Any:
+    """A TorchRL ``DistributionalDQNLoss`` (``DistributionalQValueActor`` on ``observation``)
+    holding ``params``. A flat-output MLP is given TorchRL's ``out_features=(num_atoms, n)``
+    (the same weights); ``num_actions`` is needed only for a net without ``out_features``."""
+    from torchrl.modules import DistributionalQValueActor
+    from torchrl.objectives import DistributionalDQNLoss
+
+    owner = "c51.to_torchrl"
+    require(params, ["value", "target_value"] if config.delay_value else ["value"], owner)
+    value = params["value"]
+    if nets.value is None:
+        width = discrete.out_features(value, owner, "value")
+        nets = nets.resolve(value["layers"][0]["weight"].shape[-1], width)
+    net = nets.value
+    out = getattr(net, "out_features", None)
+    if num_actions is None and isinstance(out, int):
+        num_actions = out // config.num_atoms
+    elif num_actions is None and isinstance(out, tuple) and len(out) == 2:
+        num_actions = out[1]
+    n = discrete.num_outputs(net, num_actions, owner)
+    if isinstance(out, int):
+        net = dataclasses.replace(net, out_features=(config.num_atoms, n))
+    dtype = discrete.float_dtype(value, owner, "value")
+    actor = DistributionalQValueActor(
+        discrete.torch_module(net, value, owner),
+        support=torch.linspace(config.v_min, config.v_max, config.num_atoms, dtype=dtype),
+        in_keys=["observation"],
+        spec=discrete.torchrl_spec(config.action_space, n),
+        action_space=config.action_space,
+    )
+    loss_module = DistributionalDQNLoss(
+        actor,
+        gamma=config.gamma,
+        delay_value=config.delay_value,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    if config.delay_value:
+        inner = discrete.inner_module(actor, owner)
+        td = loss_module.target_value_network_params
+        discrete.write_params(params["target_value"], td, actor, inner, net)
+    return loss_module
