@@ -110,3 +110,29 @@ def test_c51_round_trips(space):
     assert tree.allclose(params2["target_value"], params["target_value"])
     out2 = c51.loss(params2, data, config=cfg2, nets=nets2)
     torch.testing.assert_close(out2["loss"], ours["loss"])
+
+
+# --- discrete SAC --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", ["one_hot", "categorical"])
+def test_discrete_sac_round_trips(space):
+    cfg = discrete_sac.Config(
+        action_space=space, alpha_init=0.5, max_alpha=0.8, gamma=0.95, loss_function="l2"
+    )
+    nets = discrete_sac.Nets(num_cells=(16,))
+    spec = specs.Categorical(N) if space == "categorical" else specs.OneHot(N)
+    params = discrete_sac.init(0, OBS, spec, cfg, nets)
+    params["target_qvalue"] = _perturb(params["target_qvalue"])
+    params["log_alpha"] = torch.tensor(-0.9)
+    data = batch(space).apply(lambda t: t.float() if t.is_floating_point() else t)
+    ours = discrete_sac.loss(params, data, config=cfg, nets=nets)
+    keys = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
+
+    ref = discrete_sac.to_torchrl(cfg, nets, params)
+    assert_same(ours, ref(data.to_tensordict()), keys)
+
+    cfg2, nets2, params2 = discrete_sac.from_torchrl(ref)
+    assert tree.allclose(params2, params)
+    assert cfg2.target_entropy == pytest.approx(0.98 * torch.log(torch.tensor(4.0)).item())
+    assert_same(ours, discrete_sac.loss(params2, data, config=cfg2, nets=nets2), keys)

@@ -61,6 +61,8 @@ __all__ = [
     "loss",
     "act",
     "trainer",
+    "from_torchrl",
+    "to_torchrl",
     "project",
     "soft_target_value",
     "expected_actor_loss",
@@ -379,3 +381,118 @@ def trainer(
         tau=tau,
         project=partial(project, config=config),
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
+    """``(config, nets, params)`` equivalent to a TorchRL ``DiscreteSACLoss``: the actor, the
+    critic ensemble and its targets, ``log_alpha`` and the temperature bounds. The resolved
+    target entropy comes back as a number (TorchRL keeps no ``"auto"``)."""
+    from funcrl.nn import from_torchrl as net_from_torchrl
+
+    owner = "discrete_sac.from_torchrl"
+    actor, critic = loss_module.actor_network, loss_module.qvalue_network
+    actor_inner = discrete.inner_module(actor, owner)
+    critic_inner = discrete.inner_module(critic, owner)
+    actor_net, _ = net_from_torchrl(actor_inner)
+    critic_net, _ = net_from_torchrl(critic_inner)
+
+    def bound(name: str) -> float | None:
+        t = getattr(loss_module, name, None)
+        return None if t is None else discrete._float32(t.exp())
+
+    estimator, gamma, lmbda = discrete.estimator_of(loss_module, owner)
+    config = Config(
+        action_space=loss_module.action_space,
+        num_qvalue_nets=loss_module.num_qvalue_nets,
+        loss_function=loss_module.loss_function,
+        alpha_init=discrete._float32(loss_module.alpha_init),
+        min_alpha=bound("min_log_alpha"),
+        max_alpha=bound("max_log_alpha"),
+        fixed_alpha=loss_module.fixed_alpha,
+        target_entropy=discrete._float32(loss_module.target_entropy),
+        delay_qvalue=loss_module.delay_qvalue,
+        gamma=gamma,
+        reduction=loss_module.reduction,
+        skip_done_states=loss_module.skip_done_states,
+        use_prioritized_weights=loss_module.use_prioritized_weights,
+        value_estimator=estimator,
+        lmbda=lmbda,
+    )
+    read = discrete.read_params
+    params: Params = {
+        "actor": read(loss_module.actor_network_params, actor, actor_inner, actor_net),
+        "qvalue": read(loss_module.qvalue_network_params, critic, critic_inner, critic_net),
+        "log_alpha": loss_module.log_alpha.detach().clone(),
+    }
+    if config.delay_qvalue:
+        td = loss_module.target_qvalue_network_params
+        params["target_qvalue"] = read(td, critic, critic_inner, critic_net)
+    return config, Nets(actor=actor_net, qvalue=critic_net), params
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params) -> Any:
+    """A TorchRL ``DiscreteSACLoss`` (a ``ProbabilisticActor`` over the logits, one critic module
+    for the ensemble) holding ``params``; the nets must be convertible by
+    :func:`funcrl.objectives.discrete.torch_module`."""
+    from tensordict.nn import TensorDictModule
+    from torch.distributions import Categorical
+    from torchrl.modules import OneHotCategorical, ProbabilisticActor
+    from torchrl.objectives import DiscreteSACLoss
+
+    owner = "discrete_sac.to_torchrl"
+    require(params, ["actor", "qvalue", "log_alpha"], owner)
+    n = discrete.out_features(params["actor"], owner, "actor") if nets.actor is None else None
+    if nets.actor is None or nets.qvalue is None:
+        first = params["actor"] if nets.actor is None else params["qvalue"]
+        n = n or discrete.out_features(params["qvalue"], owner, "qvalue")
+        nets = nets.resolve(first["layers"][0]["weight"].shape[-1], n)
+    n = discrete.num_outputs(nets.actor, n, owner)
+    spec = discrete.torchrl_spec(config.action_space, n)
+    dist = OneHotCategorical if config.action_space == "one_hot" else Categorical
+    member = tree.map(lambda x: x[0], params["qvalue"])
+    actor = ProbabilisticActor(
+        TensorDictModule(
+            discrete.torch_module(nets.actor, params["actor"], owner),
+            in_keys=["observation"],
+            out_keys=["logits"],
+        ),
+        in_keys=["logits"],
+        spec=spec,
+        distribution_class=dist,
+    )
+    critic = TensorDictModule(
+        discrete.torch_module(nets.qvalue, member, owner),
+        in_keys=["observation"],
+        out_keys=["action_value"],
+    )
+    loss_module = DiscreteSACLoss(
+        actor,
+        critic,
+        action_space=spec,
+        num_actions=n,
+        num_qvalue_nets=config.num_qvalue_nets,
+        loss_function=config.loss_function,
+        alpha_init=config.alpha_init,
+        min_alpha=config.min_alpha,
+        max_alpha=config.max_alpha,
+        fixed_alpha=config.fixed_alpha,
+        target_entropy_weight=config.target_entropy_weight,
+        target_entropy=config.target_entropy,
+        delay_qvalue=config.delay_qvalue,
+        reduction=config.reduction,
+        skip_done_states=config.skip_done_states,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    discrete.make_estimator(loss_module, config)
+    inner = discrete.inner_module(critic, owner)
+    write = discrete.write_params
+    write(params["qvalue"], loss_module.qvalue_network_params, critic, inner, nets.qvalue)
+    if config.delay_qvalue:
+        td = loss_module.target_qvalue_network_params
+        write(params["target_qvalue"], td, critic, inner, nets.qvalue)
+    with torch.no_grad():
+        loss_module.log_alpha.copy_(params["log_alpha"])
+    return loss_module
