@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.multiagent import QMixer
+from funcrl.multiagent import QMixer, VDNMixer
 from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
@@ -64,7 +64,17 @@ from funcrl.objectives.discrete import (
 )
 from funcrl.record import NestedKey, Record
 
-__all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "mixed_value"]
+__all__ = [
+    "Config",
+    "Nets",
+    "init",
+    "loss",
+    "act",
+    "trainer",
+    "from_torchrl",
+    "to_torchrl",
+    "mixed_value",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,3 +459,156 @@ def trainer(
         tau=tau,
         hard_target_period=hard_target_period,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def _mixer_from_torchrl(module: Any, owner: str) -> Any:
+    name = type(module).__name__
+    if name == "QMixer":
+        return QMixer(tuple(module.state_shape), module.embed_dim, module.n_agents)
+    if name == "VDNMixer":
+        return VDNMixer(module.n_agents)
+    from funcrl.nn import TorchModule
+
+    return TorchModule(module)
+
+
+def _mixer_to_torchrl(mixer: Any, params: Any, owner: str) -> torch.nn.Module:
+    from torchrl.modules.models.multiagent import QMixer as TorchRLQMixer
+    from torchrl.modules.models.multiagent import VDNMixer as TorchRLVDNMixer
+
+    from funcrl.nn import to_module
+
+    if isinstance(mixer, VDNMixer):
+        return TorchRLVDNMixer(mixer.n_agents, device="cpu")
+    if isinstance(mixer, QMixer):
+        dtype = discrete.float_dtype(params, owner, "mixer")
+        module = TorchRLQMixer(mixer.state_shape, mixer.mixing_embed_dim, mixer.n_agents, "cpu")
+        return to_module(params, module.to(dtype))
+    return discrete.torch_module(mixer, params, owner)
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equivalent to a TorchRL ``QMixerLoss``: the local value net, the
+    mixer (TorchRL's ``QMixer``/``VDNMixer`` become funcrl's), their targets, the batch keys and
+    the value estimator."""
+    from funcrl.nn import from_torchrl as net_from_torchrl
+
+    owner = "qmix.from_torchrl"
+    local_wrapper, mixer_wrapper = loss_module.local_value_network, loss_module.mixer_network
+    local_inner = discrete.inner_module(local_wrapper, owner)
+    mixer_inner = mixer_wrapper.module
+    local_net, _ = net_from_torchrl(local_inner)
+    mixer_net = _mixer_from_torchrl(mixer_inner, owner)
+    head = next(m for m in local_wrapper.modules() if type(m).__name__ == "QValueModule")
+    keys = loss_module.tensor_keys
+    estimator, gamma, lmbda = discrete.estimator_of(loss_module, owner)
+    state_keys = [k for k in mixer_wrapper.in_keys if k != keys.local_value]
+    config = Config(
+        loss_function=loss_module.loss_function,
+        delay_value=loss_module.delay_value,
+        gamma=gamma,
+        action_space=loss_module.action_space,
+        var_nums=getattr(head, "var_nums", None),
+        observation_key=tuple(local_wrapper.in_keys)[0],
+        action_key=keys.action,
+        state_key=state_keys[0] if state_keys else "state",
+        reward_key=keys.reward,
+        terminated_key=keys.terminated,
+        done_key=keys.done,
+        action_mask_key=head.action_mask_key,
+        value_estimator=estimator,
+        lmbda=lmbda,
+    )
+    read = discrete.read_params
+    params = {
+        "local_value": read(
+            loss_module.local_value_network_params, local_wrapper, local_inner, local_net
+        ),
+        "mixer": read(loss_module.mixer_network_params, mixer_wrapper, mixer_inner, mixer_net),
+    }
+    if config.delay_value:
+        params["target_local_value"] = read(
+            loss_module.target_local_value_network_params, local_wrapper, local_inner, local_net
+        )
+        params["target_mixer"] = read(
+            loss_module.target_mixer_network_params, mixer_wrapper, mixer_inner, mixer_net
+        )
+    return config, Nets(local_value=local_net, mixer=mixer_net), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], *, num_actions: int | None = None
+) -> Any:
+    """A TorchRL ``QMixerLoss`` (``QValueActor``-style local net on ``config.observation_key``,
+    the mixer on the chosen values and the state) holding ``params``. The mixer must be explicit
+    (``nets.mixer``): a default QMIX mixer's state shape is not in its params' static config."""
+    from tensordict.nn import TensorDictModule
+    from torchrl.modules import QValueModule, SafeSequential
+    from torchrl.objectives.multiagent import QMixerLoss
+
+    owner = "qmix.to_torchrl"
+    require(params, ["local_value", "mixer"], owner)
+    if nets.mixer is None:
+        raise ValueError(f"{owner}: pass the mixer in nets (QMixer(state_shape, ...) or VDNMixer)")
+    local = params["local_value"]
+    if nets.local_value is None:
+        n = discrete.out_features(local, owner, "local_value")
+        nets = dataclasses.replace(
+            nets,
+            local_value=discrete.default_net(
+                None, local["layers"][0]["weight"].shape[-1], n, nets.num_cells
+            ),
+        )
+    net = nets.local_value
+    n = discrete.num_outputs(net, num_actions, owner)
+    group = config.observation_key[:-1] if isinstance(config.observation_key, tuple) else ()
+    value_key = (*group, "action_value")
+    chosen_key = (*group, "chosen_action_value")
+    local_wrapper = SafeSequential(
+        TensorDictModule(
+            discrete.torch_module(net, local, owner),
+            in_keys=[config.observation_key],
+            out_keys=[value_key],
+        ),
+        QValueModule(
+            action_value_key=value_key,
+            out_keys=[config.action_key, value_key, chosen_key],
+            action_space=config.action_space,
+            var_nums=list(config.var_nums) if config.var_nums else None,
+            action_mask_key=config.action_mask_key,
+        ),
+    )
+    mixer_in = [chosen_key] + ([config.state_key] if _needs_state(nets.mixer) else [])
+    mixer_wrapper = TensorDictModule(
+        _mixer_to_torchrl(nets.mixer, params["mixer"], owner),
+        in_keys=mixer_in,
+        out_keys=["chosen_action_value"],
+    )
+    loss_module = QMixerLoss(
+        local_wrapper,
+        mixer_wrapper,
+        loss_function=config.loss_function,
+        delay_value=config.delay_value,
+        action_space=discrete.torchrl_spec(config.action_space, n, config.var_nums),
+    )
+    loss_module.set_keys(
+        action_value=value_key,
+        local_value=chosen_key,
+        action=config.action_key,
+        reward=config.reward_key,
+        terminated=config.terminated_key,
+        done=config.done_key,
+    )
+    discrete.make_estimator(loss_module, config)
+    if config.delay_value:
+        require(params, ["target_local_value", "target_mixer"], owner)
+        local_inner = discrete.inner_module(local_wrapper, owner)
+        write = discrete.write_params
+        td = loss_module.target_local_value_network_params
+        write(params["target_local_value"], td, local_wrapper, local_inner, net)
+        td = loss_module.target_mixer_network_params
+        write(params["target_mixer"], td, mixer_wrapper, mixer_wrapper.module, nets.mixer)
+    return loss_module
