@@ -357,11 +357,11 @@ def check_mode(mode: str, owner: str) -> None:
 
 def sample_categorical(logits: torch.Tensor, key: torch.Tensor | None) -> torch.Tensor:
     """An index drawn with probabilities ``softmax(logits)`` (``-inf`` never drawn): ``[*B, n] ->
-    [*B]``, from ``key`` (:func:`funcrl.random.categorical`) or the global RNG (Gumbel-max)."""
+    [*B]``, from ``key`` (:func:`funcrl.random.categorical`) or the global RNG (as
+    ``torch.distributions.Categorical(logits=...).sample()``, TorchRL's draw)."""
     if key is None:
-        # The global RNG (TorchRL's draw): Gumbel-max keeps it one op, vmap-friendly.
-        u = torch.rand_like(logits).clamp_min(torch.finfo(logits.dtype).tiny)
-        return (logits - torch.log(-torch.log(u))).argmax(-1)
+        # The global RNG in TorchRL's draw (a Categorical distribution's multinomial sample).
+        return torch.distributions.Categorical(logits=logits).sample()
     from funcrl import random
 
     return random.categorical(key, logits)
