@@ -382,3 +382,67 @@ def test_value_estimator_parity_with_torchrl(estimator):
     # Not TD(0): the same batch under TD(0) gives another loss.
     td0 = dqn.loss(params, batch, config=dqn.Config(gamma=0.9), nets=NETS)["loss"]
     assert not torch.allclose(td0, out["loss"])
+
+
+# --- acting --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    space=st.sampled_from(["one_hot", "categorical", "mult_one_hot"]),
+    epsilon=st.sampled_from([0.0, 0.3, 1.0]),
+)
+def test_epsilon_greedy_draws_only_allowed_actions(seed, space, epsilon):
+    import funcrl
+    from funcrl.objectives import discrete
+
+    g = torch.Generator().manual_seed(seed)
+    var_nums = (2, 3) if space == "mult_one_hot" else None
+    n = 5
+    # 12 rows: draws of < 64 numbers stay off funcrl.random's compiled kernel (a slow first call).
+    q = torch.randn(12, n, generator=g)
+    mask = torch.rand(12, n, generator=g) < 0.5
+    mask[:, 0] = True
+    mask[:, 2] = True  # every group keeps an allowed action
+    key = funcrl.random.key(seed)
+    a = discrete.epsilon_greedy(q, space, var_nums, mask, epsilon=epsilon, key=key)
+    assert torch.equal(
+        a, discrete.epsilon_greedy(q, space, var_nums, mask, epsilon=epsilon, key=key)
+    )
+    chosen = torch.nn.functional.one_hot(a, n).bool() if space == "categorical" else a.bool()
+    assert not (chosen & ~mask).any(), "a masked action was drawn"
+    discrete.check_action(a, n, space, var_nums, batch_shape=(12,), owner="t")
+    greedy = discrete.greedy_action(discrete.mask_action_values(q, mask), space, var_nums)
+    if epsilon == 0.0:
+        assert torch.equal(a, greedy)
+
+
+def test_act_modes_by_hand():
+    import funcrl
+
+    # Q(s) = W s with W = I: the greedy action is the largest feature; a mask removes it.
+    nets = dqn.Nets(value=funcrl.nn.MLP(3, 3, depth=0))
+    params = {"value": {"layers": [{"weight": torch.eye(3), "bias": torch.zeros(3)}]}}
+    obs = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+    cfg = dqn.Config(action_space="categorical")
+    greedy = dqn.act(params, obs, config=cfg, nets=nets, mode="deterministic")
+    assert greedy.tolist() == [1, 0]
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    masked = dqn.act(params, obs, config=cfg, nets=nets, mode="deterministic", action_mask=mask)
+    assert masked.tolist() == [2, 2]
+    # epsilon = 0: random mode is greedy; epsilon = 1: uniform over the allowed actions.
+    key = funcrl.random.key(0)
+    assert dqn.act(params, obs, config=cfg, nets=nets, key=key, epsilon=0.0).tolist() == [1, 0]
+    many = obs.repeat(10, 1)
+    draws = dqn.act(
+        params, many, config=cfg, nets=nets, key=key, epsilon=1.0, action_mask=mask.repeat(10, 1)
+    ).reshape(10, 2)
+    assert set(draws[:, 0].tolist()) == {0, 2} and set(draws[:, 1].tolist()) == {1, 2}
+    one_hot = dqn.act(params, obs, nets=nets, mode="deterministic")
+    assert one_hot.tolist() == [[0, 1, 0], [1, 0, 0]] and one_hot.dtype == torch.int64
+    # The global RNG path (key=None) draws from torch's RNG.
+    torch.manual_seed(0)
+    a = dqn.act(params, many, config=cfg, nets=nets, epsilon=1.0)
+    torch.manual_seed(0)
+    assert torch.equal(a, dqn.act(params, many, config=cfg, nets=nets, epsilon=1.0))
