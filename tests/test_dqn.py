@@ -446,3 +446,30 @@ def test_act_modes_by_hand():
     a = dqn.act(params, many, config=cfg, nets=nets, epsilon=1.0)
     torch.manual_seed(0)
     assert torch.equal(a, dqn.act(params, many, config=cfg, nets=nets, epsilon=1.0))
+
+
+@pytest.mark.parametrize("kind", ["dueling", "torch_module"])
+def test_any_funcrl_net_works(kind):
+    """A dueling net or a wrapped torch module is a Q-network like the default MLP: init, loss
+    (with gradients), act and a trainer step."""
+    import funcrl
+
+    if kind == "dueling":
+        net = funcrl.nn.DuelingMlpDQNet(
+            D, 4, feature_num_cells=(8,), feature_out=8, head_num_cells=(8,)
+        )
+    else:
+        net = funcrl.nn.TorchModule(
+            torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+        )
+    nets = dqn.Nets(value=net)
+    cfg = dqn.Config(double_dqn=True)
+    params = dqn.init(0, specs.Unbounded(shape=(D,)), specs.OneHot(4), cfg, nets)
+    batch = make_batch("one_hot", 4, dtype=torch.float32)
+    out = dqn.loss(params, batch, config=cfg, nets=nets)
+    assert out["loss"].shape == () and out["td_error"].shape == (B,)
+    action = dqn.act(params, batch["observation"], config=cfg, nets=nets, mode="deterministic")
+    assert action.shape == (B, 4) and bool((action.sum(-1) == 1).all())
+    train = dqn.trainer(optim.adam(1e-3), config=cfg, nets=nets)
+    new, _, metrics = train.step(params, train.init(params), batch)
+    assert not torch.equal(tree.leaves(new["value"])[0], tree.leaves(params["value"])[0])
