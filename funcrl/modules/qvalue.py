@@ -12,7 +12,8 @@ Action spaces (TorchRL's names; ``"one-hot"`` style spellings are accepted too):
 
 ``chosen_action_value`` is ``value.gather(-1, action[..., None])`` for ``"categorical"`` and
 ``(action * value).sum(-1, keepdim=True)`` otherwise, ``[*batch, 1]``. Masked-out actions
-(``action_mask`` False) get ``finfo.min`` before the argmax.
+(``action_mask`` False) get ``finfo.min`` before the argmax. The action-space functions are
+:mod:`funcrl.objectives.discrete`'s, shared with the DQN family's objectives.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ int64. Masked actions (``mask`` False) get the lowest finite value before the ``
 Action validation: shapes and dtypes are checked always (static, free under ``torch.compile``
 and ``vmap``); the values (indices in ``[0, n)``, one-hots of 0/1 with one 1 per group, bits of
 0/1) need a host read, so they are checked only eagerly: not under ``torch.compile``/
-``funcrl.jit`` tracing and not on ``vmap``-ed actions. A compiled or vmapped step skips them.
+``funcrl.jit`` tracing and not on ``vmap``-ed actions. A compiled or vmapped step skips them (an
+eager step on an accelerator pays one host sync per loss call for them; compile the step to drop
+it).
 Categorical actions must have an integer dtype (a float index is rejected whatever its value, so
 the rule is the same eager and compiled); one-hot and binary actions may be integer, bool or
 float.
