@@ -300,3 +300,23 @@ def test_default_net_params_must_be_mlp_params():
 def test_multi_agent_batch_maker_is_valid():
     # The bad-input cases above start from valid batches.
     assert multi_agent_batch()(0, 2).batch_size == (2,)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_params_of_other_nets(name):
+    """Params built for other nets (another width) raise naming the function and the params key."""
+    case, params, batch = setup(name)
+    import dataclasses
+
+    wide = dataclasses.replace(case.nts, num_cells=(24,))
+    if case.module is dqn and case.nts.value is not None:
+        wide = dataclasses.replace(wide, value=None)
+    other = case.module.init(
+        0, case.observation_spec, case.action_spec, config=case.cfg, nets=wide
+    ) if case.module is not qmix else qmix.init(
+        0, case.observation_spec, case.action_spec, config=case.cfg,
+        nets=dataclasses.replace(wide, local_value=None),
+    )  # fmt: skip
+    key = next(iter(params))
+    with pytest.raises(ValueError, match=rf"{owner(case)}: params\['{key}'\].*do not belong"):
+        case.loss({**params, key: other[key]}, batch)

@@ -275,6 +275,7 @@ def loss(
         discount = discount**steps
 
     net = _value_net(params, obs, nets, owner)
+    discrete.check_net_params(net, params, ("value", "target_value"), owner)
     log_p = log_probs(_logits(net, params["value"], obs, lead, config.num_atoms, owner))
     n = log_p.shape[-1]
     action = get(batch, "action", owner=owner)
@@ -334,6 +335,7 @@ def act(
     dtype = discrete.float_dtype(params["value"], owner, "value")
     obs = discrete.check_observation(observation, dtype, owner)
     net = _value_net(params, obs, nets, owner)
+    discrete.check_net_params(net, params, ("value",), owner)
     logits = _logits(net, params["value"], obs, tuple(obs.shape[:-1]), config.num_atoms, owner)
     q = expected_value(log_probs(logits), support(config, like=logits))
     return discrete.act_on_values(

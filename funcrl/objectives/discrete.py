@@ -27,6 +27,7 @@ float.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +60,7 @@ __all__ = [
     "float_dtype",
     "generator",
     "init_net",
+    "check_net_params",
     "check_observation",
     "check_same_shape",
     "action_values",
@@ -493,6 +495,17 @@ def init_net(net: Any, seed: Any, device: Any, dtype: torch.dtype, owner: str, n
             f"{net!r}; a plain function cannot say what its params are"
         )
     return net.init(seed, device=device, dtype=dtype)
+
+
+def check_net_params(net: Any, params: Mapping[str, Any], names: Sequence[str], owner: str) -> None:
+    """Checks ``params[name]`` against ``net`` for each name (a funcrl net's ``check_params``:
+    static structure and shapes, free under compile), so a mismatch names the loss and the key."""
+    check = getattr(net, "check_params", None)
+    if check is None:
+        return
+    for name in names:
+        if name in params:
+            check(params[name], owner=f"{owner}: params[{name!r}]")
 
 
 def check_observation(observation: Any, dtype: torch.dtype, owner: str) -> torch.Tensor:

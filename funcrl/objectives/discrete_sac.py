@@ -257,6 +257,7 @@ def loss(
     next_obs = get(batch, ("next", "observation"), owner=owner, dtype=dtype)
     discrete.check_same_shape(owner, obs, next_obs, "observation", ("next", "observation"))
     net = _resolve(params, obs, nets, owner)
+    discrete.check_net_params(net.actor, params, ("actor",), owner)
     qp = params["qvalue"]
     logits = discrete.action_values(net.actor, params["actor"], obs, lead, owner, "actor")
     n = logits.shape[-1]
@@ -337,6 +338,7 @@ def act(
     dtype = discrete.float_dtype(params["actor"], owner, "actor")
     obs = discrete.check_observation(observation, dtype, owner)
     net = _resolve(params, obs, nets, owner)
+    discrete.check_net_params(net.actor, params, ("actor",), owner)
     logits = discrete.action_values(
         net.actor, params["actor"], obs, tuple(obs.shape[:-1]), owner, "actor"
     )

@@ -210,6 +210,7 @@ def loss(
     next_obs = get(batch, ("next", "observation"), owner=owner, dtype=dtype)
     discrete.check_same_shape(owner, obs, next_obs, "observation", ("next", "observation"))
     net = _value_net(params, obs, nets, owner)
+    discrete.check_net_params(net, params, ("value", "target_value"), owner)
 
     q = discrete.action_values(net, params["value"], obs, lead, owner, "value")
     mask = next_mask = None
@@ -273,7 +274,9 @@ def act(
     require(params, ["value"], owner)
     dtype = discrete.float_dtype(params["value"], owner, "value")
     obs = discrete.check_observation(observation, dtype, owner)
-    q = _value_net(params, obs, nets, owner)(params["value"], obs)
+    net = _value_net(params, obs, nets, owner)
+    discrete.check_net_params(net, params, ("value",), owner)
+    q = net(params["value"], obs)
     return discrete.act_on_values(
         q, config, action_mask, mode=mode, epsilon=epsilon, key=key, owner=owner
     )

@@ -325,6 +325,8 @@ def loss(
             owner, state, next_state, config.state_key, _key("next", config.state_key)
         )
     net = _resolve(params, obs, state, lead, nets)
+    discrete.check_net_params(net.local_value, params, ("local_value", "target_local_value"), owner)
+    discrete.check_net_params(net.mixer, params, ("mixer", "target_mixer"), owner)
 
     # Q_tot(s, a): the agents' values of their taken actions, mixed.
     agents = (*lead, n_agents)
@@ -421,6 +423,7 @@ def act(
     if local is None:
         n = discrete.out_features(params["local_value"], owner, "local_value")
         local = discrete.default_net(None, obs.shape[-1], n, nets.num_cells)
+    discrete.check_net_params(local, params, ("local_value",), owner)
     q = discrete.action_values(
         local, params["local_value"], obs, tuple(obs.shape[:-1]), owner, "local_value"
     )
