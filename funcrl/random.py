@@ -19,9 +19,11 @@ shape is ``threefry(key, (i >> 32, i & 0xFFFFFFFF))``, so ``split``, ``fold_in``
 ``erfinv`` differs between XLA and torch).
 
 Speed: about 120 integer ops per draw would cost 100x ``torch.randn`` if run op by op, so in plain
-eager mode the flat kernels (threefry over a counter vector, bits -> floats) run as one
-``torch.compile``-d kernel with a dynamic size: compiled once per process per kind and dtype, then
-about as fast as ``torch.randn``. Under ``torch.compile``/``funcrl.jit`` tracing and inside
+eager mode the flat kernels (``split``, ``fold_in``, threefry over a counter vector, bits ->
+floats) each run as one ``torch.compile``-d kernel with a dynamic size: compiled once per process
+per kind and dtype (seconds; ``FUNCRL_RANDOM_FUSED=0`` turns this off), then within 1.5x of
+``torch.randn`` for large draws and ~0.04 ms for small ones (a key split: 0.05 ms, 0.45 ms as
+plain ops). Under ``torch.compile``/``funcrl.jit`` tracing and inside
 ``torch.func`` transforms (``vmap``, ``grad``) the same code runs as plain ops, which the caller's
 compiler fuses or the transform batches. Both paths give bitwise identical results.
 """
@@ -29,6 +31,7 @@ compiler fuses or the transform batches. Both paths give bitwise identical resul
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -60,9 +63,13 @@ _M32 = 0xFFFFFFFF
 _PARITY = 0x1BD11BDA  # Threefry's key-schedule parity constant (Skein).
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Below this many elements the plain ops beat the compiled kernel's call overhead (measured in
-# bench/random_bench.py: a 6-element draw costs about the same on both paths).
-FUSED_MIN_NUMEL = 64
+# Draws of at least this many elements run as the compiled kernel in eager mode. Measured on a
+# CPU: even 6 normals take ~0.3 ms as ~150 separate plain ops and ~0.035 ms compiled, so every
+# size but 0 and 1 (which torch.compile would specialise, i.e. recompile for) is fused.
+FUSED_MIN_NUMEL = 2
+# FUNCRL_RANDOM_FUSED=0 never compiles the kernel (same bits, slower draws): for short processes
+# such as test runs, where the one-time compile (seconds per kind and dtype) would dominate.
+_FUSED_ENV = os.environ.get("FUNCRL_RANDOM_FUSED", "1") != "0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +147,14 @@ def _uniform_flat(
     key: torch.Tensor, n: int, dtype: torch.dtype, lo: torch.Tensor, hi: torch.Tensor
 ) -> torch.Tensor:
     u = _float_flat(key, n, dtype) - 1.0
+    if dtype.itemsize == 2:
+        # 16-bit floats: do the affine map in float32 and round once, as compiled code does for
+        # a fused half-precision expression (eager would round after each op).
+        out = (u.float() * (hi.float() - lo.float()) + lo.float()).to(dtype)
+    else:
+        out = u * (hi - lo) + lo
     # max(lo, .) as JAX does: rounding in u * (hi - lo) + lo can never go below lo.
-    return torch.maximum(u * (hi - lo) + lo, lo)
+    return torch.maximum(out, lo)
 
 
 # Giles (2010) single-precision erfinv, as XLA's ErfInv32 (so normals match JAX's): unlike
@@ -173,12 +186,30 @@ def _normal_flat(key: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
         torch.tensor(0.0, dtype=dtype, device=key.device),
     )
     hi = torch.tensor(1.0, dtype=dtype, device=key.device)
-    u = _uniform_flat(key, n, dtype, lo, hi)
-    # float16/bfloat16 go through float32, as XLA's erf_inv does.
-    return (_erfinv32(u.float()) * math.sqrt(2)).to(dtype)
+    if dtype.itemsize == 2:
+        # float16/bfloat16: the 16-bit uniform mapped to (-1, 1) and erfinv'd in float32, rounded
+        # to 16 bits once (a compiler drops a float32 -> 16 -> 32 bit round trip, eager would not).
+        u = _float_flat(key, n, dtype).float() - 1.0
+        lo32, hi32 = lo.float(), hi.float()
+        u = torch.maximum(u * (hi32 - lo32) + lo32, lo32)
+        return (_erfinv32(u) * math.sqrt(2)).to(dtype)
+    return _erfinv32(_uniform_flat(key, n, dtype, lo, hi)) * math.sqrt(2)
+
+
+def _split_flat(key: torch.Tensor, n: int) -> torch.Tensor:
+    y0, y1 = _block(key, n)
+    return torch.stack([y0, y1], dim=-1)
+
+
+def _fold_in_flat(key: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    k0, k1 = _words(key)
+    y0, y1 = threefry2x32(k0, k1, torch.zeros_like(d), d)
+    return torch.stack([y0, y1], dim=-1)
 
 
 _KERNELS: dict[str, Callable[..., torch.Tensor]] = {
+    "split": _split_flat,
+    "fold_in": _fold_in_flat,
     "bits": _bits_flat,
     "uniform": _uniform_flat,
     "normal": _normal_flat,
@@ -208,7 +239,8 @@ def fused_enabled(key: torch.Tensor, n: int) -> bool:
     be visible to the transform.
     """
     return (
-        not _FUSED_BROKEN
+        _FUSED_ENV
+        and not _FUSED_BROKEN
         and isinstance(n, int)
         and n >= FUSED_MIN_NUMEL
         and not is_tracing()
@@ -217,13 +249,18 @@ def fused_enabled(key: torch.Tensor, n: int) -> bool:
     )
 
 
-def _run(kind: str, key: torch.Tensor, n: int, *args: object) -> torch.Tensor:
+def _run(
+    kind: str, key: torch.Tensor, n: int, *args: object, size_arg: bool = True
+) -> torch.Tensor:
     global _FUSED_BROKEN
-    if fused_enabled(key, n):
+    call_args = (key, n, *args) if size_arg else (key, *args)
+    if fused_enabled(key, n) and not (
+        args and isinstance(args[0], torch.Tensor) and _is_wrapped(args[0])
+    ):
         try:
             # no_grad: nothing here is differentiable, and a fixed grad mode keeps one compile.
             with torch.no_grad():
-                return _compiled(kind)(key, n, *args)
+                return _compiled(kind)(*call_args)
         except Exception as err:  # pragma: no cover - no C++ compiler, unsupported backend
             _FUSED_BROKEN = True
             warnings.warn(
@@ -232,7 +269,11 @@ def _run(kind: str, key: torch.Tensor, n: int, *args: object) -> torch.Tensor:
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return _KERNELS[kind](key, n, *args)
+    return _KERNELS[kind](*call_args)
+
+
+def _is_wrapped(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,14 +287,16 @@ def is_key(x: object) -> bool:
 
 
 def _check_key(fn: str, k: object, name: str = "key") -> torch.Tensor:
+    # `fn` is a funcrl.random function's name, or a dotted owner elsewhere in funcrl.
+    fn = fn if "." in fn else f"funcrl.random.{fn}"
     if not isinstance(k, torch.Tensor):
         raise TypeError(
-            f"funcrl.random.{fn}: {name} must be a key (int64 tensor of shape [2], from "
+            f"{fn}: {name} must be a key (int64 tensor of shape [2], from "
             f"funcrl.random.key), got {type(k).__name__}"
         )
     if k.dtype != torch.int64 or tuple(k.shape) != (2,):
         raise ValueError(
-            f"funcrl.random.{fn}: {name} must be an int64 tensor of shape [2] (from "
+            f"{fn}: {name} must be an int64 tensor of shape [2] (from "
             f"funcrl.random.key; a batch of keys goes through vmap), got dtype {k.dtype} shape "
             f"{list(k.shape)}"
         )
@@ -267,8 +310,7 @@ def _check_key(fn: str, k: object, name: str = "key") -> torch.Tensor:
         lo, hi = int(k.min()), int(k.max())
         if lo < 0 or hi > _M32:
             raise ValueError(
-                f"funcrl.random.{fn}: {name} words must be in [0, 2**32), got values in "
-                f"[{lo}, {hi}]"
+                f"{fn}: {name} words must be in [0, 2**32), got values in [{lo}, {hi}]"
             )
     return k
 
@@ -345,9 +387,7 @@ def split(key: torch.Tensor, num: int | Sequence[int] = 2) -> torch.Tensor:
     """
     _check_key("split", key)
     shape = _check_shape("split", num, "num")
-    n = _numel(shape)
-    y0, y1 = _block(key, n)
-    return torch.stack([y0, y1], dim=-1).reshape(*shape, 2)
+    return _run("split", key, _numel(shape)).reshape(*shape, 2)
 
 
 def fold_in(key: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
@@ -388,9 +428,8 @@ def fold_in(key: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
             f"funcrl.random.fold_in: data must be an int or an integer tensor, got "
             f"{type(data).__name__}"
         )
-    k0, k1 = _words(key)
-    y0, y1 = threefry2x32(k0, k1, torch.zeros_like(d), d)
-    return torch.stack([y0, y1], dim=-1)
+    # Counted as a 2-element draw for the fused/plain choice (one block, two words).
+    return _run("fold_in", key, 2, d, size_arg=False)
 
 
 # ---------------------------------------------------------------------------------------------
