@@ -282,11 +282,10 @@ def test_init_rejects_plain_functions_and_bad_seeds(name):
     bad = case.module.Nets(**{field: lambda p, x: x})
     with pytest.raises(TypeError, match=rf"{name}.init: nets.{field} must be a funcrl net"):
         case.module.init(0, case.observation_spec, case.action_spec, config=case.cfg, nets=bad)
-    with pytest.raises(
-        TypeError,
-        match=rf"{name}.init: seed must be an int, a torch.Generator or a funcrl.random key",
-    ):
+    with pytest.raises(ValueError, match=rf"{name}.init: .*seed must be an int64 tensor"):
         case.init(torch.zeros(3))
+    with pytest.raises(TypeError, match=rf"{name}.init: seed must be an int or a torch.Generator"):
+        case.init("0")
 
 
 def test_default_net_params_must_be_mlp_params():

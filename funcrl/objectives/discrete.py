@@ -470,20 +470,14 @@ def float_dtype(params: Any, owner: str, name: str) -> torch.dtype:
 
 
 def generator(seed: Any, owner: str = "init") -> torch.Generator:
-    """A ``torch.Generator`` for ``init`` from an ``int``, a ``torch.Generator`` or a
-    :mod:`funcrl.random` key (its two 32-bit words ``[hi, lo]`` seed it). Host-side only; the
-    global RNG is never touched."""
+    """:func:`funcrl.nn.make_generator` (an ``int``, a ``torch.Generator`` or a
+    :mod:`funcrl.random` key) with errors naming ``owner``. Host-side; never the global RNG."""
     from funcrl.nn import make_generator
 
-    if isinstance(seed, torch.Tensor):
-        if seed.shape != (2,) or seed.dtype != torch.int64:
-            raise TypeError(
-                f"{owner}: seed must be an int, a torch.Generator or a funcrl.random key ([2] "
-                f"int64), got a tensor of shape {tuple(seed.shape)} and dtype {seed.dtype}"
-            )
-        hi, lo = (int(w) for w in seed.tolist())
-        return torch.Generator().manual_seed((hi << 32) | lo)
-    return make_generator(seed)
+    try:
+        return make_generator(seed)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{owner}: {e}") from None
 
 
 def init_net(net: Any, seed: Any, device: Any, dtype: torch.dtype, owner: str, name: str) -> Any:
