@@ -379,11 +379,11 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
     net, _ = net_from_torchrl(inner)
     z = loss_module.value_network_params["support"]
     num_atoms = z.numel()
-    v_min, v_max = discrete._float32(z.min()), discrete._float32(z.max())
+    v_min, v_max = discrete.from_float32(z.min()), discrete.from_float32(z.max())
     if not torch.allclose(z, torch.linspace(v_min, v_max, num_atoms, dtype=z.dtype)):
         raise ValueError(f"{owner}: the support is not evenly spaced; C51 needs a linspace")
     config = Config(
-        gamma=discrete._float32(loss_module.gamma),
+        gamma=discrete.from_float32(loss_module.gamma),
         delay_value=loss_module.delay_value,
         v_min=v_min,
         v_max=v_max,

@@ -69,6 +69,15 @@ __all__ = [
     "out_features",
     "check_value_estimator",
     "bootstrap_target",
+    "torch_module",
+    "read_params",
+    "write_params",
+    "inner_module",
+    "estimator_of",
+    "from_float32",
+    "make_estimator",
+    "torchrl_spec",
+    "num_outputs",
 ]
 
 ACTION_SPACES = ("one_hot", "categorical", "mult_one_hot", "binary")
@@ -760,13 +769,14 @@ def estimator_of(loss_module: Any, owner: str) -> tuple[str, float, float]:
     name = _ESTIMATORS.get(type(est).__name__)
     if name is None:
         raise TypeError(f"{owner}: value estimator {type(est).__name__} has no funcrl equivalent")
-    lmbda = _float32(getattr(est, "lmbda", 0.95)) if name == "td_lambda" else 0.95
-    return name, _float32(est.gamma), lmbda
+    lmbda = from_float32(getattr(est, "lmbda", 0.95)) if name == "td_lambda" else 0.95
+    return name, from_float32(est.gamma), lmbda
 
 
-def _float32(x: Any) -> float:
-    # TorchRL keeps gamma/lmbda as float32 buffers: 0.99 reads back as 0.9900000095...; the
-    # shortest decimal that rounds to the same float32 is the value the user gave.
+def from_float32(x: Any) -> float:
+    """The shortest decimal that rounds to ``float32(x)``: TorchRL keeps gamma, lmbda, alpha
+    bounds and the support as float32 buffers (0.99 reads back as 0.9900000095...), and this is
+    the value the user gave."""
     import numpy as np
 
     return float(np.format_float_positional(np.float32(float(x)), unique=True))

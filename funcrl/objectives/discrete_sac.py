@@ -403,18 +403,18 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
 
     def bound(name: str) -> float | None:
         t = getattr(loss_module, name, None)
-        return None if t is None else discrete._float32(t.exp())
+        return None if t is None else discrete.from_float32(t.exp())
 
     estimator, gamma, lmbda = discrete.estimator_of(loss_module, owner)
     config = Config(
         action_space=loss_module.action_space,
         num_qvalue_nets=loss_module.num_qvalue_nets,
         loss_function=loss_module.loss_function,
-        alpha_init=discrete._float32(loss_module.alpha_init),
+        alpha_init=discrete.from_float32(loss_module.alpha_init),
         min_alpha=bound("min_log_alpha"),
         max_alpha=bound("max_log_alpha"),
         fixed_alpha=loss_module.fixed_alpha,
-        target_entropy=discrete._float32(loss_module.target_entropy),
+        target_entropy=discrete.from_float32(loss_module.target_entropy),
         delay_qvalue=loss_module.delay_qvalue,
         gamma=gamma,
         reduction=loss_module.reduction,
