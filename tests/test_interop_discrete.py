@@ -172,3 +172,15 @@ def test_qmix_round_trips(mixer):
     torch.testing.assert_close(
         qmix.loss(params2, data, config=cfg2, nets=nets2)["loss"], ours["loss"]
     )
+
+
+@pytest.mark.parametrize("estimator", ["td1", "td_lambda"])
+def test_discrete_sac_value_estimators_match_torchrl(estimator):
+    cfg = discrete_sac.Config(value_estimator=estimator, lmbda=0.8, gamma=0.9, loss_function="l2")
+    nets = discrete_sac.Nets(num_cells=(16,))
+    params = discrete_sac.init(0, OBS, specs.OneHot(N), cfg, nets)
+    params["target_qvalue"] = _perturb(params["target_qvalue"])
+    data = batch(lead=(3, 5)).apply(lambda t: t.float() if t.is_floating_point() else t)
+    ours = discrete_sac.loss(params, data, config=cfg, nets=nets)
+    ref = discrete_sac.to_torchrl(cfg, nets, params)
+    assert_same(ours, ref(data.to_tensordict()), ("loss_actor", "loss_qvalue", "loss_alpha"))
