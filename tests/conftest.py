@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 
+# funcrl.random's eager draws run as a compiled kernel whose one-time compile (seconds per kind
+# and dtype, in every xdist worker) would dominate short test processes; the plain-op path gives
+# the same bits. test_random.py turns the kernel back on where it tests it.
+os.environ.setdefault("FUNCRL_RANDOM_FUSED", "0")
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 from funcrl.testing import variant  # noqa: F401  (the eager / vmap / compile fixture)
-
-# funcrl.random's eager draws run as a compiled kernel whose one-time compile (seconds per kind
-# and dtype, in every xdist worker) would dominate short test processes; the plain-op path gives
-# the same bits. test_random.py turns the kernel back on where it tests it.
-os.environ.setdefault("FUNCRL_RANDOM_FUSED", "0")
 
 # The CI machine is small and shared: one intra-op thread per worker keeps -n 2 from thrashing.
 torch.set_num_threads(1)

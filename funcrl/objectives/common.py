@@ -96,9 +96,9 @@ def get(
 ) -> torch.Tensor:
     """``batch[key]`` with a clear error naming ``owner``, the key and the expected shape/dtype.
 
-    ``shape`` is matched against the trailing dims; ``None`` entries match any size. ``dtype``,
-    when given, must equal the entry's dtype exactly (pass the params' dtype: a float64 batch
-    with float32 params is an error here, not a matmul failure deep inside a net).
+    ``shape`` is matched against the trailing dims after the batch dims; ``None`` entries match
+    any size. ``dtype``, when given, must equal the entry's dtype exactly (pass the params' dtype:
+    a float64 batch with float32 params is an error here, not a matmul failure deep inside a net).
     """
     if not isinstance(batch, Record):
         raise TypeError(f"{owner}: batch must be a funcrl.Record, got {type(batch).__name__}")
@@ -109,7 +109,9 @@ def get(
         )
     x = batch[key]
     if shape is not None:
-        tail = tuple(x.shape[len(x.shape) - len(shape) :]) if len(x.shape) >= len(shape) else None
+        # The trailing dims come after the batch dims: an action [B] is not [B, a] with a = B.
+        fits = len(x.shape) >= batch.batch_ndim + len(shape)
+        tail = tuple(x.shape[len(x.shape) - len(shape) :]) if fits else None
         ok = tail is not None and all(e is None or e == a for e, a in zip(shape, tail))
         if not ok:
             want = "[*batch, " + ", ".join("?" if e is None else str(e) for e in shape) + "]"
