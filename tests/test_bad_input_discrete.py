@@ -244,9 +244,7 @@ def test_epsilon_range():
 @pytest.mark.parametrize("module", [dqn, c51, discrete_sac, qmix])
 def test_config_values(module):
     name = module.__name__.rsplit(".", 1)[-1]
-    with pytest.raises(
-        ValueError, match=rf"{name}.Config: use_prioritized_weights must be True, False or 'auto'"
-    ):
+    with pytest.raises(ValueError, match=rf"{name}.Config: use_prioritized_weights must be one of"):
         module.Config(use_prioritized_weights="yes")
     with pytest.raises(ValueError, match=rf"{name}.Config: value_estimator must be"):
         module.Config(value_estimator="gae")

@@ -59,6 +59,7 @@ __all__ = [
     "default_net",
     "float_dtype",
     "generator",
+    "checked_net",
     "init_net",
     "check_net_params",
     "check_observation",
@@ -489,15 +490,20 @@ def generator(seed: Any, owner: str = "init") -> torch.Generator:
         raise type(e)(f"{owner}: {e}") from None
 
 
-def init_net(net: Any, seed: Any, device: Any, dtype: torch.dtype, owner: str, name: str) -> Any:
-    """``net.init(seed)``: params for one ``Nets`` field (a funcrl net, with ``init``); ``seed``
-    is a ``torch.Generator`` from :func:`generator`."""
+def checked_net(net: Any, owner: str, name: str) -> Any:
+    """``net`` after checking it is a funcrl net (``init`` and ``__call__``)."""
     if not (callable(getattr(net, "init", None)) and callable(net)):
         raise TypeError(
             f"{owner}: nets.{name} must be a funcrl net (with .init and __call__), got "
             f"{net!r}; a plain function cannot say what its params are"
         )
-    return net.init(seed, device=device, dtype=dtype)
+    return net
+
+
+def init_net(net: Any, seed: Any, device: Any, dtype: torch.dtype, owner: str, name: str) -> Any:
+    """``net.init(seed)``: params for one ``Nets`` field (a funcrl net, with ``init``); ``seed``
+    is a ``torch.Generator`` from :func:`generator`."""
+    return checked_net(net, owner, name).init(seed, device=device, dtype=dtype)
 
 
 def check_net_params(net: Any, params: Mapping[str, Any], names: Sequence[str], owner: str) -> None:
@@ -544,9 +550,9 @@ def action_values(
 
 
 def check_prioritized(owner: str, value: Any) -> None:
-    if value not in (True, False, "auto"):
+    if not (value is True or value is False or value == "auto"):
         raise ValueError(
-            f"{owner}: use_prioritized_weights must be True, False or 'auto', got {value!r}"
+            f"{owner}: use_prioritized_weights must be one of ('auto', True, False), got {value!r}"
         )
 
 

@@ -39,8 +39,10 @@ from funcrl.objectives.actor_critic import (
     check_alpha,
     check_common,
     ensemble,
-    log_alpha_bounds,
+    init_ensemble,
+    project,
     temperature,
+    temperature_loss,
 )
 from funcrl.objectives.common import (
     check_batch,
@@ -202,11 +204,12 @@ def init(
     gen = discrete.generator(seed, owner)
     params: Params = {
         "actor": discrete.init_net(resolved.actor, gen, device, dtype, owner, "actor"),
-        "qvalue": tree.stack(
-            [
-                discrete.init_net(resolved.qvalue, gen, device, dtype, owner, "qvalue")
-                for _ in range(config.num_qvalue_nets)
-            ]
+        "qvalue": init_ensemble(
+            discrete.checked_net(resolved.qvalue, owner, "qvalue"),
+            config.num_qvalue_nets,
+            gen,
+            device=device,
+            dtype=dtype,
         ),
         "log_alpha": torch.tensor(math.log(config.alpha_init), device=device, dtype=dtype),
     }
@@ -296,8 +299,7 @@ def loss(
     q_pi = ensemble(net.qvalue, tree.detach(qp), obs).min(0).values
     loss_actor = expected_actor_loss(probs, log_probs, q_pi, alpha)
     neg_entropy = (probs * log_probs).sum(-1).detach()
-    # L_alpha = -log_alpha (sum_a pi log pi + H): the temperature's own equation.
-    loss_alpha = -log_alpha * (neg_entropy + h)
+    loss_alpha = temperature_loss(log_alpha, neg_entropy, h)
     weights = priority_weights(batch, config, like=loss_actor, owner=owner)
     red = config.reduction
     return {
@@ -351,15 +353,6 @@ def act(
     if config.action_space == "categorical":
         return index
     return discrete.one_hot(index, logits.shape[-1])
-
-
-def project(params: Params, *, config: Config = Config()) -> Params:
-    """Clamps ``params["log_alpha"]`` into ``[log min_alpha, log max_alpha]`` (TorchRL's in-place
-    clamp, as a pure map applied after each optimizer step)."""
-    lo, hi = log_alpha_bounds(config.min_alpha, config.max_alpha)
-    if lo is None and hi is None:
-        return params
-    return {**params, "log_alpha": torch.clamp(params["log_alpha"], lo, hi)}
 
 
 def trainer(
