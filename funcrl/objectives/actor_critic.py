@@ -480,23 +480,9 @@ def ensemble_q(apply: Callable, qparams: Params, obs: torch.Tensor, action: torc
 
 
 def init_ensemble(
-    net: Any, n: int, gen: torch.Generator, *, device=None, dtype=torch.float32, **legacy: Any
+    net: Any, n: int, gen: torch.Generator, *, device=None, dtype=torch.float32
 ) -> Params:
-    """``n`` independently initialised members of ``net`` stacked on a leading dim.
-
-    ``legacy`` (``owner``, ``in_features``, ``out_features``, ``num_cells``) is the older
-    ``(apply function, sizes)`` form that discrete SAC on ``main`` still uses; it goes once that
-    caller passes a net.
-    """
-    if legacy:
-        from funcrl.objectives.common import init_net, mlp
-
-        return tree.stack(
-            [
-                init_net(net, (mlp,), seed=gen, device=device, dtype=dtype, **legacy)
-                for _ in range(n)
-            ]
-        )
+    """``n`` independently initialised members of ``net`` stacked on a leading dim."""
     return tree.stack([net.init(gen, device=device, dtype=dtype) for _ in range(n)])
 
 
