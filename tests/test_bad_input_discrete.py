@@ -220,7 +220,8 @@ def test_act_mode_and_observation(name):
     act_owner = owner(case).replace(".loss", ".act")
     obs = batch["observation"]
     with pytest.raises(
-        ValueError, match=rf"{act_owner}: mode must be 'random' or 'deterministic', got 'greedy'"
+        ValueError,
+        match=rf"{act_owner}: mode must be one of \('random', 'deterministic'\), got 'greedy'",
     ):
         case.act(params, obs, "greedy")
     with pytest.raises(
@@ -228,7 +229,9 @@ def test_act_mode_and_observation(name):
         match=rf"{act_owner}: observation is torch.float64 but the params are torch.float32",
     ):
         case.act(params, obs.double(), "deterministic")
-    with pytest.raises(TypeError, match=rf"{act_owner}: observation must be a tensor, got list"):
+    with pytest.raises(
+        TypeError, match=rf"{act_owner}: observation must be a tensor \[\*B, o\], got list"
+    ):
         case.act(params, obs.tolist(), "deterministic")
 
 

@@ -38,6 +38,7 @@ from funcrl.nn import MLP, Concat, TanhBounded
 from funcrl.nn.ensemble import vmap_members
 from funcrl.objectives.common import (
     REDUCTIONS,
+    VALUE_ESTIMATORS,
     check_loss_function,
     get,
     get_flag,
@@ -67,7 +68,6 @@ __all__ = [
     "actor_objective",
     "temperature_loss",
     "project",
-    "check_mode",
     "act_stochastic",
     "act_deterministic",
     "read_transitions",
@@ -75,11 +75,8 @@ __all__ = [
     "ensemble",
     "ensemble_q",
     "init_ensemble",
-    "VALUE_ESTIMATORS",
-    "MODES",
     "Transitions",
     "check_nets",
-    "check_observation",
     "check_tanh_actor_bounds",
     # TorchRL interop
     "read_torchrl",
@@ -97,7 +94,6 @@ __all__ = [
     "deterministic_actor_to_torchrl",
 ]
 
-VALUE_ESTIMATORS = ("td0", "td1", "td_lambda")
 _PRIORITY = ("auto", True, False)
 
 
@@ -358,23 +354,6 @@ def project(params: Params, *, config: Any) -> Params:
 
 
 # -- act -------------------------------------------------------------------------------------------
-
-MODES = ("random", "deterministic")
-
-
-def check_mode(owner: str, mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"{owner}: mode must be one of {MODES}, got {mode!r}")
-
-
-def check_observation(owner: str, observation: Any, dtype: torch.dtype) -> torch.Tensor:
-    """``observation [*B, o]`` must be a float tensor of the params' dtype with a feature dim."""
-    if not isinstance(observation, torch.Tensor) or observation.dim() == 0:
-        got = tuple(observation.shape) if isinstance(observation, torch.Tensor) else observation
-        raise ValueError(f"{owner}: observation must be a tensor [*B, o], got {got!r}")
-    if observation.dtype != dtype:
-        raise TypeError(f"{owner}: observation is {observation.dtype} but the params are {dtype}")
-    return observation
 
 
 def act_stochastic(dist: Any, mode: str, key: torch.Tensor | None) -> torch.Tensor:

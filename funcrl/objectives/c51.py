@@ -28,6 +28,8 @@ from funcrl import tree
 from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
+    check_mode,
+    check_observation,
     check_reduction,
     get,
     get_flag,
@@ -330,10 +332,10 @@ def act(
         one-hot ``[*B, n]`` or categorical ``[*B]`` int64 actions.
     """
     owner = "c51.act"
-    discrete.check_mode(mode, owner)
+    check_mode(owner, mode)
     require(params, ["value"], owner)
     dtype = discrete.float_dtype(params["value"], owner, "value")
-    obs = discrete.check_observation(observation, dtype, owner)
+    obs = check_observation(owner, observation, dtype)
     net = _value_net(params, obs, nets, owner)
     discrete.check_net_params(net, params, ("value",), owner)
     logits = _logits(net, params["value"], obs, tuple(obs.shape[:-1]), config.num_atoms, owner)

@@ -27,6 +27,9 @@ __all__ = [
     "spec_size",
     "require",
     "priority_weights",
+    "VALUE_ESTIMATORS",
+    "check_mode",
+    "check_observation",
     "Params",
 ]
 
@@ -243,3 +246,27 @@ def priority_weights(
             f"{owner}: batch['priority_weight'] is {w.dtype}, expected the loss's {like.dtype}"
         )
     return w
+
+
+VALUE_ESTIMATORS = ("td0", "td1", "td_lambda")
+
+
+def check_mode(owner: str, mode: str) -> None:
+    """``act``'s ``mode`` must be one of the protocol's modes (``"random"``, ``"deterministic"``)."""
+    from funcrl.objectives.protocol import MODES
+
+    if mode not in MODES:
+        raise ValueError(f"{owner}: mode must be one of {MODES}, got {mode!r}")
+
+
+def check_observation(owner: str, observation: Any, dtype: torch.dtype) -> torch.Tensor:
+    """``observation`` after checking it is a ``[*B, o]`` tensor of the params' dtype."""
+    if not isinstance(observation, torch.Tensor):
+        raise TypeError(
+            f"{owner}: observation must be a tensor [*B, o], got {type(observation).__name__}"
+        )
+    if observation.dim() == 0:
+        raise ValueError(f"{owner}: observation must be a tensor [*B, o], got shape ()")
+    if observation.dtype != dtype:
+        raise TypeError(f"{owner}: observation is {observation.dtype} but the params are {dtype}")
+    return observation

@@ -34,12 +34,11 @@ import torch
 
 from funcrl import values as _values
 from funcrl.jit import is_tracing
-from funcrl.objectives.common import get, td0_target
+from funcrl.objectives.common import VALUE_ESTIMATORS, check_mode, get, td0_target
 from funcrl.record import NestedKey, Record
 
 __all__ = [
     "ACTION_SPACES",
-    "VALUE_ESTIMATORS",
     "action_space_of",
     "var_nums_of",
     "num_action_values",
@@ -55,14 +54,12 @@ __all__ = [
     "sample_categorical",
     "one_hot",
     "epsilon_greedy",
-    "check_mode",
     "default_net",
     "float_dtype",
     "generator",
     "checked_net",
     "init_net",
     "check_net_params",
-    "check_observation",
     "check_same_shape",
     "action_values",
     "check_prioritized",
@@ -101,7 +98,6 @@ _SPEC_SPACES = {
 }
 
 # TorchRL's ValueEstimators for the DQN family: TD(0), TD(1) and TD(lambda).
-VALUE_ESTIMATORS = ("td0", "td1", "td_lambda")
 
 
 # --- action spaces -------------------------------------------------------------------------------
@@ -364,11 +360,6 @@ def check_action(
 # --- exploration ---------------------------------------------------------------------------------
 
 
-def check_mode(mode: str, owner: str) -> None:
-    if mode not in ("random", "deterministic"):
-        raise ValueError(f"{owner}: mode must be 'random' or 'deterministic', got {mode!r}")
-
-
 def sample_categorical(logits: torch.Tensor, key: torch.Tensor | None) -> torch.Tensor:
     """An index drawn with probabilities ``softmax(logits)`` (``-inf`` never drawn): ``[*B, n] ->
     [*B]``, from ``key`` (:func:`funcrl.random.categorical`) or the global RNG (as
@@ -517,17 +508,6 @@ def check_net_params(net: Any, params: Mapping[str, Any], names: Sequence[str], 
             check(params[name], owner=f"{owner}: params[{name!r}]")
 
 
-def check_observation(observation: Any, dtype: torch.dtype, owner: str) -> torch.Tensor:
-    """``observation`` after checking it is a ``[*B, ...]`` tensor of the params' dtype."""
-    if not isinstance(observation, torch.Tensor):
-        raise TypeError(f"{owner}: observation must be a tensor, got {type(observation).__name__}")
-    if observation.dim() < 1:
-        raise ValueError(f"{owner}: observation must be [*B, d], got a 0-d tensor")
-    if observation.dtype != dtype:
-        raise TypeError(f"{owner}: observation is {observation.dtype} but the params are {dtype}")
-    return observation
-
-
 def check_same_shape(owner: str, a: torch.Tensor, b: torch.Tensor, ka: Any, kb: Any) -> None:
     if a.shape != b.shape:
         raise ValueError(
@@ -568,7 +548,7 @@ def act_on_values(
 ) -> torch.Tensor:
     """The greedy (deterministic) or epsilon-greedy (random) action on ``q [*B, n]``, masked by
     ``action_mask`` (required exactly when ``config.action_mask_key`` is set)."""
-    check_mode(mode, owner)
+    check_mode(owner, mode)
     if getattr(config, "action_mask_key", None) is not None and action_mask is None:
         raise ValueError(
             f"{owner}: config.action_mask_key={config.action_mask_key!r} is set; pass "

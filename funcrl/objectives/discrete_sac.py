@@ -46,6 +46,8 @@ from funcrl.objectives.actor_critic import (
 )
 from funcrl.objectives.common import (
     check_batch,
+    check_mode,
+    check_observation,
     distance_loss,
     get,
     get_flag,
@@ -335,10 +337,10 @@ def act(
         one-hot ``[*B, n]`` or categorical ``[*B]`` int64 actions (``config.action_space``).
     """
     owner = "discrete_sac.act"
-    discrete.check_mode(mode, owner)
+    check_mode(owner, mode)
     require(params, ["actor"] if nets.actor is not None else ["actor", "qvalue"], owner)
     dtype = discrete.float_dtype(params["actor"], owner, "actor")
-    obs = discrete.check_observation(observation, dtype, owner)
+    obs = check_observation(owner, observation, dtype)
     net = _resolve(params, obs, nets, owner)
     discrete.check_net_params(net.actor, params, ("actor",), owner)
     logits = discrete.action_values(

@@ -35,6 +35,8 @@ from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
     check_loss_function,
+    check_mode,
+    check_observation,
     check_reduction,
     distance_loss,
     get,
@@ -270,10 +272,10 @@ def act(
         the action in ``config.action_space``'s layout, int64 (``[*B]`` for categorical).
     """
     owner = "dqn.act"
-    discrete.check_mode(mode, owner)
+    check_mode(owner, mode)
     require(params, ["value"], owner)
     dtype = discrete.float_dtype(params["value"], owner, "value")
-    obs = discrete.check_observation(observation, dtype, owner)
+    obs = check_observation(owner, observation, dtype)
     net = _value_net(params, obs, nets, owner)
     discrete.check_net_params(net, params, ("value",), owner)
     q = net(params["value"], obs)

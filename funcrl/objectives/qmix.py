@@ -49,6 +49,8 @@ from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
     check_loss_function,
+    check_mode,
+    check_observation,
     check_reduction,
     distance_loss,
     get,
@@ -413,10 +415,10 @@ def act(
         ``[*B, n_agents, ...]`` actions in ``config.action_space``'s layout, int64.
     """
     owner = "qmix.act"
-    discrete.check_mode(mode, owner)
+    check_mode(owner, mode)
     require(params, ["local_value"], owner)
     dtype = discrete.float_dtype(params["local_value"], owner, "local_value")
-    obs = discrete.check_observation(observation, dtype, owner)
+    obs = check_observation(owner, observation, dtype)
     if obs.dim() < 2:
         raise ValueError(f"{owner}: observation must be [*B, n_agents, d], got {tuple(obs.shape)}")
     local = nets.local_value
