@@ -409,10 +409,24 @@ def entropy(dist, samples: int, key: torch.Tensor | None = None) -> torch.Tensor
     return -lp.mean(0)
 
 
-def kl_divergence(old, new, samples: int, key: torch.Tensor | None = None) -> torch.Tensor:
-    """``KL(old || new)``: ``[*B]``. Analytic for two normals or two categoricals, else
-    ``mean log old(x) - log new(x)`` over ``samples`` draws ``x ~ old`` (TorchRL's MC KL)."""
-    from funcrl.distributions import Categorical, IndependentNormal
+def _normal_kl(loc_p, scale_p, loc_q, scale_q, event_dims: int) -> torch.Tensor:
+    var_ratio = (scale_p / scale_q).pow(2)
+    t1 = ((loc_p - loc_q) / scale_q).pow(2)
+    kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+    return kl.flatten(kl.ndim - event_dims).sum(-1) if event_dims else kl
+
+
+def kl_divergence(old, new) -> torch.Tensor:
+    """``KL(old || new)``: ``[*B]``.
+
+    Analytic for two categoricals, two normals, and two TanhNormals (the KL is invariant under
+    their shared bijection, so it is the KL of the pre-tanh normals: TorchRL's
+    ``TransformedDistribution`` rule). Two TanhNormals must be on the same bounds, which
+    :func:`policy` and :func:`old_policy` guarantee (both read ``params["action_bounds"]``);
+    comparing the bound values here would cost a host sync. Every policy of :data:`DISTRIBUTIONS`
+    has a closed form, so TorchRL's Monte-Carlo KL (``samples_mc_kl``) is never needed.
+    """
+    from funcrl.distributions import Categorical, IndependentNormal, TanhNormal
 
     if isinstance(old, Categorical) and isinstance(new, Categorical):
         p = old.probs
@@ -420,12 +434,20 @@ def kl_divergence(old, new, samples: int, key: torch.Tensor | None = None) -> to
         # Masked actions have p = 0 and logits -inf on both sides: they contribute nothing.
         return torch.where(p > 0, term, torch.zeros_like(term)).sum(-1)
     if isinstance(old, IndependentNormal) and isinstance(new, IndependentNormal):
-        var_ratio = (old.scale / new.scale).pow(2)
-        t1 = ((old.loc - new.loc) / new.scale).pow(2)
-        kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
-        return kl.flatten(kl.ndim - old.event_dim).sum(-1) if old.event_dim else kl
-    x, lp_old = _draw_and_log_prob(old, (samples,), key, reparameterize=False)
-    return (lp_old - new.log_prob(x.detach())).mean(0)
+        return _normal_kl(old.loc, old.scale, new.loc, new.scale, old.event_dim)
+    same_bijection = (
+        isinstance(old, TanhNormal)
+        and isinstance(new, TanhNormal)
+        and old.event_dims == new.event_dims
+        and old.low.shape == new.low.shape
+        and old.high.shape == new.high.shape
+    )
+    if same_bijection:
+        return _normal_kl(old.loc, old.scale, new.loc, new.scale, old.event_dims)
+    raise TypeError(
+        f"kl_divergence: no closed form for KL({type(old).__name__} || {type(new).__name__}); "
+        "the on-policy objectives build both from the same Nets.distribution"
+    )
 
 
 # -- the loss inputs --------------------------------------------------------------------------------

@@ -90,7 +90,10 @@ class Config:
             ``clip_epsilon`` (clip variant only, as TorchRL).
         log_explained_variance: report ``explained_variance``.
         separate_losses: the critic loss does not reach a shared trunk.
-        dtarg, beta, increment, decrement, samples_mc_kl: the KL penalty (``variant="kl"``).
+        dtarg, beta, increment, decrement: the KL penalty (``variant="kl"``).
+        samples_mc_kl: TorchRL's draws for a Monte-Carlo KL; accepted and validated, but every
+            funcrl policy has a closed-form KL (two TanhNormals on the same bounds: the KL of
+            their pre-tanh normals, as TorchRL computes it too), so no draw is made.
         gamma, lmbda, value_estimator: the advantage estimator (``"gae"``, ``"td_lambda"``,
             ``"td0"``, ``"td1"``), TorchRL's defaults.
         time_dim: the rollout's time dim: ``-1`` (``[E, T]``, TorchRL's) or ``0`` (``[T, E]``).
@@ -240,15 +243,6 @@ def init(
     return params
 
 
-def _split2(key: torch.Tensor | None):
-    if key is None:
-        return None, None
-    from funcrl import random as _random
-
-    k = _random.split(key, 2)
-    return k[0], k[1]
-
-
 def loss(
     params: Params,
     batch: Record,
@@ -266,8 +260,8 @@ def loss(
             ``[*B, 1]`` or what :func:`~funcrl.objectives.on_policy.advantages` reads (``[E,
             T]``); ``state_value [*B, 1]`` with ``clip_value``; ``loc``/``scale`` or ``logits``
             for the KL penalty; ``action_mask [*B, n]`` for a masked policy.
-        key: a :mod:`funcrl.random` key for the Monte-Carlo KL and entropy draws; ``None`` draws
-            from the global torch RNG in TorchRL's order (KL, then entropy).
+        key: a :mod:`funcrl.random` key for the Monte-Carlo entropy draws (TanhNormal); ``None``
+            draws from the global torch RNG as TorchRL does.
 
     Returns:
         ``loss_objective``, ``loss_entropy``, ``loss_critic`` (reduced), ``entropy``,
@@ -286,7 +280,6 @@ def loss(
         params, batch, nets=nets, owner=owner, sample_log_prob_key=cfg.sample_log_prob_key
     )
     log_weight = (lp - prev).unsqueeze(-1)
-    k_kl, k_ent = _split2(key)
     red = cfg.reduction
     out: dict[str, torch.Tensor] = {}
     if cfg.variant == "clip":
@@ -297,7 +290,7 @@ def loss(
         out["loss_objective"] = reduce_loss(-(log_weight.exp() * adv).squeeze(-1), red)
     else:
         old = on_policy.old_policy(params, batch, nets=nets, owner=owner)
-        kl = on_policy.kl_divergence(old, dist, cfg.samples_mc_kl, k_kl)
+        kl = on_policy.kl_divergence(old, dist)
         beta = params["kl_beta"].detach()
         neg = log_weight.exp().squeeze(-1) * adv.squeeze(-1) - beta * kl
         out["loss_objective"] = reduce_loss(-neg, red)
@@ -307,7 +300,7 @@ def loss(
         )
     out["kl_approx"] = (-log_weight).detach().mean()
     if cfg.entropy_bonus:
-        ent = on_policy.entropy(dist, cfg.samples_mc_entropy, k_ent)
+        ent = on_policy.entropy(dist, cfg.samples_mc_entropy, key)
         out["entropy"] = ent.detach().mean()
         out["loss_entropy"] = reduce_loss(-cfg.entropy_coeff * ent, red)
     if cfg.has_critic:
