@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 
-from funcrl import tree
 from funcrl.objectives import on_policy
-from funcrl.objectives.common import get, reduce_loss, require
+from funcrl.objectives.common import reduce_loss, require
 from funcrl.record import NestedKey, Record
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer"]
@@ -111,19 +110,7 @@ def loss(
     owner = "a2c.loss"
     cfg = config
     batch, adv = on_policy.loss_inputs(params, batch, config=cfg, nets=nets, owner=owner)
-    dtype = tree.leaves(params["actor"])[0].dtype
-    obs = get(batch, "observation", owner=owner, dtype=dtype)
-    action = get(batch, "action", owner=owner)
-    mask = None
-    if nets.distribution == "masked_categorical":
-        mask = get(batch, "action_mask", owner=owner)
-    dist = on_policy.policy(params, obs, nets=nets, mask=mask)
-    lp = dist.log_prob(action)
-    if lp.shape != adv.shape[:-1]:
-        raise ValueError(
-            f"{owner}: log pi(action) has shape {tuple(lp.shape)}, expected "
-            f"{tuple(adv.shape[:-1])}; check batch['action']'s layout"
-        )
+    dist, lp = on_policy.policy_log_prob(params, batch, nets=nets, owner=owner)
     red = cfg.reduction
     out = {"loss_objective": reduce_loss(-(lp * adv.squeeze(-1)), red)}
     if cfg.entropy_bonus and cfg.entropy_coeff:

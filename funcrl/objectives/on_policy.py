@@ -71,7 +71,8 @@ __all__ = [
     "kl_divergence",
     "old_policy",
     "loss_inputs",
-    "current_log_prob",
+    "policy_log_prob",
+    "behaviour_log_prob",
     "advantages",
     "normalize_advantage",
     "critic_loss",
@@ -467,42 +468,46 @@ def loss_inputs(
     return batch, _flag_entry(batch, "advantage", flag_shape, owner)
 
 
-def current_log_prob(
-    params: Params, batch: Record, *, nets: Nets, owner: str, sample_log_prob_key: NestedKey
-) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """``(pi_theta, log pi_theta(a) [*B], log pi_behaviour(a) [*B])`` from the batch's
-    ``observation``, ``action`` (int64 ``[*B]`` for a discrete policy) and stored log-prob."""
+def policy_log_prob(
+    params: Params, batch: Record, *, nets: Nets, owner: str
+) -> tuple[Any, torch.Tensor]:
+    """``(pi_theta, log pi_theta(a) [*B])`` at the batch's ``observation`` and ``action``
+    (``[*B, a]`` continuous, an integer index ``[*B]`` discrete; ``action_mask [*B, n]`` for a
+    masked policy), with the action's layout checked against the policy's."""
     dtype = tree.leaves(params["actor"])[0].dtype
     obs = get(batch, "observation", owner=owner, dtype=dtype)
     bshape = tuple(batch.batch_size)
     action = get(batch, "action", owner=owner)
+    mask = None
+    if nets.distribution == "masked_categorical":
+        mask = get(batch, "action_mask", owner=owner)
+    dist = policy(params, obs, nets=nets, mask=mask)
     if nets.discrete:
         if action.dtype.is_floating_point or action.dtype == torch.bool:
             raise TypeError(
                 f"{owner}: batch['action'] must be an integer index for the {nets.distribution} "
                 f"policy, got {action.dtype}"
             )
-        if tuple(action.shape) != bshape:
-            raise ValueError(
-                f"{owner}: batch['action'] has shape {tuple(action.shape)}, expected {bshape} "
-                "(one int64 index per sample)"
-            )
-    elif action.ndim != len(bshape) + 1:
+        want = bshape
+    else:
+        want = bshape + tuple(dist.event_shape)
+    if tuple(action.shape) != want:
         raise ValueError(
-            f"{owner}: batch['action'] has shape {tuple(action.shape)}, expected [*batch, a] "
-            f"with batch {bshape}"
+            f"{owner}: batch['action'] has shape {tuple(action.shape)}, expected {want} for the "
+            f"{nets.distribution} policy"
         )
-    mask = None
-    if nets.distribution == "masked_categorical":
-        mask = get(batch, "action_mask", owner=owner)
-    prev = get(batch, sample_log_prob_key, owner=owner)
-    if tuple(prev.shape) != bshape:
+    return dist, dist.log_prob(action)
+
+
+def behaviour_log_prob(batch: Record, key: NestedKey, *, owner: str) -> torch.Tensor:
+    """``batch[key]``: the behaviour policy's log-prob of the action, ``[*B]``, detached."""
+    prev = get(batch, key, owner=owner)
+    if tuple(prev.shape) != tuple(batch.batch_size):
         raise ValueError(
-            f"{owner}: batch[{sample_log_prob_key!r}] has shape {tuple(prev.shape)}, expected "
-            f"{bshape} (one log-prob per sample)"
+            f"{owner}: batch[{key!r}] has shape {tuple(prev.shape)}, expected "
+            f"{tuple(batch.batch_size)} (one log-prob per sample)"
         )
-    dist = policy(params, obs, nets=nets, mask=mask)
-    return dist, dist.log_prob(action), prev.detach()
+    return prev.detach()
 
 
 # -- advantages ------------------------------------------------------------------------------------

@@ -276,9 +276,8 @@ def loss(
     batch, adv = on_policy.loss_inputs(params, batch, config=cfg, nets=nets, owner=owner)
     if cfg.normalize_advantage and adv.numel() > 1:
         adv = on_policy.normalize_advantage(adv, cfg.normalize_advantage_exclude_dims)
-    dist, lp, prev = on_policy.current_log_prob(
-        params, batch, nets=nets, owner=owner, sample_log_prob_key=cfg.sample_log_prob_key
-    )
+    dist, lp = on_policy.policy_log_prob(params, batch, nets=nets, owner=owner)
+    prev = on_policy.behaviour_log_prob(batch, cfg.sample_log_prob_key, owner=owner)
     log_weight = (lp - prev).unsqueeze(-1)
     red = cfg.reduction
     out: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ import torch
 from funcrl import targets as _targets
 from funcrl import tree
 from funcrl.objectives import on_policy
-from funcrl.objectives.common import get, reduce_loss, require
+from funcrl.objectives.common import reduce_loss, require
 from funcrl.record import NestedKey, Record
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer"]
@@ -117,20 +117,7 @@ def loss(
     cfg = config
     require(params, ["actor", "critic"] + (["target_critic"] if cfg.delay_value else []), owner)
     batch, adv = on_policy.loss_inputs(params, batch, config=cfg, nets=nets, owner=owner)
-    dtype = tree.leaves(params["actor"])[0].dtype
-    obs = get(batch, "observation", owner=owner, dtype=dtype)
-    action = get(batch, "action", owner=owner)
-    mask = (
-        get(batch, "action_mask", owner=owner)
-        if nets.distribution == "masked_categorical"
-        else None
-    )
-    lp = on_policy.policy(params, obs, nets=nets, mask=mask).log_prob(action)
-    if lp.shape != adv.shape[:-1]:
-        raise ValueError(
-            f"{owner}: log pi(action) has shape {tuple(lp.shape)}, expected "
-            f"{tuple(adv.shape[:-1])}; check batch['action']'s layout"
-        )
+    _, lp = on_policy.policy_log_prob(params, batch, nets=nets, owner=owner)
     red = cfg.reduction
     out = {"loss_actor": reduce_loss(-(lp * adv.squeeze(-1).detach()), red)}
     lv, value_clip_fraction, v = on_policy.critic_loss(
