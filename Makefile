@@ -20,7 +20,7 @@ $(VENV)/.examples: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e ".[test,examples,parity]"
+	$(PIP) install -q -e ".[test,examples,parity,multiagent,mujoco]"
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.test
@@ -30,10 +30,11 @@ $(VENV)/.bench: $(VENV)/.test
 venv: $(VENV)/.test
 
 demo: $(VENV)/.examples
-	$(PY) examples/sac.py --env Pendulum-v1 --total-steps 15000 --out runs/demo
+	$(PY) examples/sac.py --env Pendulum-v1 --total-steps 15000 --out runs/demo --overwrite
 
+# In `make test` a skipped test whose reference package is missing is a failure (conftest.py).
 test: $(VENV)/.test
-	$(PY) -m pytest -q -n $(JOBS) tests
+	FUNCRL_REQUIRE_REFERENCES=1 $(PY) -m pytest -q -n $(JOBS) tests
 
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q -m slow tests

@@ -103,6 +103,7 @@ def run_funcrl(
     cmd += ["--total-steps", str(algo.total_steps), "--seed", str(seed), "--threads", str(threads)]
     cmd += ["--out", out, "--no-progress", "--eval-every", str(eval_every)]
     cmd += ["--eval-episodes", str(episodes)]
+    cmd += ["--overwrite"]  # each benchmark run replaces the previous one in its folder
     for k, v in h.items():
         flag = "--" + k.replace("_", "-")
         cmd += [flag, *map(str, v)] if isinstance(v, (tuple, list)) else [flag, str(v)]

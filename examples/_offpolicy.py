@@ -12,7 +12,10 @@ shares:
 * a deterministic evaluation every ``eval_every`` steps and at the end (``funcrl.envs.evaluate``);
 * ``log.csv``, ``curve.png`` and ``checkpoint.pt`` in ``out`` (``examples/_util.py``); ``resume``
   restarts from the checkpoint with the params, optimizer state, buffer, step counters and RNG
-  states (environments start new episodes on resume).
+  states (environments start new episodes on resume; log rows past the checkpoint are dropped;
+  settings that shape the nets must match). The checkpoint is a ``funcrl.checkpoint`` file
+  (safetensors, no pickle, written atomically); an ``out`` holding an earlier run is refused
+  unless ``--resume`` or ``--overwrite`` says what to do with it.
 
 The update function ``update(params, opt_state, buffer) -> (params, opt_state, metrics)`` samples
 its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is one
@@ -34,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _util  # noqa: E402
 
-from funcrl import buffers, envs  # noqa: E402
+from funcrl import buffers, checkpoint, envs  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
 __all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
@@ -84,6 +87,10 @@ class OffPolicyConfig:
     out: str = dataclasses.field(default="runs/example", metadata={"help": "output directory"})
     resume: bool = dataclasses.field(
         default=False, metadata={"help": "continue from <out>/checkpoint.pt"}
+    )
+    overwrite: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "replace the checkpoint and log of an earlier run in <out>"},
     )
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
 
@@ -176,7 +183,7 @@ def train(
         CSV's ``time`` column count collection, updates and compilation; periodic evaluations and
         checkpoints are left out so the curve's time axis is the cost of learning alone.
     """
-    os.makedirs(cfg.out, exist_ok=True)
+    _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     params, opt_state = agent.params, agent.opt_state
     # The random warm-up actions have their own generator so a resumed run continues its stream.
@@ -191,13 +198,17 @@ def train(
     if cfg.resume:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ck = _util.load_checkpoint(ckpt_path)
+        # The settings first (a clear "--num-cells 256 256 vs 64 64"), then the tensors' shapes.
+        _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
+        ck = _util.load_checkpoint(ckpt_path, like=checkpoint_template(params, opt_state)).tree
         params, opt_state = ck["params"], ck["opt_state"]
         buf = load_buffer(ck["buffer"], buf)
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
         recent.extend(ck["recent"])
         torch.set_rng_state(ck["torch_rng"])
         action_gen.set_state(ck["action_rng"])
+        # Rows a killed run logged after this checkpoint would repeat: drop them.
+        _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)
         # New episodes, seeded apart from the first ones (gymnasium's env RNG is not saved).
         obs = env.reset(seed=cfg.seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
     fields = LOG_FIELDS + list(metric_keys)
@@ -256,6 +267,7 @@ def train(
             with timer.paused():
                 _save(
                     ckpt_path,
+                    cfg,
                     params,
                     opt_state,
                     buf,
@@ -272,7 +284,9 @@ def train(
     rets = evaluate(cfg, agent.act, params)
     log.log(_eval_row(step, train_time, sps, rets))
     log.close()
-    _save(ckpt_path, params, opt_state, buf, step, updates_done, train_time, recent, action_gen)
+    _save(
+        ckpt_path, cfg, params, opt_state, buf, step, updates_done, train_time, recent, action_gen
+    )
     png = _util.plot_curve(log.path, os.path.join(cfg.out, "curve.png"), title)
     result = {
         "eval_return": float(rets.mean()),
@@ -301,19 +315,43 @@ def _eval_row(step: int, t: float, sps: float, rets: torch.Tensor) -> dict[str, 
     return {"step": step, "time": t, "sps": sps, "eval_return": float(rets.mean()), "eval_std": std}
 
 
-def _save(path, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen) -> None:
-    _util.save_checkpoint(
-        path,
-        params=params,
-        opt_state=opt_state,
-        buffer=buffer_state(buf),
-        step=step,
-        updates_done=updates_done,
-        elapsed=elapsed,
-        recent=list(recent),
-        torch_rng=torch.get_rng_state(),
-        action_rng=action_gen.get_state(),
-    )
+# What a fresh run refuses to replace without --overwrite (--resume continues it instead).
+OUT_FILES = ("checkpoint.pt", "log.csv")
+
+
+def checkpoint_template(params: Any, opt_state: Any) -> dict[str, Any]:
+    """The checkpoint's layout for ``funcrl.checkpoint.load(like=...)``: params and optimizer
+    state must match this run's nets exactly, counters and RNG states have their types and shapes;
+    the buffer (``...``, not checked here) is checked by ``buffers.restore``."""
+    rng = torch.get_rng_state()
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "buffer": ...,
+        "step": 0,
+        "updates_done": 0.0,
+        "elapsed": 0.0,
+        "recent": ...,
+        "torch_rng": rng,
+        "action_rng": torch.Generator().get_state(),
+    }
+
+
+def _save(
+    path, cfg, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen
+) -> None:
+    state = {
+        "params": params,
+        "opt_state": opt_state,
+        "buffer": buffer_state(buf),
+        "step": step,
+        "updates_done": float(updates_done),
+        "elapsed": float(elapsed),
+        "recent": [float(r) for r in recent],
+        "torch_rng": torch.get_rng_state(),
+        "action_rng": action_gen.get_state(),
+    }
+    _util.save_checkpoint(path, state, cfg)
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -327,23 +365,25 @@ def summary_line(result: dict[str, Any]) -> str:
     )
 
 
-def buffer_state(buf: buffers.ReplayState) -> dict[str, Any]:
-    """The buffer for a checkpoint: only the filled slots until the ring wraps (a 1e6-slot buffer
-    after 15k steps is saved as 15k rows), everything after."""
-    sd = buffers.state_dict(buf)
+def buffer_state(buf: buffers.ReplayState) -> buffers.ReplayState:
+    """The buffer for a checkpoint: until the ring wraps, a copy holding only the filled slots (a
+    1e6-slot buffer after 15k steps is saved as 15k rows); a full ring as it is."""
     size = int(buf.size)
-    if size < buffers.capacity(buf):
-        # clone: torch.save would otherwise write the whole storage behind the view
-        sd["storage"] = buf.storage[:size].apply(torch.clone).to_dict()
-    return sd
+    if size == buffers.capacity(buf):
+        return buf
+    prio = buf.prioritized
+    kw = {"prioritized": True, "alpha": float(prio.alpha), "eps": float(prio.eps)} if prio else {}
+    small = buffers.init(max(size, 1), buf.storage[0], **kw)
+    return buffers.restore(buf, small)[0]
 
 
-def load_buffer(sd: dict[str, Any], empty: buffers.ReplayState) -> buffers.ReplayState:
-    """Inverse of :func:`buffer_state`: refills ``empty`` (the configured capacity) with the saved
-    rows, or restores a full ring as saved."""
-    size = int(sd["size"])
-    if size == buffers.capacity(empty) or sd.get("prioritized") is not None:
-        return buffers.load_state_dict(sd)
-    from funcrl import Record
-
-    return buffers.add_(empty, Record(sd["storage"], batch_ndim=1))
+def load_buffer(saved: buffers.ReplayState, empty: buffers.ReplayState) -> buffers.ReplayState:
+    """The saved buffer in this run's capacity (``--buffer-size``): the newest transitions, in age
+    order, with their priorities (``buffers.restore``); says how many old ones did not fit."""
+    buf, dropped = buffers.restore(saved, empty)
+    if dropped:
+        print(
+            f"--resume: the checkpoint's buffer holds {int(saved.size)} transitions, "
+            f"--buffer-size is {buffers.capacity(empty)}: dropped the {dropped} oldest"
+        )
+    return buf

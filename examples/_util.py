@@ -1,6 +1,9 @@
 """Plumbing shared by the example scripts: CLI from a dataclass, CSV log, curve PNG, checkpoints.
 
-Nothing here is RL: each example script keeps its whole algorithm in one readable file.
+Nothing here is RL: each example script keeps its whole algorithm in one readable file. Every file
+written here goes through ``funcrl.checkpoint.atomic_write`` (a kill mid-write leaves the previous
+file), except the per-row appends to ``log.csv``, which are flushed and fsynced row by row (a torn
+last row is dropped by :func:`truncate_log` on ``--resume``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import io
 import json
+import math
 import os
 import time
 import typing
@@ -17,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import torch
+
+from funcrl import checkpoint
 
 T = TypeVar("T")
 
@@ -49,7 +56,82 @@ def parse_config(cls: type[T], argv: list[str] | None = None, description: str =
     for f in dataclasses.fields(cls):
         if typing.get_origin(hints[f.name]) is tuple:
             values[f.name] = tuple(values[f.name])
-    return cls(**values)
+    cfg = cls(**values)
+    check_config(cfg)
+    return cfg
+
+
+# Ranges of the example scripts' settings, by field name (a field absent from a config, or left at
+# None to be filled later, is skipped).
+_POSITIVE = {
+    "total_steps", "num_envs", "buffer_size", "batch_size", "eval_episodes", "threads", "agents",
+    "n_agents", "max_steps", "eval_envs", "updates_per_collect", "mixing_embed_dim", "num_atoms",
+    "num_qvalue_nets", "sub_sample_len", "policy_delay", "target_update_period", "delay_actor",
+    "learning_rate", "actor_learning_rate", "updates_per_step", "max_grad_norm", "alpha_init",
+    "num_cells", "critic_cells",
+}  # fmt: skip
+_NON_NEGATIVE = {
+    "learning_starts", "eval_every", "checkpoint_every", "warmup_steps", "exploration_noise",
+    "policy_noise", "noise_clip", "sigma_init", "sigma_end", "target_entropy_weight",
+}  # fmt: skip
+_UNIT = {"gamma", "tau", "eps_init", "eps_end", "eps_fraction", "exploration_fraction",
+         "batch_norm_momentum"}  # fmt: skip
+
+
+def check_config(cfg: Any) -> None:
+    """Checks the ranges of an example config's settings (e.g. ``--total-steps > 0``).
+
+    Raises:
+        ValueError: naming the flag, the allowed range and the value.
+    """
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if v is None or isinstance(v, (bool, str)):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        items = v if isinstance(v, tuple) else (v,)
+        for x in items:
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                continue
+            if not math.isfinite(x):
+                raise ValueError(f"parse_config: {flag} must be finite, got {v}")
+            if f.name in _POSITIVE and not x > 0:
+                raise ValueError(f"parse_config: {flag} must be > 0, got {v}")
+            if f.name in _NON_NEGATIVE and not x >= 0:
+                raise ValueError(f"parse_config: {flag} must be >= 0, got {v}")
+            if f.name in _UNIT and not 0 <= x <= 1:
+                raise ValueError(f"parse_config: {flag} must be in [0, 1], got {v}")
+    lo, hi = getattr(cfg, "v_min", None), getattr(cfg, "v_max", None)
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"parse_config: --v-min must be < --v-max, got {lo} and {hi}")
+
+
+def prepare_out(out: str, resume: bool | None, overwrite: bool, files: tuple[str, ...]) -> None:
+    """Creates ``out`` and refuses to silently replace an earlier run's files.
+
+    A run into a folder that holds any of ``files`` (its checkpoint or log) must say what it wants:
+    ``--resume`` continues that run, ``--overwrite`` deletes those files and starts a new one.
+    ``resume=None`` is for a script without ``--resume``.
+
+    Raises:
+        FileExistsError: ``out`` holds an earlier run and neither flag is set.
+    """
+    os.makedirs(out, exist_ok=True)
+    found = [f for f in files if os.path.exists(os.path.join(out, f))]
+    if not found or resume:
+        return
+    if not overwrite:
+        how = (
+            "--overwrite to replace it"
+            if resume is None
+            else ("--resume to continue it or --overwrite to replace it")
+        )
+        raise FileExistsError(
+            f"--out {out} already holds {', '.join(found)} from an earlier run: pass {how}"
+        )
+    # Delete up front: a new run killed early must not leave the old checkpoint beside its log.
+    for f in found:
+        os.remove(os.path.join(out, f))
 
 
 def _base_type(typ: Any) -> Any:
@@ -65,23 +147,27 @@ def _base_type(typ: Any) -> Any:
 class CSVLogger:
     """Writes rows of scalars to ``<out>/log.csv``.
 
-    A fresh run starts a new file; ``resume=True`` appends to the existing one, so a resumed run's
-    log continues the first and a new run never mixes with an old one.
+    A fresh run starts a new file (its header written atomically); ``resume=True`` appends to the
+    existing one, so a resumed run's log continues the first and a new run never mixes with an old
+    one. Each row is flushed and fsynced, so a kill loses at most the row being written (call
+    :func:`truncate_log` before resuming).
     """
 
     def __init__(self, out_dir: str, fields: list[str], resume: bool = False):
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, "log.csv")
         self.fields = fields
-        new = not (resume and os.path.exists(self.path))
-        self._fh = open(self.path, "w" if new else "a", newline="")
+        if not (resume and os.path.exists(self.path)):
+            header = io.StringIO()
+            csv.DictWriter(header, fieldnames=fields).writeheader()
+            checkpoint.atomic_write(self.path, header.getvalue().encode())
+        self._fh = open(self.path, "a", newline="")
         self._w = csv.DictWriter(self._fh, fieldnames=fields, extrasaction="ignore")
-        if new:
-            self._w.writeheader()
 
     def log(self, row: Mapping[str, Any]) -> None:
         self._w.writerow({k: _scalar(v) for k, v in row.items()})
         self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()
@@ -91,6 +177,43 @@ def _scalar(v: Any) -> Any:
     if isinstance(v, torch.Tensor):
         return float(v.detach().cpu())
     return v
+
+
+def truncate_log(path: str, step: int | float) -> int:
+    """Keeps the rows of a CSV log whose ``step`` is ``<= step`` (rewritten atomically).
+
+    On ``--resume`` the rows a killed run wrote after its last checkpoint would repeat, out of
+    order, once the resumed run logs those steps again. A last line without its newline (a row
+    torn by the kill) is dropped too.
+
+    Returns:
+        The number of rows dropped (0 when the file does not exist).
+    """
+    if not os.path.exists(path):
+        return 0
+    with open(path, newline="") as fh:
+        text = fh.read()
+    lines = text.splitlines(keepends=True)
+    torn = 1 if lines and not lines[-1].endswith("\n") else 0
+    rows = list(csv.reader(lines[: len(lines) - torn]))
+    if not rows:
+        return torn
+    header, body = rows[0], rows[1:]
+    if "step" not in header:
+        raise ValueError(f"truncate_log: {path} has no 'step' column (header {header})")
+    col = header.index("step")
+
+    def keep(row: list[str]) -> bool:
+        try:
+            return len(row) == len(header) and float(row[col]) <= step
+        except ValueError:
+            return False
+
+    kept = [r for r in body if keep(r)]
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *kept])
+    checkpoint.atomic_write(path, out.getvalue().encode())
+    return len(body) - len(kept) + torn
 
 
 def read_csv(path: str) -> list[dict[str, float]]:
@@ -136,25 +259,79 @@ def plot_curve(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png_path)
     return png_path
 
 
-def save_checkpoint(path: str, **state: Any) -> None:
-    """Atomically writes a checkpoint (a dict of pytrees / tensors / plain values)."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def save_figure(fig: Any, path: str, dpi: int = 110) -> None:
+    """Writes a matplotlib figure to a PNG atomically and closes it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    plt.close(fig)
+    checkpoint.atomic_write(path, buf.getvalue())
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    return torch.load(path, weights_only=False)
+def save_checkpoint(path: str, state: dict[str, Any], config: Any = None) -> None:
+    """Writes a checkpoint with ``funcrl.checkpoint.save`` (atomic, no pickle).
+
+    Args:
+        path: the file.
+        state: a dict of pytrees (params, optimizer state, buffers, counters, RNG state tensors).
+        config: the run's config dataclass, stored as metadata so ``--resume`` can compare it.
+    """
+    meta = {"config": _json_config(config)} if config is not None else {}
+    checkpoint.save(path, state, metadata=meta)
+
+
+def load_checkpoint(path: str, like: Any = None) -> checkpoint.Checkpoint:
+    """Reads a checkpoint written by :func:`save_checkpoint`: ``(tree, metadata)``. ``like`` is a
+    template (``...`` for subtrees not checked); a mismatch names the first differing path."""
+    return checkpoint.load(path, like=like)
+
+
+# Settings a resumed run may change: they do not shape the nets, the optimizer or the data.
+RESUMABLE = {
+    "total_steps", "out", "resume", "overwrite", "progress", "threads", "compile", "jit",
+    "eval_every", "eval_episodes", "checkpoint_every", "buffer_size", "batch_size",
+    "learning_starts", "updates_per_step",
+}  # fmt: skip
+
+
+def check_resume_config(path: str, saved: Mapping[str, Any], cfg: Any) -> None:
+    """Refuses ``--resume`` with settings other than the checkpoint's (outside :data:`RESUMABLE`).
+
+    Raises:
+        ValueError: naming the flag, the checkpoint's value and this run's.
+    """
+    saved = saved.get("config")
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"--resume: {path} holds no run config; it was not written by an example")
+    now = _json_config(cfg)
+    for k, v in now.items():
+        if k in RESUMABLE or saved.get(k, "<absent>") == v:
+            continue
+        flag = "--" + k.replace("_", "-")
+        raise ValueError(
+            f"--resume: {path} was trained with {flag} {_show(saved.get(k, '<absent>'))}, this run "
+            f"has {flag} {_show(v)}; resume with the checkpoint's value, or start a new run "
+            "(another --out, or --overwrite)"
+        )
+
+
+def _show(v: Any) -> str:
+    return " ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def _json_config(cfg: Any) -> dict[str, Any]:
+    # Through JSON so that tuples compare equal to the lists a checkpoint gives back.
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 def write_json(path: str, obj: Any) -> None:
-    with open(path, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
+    """Writes ``obj`` as indented JSON, atomically."""
+    checkpoint.atomic_write(path, json.dumps(obj, indent=2, default=str).encode())
 
 
 class Timer:

@@ -178,6 +178,9 @@ class Config:
         default=False, metadata={"help": "torch.compile(fullgraph=True) the update step"}
     )
     out: str = dataclasses.field(default="runs/multiagent", metadata={"help": "output directory"})
+    overwrite: bool = dataclasses.field(
+        default=False, metadata={"help": "replace the logs and summary of an earlier run in <out>"}
+    )
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
 
     @property
@@ -566,15 +569,15 @@ def plot(cfg: Config, results: dict, random_return: float) -> str:
     ax.legend()
     fig.tight_layout()
     path = os.path.join(cfg.out, "curve.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _util.save_figure(fig, path)
     return path
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = resolve(_util.parse_config(Config, argv))
     torch.set_num_threads(max(1, cfg.threads))
-    os.makedirs(cfg.out, exist_ok=True)
+    logs = tuple(os.path.join(a, "log.csv") for a in cfg.algos)
+    _util.prepare_out(cfg.out, None, cfg.overwrite, ("summary.json", *logs))
     probe = Vmas(cfg, 1, cfg.seed)
     torch.manual_seed(cfg.seed)
     random_return = evaluate(cfg, random_policy(probe), 1_000_000 + cfg.seed)

@@ -31,7 +31,7 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 from sac import Config as SACConfig  # noqa: E402
 
-from funcrl import buffers, envs, optim, sac, tree  # noqa: E402
+from funcrl import buffers, checkpoint, envs, optim, sac, tree  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = _util.parse_config(Config, argv)
     _offpolicy.set_threads(cfg.threads)
     n, e = cfg.agents, cfg.num_envs
-    os.makedirs(cfg.out, exist_ok=True)
+    _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, _offpolicy.OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
 
     # --- environments: one vector env of n * e, split by agent ---
@@ -107,7 +107,14 @@ def main(argv: list[str] | None = None) -> dict:
     buf = tree.stack([buffers.init(cfg.buffer_size, example[0]) for _ in range(n)])
     step, updates_done, elapsed = 0, 0.0, 0.0
     if cfg.resume:
-        ck = _util.load_checkpoint(ckpt_path)
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        like = {"params": params, "opt_state": opt_state, "buffers": [...] * n}
+        like.update(
+            dict.fromkeys(("step", "updates_done", "elapsed", "torch_rng", "action_rng"), ...)
+        )
+        _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
+        ck = _util.load_checkpoint(ckpt_path, like=like).tree
         params, opt_state = ck["params"], ck["opt_state"]
         empty = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
         buf = tree.stack([_offpolicy.load_buffer(sd, b) for sd, b in zip(ck["buffers"], empty)])
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_rng_state(ck["torch_rng"])
         action_gen.set_state(ck["action_rng"])
         obs = env.reset(seed=cfg.seed + 7919 * (step // e + 1))
+        _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)
     # Views of agent i's buffer: buffers.add_ writes through them into the stacked storage.
     views = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
 
@@ -198,17 +206,17 @@ def main(argv: list[str] | None = None) -> dict:
         log.log({"step": step, "time": train_time, "agent": i, "eval_return": float(rets[i])})
     log.close()
     env.close()
-    _util.save_checkpoint(
-        ckpt_path,
-        params=params,
-        opt_state=opt_state,
-        buffers=[_offpolicy.buffer_state(v) for v in views],
-        step=step,
-        updates_done=updates_done,
-        elapsed=train_time,
-        torch_rng=torch.get_rng_state(),
-        action_rng=action_gen.get_state(),
-    )
+    state = {
+        "params": params,
+        "opt_state": opt_state,
+        "buffers": [_offpolicy.buffer_state(v) for v in views],
+        "step": step,
+        "updates_done": float(updates_done),
+        "elapsed": float(train_time),
+        "torch_rng": torch.get_rng_state(),
+        "action_rng": action_gen.get_state(),
+    }
+    _util.save_checkpoint(ckpt_path, state, cfg)
     png = _util.plot_curve(
         log.path, os.path.join(cfg.out, "curve.png"), f"SAC x{n} agents on {cfg.env}"
     )

@@ -27,6 +27,7 @@ _SUBMODULES = {
     "autodiff",
     "jit",
     "buffers",
+    "checkpoint",
     "envs",
     "multiagent",
     "qmix",

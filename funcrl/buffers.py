@@ -24,6 +24,14 @@ is a vectorised inverse-CDF (``cumsum`` in float64 + ``searchsorted``) over the 
 a sum-tree; see :func:`sample` for its cost.
 
 Randomness: :func:`sample` draws from the global torch RNG unless a ``generator`` is given.
+
+Files: :func:`save` and :func:`load` go through :mod:`funcrl.checkpoint` (atomic writes, no
+pickle) and :func:`load` checks every field (:func:`validate`); :func:`restore` copies a buffer
+into another capacity, keeping its newest transitions in age order with their priorities.
+
+Invalid priorities (negative, NaN, inf) and exponents are refused eagerly on CPU; inside
+``torch.compile``, :func:`funcrl.jit`, ``vmap`` or on an accelerator those value checks are
+skipped (they would need a host read), the shape and dtype checks still run.
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ __all__ = [
     "load_state_dict",
     "save",
     "load",
+    "restore",
+    "validate",
 ]
 
 
@@ -133,12 +143,14 @@ def init(
         )
     if not example_record.keys(include_nested=True, leaves_only=True):
         raise ValueError("buffers.init: example_record has no tensor entries")
-    if alpha < 0 or beta < 0:
-        raise ValueError(f"buffers.init: alpha and beta must be >= 0, got {alpha} and {beta}")
-    if prioritized and not eps > 0:
+    # `not x >= 0` rather than `x < 0`: NaN fails every comparison and must be rejected too.
+    for name, v in (("alpha", alpha), ("beta", beta)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"buffers.init: {name} must be a finite float >= 0, got {v!r}")
+    if prioritized and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         # A filled slot must keep a positive probability: that is also how sample() tells filled
         # slots from empty ones (priority 0) without a host sync.
-        raise ValueError(f"buffers.init: eps must be > 0 for prioritized replay, got {eps}")
+        raise ValueError(f"buffers.init: eps must be a finite float > 0, got {eps!r}")
     dev = torch.device(device) if device is not None else example_record.device
     bnd = example_record.batch_ndim
     storage = example_record.apply(
@@ -168,12 +180,36 @@ def capacity(state: ReplayState) -> int:
 
 
 def set_beta(state: ReplayState, beta: float | torch.Tensor) -> ReplayState:
-    """A new state whose importance-sampling exponent is ``beta`` (for annealing)."""
+    """A new state whose importance-sampling exponent is ``beta`` (for annealing).
+
+    Raises:
+        ValueError: ``beta`` is not a finite value ``>= 0`` (checked eagerly; see :func:`_host`).
+    """
     if not state.prioritized:
         raise ValueError("buffers.set_beta: the buffer was not created with prioritized=True")
     p = state.prioritized
     beta_t = torch.as_tensor(beta, dtype=p.beta.dtype, device=p.beta.device)
+    _check_beta(beta_t, "buffers.set_beta")
     return state._replace(prioritized=p._replace(beta=beta_t))
+
+
+def _host(t: torch.Tensor) -> bool:
+    """Whether a check may read ``t``'s values: eagerly on CPU, where the read is free. Under
+    ``torch.compile`` or :func:`funcrl.jit` a read is a graph break or a trace error, under
+    ``vmap`` the tensor has no single value, and on an accelerator it would be a host sync in the
+    training step; value checks are skipped there (shape and dtype checks still run)."""
+    return (
+        t.device.type == "cpu" and not is_tracing() and not torch._C._functorch.is_batchedtensor(t)
+    )
+
+
+def _check_beta(beta: torch.Tensor, owner: str) -> None:
+    if beta.ndim != 0 or not beta.is_floating_point():
+        raise ValueError(
+            f"{owner}: beta must be a 0-d float, got shape {tuple(beta.shape)} dtype {beta.dtype}"
+        )
+    if _host(beta) and not (bool(torch.isfinite(beta)) and float(beta) >= 0):
+        raise ValueError(f"{owner}: beta must be finite and >= 0, got {float(beta)}")
 
 
 # ---------------------------------------------------------------------------- writing
@@ -304,11 +340,7 @@ def _check_not_empty(state: ReplayState, owner: str) -> None:
     # (an empty buffer then yields rows of slot 0, all zeros). Under torch.func.vmap `size` is a
     # batched tensor with no single value, so the check is skipped there too.
     size = state.size
-    if (
-        size.device.type == "cpu"
-        and not is_tracing()
-        and not torch._C._functorch.is_batchedtensor(size)
-    ):
+    if _host(size):
         if int(size) == 0:
             raise RuntimeError(f"{owner}: the buffer is empty; add transitions before sampling")
 
@@ -366,6 +398,8 @@ def sample(
         cdf = torch.cumsum(p, 0, dtype=torch.float64)
         idx = torch.searchsorted(cdf, u * cdf[-1], right=True)
         b = prio.beta if beta is None else torch.as_tensor(beta, dtype=p.dtype, device=dev)
+        if beta is not None:
+            _check_beta(b, "buffers.sample")
     # Guards against round-off at the top of the range: filled slots are [0, size).
     idx = torch.minimum(idx, (state.size - 1).clamp(min=0)).clamp(max=cap - 1)
     if prio:
@@ -402,6 +436,25 @@ def _priority_args(
             f"{owner}: priorities must have shape [{k}] or [{k}, 1] to match indices [{k}], got "
             f"{tuple(priorities.shape)}"
         )
+    if not (priorities.is_floating_point() or priorities.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{owner}: priorities must be real numbers, got dtype {priorities.dtype}")
+    if k and _host(priorities):
+        # A negative priority turns into NaN under ** alpha, a NaN one poisons max_priority for
+        # every later add, an inf one makes its slot win every draw: refuse them all.
+        bad = ~torch.isfinite(priorities) | (priorities < 0)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{owner}: priorities must be finite and >= 0; priorities[{i}] = "
+                f"{float(priorities[i])} (for slot {int(indices[i])})"
+            )
+    if k and _host(indices):
+        cap = p.priority.shape[0]
+        if bool(((indices < 0) | (indices >= cap)).any()):
+            raise IndexError(
+                f"{owner}: indices must be slots in [0, {cap}), got min {int(indices.min())} "
+                f"max {int(indices.max())}"
+            )
     return p, indices.long(), priorities.detach().to(p.priority.dtype)
 
 
@@ -524,8 +577,133 @@ def n_step(trajectory: Record, n: int, gamma: float) -> Record:
 # ---------------------------------------------------------------------------- checkpoints
 
 
+def validate(state: ReplayState, owner: str = "buffers.validate") -> None:
+    """Checks every field of a buffer state, structure and values. Host-side (reads values).
+
+    Checked: the storage is a Record with ``batch_ndim == 1`` and every leaf ``[capacity, ...]``;
+    ``cursor`` and ``size`` are 0-d int64 with ``0 <= size <= capacity``, ``0 <= cursor <
+    capacity`` and ``cursor == size`` until the ring is full (it fills from slot 0); a
+    :class:`PriorityState` has 0-d float32 ``alpha >= 0``, ``beta >= 0``, ``eps > 0``, all finite,
+    ``max_priority`` finite and ``-1`` (no update yet) or ``>= 0``, and a finite ``[capacity]``
+    float32 ``priority`` that is ``> 0`` on the filled slots and ``0`` on the empty ones (how
+    :func:`sample` tells them apart). All tensors are on one device.
+
+    Args:
+        state: the buffer.
+        owner: the name errors start with (the calling function).
+
+    Raises:
+        TypeError, ValueError: naming the field and the expected against the actual value.
+    """
+    if not isinstance(state, ReplayState):
+        raise TypeError(f"{owner}: expected a buffers.ReplayState, got {type(state).__name__}")
+    st = state.storage
+    if not isinstance(st, Record) or st.batch_ndim != 1:
+        raise ValueError(
+            f"{owner}: storage must be a Record with batch_ndim 1, got "
+            f"{type(st).__name__} with batch_ndim {getattr(st, 'batch_ndim', None)}"
+        )
+    keys = st.keys(include_nested=True, leaves_only=True)
+    if not keys:
+        raise ValueError(f"{owner}: storage has no tensor entries")
+    cap = st[keys[0]].shape[0]
+    dev = st[keys[0]].device
+    for key in keys:
+        x = st[key]
+        if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] != cap:
+            raise ValueError(
+                f"{owner}: storage[{key!r}] must be a tensor [capacity={cap}, ...], got "
+                f"{tuple(getattr(x, 'shape', ()))} ({type(x).__name__})"
+            )
+    if cap < 1:
+        raise ValueError(f"{owner}: capacity must be >= 1, got storage batch size {cap}")
+    for name in ("cursor", "size"):
+        t = getattr(state, name)
+        if not isinstance(t, torch.Tensor) or t.ndim != 0 or t.dtype != torch.int64:
+            raise ValueError(
+                f"{owner}: {name} must be a 0-d int64 tensor, got "
+                + (
+                    f"shape {tuple(t.shape)} dtype {t.dtype}"
+                    if isinstance(t, torch.Tensor)
+                    else type(t).__name__
+                )
+            )
+    tensors = [st[k] for k in keys] + [state.cursor, state.size]
+    size, cursor = int(state.size), int(state.cursor)
+    if not 0 <= size <= cap:
+        raise ValueError(f"{owner}: size must be in [0, capacity={cap}], got {size}")
+    if not 0 <= cursor < cap:
+        raise ValueError(f"{owner}: cursor must be in [0, capacity={cap}), got {cursor}")
+    if size < cap and cursor != size:
+        raise ValueError(
+            f"{owner}: cursor must equal size until the ring is full (it fills from slot 0), "
+            f"got cursor {cursor} and size {size} < capacity {cap}"
+        )
+    prio = state.prioritized
+    if isinstance(prio, tuple) and not isinstance(prio, PriorityState) and len(prio) == 0:
+        pass
+    elif not isinstance(prio, PriorityState):
+        raise TypeError(
+            f"{owner}: prioritized must be a PriorityState or (), got {type(prio).__name__}"
+        )
+    else:
+        for name in ("max_priority", "alpha", "beta", "eps"):
+            t = getattr(prio, name)
+            if not isinstance(t, torch.Tensor) or t.ndim != 0 or t.dtype != torch.float32:
+                raise ValueError(
+                    f"{owner}: prioritized.{name} must be a 0-d float32 tensor, got "
+                    + (
+                        f"shape {tuple(t.shape)} dtype {t.dtype}"
+                        if isinstance(t, torch.Tensor)
+                        else type(t).__name__
+                    )
+                )
+            if not bool(torch.isfinite(t)):
+                raise ValueError(f"{owner}: prioritized.{name} must be finite, got {float(t)}")
+        pr = prio.priority
+        if not isinstance(pr, torch.Tensor) or pr.shape != (cap,) or pr.dtype != torch.float32:
+            raise ValueError(
+                f"{owner}: prioritized.priority must be a float32 tensor [capacity={cap}], got "
+                + (
+                    f"shape {tuple(pr.shape)} dtype {pr.dtype}"
+                    if isinstance(pr, torch.Tensor)
+                    else type(pr).__name__
+                )
+            )
+        alpha, beta, eps, mx = (
+            float(t) for t in (prio.alpha, prio.beta, prio.eps, prio.max_priority)
+        )
+        if alpha < 0 or beta < 0 or eps <= 0:
+            raise ValueError(
+                f"{owner}: prioritized needs alpha >= 0, beta >= 0 and eps > 0, got alpha "
+                f"{alpha}, beta {beta}, eps {eps}"
+            )
+        if not (mx == -1.0 or mx >= 0):
+            raise ValueError(
+                f"{owner}: prioritized.max_priority must be -1 (no update yet) or >= 0, got {mx}"
+            )
+        filled, empty = pr[:size], pr[size:]
+        if not bool(torch.isfinite(pr).all()):
+            raise ValueError(f"{owner}: prioritized.priority holds non-finite values")
+        if size and not bool((filled > 0).all()):
+            raise ValueError(
+                f"{owner}: prioritized.priority must be > 0 on the {size} filled slots, got min "
+                f"{float(filled.min())}"
+            )
+        if empty.numel() and bool((empty != 0).any()):
+            raise ValueError(
+                f"{owner}: prioritized.priority must be 0 on the empty slots [{size}, {cap})"
+            )
+        tensors += [pr, prio.max_priority, prio.alpha, prio.beta, prio.eps]
+    devices = {t.device for t in tensors}
+    if devices != {dev}:
+        raise ValueError(
+            f"{owner}: all tensors must be on one device, got {sorted(map(str, devices))}"
+        )
+
+
 def state_dict(state: ReplayState) -> dict[str, Any]:
-    """The state as nested plain dicts of tensors (``torch.save(..., weights_only=True)``-safe)."""
+    """The state as nested plain dicts of tensors."""
     out: dict[str, Any] = {
         "storage": state.storage.to_dict(),
         "cursor": state.cursor,
@@ -537,26 +715,121 @@ def state_dict(state: ReplayState) -> dict[str, Any]:
 
 
 def load_state_dict(sd: Mapping[str, Any], device: torch.device | str | None = None) -> ReplayState:
-    """Rebuilds a :class:`ReplayState` from :func:`state_dict`'s output (optionally on ``device``)."""
+    """Rebuilds a :class:`ReplayState` from :func:`state_dict`'s output (optionally on ``device``)
+    and checks every field with :func:`validate`."""
+    owner = "buffers.load_state_dict"
+    if not isinstance(sd, Mapping):
+        raise TypeError(f"{owner}: expected a mapping, got {type(sd).__name__}")
     for k in ("storage", "cursor", "size"):
         if k not in sd:
-            raise KeyError(f"buffers.load_state_dict: missing entry {k!r}; got {sorted(sd)}")
+            raise KeyError(f"{owner}: missing entry {k!r}; got {sorted(sd)}")
 
     def mv(x: torch.Tensor) -> torch.Tensor:
         return x if device is None else x.to(device)
 
+    if not isinstance(sd["storage"], Mapping):
+        raise TypeError(f"{owner}: storage must be a mapping, got {type(sd['storage']).__name__}")
     storage = Record(sd["storage"], batch_ndim=1).apply(mv)
     prio: PriorityState | tuple[()] = ()
     if sd.get("prioritized") is not None:
-        prio = PriorityState(**{k: mv(v) for k, v in sd["prioritized"].items()})
-    return ReplayState(storage, mv(sd["cursor"]), mv(sd["size"]), prio)
+        got = dict(sd["prioritized"])
+        if set(got) != set(PriorityState._fields):
+            raise KeyError(
+                f"{owner}: prioritized must have entries {list(PriorityState._fields)}, got "
+                f"{sorted(got)}"
+            )
+        prio = PriorityState(**{k: mv(v) for k, v in got.items()})
+    state = ReplayState(storage, mv(sd["cursor"]), mv(sd["size"]), prio)
+    validate(state, owner)
+    return state
 
 
 def save(state: ReplayState, path: str | os.PathLike) -> None:
-    """Writes the buffer to ``path`` with ``torch.save`` (resume with :func:`load`)."""
-    torch.save(state_dict(state), path)
+    """Writes the buffer to ``path`` with :func:`funcrl.checkpoint.save` (atomic, no pickle)."""
+    from funcrl import checkpoint
+
+    if not isinstance(state, ReplayState):
+        raise TypeError(f"buffers.save: expected a buffers.ReplayState, got {type(state).__name__}")
+    checkpoint.save(path, state, metadata={"kind": "funcrl.buffers.ReplayState"})
 
 
 def load(path: str | os.PathLike, device: torch.device | str | None = None) -> ReplayState:
-    """Reads a buffer written by :func:`save` (``weights_only=True``)."""
-    return load_state_dict(torch.load(path, map_location=device, weights_only=True), device)
+    """Reads a buffer written by :func:`save` and checks every field (:func:`validate`).
+
+    Raises:
+        funcrl.checkpoint.CheckpointError: the file is not a readable funcrl checkpoint.
+        TypeError, ValueError: the file holds something else than a valid buffer (naming the file
+            and the field).
+    """
+    from funcrl import checkpoint
+
+    state = checkpoint.load(path, device=device).tree
+    validate(state, f"buffers.load({os.fspath(path)!r})")
+    return state
+
+
+def restore(state: ReplayState, empty: ReplayState) -> tuple[ReplayState, int]:
+    """Copies a buffer into another capacity, keeping its newest transitions. Host-side.
+
+    The newest ``min(size, capacity(empty))`` transitions of ``state`` are written in age order,
+    oldest first from slot 0, with their priorities; the cursor is set after the last one (0 when
+    the new ring is full). The running max priority and ``beta`` (its annealing position) come
+    from ``state``.
+
+    Args:
+        state: the saved buffer.
+        empty: a buffer with the new capacity (e.g. ``init(new_capacity, ...)``); only its
+            storage layout, capacity, device and prioritisation are used (it is not modified).
+
+    Returns:
+        ``(new_state, dropped)``: ``dropped`` is how many of the oldest transitions did not fit.
+
+    Raises:
+        KeyError, TypeError, ValueError: the storages' keys, dtypes or trailing shapes differ,
+            one buffer is prioritized and the other not, or their ``alpha``/``eps`` differ.
+    """
+    owner = "buffers.restore"
+    validate(state, owner + " (state)")
+    validate(empty, owner + " (empty)")
+    _check_and_flatten(empty, state.storage, owner)
+    old_p, new_p = state.prioritized, empty.prioritized
+    if bool(old_p) != bool(new_p):
+        raise ValueError(
+            f"{owner}: state is {'prioritized' if old_p else 'uniform'} but empty is "
+            f"{'prioritized' if new_p else 'uniform'}"
+        )
+    if old_p and new_p:
+        for name in ("alpha", "eps"):
+            a, b = float(getattr(old_p, name)), float(getattr(new_p, name))
+            if a != b:
+                # Stored priorities are (raw + eps) ** alpha: they cannot be carried over.
+                raise ValueError(f"{owner}: state has {name} {a}, empty has {name} {b}")
+    cap_old, cap_new = capacity(state), capacity(empty)
+    size, cursor = int(state.size), int(state.cursor)
+    keep = min(size, cap_new)
+    oldest = cursor if size == cap_old else 0
+    src = (oldest + torch.arange(size - keep, size, device=state.size.device)) % cap_old
+    keys = empty.storage.keys(include_nested=True, leaves_only=True)
+    leaves, treedef = tree.flatten(empty.storage)
+    new_leaves = []
+    for key, e in zip(keys, leaves):
+        out = torch.zeros_like(e)
+        out[:keep] = state.storage[key].index_select(0, src).to(e.device)
+        new_leaves.append(out)
+    dev = empty.size.device
+    prio: PriorityState | tuple[()] = ()
+    if new_p:
+        pr = torch.zeros_like(new_p.priority)
+        pr[:keep] = old_p.priority.index_select(0, src).to(dev)
+        prio = new_p._replace(
+            priority=pr,
+            max_priority=old_p.max_priority.to(dev).clone(),
+            beta=old_p.beta.to(dev).clone(),
+        )
+    new = ReplayState(
+        storage=tree.unflatten(treedef, new_leaves),
+        cursor=torch.tensor(keep % cap_new, dtype=torch.int64, device=dev),
+        size=torch.tensor(keep, dtype=torch.int64, device=dev),
+        prioritized=prio,
+    )
+    return new, size - keep

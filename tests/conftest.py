@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -20,3 +21,44 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``make test`` (``FUNCRL_REQUIRE_REFERENCES=1``) a test skipped because a reference
+    package (TorchRL, tensordict, transformers, vmas, ...) could not be imported fails instead:
+    parity must never pass by skipping."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and os.environ.get("FUNCRL_REQUIRE_REFERENCES")):
+        return
+    reason = (
+        str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    )
+    if "could not import" in reason or "needs" in reason or "No module named" in reason:
+        report.outcome = "failed"
+        report.longrepr = f"reference package missing under make test: {reason}"
+
+
+REFERENCE_PACKAGES = ("torchrl", "tensordict", "transformers", "vmas", "mujoco")
+
+
+def pytest_sessionstart(session):
+    """Under ``make test``, every reference package must import (module-level ``importorskip``
+    would otherwise skip whole parity files at collection)."""
+    if not os.environ.get("FUNCRL_REQUIRE_REFERENCES"):
+        return
+    import importlib
+
+    missing = []
+    for name in REFERENCE_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            missing.append(f"{name} ({e})")
+    if missing:
+        raise pytest.UsageError(
+            "make test needs the reference packages of the parity tests; missing: "
+            + ", ".join(missing)
+            + " (install with: pip install -e '.[test,examples,parity,multiagent]')"
+        )

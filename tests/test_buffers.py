@@ -489,3 +489,94 @@ def test_prioritized_sample_masked_path_matches_the_eager_cpu_path(monkeypatch):
     assert torch.equal(fast["index"], masked["index"])
     assert torch.allclose(fast["priority_weight"], masked["priority_weight"])
     assert int(masked["index"].max()) <= 4
+
+
+# ---------------------------------------------------------------------------- restore
+
+
+def _filled(capacity: int, n: int, prioritized: bool = False) -> buffers.ReplayState:
+    s = buffers.init(capacity, transitions(1)[0], prioritized=prioritized)
+    return buffers.add(s, transitions(n))
+
+
+def test_restore_smaller_capacity_keeps_newest_in_age_order_wrapped_cursor():
+    # capacity 5 after 7 adds: slots hold rewards [5, 6, 2, 3, 4], cursor 2 (oldest = slot 2).
+    s = _filled(5, 7)
+    assert rewards(s) == [5.0, 6.0, 2.0, 3.0, 4.0] and int(s.cursor) == 2
+    new, dropped = buffers.restore(s, buffers.init(3, transitions(1)[0]))
+    assert rewards(new) == [4.0, 5.0, 6.0] and dropped == 2
+    assert int(new.size) == 3 and int(new.cursor) == 0
+    # The next add overwrites the oldest kept transition (reward 4), as in the original ring.
+    assert rewards(buffers.add(new, transitions(1, start=7.0))) == [7.0, 5.0, 6.0]
+
+
+def test_restore_larger_capacity_keeps_everything_and_cursor_after_newest():
+    s = _filled(5, 7)
+    new, dropped = buffers.restore(s, buffers.init(8, transitions(1)[0]))
+    assert rewards(new) == [2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0] and dropped == 0
+    assert int(new.size) == 5 and int(new.cursor) == 5
+    buffers.validate(new)
+
+
+def test_restore_prioritized_carries_priorities_and_max():
+    s = _filled(4, 6, prioritized=True)  # rewards [4, 5, 2, 3], cursor 2
+    s = buffers.update_priorities(s, torch.tensor([0, 1, 2, 3]), torch.tensor([4.0, 5.0, 2.0, 3.0]))
+    new, dropped = buffers.restore(s, buffers.init(3, transitions(1)[0], prioritized=True))
+    assert rewards(new) == [3.0, 4.0, 5.0] and dropped == 1
+    eps, alpha = 1e-8, 0.6
+    want = torch.tensor([(3.0 + eps) ** alpha, (4.0 + eps) ** alpha, (5.0 + eps) ** alpha])
+    torch.testing.assert_close(new.prioritized.priority, want)
+    assert float(new.prioritized.max_priority) == 5.0
+    # A new transition gets the carried max priority, in the slot of the oldest.
+    nxt = buffers.add(new, transitions(1, start=9.0))
+    torch.testing.assert_close(nxt.prioritized.priority[0], torch.tensor((5.0 + eps) ** alpha))
+
+
+def test_restore_refuses_mismatched_layouts():
+    s = _filled(4, 2)
+    with pytest.raises(ValueError, match="buffers.restore: state is uniform but empty is prior"):
+        buffers.restore(s, buffers.init(4, transitions(1)[0], prioritized=True))
+    with pytest.raises(KeyError, match="buffers.restore"):
+        buffers.restore(s, buffers.init(4, transitions(1)[0].exclude("action")))
+    p = _filled(4, 2, prioritized=True)
+    with pytest.raises(ValueError, match="buffers.restore: state has alpha"):
+        buffers.restore(p, buffers.init(4, transitions(1)[0], prioritized=True, alpha=0.5))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(0, 25),
+    st.booleans(),
+)
+def test_restore_matches_a_python_ring(cap_old, cap_new, n, prioritized):
+    s = buffers.add(
+        buffers.init(cap_old, transitions(1)[0], prioritized=prioritized), transitions(n)
+    )
+    new, dropped = buffers.restore(
+        s, buffers.init(cap_new, transitions(1)[0], prioritized=prioritized)
+    )
+    stored = list(range(n))[-cap_old:] if n else []  # what the old ring holds, oldest first
+    kept = stored[len(stored) - min(len(stored), cap_new) :]
+    assert dropped == len(stored) - len(kept)
+    assert rewards(new)[: len(kept)] == [float(x) for x in kept]
+    assert int(new.size) == len(kept) and int(new.cursor) == len(kept) % cap_new
+    buffers.validate(new)  # includes: priorities > 0 on the kept slots, 0 on the others
+
+
+def test_save_load_round_trip_across_capacities(tmp_path):
+    s = _filled(6, 9, prioritized=True)
+    s = buffers.update_priorities(s, torch.tensor([1, 4]), torch.tensor([3.0, 0.5]))
+    path = tmp_path / "buf.safetensors"
+    buffers.save(s, path)
+    back = buffers.load(path)
+    for a, b in zip(
+        [s.cursor, s.size, *s.prioritized], [back.cursor, back.size, *back.prioritized]
+    ):
+        torch.testing.assert_close(a, b)
+    assert back.storage.equal(s.storage)
+    for cap in (2, 6, 11):
+        new, dropped = buffers.restore(back, buffers.init(cap, transitions(1)[0], prioritized=True))
+        assert dropped == max(0, 6 - cap)
+        assert rewards(new)[: min(6, cap)] == [float(x) for x in range(3, 9)][-min(6, cap) :]

@@ -80,19 +80,20 @@ def test_sac_runs_writes_outputs_and_resumes(tmp_path, capsys):
     with open(os.path.join(out, "result.json")) as fh:
         assert json.load(fh)["eval_return"] == pytest.approx(res["eval_return"])
 
-    ck = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
-    assert ck["step"] == 300 and int(ck["buffer"]["size"]) == 300
+    ck, meta = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert meta["config"]["num_cells"] == [16, 16]
+    assert ck["step"] == 300 and int(ck["buffer"].size) == 300
     assert int(ck["opt_state"].step) == 201
     # Resume to 500 steps: the counters, buffer and optimizer continue where they stopped.
     res2 = sac_example.main(
         [*TINY, "--total-steps", "500", "--out", out, "--seed", "3", "--resume"]
     )
     assert res2["steps"] == 500 and res2["updates"] == 401
-    ck2 = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
-    assert int(ck2["buffer"]["size"]) == 500 and int(ck2["opt_state"].step) == 401
+    ck2 = _util.load_checkpoint(os.path.join(out, "checkpoint.pt")).tree
+    assert int(ck2["buffer"].size) == 500 and int(ck2["opt_state"].step) == 401
     # The first 300 stored transitions are the ones of the first run.
-    first = ck["buffer"]["storage"]["observation"][:300]
-    torch.testing.assert_close(ck2["buffer"]["storage"]["observation"][:300], first)
+    first = ck["buffer"].storage["observation"][:300]
+    torch.testing.assert_close(ck2["buffer"].storage["observation"][:300], first)
     steps = [int(r["step"]) for r in _rows(os.path.join(out, "log.csv"))]
     assert steps == sorted(steps) and steps[-1] == 500 and steps.count(300) == 1
 
@@ -132,20 +133,20 @@ def test_sac_seeds_trains_independent_agents_and_resumes(tmp_path, capsys):
     _check_outputs(out)
     assert res["steps"] == 300 and len(res["eval_returns"]) == 3
     assert "median" in capsys.readouterr().out
-    ck = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    ck = _util.load_checkpoint(os.path.join(out, "checkpoint.pt")).tree
     # Stacked state: every agent has its own params, optimizer state and buffer.
     w = ck["params"]["actor"]["layers"][0]["weight"]
     assert w.shape[0] == 3 and not torch.equal(w[0], w[1])
     assert ck["opt_state"].step.tolist() == [201, 201, 201]
-    obs = [b["storage"]["observation"] for b in ck["buffers"]]
-    assert all(int(b["size"]) == 300 for b in ck["buffers"]) and not torch.equal(obs[0], obs[1])
+    obs = [b.storage["observation"] for b in ck["buffers"]]
+    assert all(int(b.size) == 300 for b in ck["buffers"]) and not torch.equal(obs[0], obs[1])
     res2 = seeds_example.main(
         [*TINY, "--agents", "3", "--total-steps", "400", "--out", out, "--resume"]
     )
     assert res2["steps"] == 400
-    ck2 = _util.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    ck2 = _util.load_checkpoint(os.path.join(out, "checkpoint.pt")).tree
     assert ck2["opt_state"].step.tolist() == [301, 301, 301]
-    torch.testing.assert_close(ck2["buffers"][1]["storage"]["observation"][:300], obs[1][:300])
+    torch.testing.assert_close(ck2["buffers"][1].storage["observation"][:300], obs[1][:300])
 
 
 # ------------------------------------------------------------------------------ bench/learning

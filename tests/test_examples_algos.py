@@ -22,6 +22,8 @@ import sys
 import pytest
 import torch
 
+from funcrl import checkpoint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -95,7 +97,7 @@ def test_script_runs_and_writes_outputs(name, tmp_path, capsys):
     assert late and all(r[METRIC[name]] for r in late), "training metrics missing from the CSV"
     with open(os.path.join(out, "result.json")) as fh:
         assert json.load(fh)["eval_return"] == pytest.approx(res["eval_return"])
-    ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    ck = checkpoint.load(os.path.join(out, "checkpoint.pt")).tree
     assert ck["step"] == 300
 
 

@@ -1,0 +1,178 @@
+"""Pure classic-control environments against gymnasium, step for step."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import funcrl
+from funcrl.envs import pure
+
+# Random physical states inside (and a little beyond) each task's reachable region.
+STATE_BOX = {
+    "CartPole-v1": ([-2.3, -2.0, -0.2, -2.5], [2.3, 2.0, 0.2, 2.5]),
+    "Acrobot-v1": ([-np.pi, -np.pi, -4 * np.pi, -9 * np.pi], [np.pi, np.pi, 4 * np.pi, 9 * np.pi]),
+    "MountainCar-v0": ([-1.2, -0.07], [0.6, 0.07]),
+    "MountainCarContinuous-v0": ([-1.2, -0.07], [0.6, 0.07]),
+    "Pendulum-v1": ([-3 * np.pi, -8.0], [3 * np.pi, 8.0]),
+}
+# float64 physics: gymnasium computes in float64 too, but torch's vectorised sin/cos may differ
+# from libm's by an ulp, so "exact" is checked to 1e-12 relative. MountainCarContinuous keeps
+# its state in float32 (gymnasium's choice), so it matches to float32 rounding.
+TOL = {name: dict(rtol=1e-12, atol=1e-12) for name in pure.ENVS}
+TOL["MountainCarContinuous-v0"] = dict(rtol=1e-6, atol=1e-7)
+# Pendulum's torque terms are float32 in gymnasium (the action's dtype): an ulp of 0.004 there.
+TOL["Pendulum-v1"] = dict(rtol=1e-9, atol=1e-9)
+
+
+def _random_action(env: pure.PureEnv, rng: np.random.Generator):
+    spec = env.action_spec
+    if isinstance(spec, funcrl.specs.Categorical):
+        a = int(rng.integers(spec.n))
+        return a, torch.tensor(a)
+    # Beyond the bounds too: both sides clip the same way.
+    a = rng.uniform(-3.0, 3.0, size=(1,)).astype(np.float32)
+    return a, torch.as_tensor(a)
+
+
+@pytest.mark.parametrize("name", sorted(pure.ENVS))
+def test_dynamics_match_gymnasium(name):
+    env = pure.make(name, dtype=torch.float64)
+    gym_env = gym.make(name).unwrapped
+    gym_env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    lo, hi = STATE_BOX[name]
+    for _ in range(300):
+        s = rng.uniform(lo, hi)
+        if name == "Acrobot-v1":
+            gym_env.state = s.copy()
+        elif name == "MountainCar-v0":
+            gym_env.state = (np.float64(s[0]), np.float64(s[1]))
+        else:
+            gym_env.state = s.copy()
+        if name == "CartPole-v1":
+            gym_env.steps_beyond_terminated = None  # each state is a fresh transition
+        state = pure.state_from_gymnasium(env, gym_env)
+        a_np, a = _random_action(env, rng)
+        obs, reward, terminated, truncated, _ = gym_env.step(a_np)
+        physics, r, term = env.dynamics(state.physics, a)
+        want = torch.as_tensor(np.asarray(gym_env.state, dtype=np.float64))
+        torch.testing.assert_close(physics, want, **TOL[name])
+        torch.testing.assert_close(
+            env.observe(physics).float(), torch.as_tensor(obs), rtol=1e-6, atol=1e-6
+        )
+        torch.testing.assert_close(r, torch.tensor(float(reward), dtype=torch.float64), **TOL[name])
+        assert bool(term) == terminated and not truncated
+
+
+@pytest.mark.parametrize("name", sorted(pure.ENVS))
+def test_episodes_follow_gymnasium(name):
+    """Whole episodes from gymnasium's start state: same observations, rewards and flags,
+    including the time limit."""
+    env = pure.make(name, dtype=torch.float64)
+    gym_env = gym.make(name)
+    gym_env.reset(seed=1)
+    state = pure.state_from_gymnasium(env, gym_env)
+    rng = np.random.default_rng(1)
+    key = funcrl.random.key(0)
+    for t in range(env.max_episode_steps):
+        a_np, a = _random_action(env, rng)
+        obs, reward, terminated, truncated, _ = gym_env.step(a_np)
+        state, next_obs, r, term, trunc = env.step(state, a, key)
+        torch.testing.assert_close(next_obs.float(), torch.as_tensor(obs), rtol=1e-5, atol=1e-5)
+        assert (bool(term), bool(trunc)) == (terminated, truncated), t
+        torch.testing.assert_close(float(r), float(reward), rtol=1e-5, atol=1e-5)
+        if terminated or truncated:
+            assert int(state.t) == 0  # reset
+            break
+    else:  # pragma: no cover - every task ends within its limit
+        raise AssertionError("episode did not end")
+
+
+@pytest.mark.parametrize("name", sorted(pure.ENVS))
+def test_reset_distribution_and_keys(name):
+    env = pure.make(name)
+    k = funcrl.random.key(3)
+    s1, o1 = env.reset(k)
+    s2, o2 = env.reset(k)
+    assert torch.equal(s1.physics, s2.physics) and torch.equal(o1, o2)
+    keys = funcrl.random.split(k, 256)
+    states, obs = torch.func.vmap(env.reset)(keys)
+    lo = torch.tensor(env.reset_low, dtype=env.dtype)
+    hi = torch.tensor(env.reset_high, dtype=env.dtype)
+    assert ((states.physics >= lo) & (states.physics <= hi)).all()
+    assert states.physics.shape == (256, env.physics_size) and (states.t == 0).all()
+    assert obs.shape == (256, *env.observation_spec.shape) and obs.dtype == env.dtype
+    wide = hi > lo
+    assert (states.physics[:, wide].std(0) > 0).all()
+
+
+def test_time_limit_truncates_and_resets():
+    env = pure.make("Pendulum-v1", max_episode_steps=3)
+    key = funcrl.random.key(0)
+    state, _ = env.reset(key)
+    flags = []
+    for i in range(4):
+        state, _, _, term, trunc = env.step(state, torch.zeros(1), funcrl.random.fold_in(key, i))
+        flags.append((bool(term), bool(trunc), int(state.t)))
+    assert flags == [(False, False, 1), (False, False, 2), (False, True, 0), (False, False, 1)]
+
+
+def test_terminated_is_not_truncated():
+    env = pure.make("CartPole-v1", max_episode_steps=1)
+    state = pure.EnvState(torch.tensor([2.39, 1.0, 0.0, 0.0]), torch.tensor(0))
+    _, _, _, term, trunc = env.step(state, torch.tensor(1), funcrl.random.key(0))
+    assert bool(term) and not bool(trunc)
+
+
+def test_vmap_and_compile_match_eager():
+    env = pure.make("CartPole-v1")
+    keys = funcrl.random.split(funcrl.random.key(0), 8)
+    states, _ = torch.func.vmap(env.reset)(keys)
+    actions = torch.tensor([0, 1] * 4)
+    step_keys = funcrl.random.split(funcrl.random.key(1), 8)
+    out = torch.func.vmap(env.step)(states, actions, step_keys)
+    for i in range(8):
+        solo = env.step(pure.EnvState(states.physics[i], states.t[i]), actions[i], step_keys[i])
+        for got, want in zip(out, solo):
+            got_i = got.physics[i] if isinstance(got, pure.EnvState) else got[i]
+            want_i = want.physics if isinstance(want, pure.EnvState) else want
+            assert torch.equal(got_i, want_i)
+    compiled = torch.compile(torch.func.vmap(env.step), fullgraph=True, backend="eager")
+    cout = compiled(states, actions, step_keys)
+    torch.testing.assert_close(cout[1], out[1])
+    torch.testing.assert_close(cout[0].physics, out[0].physics)
+
+
+@pytest.mark.parametrize(
+    ("name", "action", "error", "match"),
+    [
+        ("CartPole-v1", torch.tensor(2), ValueError, r"CartPole-v1.step: action 2 is outside"),
+        ("CartPole-v1", torch.tensor(1.0), TypeError, r"CartPole-v1.step: action must be an int"),
+        (
+            "CartPole-v1",
+            torch.tensor([1]),
+            ValueError,
+            r"CartPole-v1.step: action has shape \(1,\)",
+        ),
+        ("Pendulum-v1", torch.tensor(1.0), ValueError, r"Pendulum-v1.step: action has shape \(\)"),
+        ("Pendulum-v1", torch.tensor([1]), TypeError, r"Pendulum-v1.step: action must be a float"),
+        ("Acrobot-v1", torch.tensor(-1), ValueError, r"Acrobot-v1.step: action -1 is outside"),
+    ],
+)
+def test_bad_actions(name, action, error, match):
+    env = pure.make(name)
+    state, _ = env.reset(funcrl.random.key(0))
+    with pytest.raises(error, match=match):
+        env.step(state, action, funcrl.random.key(1))
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match=r"envs.pure.make: unknown environment 'Nope'"):
+        pure.make("Nope")
+    with pytest.raises(ValueError, match=r"CartPole-v1: max_episode_steps must be >= 1"):
+        pure.make("CartPole-v1", max_episode_steps=0)
+    with pytest.raises(TypeError, match=r"CartPole-v1: dtype must be a float dtype"):
+        pure.make("CartPole-v1", dtype=torch.int64)
