@@ -538,9 +538,14 @@ def advantages(
         raise ValueError(
             f"{owner}: rollout has no batch dims; advantages need a time dim ([E, T] or [T, E])"
         )
-    obs = get(rollout, "observation", owner=owner)
+    dtype = tree.leaves(params["critic"])[0].dtype
+    obs = get(rollout, "observation", owner=owner, dtype=dtype)
     next_obs = get(
-        rollout, ("next", "observation"), owner=owner, shape=obs.shape[rollout.batch_ndim :]
+        rollout,
+        ("next", "observation"),
+        owner=owner,
+        shape=obs.shape[rollout.batch_ndim :],
+        dtype=dtype,
     )
     flag_shape = tuple(rollout.batch_size) + (1,)
     reward = _flag_entry(rollout, ("next", "reward"), flag_shape, owner)
