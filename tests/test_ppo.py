@@ -417,8 +417,18 @@ def test_trainer_rejects_indivisible_rollout():
         train.step(p, state, rollout[:2, :4])
 
 
-def test_trainer_step_compiles_fullgraph():
-    train, p, state, rollout = _trainer_inputs()
+@pytest.mark.parametrize(
+    "epochs,num_minibatches",
+    [(1, 1), pytest.param(2, 3, marks=pytest.mark.slow)],  # 2 x 3: ~20 s of Dynamo tracing
+)
+def test_trainer_step_compiles_fullgraph(epochs, num_minibatches):
+    nets = ppo.Nets(distribution="categorical", num_cells=(H,))
+    cfg = ppo.Config()
+    train = ppo.trainer(
+        optim.adam(1e-3), config=cfg, nets=nets, epochs=epochs, num_minibatches=num_minibatches
+    )
+    p = ppo.init(0, OBS, N, cfg, nets)
+    state, rollout = train.init(p), make_rollout(p, nets, dtype=torch.float32)
     torch.manual_seed(0)
     p1, _, m1 = train.step(p, state, rollout)
     torch._dynamo.reset()
