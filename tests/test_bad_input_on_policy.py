@@ -209,3 +209,20 @@ def test_trainer_rejects():
         train.step(p, state, batch)
     assert dataclasses.is_dataclass(cfg)
     assert isinstance(batch, Record)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"target_kl": 0.0}, "KLAdaptiveLR: target_kl must be finite and > 0, got 0.0"),
+        ({"target_kl": float("inf")}, "KLAdaptiveLR: target_kl must be finite and > 0"),
+        ({"factor": 1.0}, "KLAdaptiveLR: factor must be finite and > 1, got 1.0"),
+        ({"min_lr": 0.0}, "KLAdaptiveLR: expected 0 < min_lr <= max_lr < inf, got min_lr=0.0"),
+        ({"max_lr": 1e-6}, "KLAdaptiveLR: expected 0 < min_lr <= max_lr"),
+        ({"learning_rate": 1.0}, r"KLAdaptiveLR: learning_rate must be in \[min_lr, max_lr\]"),
+    ],
+)
+def test_kl_adaptive_lr_rejects(kwargs, match):
+    args = {"learning_rate": 1e-3, "target_kl": 0.01, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        on_policy.KLAdaptiveLR(**args)

@@ -453,3 +453,42 @@ def test_trainer_step_vmaps_over_seeds():
     )[0]
     for i in range(2):
         assert_close(tree.map(lambda x, i=i: x[i], stacked), solo[i], rtol=1e-4, atol=1e-5)
+
+
+# -- KLAdaptiveLR ------------------------------------------------------------------------------------
+
+
+@pytest.mark.torchrl
+def test_kl_adaptive_lr_matches_torchrl():
+    torchrl_utils = pytest.importorskip("torchrl.objectives.utils")
+    kls = [0.05, 0.001, 0.0, 0.01, 1.0, 1.0, 1.0, 1.0, 0.001, 0.001, 0.02, 0.004, 0.005]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ref = torchrl_utils.KLAdaptiveLR(opt, 0.01, factor=2.0, min_lr=2e-4, max_lr=4e-3)
+    ours = on_policy.KLAdaptiveLR(1e-3, 0.01, factor=2.0, min_lr=2e-4, max_lr=4e-3)
+    state = ours.init({"w": torch.zeros(1, dtype=F64)})
+    for kl in kls:
+        ref.step(kl)
+        state = ours.adapt(state, torch.tensor(kl))
+        assert state.learning_rate.item() == pytest.approx(ref.get_last_lr()[0], rel=1e-6)
+
+
+def test_kl_adaptive_lr_by_hand_and_in_the_trainer():
+    sched = on_policy.KLAdaptiveLR(1e-3, 0.01)  # factor 1.5
+    lr = torch.tensor(1e-3)
+    assert sched.new_rate(lr, torch.tensor(0.03)).item() == pytest.approx(1e-3 / 1.5)
+    assert sched.new_rate(lr, torch.tensor(0.001)).item() == pytest.approx(1.5e-3)
+    assert sched.new_rate(lr, torch.tensor(0.0)).item() == pytest.approx(1e-3)  # no move, no growth
+    assert sched.new_rate(lr, torch.tensor(0.01)).item() == pytest.approx(1e-3)
+    # The update is -lr * grads; in a chain it is found and adapted wherever it sits.
+    grads = {"w": torch.tensor([2.0])}
+    upd, _ = sched.update(grads, sched.init(grads))
+    torch.testing.assert_close(upd["w"], torch.tensor([-2e-3]))
+    nets = ppo.Nets(distribution="categorical", num_cells=(H,))
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), sched)
+    train = ppo.trainer(opt, nets=nets, epochs=1, num_minibatches=2, kl_adaptive_lr=sched)
+    p = ppo.init(0, OBS, N, nets=nets)
+    state = train.init(p)
+    _, s1, m = train.step(p, state, make_rollout(p, nets, dtype=torch.float32))
+    lr0, lr1 = state.opt[2].learning_rate, s1.opt[2].learning_rate
+    # The behaviour policy is a perturbed copy: its KL to the current one is far above 0.02.
+    assert m["kl_approx"] > 0.02 and lr1.item() == pytest.approx(lr0.item() / 1.5**2)

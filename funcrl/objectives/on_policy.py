@@ -33,6 +33,7 @@ minibatches over one rollout as one pure function.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -78,6 +79,8 @@ __all__ = [
     "critic_loss",
     "explained_variance",
     "OnPolicyState",
+    "KLAdaptiveLR",
+    "KLAdaptiveLRState",
     "trainer",
 ]
 
@@ -665,6 +668,83 @@ def explained_variance(target: torch.Tensor, prediction: torch.Tensor) -> torch.
 # -- the trainer -----------------------------------------------------------------------------------
 
 
+class KLAdaptiveLRState(NamedTuple):
+    """The current learning rate of a :class:`KLAdaptiveLR` transform (a 0-d tensor)."""
+
+    learning_rate: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class KLAdaptiveLR:
+    """TorchRL's ``KLAdaptiveLR`` (rsl_rl's schedule) as a pure optax-style transform.
+
+    ``update`` scales the updates by ``-learning_rate`` (use it last in a chain, e.g.
+    ``optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), kl_lr)``); the rate
+    lives in the optimizer state and :meth:`adapt` moves it from a measured KL: divided by
+    ``factor`` when ``kl > 2 target_kl``, multiplied by it when ``0 < kl < target_kl / 2``,
+    unchanged otherwise, then clamped to ``[min_lr, max_lr]``. :func:`trainer` calls
+    :meth:`adapt` with each minibatch's ``kl_approx`` when given ``kl_adaptive_lr=``.
+
+    Unlike TorchRL, a non-finite KL is not rejected (that check would sync with the host): it
+    leaves the rate unchanged (NaN) or divides it (+inf).
+    """
+
+    learning_rate: float
+    target_kl: float
+    factor: float = 1.5
+    min_lr: float = 1e-5
+    max_lr: float = 1e-2
+
+    def __post_init__(self) -> None:
+        owner = "KLAdaptiveLR"
+        if not (math.isfinite(self.target_kl) and self.target_kl > 0):
+            raise ValueError(f"{owner}: target_kl must be finite and > 0, got {self.target_kl}")
+        if not (math.isfinite(self.factor) and self.factor > 1.0):
+            raise ValueError(f"{owner}: factor must be finite and > 1, got {self.factor}")
+        if not (0 < self.min_lr <= self.max_lr and math.isfinite(self.max_lr)):
+            raise ValueError(
+                f"{owner}: expected 0 < min_lr <= max_lr < inf, got min_lr={self.min_lr} and "
+                f"max_lr={self.max_lr}"
+            )
+        if not self.min_lr <= self.learning_rate <= self.max_lr:
+            raise ValueError(
+                f"{owner}: learning_rate must be in [min_lr, max_lr] = [{self.min_lr}, "
+                f"{self.max_lr}], got {self.learning_rate}"
+            )
+
+    def init(self, params: Any) -> KLAdaptiveLRState:
+        first = tree.leaves(params)[0]
+        return KLAdaptiveLRState(torch.tensor(self.learning_rate, device=first.device))
+
+    def update(self, grads: Any, state: KLAdaptiveLRState, params: Any = None):
+        lr = state.learning_rate
+        return tree.map(lambda g: g * (-lr).to(g.dtype), grads), state
+
+    def new_rate(self, lr: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
+        """The adapted rate for a measured KL (0-d tensors; a ``torch.where``, no host sync)."""
+        kl = kl.detach().to(lr.dtype)
+        up = (kl > 0) & (kl < 0.5 * self.target_kl)
+        lr = torch.where(kl > 2.0 * self.target_kl, lr / self.factor, lr)
+        lr = torch.where(up, lr * self.factor, lr)
+        return lr.clamp(self.min_lr, self.max_lr)
+
+    def adapt(self, opt_state: Any, kl: torch.Tensor) -> Any:
+        """``opt_state`` with every :class:`KLAdaptiveLRState` in it adapted to ``kl``."""
+
+        def walk(s: Any) -> Any:
+            if isinstance(s, KLAdaptiveLRState):
+                return KLAdaptiveLRState(self.new_rate(s.learning_rate, kl))
+            if isinstance(s, tuple) and hasattr(s, "_fields"):
+                return type(s)(*(walk(x) for x in s))
+            if isinstance(s, (tuple, list)):
+                return type(s)(walk(x) for x in s)
+            if isinstance(s, dict):
+                return {k: walk(v) for k, v in s.items()}
+            return s
+
+        return walk(opt_state)
+
+
 class OnPolicyState(NamedTuple):
     """Optimizer state plus the number of rollouts trained on (a 0-d int64 tensor)."""
 
@@ -702,6 +782,7 @@ def trainer(
     num_minibatches: int = 4,
     trainable: Sequence[str] = ("actor", "critic"),
     state_keys: Sequence[str] = (),
+    kl_adaptive_lr: KLAdaptiveLR | None = None,
 ) -> Trainer:
     """Epochs of shuffled minibatch updates over one rollout, as one pure function.
 
@@ -716,6 +797,8 @@ def trainer(
        key=k))``.
     3. ``state_keys`` are non-trainable params the loss adapts (PPO's ``kl_beta``): after each
        minibatch ``params[k] = losses[k]``.
+    4. With ``kl_adaptive_lr`` (the :class:`KLAdaptiveLR` inside ``optimizer``), the learning rate
+       adapts to each minibatch's ``losses["kl_approx"]`` after its step.
 
     The loops are over static counts (unrolled by ``torch.compile``; 4 x 4 is fine) and the
     permutation is a tensor, so ``step`` compiles with ``fullgraph=True`` and vmaps over seeds.
@@ -782,6 +865,8 @@ def trainer(
                 params = {**params, **apply_updates(train_params, updates)}
                 for k in state_keys:
                     params[k] = losses[k].detach()
+                if kl_adaptive_lr is not None:
+                    opt_state = kl_adaptive_lr.adapt(opt_state, losses["kl_approx"])
                 for k, v in losses.items():
                     # Per-sample entries (td_error, kl) are not averaged; one-element ones are.
                     if v.numel() == 1:
