@@ -492,3 +492,28 @@ def test_kl_adaptive_lr_by_hand_and_in_the_trainer():
     lr0, lr1 = state.opt[2].learning_rate, s1.opt[2].learning_rate
     # The behaviour policy is a perturbed copy: its KL to the current one is far above 0.02.
     assert m["kl_approx"] > 0.02 and lr1.item() == pytest.approx(lr0.item() / 1.5**2)
+
+
+# -- reward scaling --------------------------------------------------------------------------------
+
+
+def test_reward_scaling_by_hand():
+    scaler = on_policy.RewardScaling(gamma=0.5, epsilon=1e-8)
+    state = scaler.init(2, dtype=F64)
+    # Step 1: G = r = (1, 3); var(G) over everything seen = 1.
+    state, out = scaler(state, torch.tensor([1.0, 3.0], dtype=F64), torch.tensor([False, False]))
+    torch.testing.assert_close(out, torch.tensor([1.0, 3.0], dtype=F64) / math.sqrt(1 + 1e-8))
+    # Step 2: env 0 terminates (its carried return is cut): G = (0 + 2, 0.5 * 3 + 2) = (2, 3.5);
+    # all four returns (1, 3, 2, 3.5) have population variance 0.921875.
+    state, out = scaler(state, torch.tensor([2.0, 2.0], dtype=F64), torch.tensor([True, False]))
+    torch.testing.assert_close(state.discounted_return, torch.tensor([2.0, 3.5], dtype=F64))
+    torch.testing.assert_close(out, torch.full((2,), 2.0, dtype=F64) / math.sqrt(0.921875 + 1e-8))
+
+
+def test_reward_scaling_compiles_and_vmaps():
+    scaler = on_policy.RewardScaling()
+    states = tree.stack([scaler.init(3), scaler.init(3)])
+    r, term = torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.bool)
+    solo = [scaler(scaler.init(3), r[i], term[i])[1] for i in range(2)]
+    _, both = torch.func.vmap(scaler)(states, r, term)
+    torch.testing.assert_close(both, torch.stack(solo))

@@ -80,6 +80,8 @@ __all__ = [
     "explained_variance",
     "OnPolicyState",
     "KLAdaptiveLR",
+    "RewardScaling",
+    "RewardScaleState",
     "KLAdaptiveLRState",
     "trainer",
 ]
@@ -663,6 +665,78 @@ def explained_variance(target: torch.Tensor, prediction: torch.Tensor) -> torch.
     resid = torch.var(target - prediction, correction=0, dim=0)
     total = torch.var(target, correction=0, dim=0)
     return 1.0 - resid / (total + eps)
+
+
+# -- running statistics of observations and rewards ------------------------------------------------
+
+
+class RewardScaleState(NamedTuple):
+    """:class:`RewardScaling`'s state: the running statistics of the discounted return (a
+    :class:`~funcrl.modules.value_norm.RunningValueNorm` state) and each env's return ``[E]``."""
+
+    stats: dict
+    discounted_return: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardScaling:
+    """Gymnasium's ``NormalizeReward`` as a pure function of its state: each reward is divided by
+    the running standard deviation of the discounted return.
+
+    ``G <- gamma (1 - terminated) G + r`` per env (gymnasium's order: the step's own
+    ``terminated`` cuts the carried return), the statistics fold in ``G`` exactly
+    (:class:`~funcrl.modules.value_norm.RunningValueNorm`, no decay) and the scaled reward is
+    ``r / sqrt(var(G) + epsilon)``. Observations need no new code: their running statistics are a
+    ``RunningValueNorm(shape=observation_shape)`` (``update`` then ``normalize``).
+
+    Example::
+
+        scaler = RewardScaling(gamma=0.99)
+        rs = scaler.init(num_envs)
+        rs, scaled = scaler(rs, reward, terminated)       # [E], [E] -> state, [E]
+    """
+
+    gamma: float = 0.99
+    epsilon: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"RewardScaling: gamma must be in [0, 1], got {self.gamma}")
+        if not self.epsilon > 0:
+            raise ValueError(f"RewardScaling: epsilon must be > 0, got {self.epsilon}")
+
+    @property
+    def _norm(self):
+        from funcrl.modules.value_norm import RunningValueNorm
+
+        return RunningValueNorm(shape=(), epsilon=self.epsilon)
+
+    def init(
+        self, num_envs: int, *, device: Any = None, dtype: torch.dtype = torch.float32
+    ) -> RewardScaleState:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"RewardScaling.init: num_envs must be an int >= 1, got {num_envs!r}")
+        return RewardScaleState(
+            self._norm.init(device=device, dtype=dtype),
+            torch.zeros(num_envs, device=device, dtype=dtype),
+        )
+
+    def __call__(
+        self, state: RewardScaleState, reward: torch.Tensor, terminated: torch.Tensor
+    ) -> tuple[RewardScaleState, torch.Tensor]:
+        """``(new state, reward / sqrt(var(G) + epsilon))`` for one step of ``E`` envs (``[E]``)."""
+        shape = tuple(state.discounted_return.shape)
+        for name, x in (("reward", reward), ("terminated", terminated)):
+            if tuple(x.shape) != shape:
+                raise ValueError(
+                    f"RewardScaling: {name} has shape {tuple(x.shape)}, expected {shape} (one per "
+                    "env)"
+                )
+        keep = 1.0 - terminated.to(reward.dtype)
+        ret = state.discounted_return * self.gamma * keep + reward
+        stats = self._norm.update(state.stats, ret)
+        var = stats["m2"] / stats["count"].clamp(min=1.0)
+        return RewardScaleState(stats, ret), reward / (var + self.epsilon).sqrt()
 
 
 # -- the trainer -----------------------------------------------------------------------------------
