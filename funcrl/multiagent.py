@@ -30,7 +30,17 @@ import torch.nn.functional as F
 
 from funcrl import tree
 from funcrl.nn.conv import ConvNet
-from funcrl.nn.core import MLP, Activation, Linear, Module, Params, Seed, make_generator
+from funcrl.nn.core import (
+    MLP,
+    Activation,
+    Linear,
+    Module,
+    Params,
+    Seed,
+    check_input,
+    make_generator,
+    net_name,
+)
 from funcrl.record import Record
 
 __all__ = [
@@ -221,12 +231,14 @@ class MultiAgentMLP(Module):
     def __call__(self, params: Params, *inputs: torch.Tensor, train: bool = False) -> torch.Tensor:
         if not inputs:
             raise TypeError("MultiAgentMLP: expected at least one input tensor")
+        self.check_params(params)
+        like = params["layers"][0]["weight"]
+        for i, xi in enumerate(inputs):
+            name = "x" if len(inputs) == 1 else f"inputs[{i}]"
+            check_input(self, name, xi, (self.n_agents, None), like)
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
-        if x.dim() < 2 or x.shape[-1] != self.n_agent_inputs:
-            raise ValueError(
-                f"MultiAgentMLP: input must be [*B, n_agents={self.n_agents}, "
-                f"n_agent_inputs={self.n_agent_inputs}], got shape {tuple(x.shape)}"
-            )
+        name = "x" if len(inputs) == 1 else "cat(inputs, -1)"
+        check_input(self, name, x, (self.n_agents, self.n_agent_inputs), like)
         return apply_multiagent(
             self.net,
             params,
@@ -310,11 +322,9 @@ class MultiAgentConvNet(Module):
         )
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 4 or x.shape[-3] != self.in_features:
-            raise ValueError(
-                f"MultiAgentConvNet: x must be [*B, n_agents={self.n_agents}, "
-                f"C={self.in_features}, H, W], got shape {tuple(x.shape)}"
-            )
+        self.check_params(params)
+        like = params["layers"][0]["weight"]
+        check_input(self, "x", x, (self.n_agents, self.in_features, None, None), like)
         return apply_multiagent(
             self.net,
             params,
@@ -431,7 +441,7 @@ class TanhDeltaActor(Module):
     def __call__(self, params: Params, *inputs: torch.Tensor) -> torch.Tensor:
         from funcrl.distributions import TanhDelta
 
-        param = self.net(params, *inputs)
+        param = self.net(params, *inputs)  # the wrapped net checks its params and inputs
         low = torch.as_tensor(self.low, dtype=param.dtype, device=param.device)
         high = torch.as_tensor(self.high, dtype=param.dtype, device=param.device)
         return TanhDelta(param, low, high).mode
@@ -613,6 +623,7 @@ class VDNMixer(Module):
     def __call__(
         self, params: Params, chosen_action_value: torch.Tensor, state: torch.Tensor | None = None
     ) -> torch.Tensor:
+        self.check_params(params)
         if state is not None:
             raise ValueError("VDNMixer: takes no state (needs_state=False), but a state was given")
         _check_chosen_action_value(chosen_action_value, self.n_agents, "VDNMixer")
@@ -690,14 +701,18 @@ class QMixer(Module):
     def __call__(
         self, params: Params, chosen_action_value: torch.Tensor, state: torch.Tensor
     ) -> torch.Tensor:
+        self.check_params(params)
         q = chosen_action_value
         _check_chosen_action_value(q, self.n_agents, "QMixer")
+        check_input(self, "chosen_action_value", q, None, params["V"]["layers"][0]["weight"])
+        if state is not None:
+            check_input(self, "state", state, None, params["V"]["layers"][0]["weight"])
         batch = q.shape[:-2]
         k = len(self.state_shape)
         if state is None or tuple(state.shape) != (*batch, *self.state_shape):
             got = None if state is None else tuple(state.shape)
             raise ValueError(
-                f"QMixer: state must be [*B, *state_shape] = {(*batch, *self.state_shape)} (the "
+                f"{net_name(self)}: input state must be [*B, *state_shape] = {(*batch, *self.state_shape)} (the "
                 f"batch dims of chosen_action_value), got {got}"
             )
         s = state.flatten(-k, -1) if k else state.unsqueeze(-1)

@@ -70,9 +70,14 @@ def test_prior_posterior_shapes_and_keys():
 def test_bad_shapes_raise():
     prior, post = _small()
     pp = prior.init(0)
-    with pytest.raises(ValueError, match="action must have last dim 2"):
+    with pytest.raises(
+        ValueError, match=r"RSSMPrior\(.*\): input action has shape \(3,\), expected \[\.\.\., 2\]"
+    ):
         prior(pp, torch.zeros(S), torch.zeros(B), torch.zeros(A + 1))
-    with pytest.raises(ValueError, match="obs_embedding must have last dim 6"):
+    with pytest.raises(
+        ValueError,
+        match=r"RSSMPosterior\(.*\): input obs_embedding has shape \(8,\), expected \[\.\.\., 6\]",
+    ):
         post(post.init(0), torch.zeros(B), torch.zeros(E + 2))
     with pytest.raises(ValueError, match="noise must have the shape"):
         gaussian_sample(torch.zeros(3), torch.ones(3), torch.zeros(4))

@@ -176,3 +176,86 @@ def test_bad_construction():
         pure.make("CartPole-v1", max_episode_steps=0)
     with pytest.raises(TypeError, match=r"CartPole-v1: dtype must be a float dtype"):
         pure.make("CartPole-v1", dtype=torch.int64)
+
+
+def _categorical_policy(num_actions: int):
+    def policy(params, obs, key):
+        logits = obs @ params
+        action = funcrl.random.categorical(key, logits)
+        return action, {"logits": logits}
+
+    return policy, torch.zeros(4, num_actions)
+
+
+def test_collect_layout_and_episode_returns():
+    env = pure.make("CartPole-v1")
+    policy, params = _categorical_policy(2)
+    state = pure.init_rollout(env, funcrl.random.key(0), 3)
+    state, traj = pure.collect(policy, params, env, state, funcrl.random.key(1), 64)
+    assert traj.batch_size == (64, 3)
+    assert traj["observation"].shape == (64, 3, 4) and traj["action"].shape == (64, 3)
+    assert traj["logits"].shape == (64, 3, 2)
+    for k in ("reward", "terminated", "truncated", "done"):
+        assert traj["next", k].shape == (64, 3, 1)
+    done = traj["next", "done"].squeeze(-1)
+    assert done.any()
+    # CartPole pays 1 per step: an episode's return is its length.
+    assert torch.equal(
+        traj["next", "episode_return"][done], traj["next", "episode_length"][done].float()
+    )
+    # Within an episode, the next observation is the following step's observation.
+    cont = ~done[:-1]
+    torch.testing.assert_close(
+        traj["next", "observation"][:-1][cont], traj["observation"][1:][cont]
+    )
+    # After a reset the next step starts from the new episode (a fresh, small state).
+    assert (traj["observation"][1:][done[:-1]].abs() <= 0.05).all()
+    assert state.observation.shape == (3, 4)
+
+
+def test_collect_continues_and_is_reproducible():
+    env = pure.make("Pendulum-v1")
+
+    def policy(params, obs, key):
+        return funcrl.random.uniform(key, (obs.shape[0], 1), minval=-2.0, maxval=2.0), {}
+
+    s0 = pure.init_rollout(env, funcrl.random.key(0), 2)
+    s1, a = pure.collect(policy, None, env, s0, funcrl.random.key(1), 150)
+    s2, b = pure.collect(policy, None, env, s1, funcrl.random.key(2), 100)
+    # 250 steps: the 200-step limit truncates once per env, at step 200.
+    trunc = torch.cat([a["next", "truncated"], b["next", "truncated"]]).squeeze(-1)
+    assert trunc.sum(0).tolist() == [1, 1] and bool(trunc[199].all())
+    _, again = pure.collect(policy, None, env, s0, funcrl.random.key(1), 150)
+    assert torch.equal(a["action"], again["action"])
+    assert torch.equal(a["next", "observation"], again["next", "observation"])
+
+
+def test_collect_compiles_and_vmaps_over_seeds():
+    env = pure.make("CartPole-v1")
+    policy, params = _categorical_policy(2)
+
+    def run(key):
+        k0, k1 = funcrl.random.split(key, 2).unbind(0)
+        state = pure.init_rollout(env, k0, 2)
+        return pure.collect(policy, params, env, state, k1, 16)[1]
+
+    keys = funcrl.random.split(funcrl.random.key(0), 3)
+    batched = torch.func.vmap(run)(keys)
+    assert batched.batch_size[:3] == (3, 16, 2) or batched["action"].shape == (3, 16, 2)
+    for i in range(3):
+        solo = run(keys[i])
+        assert torch.equal(batched["action"][i], solo["action"])
+    compiled = torch.compile(torch.func.vmap(run), fullgraph=True, backend="aot_eager")
+    got = compiled(keys)
+    torch.testing.assert_close(got["next", "observation"], batched["next", "observation"])
+    assert torch.equal(got["action"], batched["action"])
+
+
+def test_collect_bad_input():
+    env = pure.make("CartPole-v1")
+    policy, params = _categorical_policy(2)
+    with pytest.raises(ValueError, match=r"envs.pure.init_rollout: num_envs must be >= 1"):
+        pure.init_rollout(env, funcrl.random.key(0), 0)
+    state = pure.init_rollout(env, funcrl.random.key(0), 2)
+    with pytest.raises(ValueError, match=r"envs.pure.collect: num_steps must be >= 1"):
+        pure.collect(policy, params, env, state, funcrl.random.key(0), 0)

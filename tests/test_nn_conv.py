@@ -144,7 +144,10 @@ def test_vmap_and_compile():
 
 def test_errors():
     net = ConvNet(3, num_cells=(4,))
-    with pytest.raises(ValueError, match="C=3"):
+    with pytest.raises(
+        ValueError,
+        match=r"ConvNet\(.*\): input x has shape \(2, 4, 8, 8\), expected \[\.\.\., 3, \*, \*\]",
+    ):
         net(net.init(0), torch.randn(2, 4, 8, 8))
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvNet(3, num_cells=(4, 4), kernel_sizes=(3,))

@@ -121,7 +121,9 @@ def test_torchrl_mlp_norm_on_activated_last_layer():
     to_module(params, other)
     _assert_same_state(ref, other)
     # Params in the old layout (hidden norms only) get a clear error, not an IndexError.
-    with pytest.raises(ValueError, match=r"params\['norms'\] has 2 entries, expected 3"):
+    with pytest.raises(
+        ValueError, match=r"MLP\(.*norm='layer'\): params\['norms'\]: expected 3 entries, got 2"
+    ):
         net({**params, "norms": params["norms"][:2]}, x)
 
 

@@ -204,7 +204,8 @@ def test_mlp_config_errors_and_activations():
 
 def test_linear_wrong_input_dim_error():
     with pytest.raises(
-        ValueError, match=r"Linear: input x has shape \(5, 2\), expected \[\.\.\., 3\]"
+        ValueError,
+        match=r"Linear\(in_features=3, out_features=4\): input x has shape \(5, 2\), expected \[\.\.\., 3\]",
     ):
         Linear(3, 4)(Linear(3, 4).init(0), torch.zeros(5, 2))
     with pytest.raises(ValueError, match=r"input x has shape \(\), expected"):
@@ -214,7 +215,8 @@ def test_linear_wrong_input_dim_error():
 def test_mlp_wrong_input_dim_error():
     net = MLP(4, 2)
     with pytest.raises(
-        ValueError, match=r"input x has last dim 3, expected in_features=4 \(x.shape=\(2, 3\)\)"
+        ValueError,
+        match=r"MLP\(in_features=4, out_features=2\): input x has shape \(2, 3\), expected \[\.\.\., 4\]",
     ):
         net(net.init(0), torch.zeros(2, 3))
 

@@ -166,5 +166,8 @@ def test_lstm_module_keys_and_vmap_compile():
 def test_errors():
     with pytest.raises(ValueError, match="is_init"):
         GRU(2, 3)(GRU(2, 3).init(0), torch.randn(4, 5, 2), None, torch.zeros(4, 5))
-    with pytest.raises(ValueError, match="last dim 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"GRU\(input_size=2, hidden_size=3\): input x has shape \(4, 5, 3\), expected \[\.\.\., \*, 2\]",
+    ):
         GRU(2, 3)(GRU(2, 3).init(0), torch.randn(4, 5, 3))

@@ -75,7 +75,10 @@ def test_bad_inputs_raise():
     dt = DecisionTransformer(S, A, TINY)
     p = dt.init(0)
     obs, act, rtg = _inputs()
-    with pytest.raises(ValueError, match="action must be"):
+    with pytest.raises(
+        ValueError,
+        match=r"DecisionTransformer\(.*\): input action has shape \(2, 4, 1\), expected \[\.\.\., \*, 2\]",
+    ):
         dt(p, obs, act[..., :1], rtg)
     with pytest.raises(ValueError, match="share"):
         dt(p, obs, act[:, :3], rtg)
@@ -83,8 +86,14 @@ def test_bad_inputs_raise():
         dt(p, *_inputs(steps=11))
     with pytest.raises(ValueError, match="must divide"):
         DTConfig(n_embd=10, n_head=4)
+    dt10 = DecisionTransformer(S, A, TINY, max_ep_len=10)
     with pytest.raises(ValueError, match="timesteps"):
-        DecisionTransformer(S, A, TINY, max_ep_len=10)(p, obs, act, rtg)
+        dt10(dt10.init(0), obs, act, rtg)
+    # Params without the timestep embedding are not this net's.
+    with pytest.raises(
+        ValueError, match=r"max_ep_len=10\): params: .*missing \['embed_timestep'\]"
+    ):
+        dt10(p, obs, act, rtg)
 
 
 # ------------------------------------------------------------------ hand-checked equations

@@ -116,7 +116,8 @@ class PureEnv:
     def reset(self, key: torch.Tensor) -> tuple[EnvState, torch.Tensor]:
         """``(state, observation)`` of a new episode."""
         physics = self.initial_physics(key)
-        t = torch.zeros((), dtype=torch.int64, device=key.device)
+        # zeros_like(key): batched wherever the key is (vmap), so a scan's carry stays uniform.
+        t = torch.zeros_like(key[..., 0])
         return EnvState(physics, t), self.observe(physics)
 
     def dynamics(
@@ -538,8 +539,12 @@ def init_rollout(env: PureEnv, key: torch.Tensor, num_envs: int) -> RolloutState
     if num_envs < 1:
         raise ValueError(f"envs.pure.init_rollout: num_envs must be >= 1, got {num_envs}")
     states, obs = torch.func.vmap(env.reset)(random.split(key, num_envs))
-    zeros = torch.zeros(num_envs, dtype=env.dtype, device=key.device)
-    return RolloutState(states, obs, zeros, torch.zeros(num_envs, dtype=torch.int64, device=key.device))
+    # Contiguous copies (vmap may return expanded tensors): the next collect's outputs are
+    # contiguous, and a compiled collect would otherwise recompile on the changed strides.
+    states = EnvState(states.physics.contiguous(), states.t.contiguous())
+    zeros = torch.zeros_like(states.physics[:, 0])
+    lengths = torch.zeros_like(states.t)
+    return RolloutState(states, obs.clone(), zeros, lengths)
 
 
 def collect(
@@ -569,8 +574,10 @@ def collect(
         ``[T, E, 1]`` (bool), ``episode_return`` and ``episode_length`` ``[T, E]`` (the running
         totals including this step; read them where ``done``).
 
-    The loop is ``torch._higher_order_ops.scan``: under ``torch.compile`` its body compiles once
+    Under ``torch.compile`` the loop is ``torch._higher_order_ops.scan``: its body compiles once
     whatever ``T`` (unrolling 128 steps takes minutes to compile), and it vmaps over seeds.
+    Eagerly it is a Python loop over the same body, so eager, compiled and vmapped runs draw
+    the same numbers.
     """
     import torch.utils._pytree as pytree
     from torch._higher_order_ops import scan
@@ -629,5 +636,15 @@ def collect(
     # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
     # observation is its physics) and their strides must match the body's outputs.
     init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
-    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
+    if torch.compiler.is_compiling():
+        (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
+    else:
+        # Eagerly, a Python loop: scan would compile its body on every call, and its eager
+        # path does not run under vmap.
+        carry, outs = init, []
+        for i in range(num_steps):
+            carry, out = body(carry, keys[i])
+            outs.append(out)
+        (physics, t, obs, ep_ret, ep_len) = carry
+        traj = pytree.tree_map(lambda *xs: torch.stack(xs), *outs)
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)

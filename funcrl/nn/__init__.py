@@ -2,6 +2,7 @@
 
 from funcrl.nn.batch_renorm import BatchRenorm1d
 from funcrl.nn.bounded import TanhBounded
+from funcrl.nn.concat import Concat
 from funcrl.nn.conv import (
     Conv2dNet,
     Conv3dNet,
@@ -21,7 +22,9 @@ from funcrl.nn.core import (
     Module,
     Params,
     activation_fn,
+    check_input,
     make_generator,
+    net_name,
 )
 from funcrl.nn.dreamer import (
     DreamerActor,
@@ -96,6 +99,9 @@ __all__ = [
     "MLP",
     "Activation",
     "BatchRenorm1d",
+    "Concat",
+    "check_input",
+    "net_name",
     "Conv2dNet",
     "Conv3dNet",
     "ConvNet",

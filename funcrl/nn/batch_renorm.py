@@ -16,7 +16,15 @@ import dataclasses
 
 import torch
 
-from funcrl.nn.core import Module, Params, Seed
+from funcrl.nn.core import (
+    Module,
+    Params,
+    Seed,
+    _first_difference,
+    _signature,
+    check_input,
+    net_name,
+)
 
 __all__ = ["BatchRenorm1d", "renorm_factors", "warmup_factor"]
 
@@ -116,13 +124,30 @@ class BatchRenorm1d(Module):
             "steps": torch.zeros((), device=device, dtype=torch.int64),
         }
 
+    def _check_state(self, state: Params) -> None:
+        """``state`` must have :meth:`init_state`'s keys and shapes (steps a scalar integer)."""
+        c = self.num_features
+        expected = {
+            "running_mean": (torch.Size([c]), True),
+            "running_var": (torch.Size([c]), True),
+            "steps": (torch.Size([]), False),
+        }
+        if _signature(state) != expected:
+            diff = _first_difference(expected, state) or "state differs"
+            raise ValueError(
+                f"{net_name(self)}: {diff.replace('params', 'state', 1)} (build it with init_state)"
+            )
+
     def __call__(
         self, params: Params, state: Params, x: torch.Tensor, *, train: bool
     ) -> tuple[torch.Tensor, Params]:
+        self.check_params(params)
+        self._check_state(state)
+        check_input(self, "x", x, None, params["weight"])
         if x.dim() < 2 or x.shape[1] != self.num_features:
             raise ValueError(
-                f"BatchRenorm1d: x must be [N, C, *L] with C=num_features={self.num_features}, "
-                f"got shape {tuple(x.shape)}"
+                f"{net_name(self)}: input x must be [N, C, *L] with C=num_features="
+                f"{self.num_features}, got shape {tuple(x.shape)}"
             )
         view = (1, self.num_features) + (1,) * (x.dim() - 2)
         running_mean, running_var = state["running_mean"], state["running_var"]

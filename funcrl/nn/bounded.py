@@ -44,6 +44,7 @@ class TanhBounded(Module):
         return self.net.init(seed, device=device, dtype=dtype)
 
     def __call__(self, params: Params, *inputs: torch.Tensor) -> torch.Tensor:
+        # The wrapped net checks params and inputs: its params are this module's params.
         y = torch.tanh(self.net(params, *inputs))
         low = torch.as_tensor(self.low, dtype=y.dtype, device=y.device)
         high = torch.as_tensor(self.high, dtype=y.dtype, device=y.device)

@@ -19,7 +19,16 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from funcrl.nn.core import Activation, Module, Params, Seed, _uniform, activation_fn, make_generator
+from funcrl.nn.core import (
+    Activation,
+    Module,
+    Params,
+    Seed,
+    _uniform,
+    activation_fn,
+    check_input,
+    make_generator,
+)
 
 __all__ = [
     "ConvNet",
@@ -61,6 +70,7 @@ class SqueezeLayer(Module):
         return {}
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
         return squeeze(x, self.dims)
 
 
@@ -81,6 +91,8 @@ class SquashDims(Module):
         return {}
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
+        check_input(self, "x", x, (None,) * self.ndims_in, None)
         return x.flatten(-self.ndims_in, -1)
 
 
@@ -236,12 +248,9 @@ class _ConvStack(Module):
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         nd = self.spatial_dims
-        name = type(self).__name__
-        if x.dim() < nd + 1 or x.shape[-nd - 1] != self.in_features:
-            raise ValueError(
-                f"{name}: x must be [*batch, C={self.in_features}, {nd} spatial dims], got shape "
-                f"{tuple(x.shape)}"
-            )
+        self.check_params(params)
+        # [*batch, C, *spatial]: any spatial size.
+        check_input(self, "x", x, (self.in_features,) + (None,) * nd, params["layers"][0]["weight"])
         batch = x.shape[: -nd - 1]
         # Conv kernels take one batch dim: fold any number of them (none included) into one.
         x = x.reshape(-1, *x.shape[-nd - 1 :])

@@ -165,7 +165,7 @@ def _flat_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def from_module(module: nn.Module, *, layout: str = "funcrl") -> Params:
+def from_module(module: nn.Module, *, layout: str = "funcrl", net: Module | None = None) -> Params:
     """Copies ``module``'s weights into a funcrl pytree (detached clones).
 
     Layouts (``layout="funcrl"``):
@@ -180,16 +180,24 @@ def from_module(module: nn.Module, *, layout: str = "funcrl") -> Params:
 
     ``layout="flat"`` gives ``{state_dict name: tensor}`` with buffers too (:class:`TorchModule`'s
     params). Buffers (running statistics, noise) are not part of the funcrl layout.
+
+    With ``net``, the result is checked against ``net``'s own layout
+    (:meth:`funcrl.nn.Module.check_params`): a module of another shape raises ``ValueError``
+    naming the first differing path instead of giving params that ``net`` would reject later.
     """
     if layout == "flat":
-        return {k: v.detach().clone() for k, v in _flat_state(module).items()}
-    if layout != "funcrl":
+        tree: Any = {k: v.detach().clone() for k, v in _flat_state(module).items()}
+    elif layout == "funcrl":
+        state = module.state_dict(keep_vars=True)
+        tree = None
+        for path, name in module_layout(module):
+            tree = _set(tree, path, state[name].detach().clone())
+        tree = {} if tree is None else tree
+    else:
         raise ValueError(f"from_module: layout must be 'funcrl' or 'flat', got {layout!r}")
-    state = module.state_dict(keep_vars=True)
-    tree: Any = None
-    for path, name in module_layout(module):
-        tree = _set(tree, path, state[name].detach().clone())
-    return {} if tree is None else tree
+    if net is not None:
+        net.check_params(tree, owner=f"from_module({type(module).__name__})")
+    return tree
 
 
 @torch.no_grad()
@@ -197,7 +205,8 @@ def to_module(params: Params, module: nn.Module, *, layout: str = "funcrl") -> n
     """Writes ``params`` (as :func:`from_module` lays them out) into ``module`` in place.
 
     Returns ``module``. Raises ``KeyError`` for a missing entry and ``ValueError`` for a shape
-    mismatch, both naming the parameter.
+    mismatch or an entry of ``params`` the module has no place for, each naming the parameter or
+    path; nothing is written unless every entry matches.
     """
     state = _flat_state(module)
     if layout == "flat":
@@ -206,6 +215,15 @@ def to_module(params: Params, module: nn.Module, *, layout: str = "funcrl") -> n
         pairs = module_layout(module)
     else:
         raise ValueError(f"to_module: layout must be 'funcrl' or 'flat', got {layout!r}")
+    if layout == "funcrl":
+        expected = {tuple(path) for path, _ in pairs}
+        for path in _leaf_paths(params):
+            if path not in expected:
+                raise ValueError(
+                    f"to_module: params{''.join(f'[{k!r}]' for k in path)} has no counterpart in "
+                    f"{type(module).__name__} (its layout: {sorted(map(list, expected), key=str)})"
+                )
+    writes = []
     for path, name in pairs:
         if name not in state:
             raise KeyError(
@@ -218,8 +236,19 @@ def to_module(params: Params, module: nn.Module, *, layout: str = "funcrl") -> n
                 f"to_module: {name!r} has shape {tuple(target.shape)}, params{list(path)} has "
                 f"{tuple(value.shape)}"
             )
+        writes.append((target, value))
+    for target, value in writes:
         target.copy_(value)
     return module
+
+
+def _leaf_paths(tree: Any, path: Path = ()) -> list[Path]:
+    """Paths of the leaves of a params tree (dicts and lists/tuples), in order."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _leaf_paths(v, (*path, k))]
+    if isinstance(tree, (list, tuple)):
+        return [p for i, v in enumerate(tree) for p in _leaf_paths(v, (*path, i))]
+    return [path]
 
 
 _ACTIVATION_NAMES = {
@@ -347,7 +376,7 @@ def from_torchrl(module: nn.Module) -> tuple[Module, Params]:
     else:
         wrapped = TorchModule(module)
         return wrapped, wrapped.init()
-    return net, from_module(module)
+    return net, from_module(module, net=net)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -393,5 +422,12 @@ class TorchModule(Module):
 
         return {k: cast(v) for k, v in params.items()}
 
+    def param_template(self) -> Params:
+        """The module's own ``{state_dict name: tensor}`` (only their shapes are read)."""
+        return {k: v.detach() for k, v in _flat_state(self.module).items()}
+
     def __call__(self, params: Params, *args: Any, **kwargs: Any) -> Any:
+        # functional_call would fall back to the module's own tensors for a missing name and
+        # broadcast nothing: check the names and shapes first. Inputs are the module's business.
+        self.check_params(params)
         return torch.func.functional_call(self.module, params, args, kwargs)

@@ -12,6 +12,7 @@ A network object holds no tensors, is hashable, and is a constant to ``torch.com
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Union
@@ -28,6 +29,8 @@ __all__ = [
     "LayerNorm",
     "activation_fn",
     "make_generator",
+    "check_input",
+    "net_name",
 ]
 
 Params = Any  # a pytree of tensors
@@ -92,12 +95,134 @@ def _uniform(
     )
 
 
+def net_name(net: Any) -> str:
+    """A short name for error messages: the class and the config fields that differ from their
+    defaults, e.g. ``MLP(in_features=3, out_features=2, num_cells=(16, 16))``."""
+    if not dataclasses.is_dataclass(net) or isinstance(net, type):
+        return type(net).__name__
+    parts = []
+    for f in dataclasses.fields(net):
+        if not f.repr:
+            continue
+        value = getattr(net, f.name)
+        if f.default is not dataclasses.MISSING and _same(value, f.default):
+            continue
+        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        shown = net_name(value) if nested else repr(value)
+        parts.append(f"{f.name}={shown}")
+    return f"{type(net).__name__}({', '.join(parts)})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. a torch.nn.Module field compared with a tensor
+        return a is b
+
+
+def _signature(tree: Any) -> Any:
+    """The structure of a params tree with each tensor replaced by ``(shape, is_floating)``.
+
+    Plain nested Python values, so comparing two signatures is one ``==`` in C, and pure Python on
+    static shapes: ``torch.compile`` evaluates it while tracing (a guard, no graph op) and under
+    ``vmap`` a leaf's shape is its per-member shape. Lists and tuples are the same container.
+    """
+    # Inner nodes (dicts) are the most frequent: test them first.
+    if isinstance(tree, dict):
+        return {k: _signature(v) for k, v in tree.items()}
+    if isinstance(tree, torch.Tensor):
+        return (tree.shape, tree.is_floating_point())
+    if isinstance(tree, (list, tuple)):
+        return [_signature(v) for v in tree]
+    return tree
+
+
+# Expected signature per net; nets are frozen hashable dataclasses, so equal configs share one.
+_SIGNATURES: dict[Any, Any] = {}
+
+
+def _path_str(path: tuple[Any, ...]) -> str:
+    return "params" + "".join(f"[{k!r}]" for k in path)
+
+
+def _kind(sig: Any) -> str:
+    if isinstance(sig, dict):
+        return f"a dict with keys {sorted(sig, key=str)}"
+    if isinstance(sig, list):
+        return f"a list/tuple of {len(sig)} entries"
+    if isinstance(sig, tuple) and len(sig) == 2 and isinstance(sig[0], torch.Size):
+        return f"a tensor of shape {tuple(sig[0])}"
+    return repr(sig)
+
+
+def _first_difference(expected: Any, given: Any, path: tuple[Any, ...] = ()) -> str | None:
+    """Where ``given`` (a params tree) first differs from the ``expected`` signature, in words."""
+    where = _path_str(path)
+    if isinstance(expected, dict):
+        if not isinstance(given, dict):
+            return f"{where}: expected {_kind(expected)}, got {type(given).__name__}"
+        missing = [k for k in expected if k not in given]
+        extra = [k for k in given if k not in expected]
+        if missing or extra:
+            return (
+                f"{where}: expected keys {sorted(expected, key=str)}, got {sorted(given, key=str)}"
+                f" (missing {missing}, unexpected {extra})"
+            )
+        for k in expected:
+            diff = _first_difference(expected[k], given[k], (*path, k))
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(expected, list):
+        if not isinstance(given, (list, tuple)):
+            return f"{where}: expected {_kind(expected)}, got {type(given).__name__}"
+        if len(given) != len(expected):
+            return f"{where}: expected {len(expected)} entries, got {len(given)}"
+        for i, (e, g) in enumerate(zip(expected, given)):
+            diff = _first_difference(e, g, (*path, i))
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(expected, tuple) and len(expected) == 2 and isinstance(expected[0], torch.Size):
+        shape, floating = expected
+        if not isinstance(given, torch.Tensor):
+            return f"{where}: expected {_kind(expected)}, got {type(given).__name__}"
+        if given.shape != shape:
+            hint = ""
+            if given.dim() > len(shape) and given.shape[given.dim() - len(shape) :] == shape:
+                hint = (
+                    " (extra leading dims: stacked members go through funcrl.nn.Ensemble or "
+                    "funcrl.nn.ensemble.vmap_members, which check the member count)"
+                )
+            return f"{where}: expected shape {tuple(shape)}, got {tuple(given.shape)}{hint}"
+        if given.is_floating_point() != floating:
+            kind = "a floating-point" if floating else "an integer/bool"
+            return f"{where}: expected {kind} tensor, got {given.dtype}"
+        return None
+    if expected != given:
+        return f"{where}: expected {expected!r}, got {given!r}"
+    return None
+
+
+def _tracing() -> bool:
+    from funcrl.jit import is_tracing  # funcrl.jit imports funcrl.nn: import when first used
+
+    return is_tracing()
+
+
 class Module:
     """Base protocol of funcrl networks (subclasses are frozen dataclasses).
 
     Subclasses implement ``init(seed, *, device, dtype) -> params`` and
-    ``__call__(params, *inputs) -> output``.
+    ``__call__(params, *inputs) -> output``, and start ``__call__`` with
+    ``self.check_params(params)``: a net applies only params of its own layout.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("init")
+        if init is not None:
+            cls.init = _recording(init)
 
     def init(
         self,
@@ -114,6 +239,115 @@ class Module:
     def apply(self, params: Params, *args: Any, **kwargs: Any) -> Any:
         """Same as calling the net (``apply = __call__`` would bind this base method)."""
         return self(params, *args, **kwargs)
+
+    def param_template(self) -> Params:
+        """A params tree of this net's layout (values unspecified): by default ``init`` on the
+        ``meta`` device, so no memory is filled. Override when ``init`` cannot run on ``meta``."""
+        return self.init(0, device="meta")
+
+    def param_signature(self) -> Any:
+        """The expected structure and leaf shapes of this net's params (computed once per config,
+        or recorded by ``init``); ``None`` when unknown while tracing (see :meth:`check_params`)."""
+        try:
+            return _SIGNATURES[self]
+        except KeyError:
+            if _tracing():
+                # init cannot run inside a graph (it draws from a torch.Generator).
+                return None
+            sig = _SIGNATURES[self] = self._template_signature()
+            return sig
+        except TypeError:  # an unhashable config: nothing to cache on
+            return None if _tracing() else self._template_signature()
+
+    def _template_signature(self) -> Any:
+        # A first call may come inside vmap/grad (e.g. vmap(randomness="error") forbids init's
+        # draws): build the template outside every torch.func transform.
+        with torch._C._DisableFuncTorch():
+            return _signature(self.param_template())
+
+    def check_params(self, params: Params, *, owner: str | None = None) -> None:
+        """Raises ``ValueError`` unless ``params`` has exactly this net's tree and leaf shapes.
+
+        The structure and shapes come from this net's own config (:meth:`param_signature`), so
+        params of another config (wider layers, a LayerNorm layout, stacked ensemble members)
+        are named instead of silently giving a wrong-shaped output. Pure Python on static
+        shapes: cheap in eager (a few microseconds on a 3-layer MLP, about 1% of a 2x256 MLP
+        forward at batch 256), no graph op under ``torch.compile``, per-member shapes under
+        ``vmap``.
+
+        The expected signature is recorded whenever ``init`` runs, or computed on first use in
+        eager; a net first called inside ``torch.compile``/``funcrl.jit`` tracing whose config
+        was never initialised nor called eagerly in this process is not checked (``init`` cannot
+        run inside a graph).
+
+        Args:
+            params: the params given to the net.
+            owner: prefixed to the message (e.g. ``"sac.loss: nets.qvalue"``).
+        """
+        expected = self.param_signature()
+        if expected is not None and _signature(params) != expected:
+            diff = _first_difference(expected, params) or "params differ"
+            prefix = f"{owner}: " if owner else ""
+            raise ValueError(
+                f"{prefix}{net_name(self)}: {diff}; these params do not belong to this net "
+                f"(build them with its init)"
+            )
+
+
+def _recording(init: Callable[..., Params]) -> Callable[..., Params]:
+    """Wraps a net's ``init`` to record its params' signature, so a net whose params were built
+    in this process is checked even when its first call is traced by ``torch.compile``."""
+    if getattr(init, "_records_signature", False):
+        return init
+
+    @functools.wraps(init)
+    def recording_init(self: Module, *args: Any, **kwargs: Any) -> Params:
+        params = init(self, *args, **kwargs)
+        if not _tracing():
+            try:
+                _SIGNATURES.setdefault(self, _signature(params))
+            except TypeError:  # unhashable config
+                pass
+        return params
+
+    recording_init._records_signature = True  # type: ignore[attr-defined]
+    return recording_init
+
+
+def check_input(
+    net: Any,
+    name: str,
+    x: Any,
+    trailing: int | tuple[int | None, ...] | None,
+    like: torch.Tensor | None,
+) -> None:
+    """Checks an input of ``net`` against its config and params; raises naming net and input.
+
+    Args:
+        net: the net (named in the message).
+        name: the argument's name (``"x"``, ``"observation"``, ...).
+        x: the input.
+        trailing: its expected trailing dims (an int: the last dim; ``None`` in a tuple: any
+            size), or ``None`` to skip the shape check.
+        like: a params tensor whose dtype ``x`` must have (torch would fail with a bare
+            ``mat1 and mat2 must have the same dtype``), or ``None`` to skip.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{net_name(net)}: input {name} must be a tensor, got {type(x).__name__}")
+    if trailing is not None:
+        want = (trailing,) if isinstance(trailing, int) else trailing
+        n = len(want)
+        got = tuple(x.shape[x.dim() - n :]) if x.dim() >= n else None
+        if got is None or any(w is not None and w != g for w, g in zip(want, got)):
+            shown = ", ".join("*" if w is None else str(w) for w in want)
+            raise ValueError(
+                f"{net_name(net)}: input {name} has shape {tuple(x.shape)}, expected [..., {shown}]"
+            )
+    if like is not None and x.dtype != like.dtype:
+        raise TypeError(
+            f"{net_name(net)}: input {name} is {x.dtype} but params are {like.dtype}; cast the "
+            f"batch with rec.apply(lambda t: t.to({like.dtype})) or init the params in {x.dtype}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,10 +403,8 @@ class Linear(Module):
         return {"weight": weight, "bias": bias} if self.bias else {"weight": weight}
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1:] != (self.in_features,):
-            raise ValueError(
-                f"Linear: input x has shape {tuple(x.shape)}, expected [..., {self.in_features}]"
-            )
+        self.check_params(params)
+        check_input(self, "x", x, self.in_features, params["weight"])
         return F.linear(x, params["weight"], params.get("bias"))
 
 
@@ -201,6 +433,8 @@ class LayerNorm(Module):
         }
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
+        check_input(self, "x", x, self.normalized_shape, params["weight"])
         return F.layer_norm(x, (self.normalized_shape,), params["weight"], params["bias"], self.eps)
 
 
@@ -352,20 +586,18 @@ class MLP(Module):
         self, params: Params, x: torch.Tensor, *, train: bool = False, noise: Params | None = None
     ) -> torch.Tensor:
         """Applies the MLP; ``noise`` (from ``sample_noise``) perturbs noisy layers, ``None``: mean."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"MLP: input x has last dim {x.shape[-1]}, expected in_features={self.in_features}"
-                f" (x.shape={tuple(x.shape)})"
-            )
-        act = activation_fn(self.activation)
+        self.check_params(params)
         layers = params["layers"]
+        weight = "weight_mu" if self.layer_class == "noisy" else "weight"
+        check_input(self, "x", x, self.in_features, layers[0][weight])
+        if noise is not None:
+            from funcrl.nn.noisy import check_noise
+
+            if self.layer_class != "noisy":
+                raise ValueError(f"{net_name(self)}: noise given but layer_class is not 'noisy'")
+            check_noise(self, noise)
+        act = activation_fn(self.activation)
         n = len(layers)
-        if self.norm is not None and len(params.get("norms", ())) != len(self.norm_sizes):
-            raise ValueError(
-                f"MLP: params['norms'] has {len(params.get('norms', ()))} entries, expected "
-                f"{len(self.norm_sizes)} (sizes {self.norm_sizes}: one per hidden layer, plus the "
-                f"output layer's when activate_last_layer=True, TorchRL's layout)"
-            )
         for i, p in enumerate(layers):
             if self.layer_class == "noisy":
                 from funcrl.nn.noisy import noisy_weights

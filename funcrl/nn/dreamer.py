@@ -37,7 +37,16 @@ import torch.nn.functional as F
 
 from funcrl.distributions.mappings import NormalParamExtractor
 from funcrl.nn.conv import ConvNet
-from funcrl.nn.core import MLP, Activation, Module, Params, Seed, _uniform, make_generator
+from funcrl.nn.core import (
+    MLP,
+    Activation,
+    Module,
+    Params,
+    Seed,
+    _uniform,
+    check_input,
+    make_generator,
+)
 from funcrl.nn.rnn import GRUCell, gru_cell
 from funcrl.record import NestedKey, Record
 
@@ -67,11 +76,6 @@ def gaussian_sample(
             f"{tuple(noise.shape)}"
         )
     return mean + noise * std
-
-
-def _check_last(owner: str, name: str, x: torch.Tensor, size: int) -> None:
-    if x.ndim == 0 or x.shape[-1] != size:
-        raise ValueError(f"{owner}: {name} must have last dim {size}, got shape {tuple(x.shape)}")
 
 
 # ------------------------------------------------------------------------------ ObsEncoder
@@ -123,6 +127,9 @@ class ObsEncoder(Module):
         return {"encoder": self.convnet.init(seed, device=device, dtype=dtype)}
 
     def __call__(self, params: Params, observation: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
+        like = params["encoder"]["layers"][0]["weight"]
+        check_input(self, "observation", observation, (self.in_channels, None, None), like)
         return self.convnet(params["encoder"], observation)
 
 
@@ -215,8 +222,12 @@ class ObsDecoder(Module):
         return {"state_to_latent": latent, "decoder": {"layers": layers}}
 
     def __call__(self, params: Params, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
+        like = params["state_to_latent"]["layers"][0]["weight"]
+        check_input(self, "state", state, None, like)
+        check_input(self, "belief", belief, None, like)
         latent_in = torch.cat([state, belief], dim=-1)
-        _check_last("ObsDecoder", "cat([state, belief])", latent_in, self.latent_dim)
+        check_input(self, "cat([state, belief])", latent_in, self.latent_dim, like)
         latent = self.state_to_latent(params["state_to_latent"], latent_in)
         batch = latent.shape[:-1]
         x = latent.reshape(-1, latent.shape[-1], 1, 1)
@@ -297,9 +308,11 @@ class RSSMPrior(Module):
         self, params: Params, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
         """The deterministic transition ``h_{t+1} = GRU(ELU(W [s_t, a_t]), h_t)``."""
-        _check_last("RSSMPrior", "state", state, self.state_dim)
-        _check_last("RSSMPrior", "action", action, self.action_dim)
-        _check_last("RSSMPrior", "belief", belief, self.rnn_hidden_dim)
+        self.check_params(params)
+        like = params["rnn"]["weight_ih"]
+        check_input(self, "state", state, self.state_dim, like)
+        check_input(self, "action", action, self.action_dim, like)
+        check_input(self, "belief", belief, self.rnn_hidden_dim, like)
         x = self.action_state_projector(
             params["action_state_projector"], torch.cat([state, action], dim=-1)
         )
@@ -375,8 +388,10 @@ class RSSMPosterior(Module):
         self, params: Params, belief: torch.Tensor, obs_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu_q, sigma_q)`` without sampling."""
-        _check_last("RSSMPosterior", "belief", belief, self.rnn_hidden_dim)
-        _check_last("RSSMPosterior", "obs_embedding", obs_embedding, self.obs_embed_dim)
+        self.check_params(params)
+        like = params["obs_rnn_to_post_projector"]["layers"][0]["weight"]
+        check_input(self, "belief", belief, self.rnn_hidden_dim, like)
+        check_input(self, "obs_embedding", obs_embedding, self.obs_embed_dim, like)
         out = self.obs_rnn_to_post_projector(
             params["obs_rnn_to_post_projector"], torch.cat([belief, obs_embedding], dim=-1)
         )
@@ -489,6 +504,7 @@ class RSSMRollout(Module):
             each ``[*batch, T, .]`` (the ``("next", ...)`` values), plus ``"state_in"`` and
             ``"belief_in"``, the carried inputs of each step.
         """
+        self.check_params(params)
         if action.ndim < 2 or encoded.shape[:-1] != action.shape[:-1]:
             raise ValueError(
                 f"RSSMRollout: action [*batch, T, A] and encoded [*batch, T, E] must share "
@@ -590,5 +606,11 @@ class DreamerActor(Module):
     def __call__(
         self, params: Params, state: torch.Tensor, belief: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.backbone(params["backbone"], torch.cat([state, belief], dim=-1))
+        self.check_params(params)
+        like = params["backbone"]["layers"][0]["weight"]
+        check_input(self, "state", state, None, like)
+        check_input(self, "belief", belief, None, like)
+        latent = torch.cat([state, belief], dim=-1)
+        check_input(self, "cat([state, belief])", latent, self.in_features, like)
+        x = self.backbone(params["backbone"], latent)
         return self.param_extractor(x)

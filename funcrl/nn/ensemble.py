@@ -10,7 +10,7 @@ import optree
 import torch
 
 from funcrl import tree
-from funcrl.nn.core import Module, Params, Seed, make_generator
+from funcrl.nn.core import Module, Params, Seed, make_generator, net_name
 
 __all__ = ["Ensemble", "vmap_members"]
 
@@ -85,12 +85,15 @@ class Ensemble(Module):
         return tree.stack(members)
 
     def __call__(self, params: Params, *inputs: Any, **kwargs: Any) -> Any:
-        n = tree.leaves(params)[0].shape[0]
-        if n != self.num_members:
+        leaves = tree.leaves(params)
+        n = leaves[0].shape[0] if leaves and leaves[0].dim() else None
+        if n != self.num_members and leaves and all(t.dim() and t.shape[0] == n for t in leaves):
             raise ValueError(
-                f"Ensemble: params have {n} members on their leading dim, expected "
+                f"{net_name(self)}: params have {n} members on their leading dim, expected "
                 f"num_members={self.num_members}"
             )
+        # Every member has the member net's layout (the member net checks it again under vmap).
+        self.check_params(params)
         if self.in_dims == 0:
             for i, x in enumerate(tree.leaves(inputs)):
                 if x.shape[0] != self.num_members:

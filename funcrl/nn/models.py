@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from funcrl.nn.conv import ConvNet
-from funcrl.nn.core import MLP, Activation, Module, Params, Seed, make_generator
+from funcrl.nn.core import (
+    MLP,
+    Activation,
+    Module,
+    Params,
+    Seed,
+    check_input,
+    make_generator,
+)
 
 __all__ = [
     "DdpgMlpActor",
@@ -100,6 +108,7 @@ class DdpgMlpActor(Module):
         return {"mlp": ddpg_init_last_layer(mlp, self.last_layer_scale, gen)}
 
     def __call__(self, params: Params, observation: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
         return self.mlp(params["mlp"], observation)
 
 
@@ -146,6 +155,8 @@ class DdpgMlpQNet(Module):
     def __call__(
         self, params: Params, observation: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
+        self.check_params(params)
+        check_input(self, "action", action, self.action_dim, params["mlp2"]["layers"][0]["weight"])
         hidden = self.mlp1(params["mlp1"], observation)
         return self.mlp2(params["mlp2"], torch.cat([hidden, action], -1))
 
@@ -205,6 +216,7 @@ class DdpgCnnActor(Module):
     def __call__(
         self, params: Params, observation: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_params(params)
         hidden = self.convnet(params["convnet"], observation)
         return self.mlp(params["mlp"], hidden), hidden
 
@@ -248,6 +260,8 @@ class DdpgCnnQNet(Module):
     def __call__(
         self, params: Params, observation: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
+        self.check_params(params)
+        check_input(self, "action", action, self.action_dim, params["mlp"]["layers"][0]["weight"])
         hidden = torch.cat([self.convnet(params["convnet"], observation), action], -1)
         return self.mlp(params["mlp"], hidden)
 
@@ -272,6 +286,7 @@ class _Dueling(Module):
         )
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
         h = self.features(params["features"], x)
         advantage = self._head(self.out_features)(params["advantage"], h)
         value = self._head(self.out_features_value)(params["value"], h)
@@ -359,4 +374,5 @@ class DistributionalDQNnet(Module):
         return {}
 
     def __call__(self, params: Params, logits: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
         return distributional_log_softmax(logits)

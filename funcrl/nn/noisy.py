@@ -20,9 +20,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from funcrl.nn.core import Module, Params, Seed, _uniform, make_generator
+from funcrl.nn.core import (
+    Module,
+    Params,
+    Seed,
+    _first_difference,
+    _signature,
+    _uniform,
+    check_input,
+    make_generator,
+    net_name,
+)
 
-__all__ = ["NoisyLinear", "sample_noise", "scale_noise", "noisy_weights"]
+__all__ = ["NoisyLinear", "sample_noise", "scale_noise", "noisy_weights", "check_noise"]
 
 
 def scale_noise(x: torch.Tensor) -> torch.Tensor:
@@ -102,11 +112,10 @@ class NoisyLinear(Module):
         self, params: Params, x: torch.Tensor, noise: Params | None = None
     ) -> torch.Tensor:
         """``x W^T + b`` with the noisy weights, or the mean weights when ``noise`` is ``None``."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"NoisyLinear: input x has last dim {x.shape[-1]}, expected "
-                f"in_features={self.in_features} (x.shape={tuple(x.shape)})"
-            )
+        self.check_params(params)
+        check_input(self, "x", x, self.in_features, params["weight_mu"])
+        if noise is not None:
+            check_noise(self, noise)
         weight, bias = noisy_weights(params, noise)
         return F.linear(x, weight, bias)
 
@@ -156,6 +165,39 @@ def sample_noise(
             f"{type(net).__name__}"
         )
     return _map_layers(lambda layer: _layer_noise(layer, generator, device, dtype), layers)
+
+
+# Expected noise layout per net (pure Python, built from the config alone).
+_NOISE_SIGNATURES: dict[Any, Any] = {}
+
+
+def _noise_signature(net: Any) -> Any:
+    sig = _NOISE_SIGNATURES.get(net)
+    if sig is None:
+
+        def layer(lin: NoisyLinear) -> Any:
+            size = torch.Size
+            return {
+                "epsilon_in": (size([lin.in_features]), True),
+                "epsilon_out": (size([lin.out_features]), True),
+            }
+
+        sig = layer(net) if isinstance(net, NoisyLinear) else _map_layers(layer, net.noise_layers)
+        _NOISE_SIGNATURES[net] = sig
+    return sig
+
+
+def check_noise(net: Any, noise: Params) -> None:
+    """Raises ``ValueError`` unless ``noise`` has the layout :func:`sample_noise` gives ``net``
+    (``{"epsilon_in": [in], "epsilon_out": [out]}`` per noisy layer), naming the first difference.
+    """
+    expected = _noise_signature(net)
+    if _signature(noise) != expected:
+        diff = _first_difference(expected, noise) or "noise differs"
+        raise ValueError(
+            f"{net_name(net)}: {diff.replace('params', 'noise', 1)}; draw it with "
+            f"funcrl.nn.sample_noise(net)"
+        )
 
 
 def _map_layers(fn, layers: Any) -> Any:

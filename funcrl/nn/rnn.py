@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from funcrl.nn.core import Module, Params, Seed, _uniform, make_generator
+from funcrl.nn.core import Module, Params, Seed, _uniform, check_input, make_generator, net_name
 from funcrl.record import Record
 
 __all__ = [
@@ -88,11 +88,6 @@ def _cell_params(
     return params
 
 
-def _check_last(name: str, what: str, x: torch.Tensor, size: int) -> None:
-    if x.shape[-1] != size:
-        raise ValueError(f"{name}: {what} must have last dim {size}, got shape {tuple(x.shape)}")
-
-
 @dataclasses.dataclass(frozen=True)
 class GRUCell(Module):
     """``torch.nn.GRUCell`` as a pure function; params ``{"weight_ih": [3H, I], "weight_hh":
@@ -110,8 +105,9 @@ class GRUCell(Module):
         return _cell_params(3, self.input_size, self.hidden_size, self.bias, gen, device, dtype)
 
     def __call__(self, params: Params, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        _check_last("GRUCell", "x", x, self.input_size)
-        _check_last("GRUCell", "h", h, self.hidden_size)
+        self.check_params(params)
+        check_input(self, "x", x, self.input_size, params["weight_ih"])
+        check_input(self, "h", h, self.hidden_size, params["weight_hh"])
         return gru_cell(params, x, h)
 
 
@@ -133,8 +129,10 @@ class LSTMCell(Module):
     def __call__(
         self, params: Params, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_last("LSTMCell", "x", x, self.input_size)
-        _check_last("LSTMCell", "h", state[0], self.hidden_size)
+        self.check_params(params)
+        check_input(self, "x", x, self.input_size, params["weight_ih"])
+        check_input(self, "state[0] (h)", state[0], self.hidden_size, params["weight_hh"])
+        check_input(self, "state[1] (c)", state[1], self.hidden_size, params["weight_hh"])
         return lstm_cell(params, x, state)
 
 
@@ -176,16 +174,21 @@ class _Recurrent(Module):
             ]
         }
 
-    def _check(self, x: torch.Tensor, is_init: torch.Tensor | None) -> None:
-        name = type(self).__name__
-        if x.dim() < 2:
-            raise ValueError(f"{name}: x must be [*batch, T, input_size], got {tuple(x.shape)}")
-        _check_last(name, "x", x, self.input_size)
+    def _check(
+        self, params: Params, x: torch.Tensor, is_init: torch.Tensor | None, states: dict
+    ) -> None:
+        """Checks params, ``x: [*batch, T, I]``, ``is_init`` and the given ``[*, L, H]`` states."""
+        self.check_params(params)
+        like = params["layers"][0]["weight_ih"]
+        check_input(self, "x", x, (None, self.input_size), like)
+        for what, state in states.items():
+            if state is not None:
+                check_input(self, what, state, (self.num_layers, self.hidden_size), like)
         if is_init is not None and (
             is_init.shape != (*x.shape[:-1], 1) or is_init.dtype != torch.bool
         ):
             raise ValueError(
-                f"{name}: is_init must be a bool tensor of shape {(*x.shape[:-1], 1)} "
+                f"{net_name(self)}: is_init must be a bool tensor of shape {(*x.shape[:-1], 1)} "
                 f"([*batch, T, 1]), got {is_init.dtype} {tuple(is_init.shape)}"
             )
 
@@ -217,7 +220,7 @@ class GRU(_Recurrent):
         is_init: torch.Tensor | None = None,
         reset: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self._check(x, is_init)
+        self._check(params, x, is_init, {"h0": h0})
         h = self._zeros(x) if h0 is None else h0
         outs, states = [], []
         for t in range(x.shape[-2]):
@@ -251,7 +254,8 @@ class LSTM(_Recurrent):
         is_init: torch.Tensor | None = None,
         reset: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        self._check(x, is_init)
+        states = {} if state0 is None else {"state0[0] (h)": state0[0], "state0[1] (c)": state0[1]}
+        self._check(params, x, is_init, states)
         h, c = (self._zeros(x), self._zeros(x)) if state0 is None else state0
         outs, hs, cs = [], [], []
         for t in range(x.shape[-2]):
@@ -314,6 +318,7 @@ class GRUModule(Module):
         return {"gru": self.gru.init(seed, device=device, dtype=dtype)}
 
     def __call__(self, params: Params, rec: Record) -> Record:
+        self.check_params(params)
         x = rec[self.in_key]
         hidden = rec.get(self.hidden_key)
         is_init = rec.get("is_init")
@@ -363,6 +368,7 @@ class LSTMModule(Module):
         return {"lstm": self.lstm.init(seed, device=device, dtype=dtype)}
 
     def __call__(self, params: Params, rec: Record) -> Record:
+        self.check_params(params)
         x = rec[self.in_key]
         h, c = (rec.get(k) for k in self.hidden_keys)
         if (h is None) != (c is None):

@@ -39,7 +39,9 @@ from funcrl.nn.core import (
     Params,
     Seed,
     activation_fn,
+    check_input,
     make_generator,
+    net_name,
 )
 
 __all__ = [
@@ -266,10 +268,8 @@ class CausalTransformer(Module):
         train: bool = False,
     ) -> torch.Tensor:
         c = self.config
-        if x.ndim < 2 or x.shape[-1] != c.n_embd:
-            raise ValueError(
-                f"CausalTransformer: x must be [*batch, L, n_embd={c.n_embd}], got {tuple(x.shape)}"
-            )
+        self.check_params(params)
+        check_input(self, "x", x, (None, c.n_embd), params["wpe"])
         length = x.shape[-2]
         if length > c.n_positions:
             raise ValueError(
@@ -289,25 +289,24 @@ class CausalTransformer(Module):
 
 
 def _check_inputs(
-    owner: str,
+    net: Module,
+    like: torch.Tensor,
     state_dim: int,
     action_dim: int,
     observation: torch.Tensor,
     action: torch.Tensor,
     return_to_go: torch.Tensor,
 ) -> None:
-    expected = {"observation": state_dim, "action": action_dim, "return_to_go": 1}
-    got = {"observation": observation, "action": action, "return_to_go": return_to_go}
-    for name, size in expected.items():
-        x = got[name]
-        if x.ndim < 2 or x.shape[-1] != size:
-            raise ValueError(
-                f"{owner}: {name} must be [*batch, T, {size}], got shape {tuple(x.shape)}"
-            )
+    """``observation [*b, T, S]``, ``action [*b, T, A]``, ``return_to_go [*b, T, 1]`` of
+    ``like``'s dtype, sharing ``[*b, T]``."""
+    check_input(net, "observation", observation, (None, state_dim), like)
+    check_input(net, "action", action, (None, action_dim), like)
+    check_input(net, "return_to_go", return_to_go, (None, 1), like)
     if not observation.shape[:-1] == action.shape[:-1] == return_to_go.shape[:-1]:
         raise ValueError(
-            f"{owner}: observation {tuple(observation.shape)}, action {tuple(action.shape)} and "
-            f"return_to_go {tuple(return_to_go.shape)} must share [*batch, T]"
+            f"{net_name(net)}: observation {tuple(observation.shape)}, action "
+            f"{tuple(action.shape)} and return_to_go {tuple(return_to_go.shape)} must share "
+            f"[*batch, T]"
         )
 
 
@@ -382,8 +381,11 @@ class DecisionTransformer(Module):
         attention_mask: torch.Tensor | None = None,
         train: bool = False,
     ) -> torch.Tensor:
-        owner = type(self).__name__
-        _check_inputs(owner, self.state_dim, self.action_dim, observation, action, return_to_go)
+        self.check_params(params)
+        like = params["embed_state"]["weight"]
+        _check_inputs(
+            self, like, self.state_dim, self.action_dim, observation, action, return_to_go
+        )
         *batch, steps, _ = observation.shape
         e = self.config.n_embd
         state_emb = F.linear(observation, **params["embed_state"])
@@ -392,7 +394,7 @@ class DecisionTransformer(Module):
         if self.max_ep_len is not None:
             if timesteps is None or timesteps.shape != observation.shape[:-1]:
                 raise ValueError(
-                    f"{owner}: with max_ep_len, timesteps must be [*batch, T]="
+                    f"{net_name(self)}: with max_ep_len, timesteps must be [*batch, T]="
                     f"{tuple(observation.shape[:-1])}, got "
                     f"{None if timesteps is None else tuple(timesteps.shape)}"
                 )
@@ -403,7 +405,7 @@ class DecisionTransformer(Module):
                 return_emb + time_emb,
             )
         elif timesteps is not None:
-            raise ValueError(f"{owner}: timesteps given but max_ep_len is None")
+            raise ValueError(f"{net_name(self)}: timesteps given but max_ep_len is None")
         # (R_1, s_1, a_1, R_2, s_2, a_2, ...): [*batch, T, 3, E] -> [*batch, 3T, E].
         tokens = torch.stack([return_emb, state_emb, action_emb], dim=-2)
         tokens = tokens.reshape(*batch, 3 * steps, e)
@@ -414,7 +416,7 @@ class DecisionTransformer(Module):
         if attention_mask is not None:
             if attention_mask.shape != observation.shape[:-1]:
                 raise ValueError(
-                    f"{owner}: attention_mask must be [*batch, T]={tuple(observation.shape[:-1])},"
+                    f"{net_name(self)}: attention_mask must be [*batch, T]={tuple(observation.shape[:-1])},"
                     f" got {tuple(attention_mask.shape)}"
                 )
             token_mask = attention_mask.unsqueeze(-1).expand(*attention_mask.shape, 3)
@@ -484,6 +486,7 @@ class DTActor(Module):
         return_to_go: torch.Tensor,
         **kwargs: Any,
     ) -> torch.Tensor:
+        self.check_params(params)
         hidden = self.transformer(
             params["transformer"], observation, action, return_to_go, **kwargs
         )
@@ -561,6 +564,7 @@ class OnlineDTActor(Module):
         return_to_go: torch.Tensor,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_params(params)
         hidden = self.transformer(
             params["transformer"], observation, action, return_to_go, **kwargs
         )
