@@ -465,7 +465,7 @@ def test_kl_adaptive_lr_matches_torchrl():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     ref = torchrl_utils.KLAdaptiveLR(opt, 0.01, factor=2.0, min_lr=2e-4, max_lr=4e-3)
     ours = on_policy.KLAdaptiveLR(1e-3, 0.01, factor=2.0, min_lr=2e-4, max_lr=4e-3)
-    state = ours.init({"w": torch.zeros(1, dtype=F64)})
+    state = ours.transform.init({"w": torch.zeros(1, dtype=F64)})
     for kl in kls:
         ref.step(kl)
         state = ours.adapt(state, torch.tensor(kl))
@@ -481,10 +481,10 @@ def test_kl_adaptive_lr_by_hand_and_in_the_trainer():
     assert sched.new_rate(lr, torch.tensor(0.01)).item() == pytest.approx(1e-3)
     # The update is -lr * grads; in a chain it is found and adapted wherever it sits.
     grads = {"w": torch.tensor([2.0])}
-    upd, _ = sched.update(grads, sched.init(grads))
+    upd, _ = sched.transform.update(grads, sched.transform.init(grads))
     torch.testing.assert_close(upd["w"], torch.tensor([-2e-3]))
     nets = ppo.Nets(distribution="categorical", num_cells=(H,))
-    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), sched)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), sched.transform)
     train = ppo.trainer(opt, nets=nets, epochs=1, num_minibatches=2, kl_adaptive_lr=sched)
     p = ppo.init(0, OBS, N, nets=nets)
     state = train.init(p)

@@ -752,8 +752,8 @@ class KLAdaptiveLRState(NamedTuple):
 class KLAdaptiveLR:
     """TorchRL's ``KLAdaptiveLR`` (rsl_rl's schedule) as a pure optax-style transform.
 
-    ``update`` scales the updates by ``-learning_rate`` (use it last in a chain, e.g.
-    ``optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), kl_lr)``); the rate
+    :attr:`transform` scales the updates by ``-learning_rate`` (use it last in a chain, e.g.
+    ``optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), kl_lr.transform)``); the rate
     lives in the optimizer state and :meth:`adapt` moves it from a measured KL: divided by
     ``factor`` when ``kl > 2 target_kl``, multiplied by it when ``0 < kl < target_kl / 2``,
     unchanged otherwise, then clamped to ``[min_lr, max_lr]``. :func:`trainer` calls
@@ -786,13 +786,20 @@ class KLAdaptiveLR:
                 f"{self.max_lr}], got {self.learning_rate}"
             )
 
-    def init(self, params: Any) -> KLAdaptiveLRState:
-        first = tree.leaves(params)[0]
-        return KLAdaptiveLRState(torch.tensor(self.learning_rate, device=first.device))
+    @property
+    def transform(self):
+        """The optax-style ``(init, update)`` pair: ``update`` scales by ``-learning_rate``."""
+        from funcrl.optim import GradientTransformation
 
-    def update(self, grads: Any, state: KLAdaptiveLRState, params: Any = None):
-        lr = state.learning_rate
-        return tree.map(lambda g: g * (-lr).to(g.dtype), grads), state
+        def init(params: Any) -> KLAdaptiveLRState:
+            first = tree.leaves(params)[0]
+            return KLAdaptiveLRState(torch.tensor(self.learning_rate, device=first.device))
+
+        def update(grads: Any, state: KLAdaptiveLRState, params: Any = None):
+            lr = state.learning_rate
+            return tree.map(lambda g: g * (-lr).to(g.dtype), grads), state
+
+        return GradientTransformation(init, update)
 
     def new_rate(self, lr: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
         """The adapted rate for a measured KL (0-d tensors; a ``torch.where``, no host sync)."""
