@@ -41,6 +41,7 @@ import torch
 
 from funcrl import tree
 from funcrl import values as _values
+from funcrl.autodiff import grad
 from funcrl.objectives.actor_critic import action_bounds
 from funcrl.objectives.common import (
     LOSS_FUNCTIONS,
@@ -54,6 +55,7 @@ from funcrl.objectives.common import (
     spec_size,
 )
 from funcrl.record import NestedKey, Record
+from funcrl.training import Trainer, TrainState, total_loss
 
 Params = dict[str, Any]
 
@@ -67,7 +69,6 @@ __all__ = [
     "state_value",
     "explore",
     "act",
-    "log_prob",
     "entropy",
     "kl_divergence",
     "old_policy",
@@ -78,7 +79,6 @@ __all__ = [
     "normalize_advantage",
     "critic_loss",
     "explained_variance",
-    "OnPolicyState",
     "KLAdaptiveLR",
     "RewardScaling",
     "RewardScaleState",
@@ -398,11 +398,6 @@ def _draw_and_log_prob(dist, shape, key, *, reparameterize: bool):
         return (x, lp) if reparameterize else (x.detach(), lp)
     x = _draw(dist, shape, key, reparameterize=reparameterize)
     return x, dist.log_prob(x)
-
-
-def log_prob(dist, action: torch.Tensor) -> torch.Tensor:
-    """``log pi(action)``: ``[*B]``."""
-    return dist.log_prob(action)
 
 
 def entropy(dist, samples: int, key: torch.Tensor | None = None) -> torch.Tensor:
@@ -826,18 +821,6 @@ class KLAdaptiveLR:
         return walk(opt_state)
 
 
-class OnPolicyState(NamedTuple):
-    """Optimizer state plus the number of rollouts trained on (a 0-d int64 tensor)."""
-
-    opt: Any
-    step: torch.Tensor
-
-
-class Trainer(NamedTuple):
-    init: Callable[[Params], OnPolicyState]
-    step: Callable[..., tuple[Params, OnPolicyState, dict[str, torch.Tensor]]]
-
-
 def _permutation(key: torch.Tensor | None, n: int, device: Any) -> torch.Tensor:
     if key is None:
         return torch.randperm(n, device=device)
@@ -889,7 +872,6 @@ def trainer(
         minibatches of the last epoch, detached.
     """
     from funcrl.optim import apply_updates, multi_transform
-    from funcrl.training import total_loss
 
     for name, v in (("epochs", epochs), ("num_minibatches", num_minibatches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -898,17 +880,17 @@ def trainer(
     state_keys = tuple(state_keys)
     opt = multi_transform(optimizer) if isinstance(optimizer, Mapping) else optimizer
 
-    def init(params: Params) -> OnPolicyState:
+    def init(params: Params) -> TrainState:
         missing = [k for k in trainable if k not in params]
         if missing:
             raise KeyError(f"on_policy.trainer: params lack {missing}; they have {sorted(params)}")
         first = tree.leaves({k: params[k] for k in trainable})[0]
-        return OnPolicyState(
+        return TrainState(
             opt.init({k: params[k] for k in trainable}),
             torch.zeros((), dtype=torch.int64, device=first.device),
         )
 
-    def step(params: Params, state: OnPolicyState, rollout: Record, key: Any = None):
+    def step(params: Params, state: TrainState, rollout: Record, key: Any = None):
         if not isinstance(rollout, Record) or rollout.batch_ndim == 0:
             raise ValueError(
                 "on_policy.trainer.step: rollout must be a funcrl.Record with batch dims, got "
@@ -941,7 +923,7 @@ def trainer(
                     losses = loss_fn({**params, **p}, mb, key=k)
                     return total_loss(losses), losses
 
-                grads, losses = torch.func.grad(objective, has_aux=True)(train_params)
+                grads, losses = grad(objective, has_aux=True)(train_params)
                 updates, opt_state = opt.update(grads, opt_state, train_params)
                 params = {**params, **apply_updates(train_params, updates)}
                 for k in state_keys:
@@ -954,6 +936,6 @@ def trainer(
                         v = v.detach().reshape(())
                         sums[k] = sums[k] + v if k in sums else v
             metrics = {k: v / num_minibatches for k, v in sums.items()}
-        return params, OnPolicyState(opt_state, state.step + 1), metrics
+        return params, TrainState(opt_state, state.step + 1), metrics
 
     return Trainer(init, step)

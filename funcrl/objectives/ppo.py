@@ -47,6 +47,7 @@ import torch
 from funcrl.objectives import on_policy
 from funcrl.objectives.common import reduce_loss, require
 from funcrl.record import NestedKey, Record
+from funcrl.training import Trainer
 
 __all__ = [
     "Config",
@@ -354,7 +355,7 @@ def trainer(
     epochs: int = 4,
     num_minibatches: int = 4,
     kl_adaptive_lr: on_policy.KLAdaptiveLR | None = None,
-) -> on_policy.Trainer:
+) -> Trainer:
     """PPO's pure ``(init, step)``: advantages once per rollout, then ``epochs`` x
     ``num_minibatches`` shuffled minibatch steps (:func:`funcrl.objectives.on_policy.trainer`).
 
