@@ -517,3 +517,54 @@ def test_reward_scaling_compiles_and_vmaps():
     solo = [scaler(scaler.init(3), r[i], term[i])[1] for i in range(2)]
     _, both = torch.func.vmap(scaler)(states, r, term)
     torch.testing.assert_close(both, torch.stack(solo))
+
+
+# -- shared trunk (TorchRL's ActorValueOperator) ----------------------------------------------------
+
+
+@pytest.mark.torchrl
+@pytest.mark.parametrize("separate_losses", [False, True])
+def test_shared_trunk_parity_with_torchrl(separate_losses):
+    pytest.importorskip("torchrl")
+    from tensordict.nn import TensorDictModule
+    from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
+    from torchrl.objectives import ClipPPOLoss
+
+    from funcrl.nn import MLP
+
+    trunk = MLP(OBS, H, num_cells=(), activation="relu", activate_last_layer=True)
+    nets = ppo.Nets(distribution="categorical", trunk=trunk, num_cells=(H,))
+    cfg = ppo.Config(separate_losses=separate_losses)
+    p = ppo.init(0, OBS, N, cfg, nets, dtype=F64)
+    batch = make_rollout(p, nets)
+    loss_fn = functools.partial(ppo.loss, config=cfg, nets=nets)
+    g, out = funcrl_grads(loss_fn, p, batch, seed=5, keys=("trunk", "actor", "critic"))
+
+    lin = mlp_to_torch(p["trunk"])[0]
+    common = TensorDictModule(
+        torch.nn.Sequential(lin, torch.nn.ReLU()), in_keys=["observation"], out_keys=["hidden"]
+    )
+    head = TensorDictModule(mlp_to_torch(p["actor"]), in_keys=["hidden"], out_keys=["logits"])
+    policy = ProbabilisticActor(
+        head, in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )  # fmt: skip
+    value = ValueOperator(mlp_to_torch(p["critic"]), in_keys=["hidden"])
+    avo = ActorValueOperator(common, policy, value)
+    ref = ClipPPOLoss(
+        avo.get_policy_operator(), avo.get_value_operator(), separate_losses=separate_losses
+    )
+    ref.make_value_estimator(gamma=cfg.gamma, lmbda=cfg.lmbda)
+    exact_coefficients(ref, cfg)
+    td = ref(td_from_record(batch))
+    sum(v for k, v in td.items() if k.startswith("loss_")).backward()
+    for k in ("loss_objective", "loss_critic", "loss_entropy", "entropy", "clip_fraction"):
+        torch.testing.assert_close(out[k], td[k], rtol=1e-7, atol=1e-9, msg=k)
+    # The trunk's parameters are shared: TorchRL accumulates both losses' gradients into them
+    # (with separate_losses the critic's copy is detached and adds nothing).
+    want = {
+        "trunk": {"layers": [{"weight": lin.weight.grad, "bias": lin.bias.grad}]},
+        "actor": seq_grads(ref.actor_network_params, ("module", "1", "module")),
+        "critic": seq_grads(ref.critic_network_params, ("module", "1", "module")),
+    }
+    assert_close(g, want, rtol=1e-7, atol=1e-9)

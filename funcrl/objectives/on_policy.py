@@ -27,7 +27,9 @@ A rollout stores, beside TorchRL's transition keys, the behaviour policy's log-p
 :func:`advantages` adds ``advantage``, ``value_target`` and ``state_value`` (TorchRL's keys) to a
 rollout ``[E, T]`` (``time_dim=-1``, TorchRL's layout) or ``[T, E]`` (``time_dim=0``) through
 :mod:`funcrl.values`, with the critic's gradient stopped. :func:`trainer` runs epochs of shuffled
-minibatches over one rollout as one pure function.
+minibatches over one rollout as one pure function; :class:`KLAdaptiveLR` (TorchRL's KL-adaptive
+learning rate, as an optimizer transform) and :class:`RewardScaling` (gymnasium's
+``NormalizeReward``, as pure running statistics) are its optional companions.
 """
 
 from __future__ import annotations
