@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 ppo_example = importlib.import_module("ppo")
+_util = importlib.import_module("_util")
 
 TINY = [
     "--num-envs", "2", "--num-steps", "32", "--num-cells", "16", "--eval-episodes", "2",
@@ -40,11 +41,20 @@ def test_smoke_cartpole(tmp_path):
         ppo_example.main(["--total-steps", "64", "--out", out, *TINY])
 
 
-def test_smoke_continuous_pendulum(tmp_path):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_smoke_continuous_pendulum(tmp_path, normalize):
+    flags = ["--normalize-observations", "--scale-rewards"] if normalize else []
     result = ppo_example.main(
-        ["--env", "Pendulum-v1", "--total-steps", "128", "--out", str(tmp_path), *TINY]
+        ["--env", "Pendulum-v1", "--total-steps", "128", "--out", str(tmp_path), *TINY, *flags]
     )
     assert result["steps"] == 128 and result["eval_return"] < 0
+    ckpt = _util.load_checkpoint(os.path.join(str(tmp_path), "checkpoint.pt")).tree
+    if normalize:
+        # 128 steps of 2 envs folded into the observation statistics.
+        assert float(ckpt["normalizers"]["observation"]["count"]) == 128
+        assert ckpt["normalizers"]["reward"].discounted_return.shape == (2,)
+    else:
+        assert not ckpt["normalizers"]
 
 
 def test_rejects_a_run_shorter_than_one_rollout(tmp_path):

@@ -568,3 +568,20 @@ def test_shared_trunk_parity_with_torchrl(separate_losses):
         "critic": seq_grads(ref.critic_network_params, ("module", "1", "module")),
     }
     assert_close(g, want, rtol=1e-7, atol=1e-9)
+
+
+def test_on_policy_states_round_trip_through_checkpoints(tmp_path):
+    from funcrl import checkpoint
+
+    sched = on_policy.KLAdaptiveLR(1e-3, 0.01)
+    opt = optim.chain(optim.scale_by_adam(), sched.transform)
+    state = {
+        "opt": opt.init({"w": torch.zeros(3)}),
+        "rewards": on_policy.RewardScaling().init(4),
+    }
+    path = str(tmp_path / "ck.pt")
+    checkpoint.save(path, state)
+    back = checkpoint.load(path).tree
+    assert isinstance(back["opt"][1], on_policy.KLAdaptiveLRState)
+    assert isinstance(back["rewards"], on_policy.RewardScaleState)
+    assert_close(back, state)
