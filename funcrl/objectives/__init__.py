@@ -9,6 +9,18 @@ the family modules that the protocol documents.
 
 from __future__ import annotations
 
-OBJECTIVES = ("sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix")
+OBJECTIVES = (
+    "sac",
+    "td3",
+    "ddpg",
+    "dqn",
+    "c51",
+    "redq",
+    "crossq",
+    "discrete_sac",
+    "qmix",
+    "iql",
+    "td3_bc",
+)
 
 __all__ = ["OBJECTIVES"]
