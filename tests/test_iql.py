@@ -52,9 +52,7 @@ def test_expectile_is_asymmetric_and_nonnegative(tau, xs):
 
 def test_advantage_weights_clamped_at_100():
     a = torch.tensor([0.0, 1.0, 10.0])
-    torch.testing.assert_close(
-        advantage_weights(a, 2.0), torch.tensor([1.0, torch.e**2, 100.0])
-    )
+    torch.testing.assert_close(advantage_weights(a, 2.0), torch.tensor([1.0, torch.e**2, 100.0]))
 
 
 def test_loss_by_hand():
@@ -191,9 +189,7 @@ def test_parity_with_torchrl(num_q, estimator):
             torch.testing.assert_close(out[k], ref[k].detach(), rtol=1e-7, atol=1e-9, msg=k)
         # TorchRL writes the squared TD error as the priority; funcrl's is its absolute value.
         torch.testing.assert_close(out["td_error"], td["td_error"].sqrt())
-        torch.testing.assert_close(
-            tree.leaves(grads), tree.leaves(grads_ref), rtol=1e-7, atol=1e-9
-        )
+        torch.testing.assert_close(tree.leaves(grads), tree.leaves(grads_ref), rtol=1e-7, atol=1e-9)
     finally:
         torch.set_default_dtype(old)
 

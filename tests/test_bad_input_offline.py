@@ -1,0 +1,127 @@
+"""Bad input to the offline objectives: every error names the function and the argument or key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from funcrl import iql, specs, td3_bc
+from funcrl.record import Record
+
+OBS, ACT, B = 3, 2, 4
+SMALL = {"num_cells": (8,)}
+
+
+def batch(over=None) -> Record:
+    entries = {
+        "observation": torch.randn(B, OBS),
+        "action": torch.rand(B, ACT) * 2 - 1,
+        ("next", "observation"): torch.randn(B, OBS),
+        ("next", "reward"): torch.randn(B, 1),
+        ("next", "terminated"): torch.zeros(B, 1, dtype=torch.bool),
+        ("next", "done"): torch.zeros(B, 1, dtype=torch.bool),
+    }
+    entries.update(over or {})
+    return Record(entries, batch_ndim=1)
+
+
+MODULES = [(iql, "iql"), (td3_bc, "td3_bc")]
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("expectile", 1.0, r"iql\.Config: expectile must be in \(0, 1\), got 1\.0"),
+        ("expectile", 0.0, r"iql\.Config: expectile"),
+        ("expectile", True, r"iql\.Config: expectile"),
+        ("temperature", -1.0, r"iql\.Config: temperature must be >= 0, got -1\.0"),
+        ("num_qvalue_nets", 0, r"iql\.Config: num_qvalue_nets must be >= 1, got 0"),
+        ("gamma", 1.5, r"iql\.Config: gamma must be in \[0, 1\]"),
+        ("loss_function", "huber", r"iql\.Config: loss_function"),
+        ("value_estimator", "gae", r"iql\.Config: value_estimator"),
+    ],
+)
+def test_iql_config(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        iql.Config(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("alpha", -0.1, r"td3_bc\.Config: alpha must be >= 0, got -0\.1"),
+        ("policy_noise", -0.1, r"td3_bc\.Config: policy_noise"),
+        ("num_qvalue_nets", 0, r"td3_bc\.Config: num_qvalue_nets must be >= 1, got 0"),
+        ("reduction", "max", r"td3_bc\.Config: reduction"),
+    ],
+)
+def test_td3_bc_config(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        td3_bc.Config(**{field: value})
+
+
+@pytest.mark.parametrize("module,name", MODULES)
+def test_missing_params(module, name):
+    params = module.init(0, OBS, ACT, nets=module.Nets(**SMALL))
+    del params["qvalue"]
+    with pytest.raises(KeyError, match=rf"{name}\.loss: params lack \['qvalue'\]"):
+        module.loss(params, batch(), nets=module.Nets(**SMALL))
+
+
+@pytest.mark.parametrize("module,name", MODULES)
+@pytest.mark.parametrize(
+    "key,value,exc,match",
+    [
+        ("action", torch.rand(B, ACT + 1), ValueError, r"'action'.*\(3,\)|action"),
+        ("observation", torch.randn(B, OBS, dtype=torch.float64), TypeError, r"observation"),
+        (("next", "reward"), torch.randn(B), ValueError, r"reward"),
+        (("next", "observation"), torch.randn(B, OBS + 1), ValueError, r"next.*observation"),
+        (("next", "terminated"), torch.zeros(B, 2, dtype=torch.bool), ValueError, r"terminated"),
+    ],
+)
+def test_batch_entries(module, name, key, value, exc, match):
+    nets = module.Nets(**SMALL)
+    params = module.init(0, OBS, ACT, nets=nets)
+    with pytest.raises(exc, match=rf"{name}\.loss.*{match}|{match}.*{name}\.loss"):
+        module.loss(params, batch({key: value}), nets=nets)
+
+
+@pytest.mark.parametrize("module,name", MODULES)
+def test_priority_weight_shape(module, name):
+    nets = module.Nets(**SMALL)
+    params = module.init(0, OBS, ACT, nets=nets)
+    bad = batch().set("priority_weight", torch.ones(B, 1))
+    with pytest.raises(ValueError, match=rf"{name}\.loss: batch\['priority_weight'\] has shape"):
+        module.loss(params, bad, nets=nets)
+
+
+def test_td3_bc_noise_shape():
+    nets = td3_bc.Nets(**SMALL)
+    params = td3_bc.init(0, OBS, ACT, nets=nets)
+    with pytest.raises(ValueError, match=r"td3_bc\.loss: noise has shape \(4, 1\).*\(4, 2\)"):
+        td3_bc.loss(params, batch(), nets=nets, noise=torch.zeros(B, 1))
+
+
+def test_iql_unbounded_action_spec():
+    with pytest.raises(ValueError, match=r"iql\.init: action_spec"):
+        iql.init(0, OBS, specs.Unbounded(shape=(ACT,)), nets=iql.Nets(**SMALL))
+
+
+def test_iql_bare_function_net():
+    with pytest.raises(TypeError, match=r"iql\.init: Nets\.value must be a funcrl net"):
+        iql.init(0, OBS, ACT, nets=iql.Nets(value=lambda p, x: x))
+
+
+@pytest.mark.parametrize("module,name", MODULES)
+def test_act_mode_and_observation(module, name):
+    nets = module.Nets(**SMALL)
+    params = module.init(0, OBS, ACT, nets=nets)
+    with pytest.raises(ValueError, match=rf"{name}\.act: mode must be one of"):
+        module.act(params, torch.randn(B, OBS), nets=nets, mode="greedy")
+    with pytest.raises(TypeError, match=rf"{name}\.act: observation is torch\.float64"):
+        module.act(params, torch.randn(B, OBS, dtype=torch.float64), nets=nets)
+
+
+def test_td3_bc_init_names_itself():
+    with pytest.raises(ValueError, match=r"td3_bc\.init: the default actor is tanh"):
+        td3_bc.init(0, OBS, specs.Bounded(-2.0, 2.0, shape=(ACT,)))

@@ -1,0 +1,68 @@
+"""The offline objectives (IQL, TD3+BC, CQL) through the objective protocol."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from protocol_harness import ALL_CHECKS, Case
+
+import funcrl
+import funcrl.random  # noqa: F401 - funcrl.random.key in the harness
+from funcrl import iql, specs, td3_bc
+from funcrl.record import Record
+
+OBS, ACT = 3, 2
+
+
+def make_batch(seed: int, b: int, *, time: int | None = None) -> Record:
+    """``b`` dataset transitions (or ``[b, time]`` trajectories), actions inside ``(-1, 1)``."""
+    g = torch.Generator().manual_seed(seed)
+    lead = (b,) if time is None else (b, time)
+    done = torch.rand(*lead, 1, generator=g) < 0.2
+    return Record(
+        {
+            "observation": torch.randn(*lead, OBS, generator=g),
+            "action": torch.rand(*lead, ACT, generator=g) * 1.8 - 0.9,
+            ("next", "observation"): torch.randn(*lead, OBS, generator=g),
+            ("next", "reward"): torch.randn(*lead, 1, generator=g),
+            ("next", "terminated"): done & (torch.rand(*lead, 1, generator=g) < 0.5),
+            ("next", "done"): done,
+        },
+        batch_ndim=len(lead),
+    )
+
+
+def make_trajectories(seed: int, b: int) -> Record:
+    return make_batch(seed, b, time=3)
+
+
+OBS_SPEC = specs.Unbounded(shape=(OBS,))
+ACT_SPEC = specs.Bounded(-1.0, 1.0, shape=(ACT,))
+SMALL = {"num_cells": (16, 16)}
+
+CASES = [
+    Case("iql", iql, OBS_SPEC, ACT_SPEC, make_batch, nets=iql.Nets(**SMALL), stochastic_loss=False),
+    Case(
+        "iql_td_lambda",
+        iql,
+        OBS_SPEC,
+        ACT_SPEC,
+        make_trajectories,
+        config=iql.Config(value_estimator="td_lambda", expectile=0.7, temperature=3.0),
+        nets=iql.Nets(**SMALL),
+        stochastic_loss=False,
+    ),
+    Case("td3_bc", td3_bc, OBS_SPEC, ACT_SPEC, make_batch, nets=td3_bc.Nets(**SMALL)),
+]
+
+
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_protocol(case: Case, check) -> None:
+    check(case)
+
+
+def test_registered():
+    for name in ("iql", "td3_bc"):
+        assert name in funcrl.objectives.OBJECTIVES
+        assert getattr(funcrl, name) is getattr(funcrl.objectives, name)
