@@ -49,6 +49,7 @@ _OBJECTIVES = (
     "qmix",
     "iql",
     "td3_bc",
+    "cql",
 )
 
 

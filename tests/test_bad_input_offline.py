@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from funcrl import iql, specs, td3_bc
+from funcrl import cql, iql, specs, td3_bc
 from funcrl.record import Record
 
 OBS, ACT, B = 3, 2, 4
@@ -25,7 +25,7 @@ def batch(over=None) -> Record:
     return Record(entries, batch_ndim=1)
 
 
-MODULES = [(iql, "iql"), (td3_bc, "td3_bc")]
+MODULES = [(iql, "iql"), (td3_bc, "td3_bc"), (cql, "cql")]
 
 
 @pytest.mark.parametrize(
@@ -125,3 +125,30 @@ def test_act_mode_and_observation(module, name):
 def test_td3_bc_init_names_itself():
     with pytest.raises(ValueError, match=r"td3_bc\.init: the default actor is tanh"):
         td3_bc.init(0, OBS, specs.Bounded(-2.0, 2.0, shape=(ACT,)))
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("num_random", 0, r"cql\.Config: num_random must be an int >= 1, got 0"),
+        ("num_random", 2.5, r"cql\.Config: num_random must be an int >= 1, got 2\.5"),
+        ("num_qvalue_nets", True, r"cql\.Config: num_qvalue_nets"),
+        ("temperature", 0.0, r"cql\.Config: temperature must be > 0, got 0\.0"),
+        ("min_q_weight", -1.0, r"cql\.Config: min_q_weight must be >= 0, got -1\.0"),
+        ("lagrange_thresh", float("inf"), r"cql\.Config: lagrange_thresh must be finite"),
+        ("alpha_init", 0.0, r"cql\.Config: alpha_init must be > 0"),
+        ("target_entropy", "max", r"cql\.Config: target_entropy must be 'auto' or a number"),
+        ("lmbda", 2.0, r"cql\.Config: lmbda must be in \[0, 1\]"),
+    ],
+)
+def test_cql_config(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        cql.Config(**{field: value})
+
+
+def test_cql_lagrange_needs_log_alpha_prime():
+    cfg = cql.Config(with_lagrange=True, num_random=2)
+    nets = cql.Nets(**SMALL)
+    params = cql.init(0, OBS, ACT, nets=nets)  # built without the Lagrange multiplier
+    with pytest.raises(KeyError, match=r"cql\.loss: params lack \['log_alpha_prime'\]"):
+        cql.loss(params, batch(), config=cfg, nets=nets)

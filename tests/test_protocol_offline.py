@@ -8,7 +8,7 @@ from protocol_harness import ALL_CHECKS, Case
 
 import funcrl
 import funcrl.random  # noqa: F401 - funcrl.random.key in the harness
-from funcrl import iql, specs, td3_bc
+from funcrl import cql, iql, specs, td3_bc
 from funcrl.record import Record
 
 OBS, ACT = 3, 2
@@ -53,6 +53,26 @@ CASES = [
         stochastic_loss=False,
     ),
     Case("td3_bc", td3_bc, OBS_SPEC, ACT_SPEC, make_batch, nets=td3_bc.Nets(**SMALL)),
+    Case(
+        "cql",
+        cql,
+        OBS_SPEC,
+        ACT_SPEC,
+        make_batch,
+        config=cql.Config(num_random=3),
+        nets=cql.Nets(**SMALL),
+    ),
+    Case(
+        "cql_lagrange_max_q",
+        cql,
+        OBS_SPEC,
+        ACT_SPEC,
+        make_trajectories,
+        config=cql.Config(
+            num_random=2, with_lagrange=True, max_q_backup=True, value_estimator="td1"
+        ),
+        nets=cql.Nets(**SMALL),
+    ),
 ]
 
 
@@ -63,6 +83,6 @@ def test_protocol(case: Case, check) -> None:
 
 
 def test_registered():
-    for name in ("iql", "td3_bc"):
+    for name in ("iql", "td3_bc", "cql"):
         assert name in funcrl.objectives.OBJECTIVES
         assert getattr(funcrl, name) is getattr(funcrl.objectives, name)

@@ -21,6 +21,7 @@ OBJECTIVES = (
     "qmix",
     "iql",
     "td3_bc",
+    "cql",
 )
 
 __all__ = ["OBJECTIVES"]
