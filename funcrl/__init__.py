@@ -50,6 +50,7 @@ _OBJECTIVES = (
     "iql",
     "td3_bc",
     "cql",
+    "bc",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from funcrl import cql, iql, specs, td3_bc
+from funcrl import bc, cql, iql, specs, td3_bc
 from funcrl.record import Record
 
 OBS, ACT, B = 3, 2, 4
@@ -152,3 +152,36 @@ def test_cql_lagrange_needs_log_alpha_prime():
     params = cql.init(0, OBS, ACT, nets=nets)  # built without the Lagrange multiplier
     with pytest.raises(KeyError, match=r"cql\.loss: params lack \['log_alpha_prime'\]"):
         cql.loss(params, batch(), config=cfg, nets=nets)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("loss_function", "huber", r"bc\.Config: loss_function must be one of"),
+        ("reduction", "max", r"bc\.Config: reduction must be one of"),
+        ("use_prioritized_weights", "yes", r"bc\.Config: use_prioritized_weights"),
+    ],
+)
+def test_bc_config(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        bc.Config(**{field: value})
+
+
+@pytest.mark.parametrize("cfg", [bc.Config(), bc.Config(loss_function="l2")])
+def test_bc_batch(cfg):
+    nets = bc.Nets(**SMALL)
+    params = bc.init(0, OBS, ACT, cfg, nets)
+    with pytest.raises(ValueError, match=r"bc\.loss: batch\['action'\] has shape \(4, 3\)"):
+        bc.loss(params, batch({"action": torch.rand(B, ACT + 1)}), config=cfg, nets=nets)
+    with pytest.raises(TypeError, match=r"bc\.loss: batch\['observation'\]"):
+        bad = batch({"observation": torch.randn(B, OBS, dtype=torch.float64)})
+        bc.loss(params, bad, config=cfg, nets=nets)
+    with pytest.raises(ValueError, match=r"bc\.loss: batch\['priority_weight'\] has shape"):
+        bc.loss(params, batch().set("priority_weight", torch.ones(B, 1)), config=cfg, nets=nets)
+    with pytest.raises(ValueError, match=r"bc\.loss: .*batch"):
+        bc.loss(params, batch()[0], config=cfg, nets=nets)
+
+
+def test_bc_deterministic_default_actor_needs_unit_box():
+    with pytest.raises(ValueError, match=r"bc\.init: the default actor is tanh"):
+        bc.init(0, OBS, specs.Bounded(-2.0, 2.0, shape=(ACT,)), bc.Config(loss_function="l1"))

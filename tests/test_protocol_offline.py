@@ -8,7 +8,7 @@ from protocol_harness import ALL_CHECKS, Case
 
 import funcrl
 import funcrl.random  # noqa: F401 - funcrl.random.key in the harness
-from funcrl import cql, iql, specs, td3_bc
+from funcrl import bc, cql, iql, specs, td3_bc
 from funcrl.record import Record
 
 OBS, ACT = 3, 2
@@ -73,6 +73,19 @@ CASES = [
         ),
         nets=cql.Nets(**SMALL),
     ),
+    Case(
+        "bc_nll", bc, OBS_SPEC, ACT_SPEC, make_batch, nets=bc.Nets(**SMALL), stochastic_loss=False
+    ),
+    Case(
+        "bc_l2",
+        bc,
+        OBS_SPEC,
+        ACT_SPEC,
+        make_batch,
+        config=bc.Config(loss_function="l2"),
+        nets=bc.Nets(**SMALL),
+        stochastic_loss=False,
+    ),
 ]
 
 
@@ -83,6 +96,6 @@ def test_protocol(case: Case, check) -> None:
 
 
 def test_registered():
-    for name in ("iql", "td3_bc", "cql"):
+    for name in ("iql", "td3_bc", "cql", "bc"):
         assert name in funcrl.objectives.OBJECTIVES
         assert getattr(funcrl, name) is getattr(funcrl.objectives, name)

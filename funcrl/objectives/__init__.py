@@ -22,6 +22,7 @@ OBJECTIVES = (
     "iql",
     "td3_bc",
     "cql",
+    "bc",
 )
 
 __all__ = ["OBJECTIVES"]
