@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import tree
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_deterministic,
     act_stochastic,
@@ -38,7 +39,6 @@ from funcrl.objectives.actor_critic import (
     check_nets,
     check_observation,
     check_tanh_actor_bounds,
-    generator,
     param_dtype,
     resolve,
     tanh_normal,
@@ -146,7 +146,7 @@ def init(
     if not config.stochastic:
         check_tanh_actor_bounds(nets, box, owner)
     nets = _resolve(nets, config, obs_dim, act_dim)
-    gen = generator(seed)
+    gen = make_generator(seed)
     return {"actor": nets.actor.init(gen, device=device, dtype=dtype), "action_bounds": box}
 
 

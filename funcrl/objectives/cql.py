@@ -54,6 +54,7 @@ from typing import Any, ClassVar
 import torch
 
 from funcrl import tree
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
     actor_objective,
@@ -65,13 +66,11 @@ from funcrl.objectives.actor_critic import (
     check_nets,
     check_observation,
     ensemble_q,
-    generator,
     init_ensemble,
     param_dtype,
     project,
     read_transitions,
     resolve,
-    rsample_and_log_prob,
     split_keys,
     tanh_normal,
     temperature,
@@ -203,7 +202,7 @@ def init(
     act_dim = spec_size(action_spec, owner, "action_spec")
     box = spec_bounds(action_spec, act_dim, device=device, dtype=dtype, owner=owner)
     nets = resolve(nets, obs_dim, act_dim)
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     params: Params = {
         "actor": nets.actor.init(gen, **kw),
@@ -301,10 +300,10 @@ def loss(
         return tanh_normal(nets.actor(p, o), low, high, nets)
 
     # Critics' target.
-    a_next, lp_next = rsample_and_log_prob(dist(actor_frozen, next_obs), k_next)
+    a_next, lp_next = dist(actor_frozen, next_obs).rsample_and_log_prob(key=k_next)
     if config.max_q_backup:
         rep_next = _repeat(next_obs, r, nb)
-        a_rep, _ = rsample_and_log_prob(dist(actor_frozen, rep_next), k_backup)
+        a_rep, _ = dist(actor_frozen, rep_next).rsample_and_log_prob(key=k_backup)
         q_rep = ensemble_q(nets.qvalue, q_target, rep_next, a_rep.detach())
         q_rep = q_rep.reshape(q_rep.shape[0], *obs.shape[:-1], r).max(-1).values
         next_value = q_rep.min(0).values
@@ -320,8 +319,8 @@ def loss(
     rep_obs, rep_next = _repeat(obs, r, nb), _repeat(next_obs, r, nb)
     u = _uniform(k_uniform, rep_obs.shape[:-1] + action.shape[-1:], low, high)
     log_density = -torch.log(high - low).sum()
-    a_curr, lp_curr = rsample_and_log_prob(dist(actor_frozen, rep_obs), k_curr)
-    a_new, lp_new = rsample_and_log_prob(dist(actor_frozen, rep_next), k_new)
+    a_curr, lp_curr = dist(actor_frozen, rep_obs).rsample_and_log_prob(key=k_curr)
+    a_new, lp_new = dist(actor_frozen, rep_next).rsample_and_log_prob(key=k_new)
     penalty = conservative_penalty(
         ensemble_q(nets.qvalue, params["qvalue"], rep_obs, u),
         ensemble_q(nets.qvalue, params["qvalue"], rep_next, a_new.detach()),
@@ -336,9 +335,9 @@ def loss(
 
     # Actor (and its BC warm-up variant), reparameterised; the critics are frozen.
     pi = dist(params["actor"], obs)
-    a_bc, lp_bc = rsample_and_log_prob(pi, k_bc)
+    a_bc, lp_bc = pi.rsample_and_log_prob(key=k_bc)
     loss_bc = actor_objective(alpha, lp_bc, pi.log_prob(action))
-    a_pi, lp_pi = rsample_and_log_prob(pi, k_actor)
+    a_pi, lp_pi = pi.rsample_and_log_prob(key=k_actor)
     q_pi = ensemble_q(nets.qvalue, tree.detach(params["qvalue"]), obs, a_pi).min(0).values
     out = {
         "loss_actor": reduce_loss(actor_objective(alpha, lp_pi, q_pi), red, weights),

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from funcrl import tree
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
     bounds,
@@ -43,7 +44,6 @@ from funcrl.objectives.actor_critic import (
     check_nets,
     check_observation,
     ensemble_q,
-    generator,
     init_ensemble,
     param_dtype,
     read_transitions,
@@ -150,7 +150,7 @@ def init(
     act_dim = spec_size(action_spec, owner, "action_spec")
     box = spec_bounds(action_spec, act_dim, device=device, dtype=dtype, owner=owner)
     nets = resolve(nets, obs_dim, act_dim)
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     params: Params = {
         "actor": nets.actor.init(gen, **kw),

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 import torch
 
 from funcrl import tree
+from funcrl.distributions._utils import standard_normal
+from funcrl.nn import make_generator
 from funcrl.objectives import td3
 from funcrl.objectives.actor_critic import (
     act_deterministic,
@@ -39,9 +41,7 @@ from funcrl.objectives.actor_critic import (
     check_observation,
     check_tanh_actor_bounds,
     ensemble_q,
-    generator,
     init_ensemble,
-    normal,
     param_dtype,
     read_transitions,
     resolve,
@@ -136,7 +136,7 @@ def init(
     box = spec_bounds(action_spec, d_act, device=device, dtype=dtype, owner=owner)
     check_tanh_actor_bounds(nets, box, owner)
     nets = resolve(nets, d_obs, d_act)
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     params = {
         "actor": nets.actor.init(gen, **kw),
@@ -185,7 +185,7 @@ def loss(
     nets = resolve(nets, obs.shape[-1], action.shape[-1])
     weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
     if noise is None:
-        noise = normal(key, action)
+        noise = standard_normal(action.shape, action, key)
     elif noise.shape != action.shape or noise.dtype != action.dtype:
         raise ValueError(
             f"{owner}: noise has shape {tuple(noise.shape)} and dtype {noise.dtype}, expected "
