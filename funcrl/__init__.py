@@ -51,6 +51,8 @@ _OBJECTIVES = (
     "td3_bc",
     "cql",
     "bc",
+    "dt",
+    "online_dt",
 )
 
 

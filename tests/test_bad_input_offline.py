@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from funcrl import bc, cql, iql, specs, td3_bc
+from funcrl import bc, cql, dt, iql, online_dt, specs, td3_bc
+from funcrl.nn import DTConfig
 from funcrl.record import Record
 
 OBS, ACT, B = 3, 2, 4
@@ -185,3 +186,73 @@ def test_bc_batch(cfg):
 def test_bc_deterministic_default_actor_needs_unit_box():
     with pytest.raises(ValueError, match=r"bc\.init: the default actor is tanh"):
         bc.init(0, OBS, specs.Bounded(-2.0, 2.0, shape=(ACT,)), bc.Config(loss_function="l1"))
+
+
+TINY = DTConfig(n_embd=8, n_layer=1, n_head=1, n_inner=8, n_positions=9)
+SEQ = [(dt, "dt", dt.Nets(transformer_config=TINY)),
+       (online_dt, "online_dt", online_dt.Nets(transformer_config=TINY))]  # fmt: skip
+
+
+def segments(over=None) -> Record:
+    entries = {
+        "observation": torch.randn(B, 3, OBS),
+        "action": torch.rand(B, 3, ACT) * 2 - 1,
+        "return_to_go": torch.randn(B, 3, 1),
+    }
+    entries.update(over or {})
+    return Record(entries, batch_ndim=2)
+
+
+@pytest.mark.parametrize("module,name,nets", SEQ)
+@pytest.mark.parametrize(
+    "key,value,exc,match",
+    [
+        (
+            "return_to_go",
+            torch.randn(B, 3),
+            ValueError,
+            r"batch\['return_to_go'\] has shape \(4, 3\)",
+        ),
+        (
+            "action",
+            torch.rand(B, 3, 1, ACT),
+            ValueError,
+            r"batch\['action'\] has shape \(4, 3, 1, 2\), expected \(4, 3, 2\)",
+        ),
+        ("action", torch.rand(B, 3, ACT + 1), ValueError, r"batch\['action'\] has shape"),
+        ("observation", torch.randn(B, 3, OBS).double(), TypeError, r"batch\['observation'\]"),
+    ],
+)
+def test_sequence_batches(module, name, nets, key, value, exc, match):
+    params = module.init(0, OBS, ACT, nets=nets)
+    with pytest.raises(exc, match=rf"{name}\.loss: {match}"):
+        module.loss(params, segments({key: value}), nets=nets)
+
+
+@pytest.mark.parametrize("module,name,nets", SEQ)
+def test_sequence_act_context(module, name, nets):
+    params = module.init(0, OBS, ACT, nets=nets)
+    obs, a, rtg = torch.randn(B, 3, OBS), torch.zeros(B, 3, ACT), torch.zeros(B, 3, 1)
+    with pytest.raises(TypeError, match=rf"{name}\.act: action must be a tensor \[\*B, T, 2\]"):
+        module.act(params, obs, nets=nets, return_to_go=rtg)
+    with pytest.raises(ValueError, match=rf"{name}\.act: return_to_go has shape \(4, 2, 1\)"):
+        module.act(params, obs, nets=nets, action=a, return_to_go=rtg[:, :2])
+    with pytest.raises(TypeError, match=rf"{name}\.act: action is torch\.float64"):
+        module.act(params, obs, nets=nets, action=a.double(), return_to_go=rtg)
+    with pytest.raises(ValueError, match=rf"{name}\.act: observation must be a context"):
+        module.act(params, obs[0, 0], nets=nets, action=a[0, 0], return_to_go=rtg[0, 0])
+
+
+@pytest.mark.parametrize(
+    "cls,field,value,match",
+    [
+        (dt.Config, "loss_function", "huber", r"dt\.Config: loss_function"),
+        (dt.Config, "use_prioritized_weights", 1, r"dt\.Config: use_prioritized_weights"),
+        (online_dt.Config, "samples_mc_entropy", 0, r"online_dt\.Config: samples_mc_entropy"),
+        (online_dt.Config, "alpha_init", -1.0, r"online_dt\.Config: alpha_init must be > 0"),
+        (online_dt.Config, "reduction", "max", r"online_dt\.Config: reduction"),
+    ],
+)
+def test_sequence_configs(cls, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**{field: value})

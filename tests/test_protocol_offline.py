@@ -8,7 +8,8 @@ from protocol_harness import ALL_CHECKS, Case
 
 import funcrl
 import funcrl.random  # noqa: F401 - funcrl.random.key in the harness
-from funcrl import bc, cql, iql, specs, td3_bc
+from funcrl import bc, cql, dt, iql, online_dt, specs, td3_bc
+from funcrl.nn import DTConfig
 from funcrl.record import Record
 
 OBS, ACT = 3, 2
@@ -35,6 +36,24 @@ def make_batch(seed: int, b: int, *, time: int | None = None) -> Record:
 def make_trajectories(seed: int, b: int) -> Record:
     return make_batch(seed, b, time=3)
 
+
+def make_segments(seed: int, b: int) -> Record:
+    """``b`` trajectory segments of 4 steps for the Decision Transformers."""
+    g = torch.Generator().manual_seed(seed)
+    return Record(
+        {
+            "observation": torch.randn(b, 4, OBS, generator=g),
+            "action": torch.rand(b, 4, ACT, generator=g) * 1.8 - 0.9,
+            "return_to_go": torch.randn(b, 4, 1, generator=g),
+        },
+        batch_ndim=2,
+    )
+
+
+# ``act`` of a Decision Transformer reads a context: the harness acts on make_segments(0, 8).
+_CONTEXT = make_segments(0, 8)
+DT_ACT = (("action", _CONTEXT["action"]), ("return_to_go", _CONTEXT["return_to_go"]))
+TINY = DTConfig(n_embd=16, n_layer=1, n_head=2, n_inner=32, n_positions=12)
 
 OBS_SPEC = specs.Unbounded(shape=(OBS,))
 ACT_SPEC = specs.Bounded(-1.0, 1.0, shape=(ACT,))
@@ -86,6 +105,26 @@ CASES = [
         nets=bc.Nets(**SMALL),
         stochastic_loss=False,
     ),
+    Case(
+        "dt",
+        dt,
+        OBS_SPEC,
+        ACT_SPEC,
+        make_segments,
+        nets=dt.Nets(transformer_config=TINY),
+        stochastic_loss=False,
+        act_kwargs=DT_ACT,
+    ),
+    Case(
+        "online_dt",
+        online_dt,
+        OBS_SPEC,
+        ACT_SPEC,
+        make_segments,
+        config=online_dt.Config(samples_mc_entropy=2),
+        nets=online_dt.Nets(transformer_config=TINY),
+        act_kwargs=DT_ACT,
+    ),
 ]
 
 
@@ -96,6 +135,6 @@ def test_protocol(case: Case, check) -> None:
 
 
 def test_registered():
-    for name in ("iql", "td3_bc", "cql", "bc"):
+    for name in ("iql", "td3_bc", "cql", "bc", "dt", "online_dt"):
         assert name in funcrl.objectives.OBJECTIVES
         assert getattr(funcrl, name) is getattr(funcrl.objectives, name)

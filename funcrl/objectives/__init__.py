@@ -23,6 +23,8 @@ OBJECTIVES = (
     "td3_bc",
     "cql",
     "bc",
+    "dt",
+    "online_dt",
 )
 
 __all__ = ["OBJECTIVES"]

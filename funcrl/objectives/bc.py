@@ -53,6 +53,7 @@ from funcrl.objectives.common import (
     require,
     spec_size,
 )
+from funcrl.objectives.offline import check_priority_flag
 from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl", "LOSS_FUNCTIONS"]
@@ -85,11 +86,7 @@ class Config:
                 f"{self.loss_function!r}"
             )
         check_reduction(self.reduction, "bc.Config")
-        p = self.use_prioritized_weights
-        if not (p is True or p is False or p == "auto"):
-            raise ValueError(
-                f"bc.Config: use_prioritized_weights must be True, False or 'auto', got {p!r}"
-            )
+        check_priority_flag("bc.Config", self.use_prioritized_weights)
 
     @property
     def stochastic(self) -> bool:
