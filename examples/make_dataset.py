@@ -109,9 +109,10 @@ def random_policy(cfg: Config):
     env.close()
 
     def policy(obs, key):
-        return funcrl.random.uniform(key, spec.shape, torch.float32, 0.0, 1.0) * (
-            spec.high - spec.low
-        ) + spec.low
+        return (
+            funcrl.random.uniform(key, spec.shape, torch.float32, 0.0, 1.0) * (spec.high - spec.low)
+            + spec.low
+        )
 
     return policy
 
