@@ -335,7 +335,7 @@ def loss(
 
     # Actor (and its BC warm-up variant), reparameterised; the critics are frozen.
     pi = dist(params["actor"], obs)
-    a_bc, lp_bc = pi.rsample_and_log_prob(key=k_bc)
+    _, lp_bc = pi.rsample_and_log_prob(key=k_bc)
     loss_bc = actor_objective(alpha, lp_bc, pi.log_prob(action))
     a_pi, lp_pi = pi.rsample_and_log_prob(key=k_actor)
     q_pi = ensemble_q(nets.qvalue, tree.detach(params["qvalue"]), obs, a_pi).min(0).values
