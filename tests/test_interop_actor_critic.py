@@ -246,8 +246,8 @@ def test_crossq_both_directions():
     for k in ["loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"]:
         torch.testing.assert_close(ours[k], ref[k].detach(), **TOL, msg=k)
     # TorchRL moved its running statistics in place: reading them back gives funcrl's new ones
-    # (the step counters aside, as in test_crossq's parity test: TorchRL's actor counts one
-    # forward per loss call where funcrl counts its two passes).
+    # (the step counters aside: funcrl's stops at max(warmup_steps, 1), TorchRL's keeps counting;
+    # see funcrl.nn.batch_renorm).
     _, _, moved = crossq.from_torchrl(m)
 
     def stats(s):

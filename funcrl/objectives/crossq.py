@@ -181,14 +181,25 @@ class RenormMLP:
 class Nets:
     """``actor(params, state, obs, train) -> ([*B, 2 a], state)`` into ``NormalParamExtractor`` and
     a ``TanhNormal`` on ``params["action_bounds"]``; ``qvalue(params, state, obs, action, train) ->
-    ([*B, 1], state)`` for one critic, vmapped over the ensemble. Both default to
-    :class:`RenormMLP` (``init(seed, in, out)``, ``init_state()``)."""
+    ([*B, 1], state)`` for one critic, vmapped over the ensemble. ``None`` (the default) is
+    :class:`RenormMLP` with ``num_cells`` hidden units (TorchRL's CrossQ nets; ``init(seed, in,
+    out)``, ``init_state()``), sized from the specs at :func:`init` and from the params after."""
 
-    actor: Any = RenormMLP()
-    qvalue: Any = RenormMLP()
+    actor: Any = None
+    qvalue: Any = None
+    num_cells: tuple[int, ...] = (256, 256)
     scale_mapping: str = "biased_softplus_1.0"
     scale_lb: float = 1e-4
     tanh_loc: bool = False
+
+
+def _resolve(nets: Nets) -> Nets:
+    """``nets`` with ``None`` fields replaced by ``RenormMLP(nets.num_cells)`` (sizes come from
+    the params: a ``RenormMLP`` serves any input and output width)."""
+    fill = {
+        k: RenormMLP(tuple(nets.num_cells)) for k in ("actor", "qvalue") if getattr(nets, k) is None
+    }
+    return dataclasses.replace(nets, **fill) if fill else nets
 
 
 def init(
@@ -204,6 +215,7 @@ def init(
     """``actor``, ``qvalue`` (``N`` stacked members), ``log_alpha``, ``action_bounds`` and
     ``batch_stats`` (``{"actor": [...], "qvalue": [...]}``, running mean 0, variance 1, steps 0).
     Never touches the global RNG."""
+    nets = _resolve(nets)
     owner = "crossq.init"
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     act_dim = spec_size(action_spec, owner, "action_spec")
@@ -232,6 +244,7 @@ def policy(
 ) -> tuple[TanhNormal, list[Params]]:
     """The actor's ``TanhNormal`` at ``observation`` and the actor's new BatchRenorm state
     (unchanged when ``train=False``, the mode to act in)."""
+    nets = _resolve(nets)
     out, state = nets.actor(
         params["actor"], params["batch_stats"]["actor"], observation, train=train
     )
@@ -263,6 +276,7 @@ def loss_and_state(
         ``(losses, {"batch_stats": {"actor": ..., "qvalue": ...}})``; ``losses`` has
         ``loss_actor``, ``loss_qvalue``, ``loss_alpha``, ``alpha``, ``entropy``, ``td_error``.
     """
+    nets = _resolve(nets)
     owner = "crossq.loss"
     check_batch(batch, owner)
     require(params, ["actor", "qvalue", "log_alpha", "action_bounds", "batch_stats"], owner)
@@ -335,6 +349,7 @@ def act(
     key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """As :func:`funcrl.sac.act`, with the actor's BatchRenorm in eval mode (running stats)."""
+    nets = _resolve(nets)
     owner = "crossq.act"
     check_mode(owner, mode)
     require(params, ["actor", "action_bounds", "batch_stats"], owner)
@@ -504,6 +519,7 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
 def to_torchrl(config: Config, nets: Nets, params: Params):
     """A TorchRL ``CrossQLoss`` equal to ``loss_and_state(params, ., config=config, nets=nets)``
     (weights, BatchRenorm statistics, ``log_alpha``, bounds, value estimator)."""
+    nets = _resolve(nets)
     from tensordict.nn import NormalParamExtractor, TensorDictModule
     from torchrl.data import Bounded
     from torchrl.modules import ProbabilisticActor, ValueOperator

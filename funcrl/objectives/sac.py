@@ -430,6 +430,7 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
     """
     from funcrl.objectives.actor_critic import (
         critic_from_torchrl,
+        expand_bound,
         from_torchrl_tanh_normal_actor,
         read_torchrl,
         torchrl_action_dim,
@@ -469,9 +470,7 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
         "actor": actor_params,
         "qvalue": qparams,
         "log_alpha": m.log_alpha.detach().clone(),
-        "action_bounds": spec_bounds(
-            _Box(info["low"], info["high"]), act_dim, dtype=dtype, owner="sac.from_torchrl"
-        ),
+        "action_bounds": {k: expand_bound(info[k], act_dim, dtype=dtype) for k in ("low", "high")},
     }
     if config.delay_qvalue:
         params["target_qvalue"] = critic_from_torchrl(
@@ -492,12 +491,6 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
                 m.actor_network, m.target_actor_network_params, inner
             )[1]
     return config, nets, params
-
-
-@dataclasses.dataclass(frozen=True)
-class _Box:
-    low: torch.Tensor
-    high: torch.Tensor
 
 
 def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
