@@ -127,7 +127,7 @@ def pendulum_datasets(tmp_path_factory):
     for kind in ("medium", "medium-replay", "expert-medium"):
         info = make.main(
             ["--kind", kind, "--out", str(root / kind), "--policy-dir", str(root / "sac")]
-            + ["--no-progress", "--medium-steps", "4000", "--expert-steps", "15000"]
+            + ["--no-progress", "--medium-steps", "3000", "--expert-steps", "15000"]
             + (["--steps", "100000"] if kind == "expert-medium" else [])
         )
         out[kind] = (root / kind, info)
