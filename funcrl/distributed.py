@@ -221,9 +221,7 @@ def _leading(x: Any, owner: str, name: str, path: tuple) -> int:
 
 
 def _population_size(population: Any, owner: str, name: str) -> int:
-    sizes = tree.leaves(
-        tree.map_with_path(lambda p, x: _leading(x, owner, name, p), population)
-    )
+    sizes = tree.leaves(tree.map_with_path(lambda p, x: _leading(x, owner, name, p), population))
     if not sizes:
         raise ValueError(f"{owner}: {name} holds no tensors")
     if len(set(sizes)) != 1:

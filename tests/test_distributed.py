@@ -96,7 +96,7 @@ def _population(seeds: torch.Tensor, keys: torch.Tensor):
     state = torch.func.vmap(train.init)(params)
     step = torch.func.vmap(train.step)
     for t in range(STEPS):
-        ks = torch.func.vmap(lambda k: random.fold_in(k, t))(keys)
+        ks = torch.func.vmap(random.fold_in, in_dims=(0, None))(keys, t)
         params, state, _ = step(params, state, torch.func.vmap(_pop_batch)(ks))
     return params
 
@@ -175,8 +175,12 @@ def ranks(tmp_path_factory):
 
 def test_data_parallel_equals_one_process_on_the_concatenated_batch(ranks):
     ref = _dqn_run(optim.adam(1e-2), slice(0, 2 * HALF))
-    moved = tree.global_norm(tree.sub(ref["value"], dqn.init(
-        0, specs.Unbounded(shape=(3,)), specs.OneHot(4), nets=DQN_NETS)["value"]))
+    moved = tree.global_norm(
+        tree.sub(
+            ref["value"],
+            dqn.init(0, specs.Unbounded(shape=(3,)), specs.OneHot(4), nets=DQN_NETS)["value"],
+        )
+    )
     assert moved > 1e-2  # the steps did something worth comparing
     for r in range(2):
         for name in ("dqn_eager", "dqn_compiled", "dqn_jit"):
