@@ -80,6 +80,14 @@ def quantiles(xs: list[float]) -> dict[str, float]:
     }
 
 
+def sync() -> None:
+    """Waits for the GPU's queued work (a no-op without CUDA in use), so timings are complete."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def frames_compiled() -> int:
     """Frames dynamo has compiled so far in this process (a recompile adds one)."""
     from torch._dynamo.utils import counters
@@ -90,12 +98,15 @@ def frames_compiled() -> int:
 def cold_call(fn: Callable[[], Any], warmup: int = 2) -> dict[str, float]:
     """Times the first call of ``fn`` (the compile, for a compiled step), then ``warmup`` more."""
     before = frames_compiled()
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     first = time.perf_counter() - t0
     t1 = time.perf_counter()
     for _ in range(warmup):
         fn()
+    sync()
     rest = time.perf_counter() - t1
     # compile_s counts recompiles during the warm-up calls too (a step whose outputs differ
     # from its first inputs in some guarded property compiles twice).
@@ -124,9 +135,11 @@ def interleaved(
         for n in names:
             fn = impls[n]
             before = frames_compiled()
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
                 fn()
+            sync()  # GPU work is asynchronous: time it to completion
             per[n].append((time.perf_counter() - t0) / steps)
             recompiles[n] += frames_compiled() - before
     return {
