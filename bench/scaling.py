@@ -4,10 +4,11 @@ Two workloads, each timed with 1 process and with ``--world`` processes (one int
 each), launched as ``torchrun --standalone --nproc-per-node W bench/scaling.py --worker ...``:
 
 * ``data_parallel``: SAC updates (:func:`funcrl.distributed.data_parallel`, gradients averaged by
-  one functional all-reduce inside the ``torch.compile(fullgraph=True)`` step), ``--batch`` per
+  one functional all-reduce inside the step, compiled as one graph by :func:`funcrl.jit`: one
+  trace, where ``torch.compile`` recompiles once on the step's own outputs), the size's batch per
   rank (weak scaling: W ranks learn from W times the samples per update). Reported: updates/s and
   samples/s (updates/s x W x batch); the ideal samples/s ratio is W.
-* ``population``: ``--seeds`` SAC agents, one vmapped compiled step per rank over its share of the
+* ``population``: ``--seeds`` SAC agents, one vmapped step per rank (:func:`funcrl.jit`) over its share of the
   seeds (:func:`funcrl.distributed.shard`); no communication. Reported: agent-updates/s (seeds x
   steps / s); the ideal ratio is W.
 
@@ -82,6 +83,7 @@ def worker(a: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from funcrl import distributed, optim, random, sac, tree
+    from funcrl.jit import jit
 
     torch.set_num_threads(1)
     rank, world = distributed.setup(device="cpu")
@@ -99,7 +101,7 @@ def worker(a: argparse.Namespace) -> None:
     train = sac.trainer(distributed.data_parallel(optim.adam(3e-4, foreach=True)), nets=nets)
     rec = _batch(batch, seed=rank)
     key = distributed.rank_key(random.key(0))
-    step = torch.compile(train.step, fullgraph=True)
+    step = jit(train.step)
     dt = _timed(
         lambda p, s, m: step(p, s, rec, key), (params, train.init(params), {}), a.steps, barrier
     )
@@ -116,7 +118,7 @@ def worker(a: argparse.Namespace) -> None:
     pstate = torch.func.vmap(ptrain.init)(pop)
     keys = distributed.shard(random.split(random.key(1), a.seeds))
     recs = type(rec).stack([_batch(batch, seed=100 + int(s)) for s in seeds])
-    vstep = torch.compile(torch.func.vmap(ptrain.step), fullgraph=True)
+    vstep = jit(torch.func.vmap(ptrain.step))
     dt = _timed(lambda p, s, m: vstep(p, s, recs, keys), (pop, pstate, {}), a.steps, barrier)
     out["population"] = {
         "seeds": a.seeds,
