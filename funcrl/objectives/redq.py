@@ -42,6 +42,7 @@ import torch
 
 from funcrl import tree
 from funcrl.distributions import TanhNormal
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
     auto_entropy,
@@ -53,12 +54,11 @@ from funcrl.objectives.actor_critic import (
     check_observation,
     clamp_log_alpha,
     ensemble_q,
-    generator,
+    expand_bound,
     init_ensemble,
     param_dtype,
     read_transitions,
     resolve,
-    rsample_and_log_prob,
     soft_value,
     split_keys,
     tanh_normal,
@@ -76,6 +76,8 @@ from funcrl.objectives.common import (
 from funcrl.record import Record
 
 __all__ = [
+    "from_torchrl",
+    "to_torchrl",
     "Config",
     "Nets",
     "init",
@@ -185,7 +187,7 @@ def init(
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     act_dim = spec_size(action_spec, owner, "action_spec")
     nets = resolve(nets, obs_dim, act_dim)
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     params: Params = {
         "actor": nets.actor.init(gen, **kw),
@@ -241,7 +243,7 @@ def loss(
     loc = torch.stack([d_now.loc, d_next.loc])
     scale = torch.stack([d_now.scale, d_next.scale])
     both = TanhNormal(loc, scale, low=low, high=high)  # loc already squashed
-    a_both, lp_both = rsample_and_log_prob(both, key_actions)
+    a_both, lp_both = both.rsample_and_log_prob(key=key_actions)
     (a_pi, a_next), (lp_pi, lp_next) = a_both.unbind(0), lp_both.unbind(0)
 
     q_pi = ensemble_q(nets.qvalue, tree.detach(params["qvalue"]), obs, a_pi)
@@ -309,3 +311,103 @@ def trainer(optimizer: Any, *, config: Config = Config(), nets: Nets = Nets(), t
         targets={"target_qvalue": "qvalue"} if config.delay_qvalue else None,
         tau=tau,
     )
+
+
+# -- TorchRL interop -------------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
+    """``(config, nets, params)`` equal to a TorchRL ``REDQLoss`` (hyperparameters, value
+    estimator, nets, online and target weights, ``log_alpha``, the ``TanhNormal``'s bounds); the
+    actor in TorchRL's SAC layout (see :func:`funcrl.sac.from_torchrl`). The losses are equal under
+    the same seed once the subset draw is TorchRL's (see the module docstring)."""
+    from funcrl.objectives.actor_critic import (
+        critic_from_torchrl,
+        from_torchrl_tanh_normal_actor,
+        torchrl_action_dim,
+        torchrl_estimator,
+    )
+
+    m = loss_module
+    if m.gSDE:
+        raise TypeError("redq.from_torchrl: gSDE has no funcrl equivalent")
+    actor_net, actor_params, info = from_torchrl_tanh_normal_actor(m)
+    qnet, qparams = critic_from_torchrl(m.qvalue_network, m.qvalue_network_params)
+    act_dim = torchrl_action_dim(info["low"], actor_net, "redq.from_torchrl")
+    config = Config(
+        num_qvalue_nets=int(m.num_qvalue_nets),
+        sub_sample_len=int(m.sub_sample_len),
+        loss_function=m.loss_function,
+        alpha_init=float(m.alpha_init),
+        min_alpha=math.exp(float(m.min_log_alpha)),
+        max_alpha=math.exp(float(m.max_log_alpha)),
+        fixed_alpha=bool(m.fixed_alpha),
+        target_entropy=float(m.target_entropy),
+        delay_qvalue=bool(m.delay_qvalue),
+        reduction=m.reduction,
+        **torchrl_estimator(m),
+    )
+    nets = Nets(
+        actor=actor_net,
+        qvalue=qnet,
+        scale_mapping=info["scale_mapping"],
+        scale_lb=info["scale_lb"],
+        tanh_loc=info["tanh_loc"],
+    )
+    box = {"low": info["low"], "high": info["high"]}
+    params: Params = {
+        "actor": actor_params,
+        "qvalue": qparams,
+        "log_alpha": m.log_alpha.detach().clone(),
+        "action_bounds": {
+            k: expand_bound(v, act_dim, dtype=m.log_alpha.dtype) for k, v in box.items()
+        },
+    }
+    if config.delay_qvalue:
+        params["target_qvalue"] = critic_from_torchrl(
+            m.qvalue_network, m.target_qvalue_network_params
+        )[1]
+    return config, nets, params
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
+    """A TorchRL ``REDQLoss`` equal to ``loss(params, ., config=config, nets=nets)`` (weights,
+    target, ``log_alpha``, bounds, value estimator). ``observation_dim`` sizes default nets."""
+    from torchrl.data import Bounded
+    from torchrl.objectives import REDQLoss
+
+    from funcrl.objectives.actor_critic import (
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        torchrl_tanh_normal_actor,
+        write_torchrl,
+    )
+
+    low, high = bounds(params, "redq.to_torchrl")
+    if observation_dim is None:
+        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    kw = {} if config.target_entropy == "auto" else {"target_entropy": config.target_entropy}
+    m = REDQLoss(
+        torchrl_tanh_normal_actor(nets.actor, params["actor"], low, high, nets),
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        num_qvalue_nets=config.num_qvalue_nets,
+        sub_sample_len=config.sub_sample_len,
+        loss_function=config.loss_function,
+        alpha_init=config.alpha_init,
+        min_alpha=config.min_alpha,
+        max_alpha=config.max_alpha,
+        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
+        fixed_alpha=config.fixed_alpha,
+        delay_qvalue=config.delay_qvalue,
+        reduction=config.reduction,
+        **kw,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    with torch.no_grad():
+        m.log_alpha.copy_(params["log_alpha"])
+    return m
