@@ -73,3 +73,77 @@ def test_shard_population_not_divisible_by_world(monkeypatch):
         distributed.shard(torch.zeros(4, 2))
     # 6 over 3 ranks: rank 1 takes rows [2, 4).
     assert torch.equal(distributed.shard(torch.arange(6)), torch.tensor([2, 3]))
+
+
+def _examples():
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "examples"))
+    import _util
+    import sac as sac_example
+
+    return _util, sac_example
+
+
+def test_example_device_flags():
+    _util, sac_example = _examples()
+    with pytest.raises(
+        ValueError, match=r"parse_config: --device must be auto, cpu or cuda\[:i\], got 'tpu'"
+    ):
+        _util.parse_config(sac_example.Config, ["--device", "tpu"])
+    with pytest.raises(
+        ValueError, match=r"parse_config: --device must be auto, cpu or cuda\[:i\], got 'gpu0'"
+    ):
+        _util.parse_config(sac_example.Config, ["--device", "gpu0"])
+    with pytest.raises(
+        ValueError, match=r"parse_config: --cudagraphs needs a CUDA device, got --device cpu"
+    ):
+        _util.parse_config(sac_example.Config, ["--device", "cpu", "--cudagraphs"])
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ValueError, match=r"parse_config: --device cuda: no CUDA device is available"
+        ):
+            _util.parse_config(sac_example.Config, ["--device", "cuda"])
+    else:
+        with pytest.raises(
+            ValueError, match=r"parse_config: --cudagraphs needs --compile or --jit"
+        ):
+            _util.parse_config(
+                sac_example.Config, ["--device", "cuda", "--cudagraphs", "--no-compile"]
+            )
+    assert _util.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_example_distributed_refuses_resume(tmp_path):
+    _, sac_example = _examples()
+    with pytest.raises(ValueError, match=r"--resume: not supported with --distributed"):
+        sac_example.main(
+            [
+                "--distributed",
+                "--resume",
+                "--out",
+                str(tmp_path),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--no-compile",
+                "--num-cells",
+                "4",
+            ]
+        )
+
+
+def test_bench_device_flags():
+    import argparse
+
+    from bench import _harness as H
+
+    p = argparse.ArgumentParser()
+    H.add_device_args(p)
+    with pytest.raises(SystemExit, match=r"--cudagraphs needs --device cuda, got --device cpu"):
+        H.device_from_args(p.parse_args(["--device", "cpu", "--cudagraphs"]))
+    with pytest.raises(SystemExit, match=r"--device must be cpu or cuda, got 'meta'"):
+        H.device_from_args(p.parse_args(["--device", "meta"]))
+    assert H.device_from_args(p.parse_args(["--device", "cpu"])) == (torch.device("cpu"), False)

@@ -132,7 +132,17 @@ def test_compiled_step_runs_on_device_without_host_sync(case, device):
     assert int(s2.step) == 2
 
 
-@pytest.mark.parametrize("case", CASES, ids=_IDS)
+# Config variants share their objective's step code (as in test_protocol_actor_critic).
+_VARIANTS = {"sac_v1", "sac_td_lambda", "td3_td1"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.name in _VARIANTS else [])
+        for c in CASES
+    ],
+)
 def test_traced_step_has_no_host_read(case):
     from torch.fx.experimental.proxy_tensor import make_fx
 
