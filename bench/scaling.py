@@ -171,12 +171,10 @@ def gpu_table(a: argparse.Namespace) -> dict:
         raise SystemExit("scaling.py --gpu: no CUDA device (torch.cuda.is_available() is False)")
     from bench import update_step
 
-    payload = update_step.main(
-        ["--device", "cuda", "--cudagraphs", "--modes", "compiled", "jit", "--out", a.results]
-        + (["--rounds", "3", "--steps", "50"] if a.quick else [])
-        + ["--name", "update_step_gpu"]
-    )
-    return payload
+    argv = ["--device", "cuda", "--cudagraphs", "--modes", "compiled", "jit"]
+    argv += ["--name", "update_step_gpu"] + (["--out", a.results] if a.results else [])
+    argv += ["--rounds", "3", "--steps", "50"] if a.quick else []
+    return update_step.main(argv)
 
 
 def main(argv=None) -> dict:
