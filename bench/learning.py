@@ -164,6 +164,8 @@ def _run(cmd: list[str], threads: int) -> tuple[float, float]:
     """Runs ``cmd``; returns ``(wall seconds, CPU seconds)``. The CPU time (user + system of the
     child) is the fairer number on a machine shared with other jobs."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # The scripts import this checkout's funcrl, not whichever one is installed.
+    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)

@@ -51,8 +51,8 @@ def build_vmapped(n_seeds: int, size: str, compiled: bool, device="cpu", cudagra
         "action": torch.stack([d["act"] for d in datas]),
         "next": {k: torch.stack([d["next"][k] for d in datas]) for k in datas[0]["next"]},
     }
-    # batch_ndim=1 on [S, B, ...] tensors: inside vmap each seed sees a [B]-batched Record.
-    rec = Record(stacked, batch_ndim=1)
+    # batch_ndim=2 on [S, B, ...] tensors: vmap takes the seed dim, each seed sees a [B] batch.
+    rec = Record(stacked, batch_ndim=2)
     params, opt_state, rec = tree.map(lambda x: x.to(device), (params, opt_state, rec))
     step = torch.func.vmap(train.step, in_dims=(0, 0, 0), randomness="different")
     if compiled:
