@@ -51,7 +51,7 @@ def build_vmapped(n_seeds: int, size: str, compiled: bool, device="cpu", cudagra
         "action": torch.stack([d["act"] for d in datas]),
         "next": {k: torch.stack([d["next"][k] for d in datas]) for k in datas[0]["next"]},
     }
-    # batch_ndim=2 on [S, B, ...] tensors: vmap takes the seed dim, each seed sees a [B] batch.
+    # [S, B] batch dims: vmap over the seeds leaves each seed a [B]-batched Record.
     rec = Record(stacked, batch_ndim=2)
     params, opt_state, rec = tree.map(lambda x: x.to(device), (params, opt_state, rec))
     step = torch.func.vmap(train.step, in_dims=(0, 0, 0), randomness="different")
