@@ -8,15 +8,16 @@ and ``int(t)`` lower to).
 from __future__ import annotations
 
 import contextlib
-import inspect
 
 import pytest
 import torch
 from protocol_harness import Case
 from test_protocol_actor_critic import CASES as ACTOR_CRITIC_CASES
+from test_protocol_discrete import CASES as DISCRETE_CASES
+from test_protocol_on_policy import CASES as ON_POLICY_CASES
 
 import funcrl.random
-from funcrl import Record, buffers, c51, checkpoint, discrete_sac, dqn, envs, specs, tree
+from funcrl import buffers, checkpoint, envs, specs, tree
 from funcrl.envs import pure
 
 DEVICES = [
@@ -28,40 +29,14 @@ DEVICES = [
 ]
 
 
-def _discrete_batch(seed: int, b: int) -> Record:
-    g = torch.Generator().manual_seed(seed)
-    done = torch.rand(b, 1, generator=g) < 0.2
-    return Record(
-        {
-            "observation": torch.randn(b, 3, generator=g),
-            "action": torch.nn.functional.one_hot(torch.randint(0, 4, (b,), generator=g), 4),
-            ("next", "observation"): torch.randn(b, 3, generator=g),
-            ("next", "reward"): torch.randn(b, 1, generator=g),
-            ("next", "terminated"): done,
-            ("next", "done"): done,
-        },
-        batch_ndim=1,
-    )
-
-
-_OBS, _N = specs.Unbounded(shape=(3,)), specs.OneHot(4)
-_DISCRETE = [
-    Case("dqn", dqn, _OBS, _N, _discrete_batch, nets=dqn.Nets(num_cells=(16,))),
-    Case("c51", c51, _OBS, _N, _discrete_batch, nets=c51.Nets(num_cells=(16,))),
-    Case(
-        "discrete_sac",
-        discrete_sac,
-        _OBS,
-        _N,
-        _discrete_batch,
-        nets=discrete_sac.Nets(num_cells=(16,)),
-    ),
-]
-# Every objective with a trainer on this branch (discrete SAC gains one with the DQN family's work).
-CASES = [c for c in (*ACTOR_CRITIC_CASES, *_DISCRETE) if hasattr(c.module, "trainer")]
+# Every objective through the protocol's cases (tests/test_protocol_*.py): a new objective with a
+# protocol case is covered here too.
+CASES = [*ACTOR_CRITIC_CASES, *DISCRETE_CASES, *ON_POLICY_CASES]
 _IDS = [c.name for c in CASES]
-# On CPU the protocol tests already compile every step (tests/protocol_harness.py); here one
-# representative runs by default and the rest under -m slow, to keep CPU CI fast.
+# The first case of each objective runs by default; config variants share its step code and run
+# under -m slow (on CPU the protocol tests already compile every step).
+_FIRST = set({c.module.__name__: c.name for c in reversed(CASES)}.values())
+# On CPU one representative compiles by default (Dynamo tracing costs 5-45 s per objective).
 _FAST_ON_CPU = {"dqn"}
 _STEP_PARAMS = [
     pytest.param(
@@ -90,9 +65,7 @@ def _step_inputs(case: Case, device: str):
     train = case.trainer()
     params = _to(case.init(0), device)
     batch = case.make_batch(0, 8).to(device)
-    # Objectives whose loss takes no key yet are stepped without one.
-    takes_key = "key" in inspect.signature(case.module.loss).parameters
-    key = funcrl.random.key(0, device=device) if takes_key else None
+    key = funcrl.random.key(0, device=device)
     return train, params, train.init(params), batch, key
 
 
@@ -132,14 +105,10 @@ def test_compiled_step_runs_on_device_without_host_sync(case, device):
     assert int(s2.step) == 2
 
 
-# Config variants share their objective's step code (as in test_protocol_actor_critic).
-_VARIANTS = {"sac_v1", "sac_td_lambda", "td3_td1"}
-
-
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.name in _VARIANTS else [])
+        pytest.param(c, id=c.name, marks=[] if c.name in _FIRST else [pytest.mark.slow])
         for c in CASES
     ],
 )
@@ -159,10 +128,11 @@ def test_traced_step_has_no_host_read(case):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_buffer_add_and_sample_on_device(device, prioritized):
-    one = _discrete_batch(0, 1)[0]
+    make = DISCRETE_CASES[0].make_batch  # DQN transitions
+    one = make(0, 1)[0]
     buf = buffers.init(32, one, device, prioritized=prioritized)
     assert _on(buf, device)
-    buf = buffers.add(buf, _discrete_batch(1, 10).to(device))
+    buf = buffers.add(buf, make(1, 10).to(device))
     with _no_sync(device):
         out = buffers.sample(buf, 16)
     assert _on(out, device) and out.batch_size == (16,)
@@ -197,7 +167,7 @@ def test_gym_env_glue_returns_tensors_on_device(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_checkpoint_load_to_device(device, tmp_path):
-    params = dqn.init(0, _OBS, _N, nets=dqn.Nets(num_cells=(4,)))
+    params = DISCRETE_CASES[0].init(0)
     path = tmp_path / "p.ckpt"
     checkpoint.save(path, _to(params, device))
     for dev in ("cpu", device):
@@ -217,6 +187,5 @@ def test_case_list_covers_every_trainer():
         n for n in OBJECTIVES if hasattr(importlib.import_module(f"funcrl.{n}"), "trainer")
     }
     assert {"sac", "td3", "dqn"} <= names
-    # qmix trains multi-agent batches (agent dims, a mixer): tests/test_qmix.py compiles its step.
-    missing = with_trainer - names - {"qmix"}
+    missing = with_trainer - names
     assert not missing, f"objectives with a trainer but no device case: {sorted(missing)}"
