@@ -77,6 +77,13 @@ class Config:
     compile: bool = dataclasses.field(
         default=False, metadata={"help": "torch.compile the update (fullgraph; slow to compile)"}
     )
+    device: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]"}
+    )
+    cudagraphs: bool = dataclasses.field(
+        default=False,
+        metadata={"help": 'CUDA graphs for the update (torch.compile mode="reduce-overhead")'},
+    )
 
 
 OUT_FILES = ("checkpoint.pt", "log.csv")
@@ -184,7 +191,8 @@ def evaluate(cfg: Config, params: Any, nets: Any, norm: Normalizers, norm_state:
         return on_policy.act(params, norm.obs(norm_state, o), nets=nets, mode="deterministic")
 
     seed = 1_000_000 + 1_000 * cfg.seed
-    return envs.evaluate(act, cfg.env, cfg.eval_episodes, seed=seed)["return"]
+    dev = _util.resolve_device(cfg.device)
+    return envs.evaluate(act, cfg.env, cfg.eval_episodes, seed=seed, device=dev)["return"]
 
 
 def _save(path, cfg: Config, params, state, norm_state: dict, step: int, elapsed: float) -> None:
@@ -209,11 +217,17 @@ def train(cfg: Config) -> dict[str, Any]:
     _util.prepare_out(cfg.out, None, cfg.overwrite, OUT_FILES)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    env = envs.VecEnv(cfg.env, cfg.num_envs)
+    dev = _util.resolve_device(cfg.device)
+    env = envs.VecEnv(cfg.env, cfg.num_envs, device=dev)  # rollouts arrive on the device
     nets, _, params, trainer = make_agent(cfg, env.observation_spec, env.action_spec)
+    params = _util.to_device(params, dev)
     norm, norm_state = make_normalizers(cfg, env)
+    norm_state = _util.to_device(norm_state, dev)
     state = trainer.init(params)
-    step_fn = torch.compile(trainer.step, fullgraph=True) if cfg.compile else trainer.step
+    mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
+    step_fn = (
+        torch.compile(trainer.step, fullgraph=True, mode=mode) if cfg.compile else trainer.step
+    )
     obs = env.reset(seed=cfg.seed)["observation"]
     log = _util.CSVLogger(cfg.out, LOG_FIELDS + list(METRICS), resume=False)
     ckpt = os.path.join(cfg.out, "checkpoint.pt")

@@ -32,6 +32,7 @@ _SUBMODULES = {
     "multiagent",
     "qmix",
     "random",
+    "distributed",
 }
 
 
