@@ -527,3 +527,41 @@ def test_masac_with_grouped_batch():
     # The agents' actor params are separate (share_params=False): each gets its own gradient.
     g0 = grads["actor"]["layers"][0]["weight"]
     assert g0.shape[0] == n and not torch.allclose(g0[0], g0[1])
+
+
+@pytest.mark.parametrize("centralized,share_params", COMBOS)
+def test_from_torchrl_builds_multiagent_nets(centralized, share_params):
+    from torchrl.modules import MultiAgentConvNet as TorchRLMultiAgentConvNet
+    from torchrl.modules import MultiAgentMLP as TorchRLMultiAgentMLP
+
+    from funcrl.nn import from_torchrl
+
+    ref = TorchRLMultiAgentMLP(
+        3, 2, 4, centralized=centralized, share_params=share_params, depth=2, num_cells=[8, 6],
+        activation_class=torch.nn.ReLU,
+    )  # fmt: skip
+    net, params = from_torchrl(ref)
+    assert isinstance(net, MultiAgentMLP) and net.share_params == share_params
+    x = torch.randn(2, 5, 4, 3)
+    torch.testing.assert_close(net(params, x), ref(x), rtol=1e-5, atol=1e-5)
+    ref_conv = TorchRLMultiAgentConvNet(3, centralized, share_params, in_features=2)
+    conv, conv_params = from_torchrl(ref_conv)
+    assert isinstance(conv, MultiAgentConvNet)
+    img = torch.randn(2, 3, 2, 29, 29)
+    torch.testing.assert_close(conv(conv_params, img), ref_conv(img), rtol=1e-5, atol=1e-5)
+
+
+def test_from_torchrl_builds_mixers():
+    from torchrl.modules.models.multiagent import QMixer as TorchRLQMixer
+    from torchrl.modules.models.multiagent import VDNMixer as TorchRLVDNMixer
+
+    from funcrl.nn import from_torchrl
+
+    ref = TorchRLQMixer(state_shape=(3, 2), mixing_embed_dim=8, n_agents=4, device="cpu")
+    mixer, params = from_torchrl(ref)
+    assert isinstance(mixer, QMixer)
+    q, s = torch.randn(2, 5, 4, 1), torch.randn(2, 5, 3, 2)
+    torch.testing.assert_close(mixer(params, q, s), ref(q, s), rtol=1e-5, atol=1e-5)
+    vdn, vdn_params = from_torchrl(TorchRLVDNMixer(4, "cpu"))
+    assert isinstance(vdn, VDNMixer) and vdn_params == {}
+    torch.testing.assert_close(vdn(vdn_params, q), q.sum(-2))

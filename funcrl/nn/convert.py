@@ -350,8 +350,9 @@ def _as_tuple(v: Any, n: int) -> tuple:
 
 
 def from_torchrl(module: nn.Module) -> tuple[Module, Params]:
-    """``(funcrl net, params)`` equivalent to a TorchRL ``MLP``, ``ConvNet``, ``Conv3dNet`` or a
-    ``torch.nn.Linear``; anything else becomes ``(TorchModule(module), flat params)``.
+    """``(funcrl net, params)`` equivalent to a TorchRL ``MLP``, ``ConvNet``, ``Conv3dNet``,
+    ``MultiAgentMLP``, ``MultiAgentConvNet``, ``QMixer``, ``VDNMixer`` or a ``torch.nn.Linear``;
+    anything else becomes ``(TorchModule(module), flat params)``.
 
     ``net(params, x)`` then matches ``module(x)`` (TorchRL's eval-mode behaviour for noisy layers,
     i.e. ``noise=None``).
@@ -373,10 +374,73 @@ def from_torchrl(module: nn.Module) -> tuple[Module, Params]:
         )
     elif type(module) is nn.Linear:
         net = Linear(module.in_features, module.out_features, bias=module.bias is not None)
+    elif mod.startswith("torchrl") and name in ("MultiAgentMLP", "MultiAgentConvNet"):
+        return _torchrl_multiagent(module, name)
+    elif mod.startswith("torchrl") and name in ("QMixer", "VDNMixer"):
+        return _torchrl_mixer(module, name)
     else:
         wrapped = TorchModule(module)
         return wrapped, wrapped.init()
     return net, from_module(module, net=net)
+
+
+def _sequential_params(flat: dict[str, torch.Tensor]) -> Params:
+    """TorchRL's flat ``Sequential`` names (``"0.weight"``, ``"2.bias"``, ...) -> ``{"layers":
+    [...]}`` in index order (activations own no params)."""
+    layers: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        index, _, leaf = key.partition(".")
+        layers.setdefault(int(index), {})[leaf] = value.detach().clone()
+    return {"layers": [layers[i] for i in sorted(layers)]}
+
+
+def _torchrl_multiagent(module: nn.Module, name: str) -> tuple[Module, Params]:
+    from funcrl.nn.multiagent import MultiAgentConvNet, MultiAgentMLP
+
+    common = {
+        "centralized": module.centralized,
+        "share_params": module.share_params,
+        "activation": module.activation_class,
+    }
+    if name == "MultiAgentMLP":
+        net: Module = MultiAgentMLP(
+            module.n_agent_inputs,
+            module.n_agent_outputs,
+            module.n_agents,
+            depth=module.depth,
+            num_cells=module.num_cells,
+            **common,
+        )
+    else:
+        net = MultiAgentConvNet(
+            module.n_agents,
+            in_features=module.in_features,
+            num_cells=module.num_cells,
+            kernel_sizes=module.kernel_sizes,
+            strides=module.strides,
+            paddings=module.paddings,
+            **common,
+        )
+    flat = dict(module.params.flatten_keys(".").items())
+    params = _sequential_params(flat)
+    net.check_params(params, owner=f"from_torchrl({name})")
+    return net, params
+
+
+def _torchrl_mixer(module: nn.Module, name: str) -> tuple[Module, Params]:
+    from funcrl.nn.multiagent import QMixer, VDNMixer
+
+    if name == "VDNMixer":
+        return VDNMixer(module.n_agents), {}
+    net = QMixer(tuple(module.state_shape), module.embed_dim, module.n_agents)
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    params: Params = {
+        k: {leaf: state[f"{k}.{leaf}"] for leaf in ("weight", "bias")}
+        for k in ("hyper_w_1", "hyper_w_final", "hyper_b_1")
+    }
+    params["V"] = _sequential_params({k[2:]: v for k, v in state.items() if k.startswith("V.")})
+    net.check_params(params, owner=f"from_torchrl({name})")
+    return net, params
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
