@@ -40,8 +40,11 @@ from funcrl.objectives.common import (
     REDUCTIONS,
     VALUE_ESTIMATORS,
     check_loss_function,
+    check_mode,
+    check_observation,
     get,
     get_flag,
+    require,
     td0_target,
 )
 from funcrl.record import Record
@@ -70,6 +73,7 @@ __all__ = [
     "project",
     "act_stochastic",
     "act_deterministic",
+    "act_bounded_actor",
     "read_transitions",
     "value_target",
     "ensemble",
@@ -362,6 +366,26 @@ def act_stochastic(dist: Any, mode: str, key: torch.Tensor | None) -> torch.Tens
     if mode == "deterministic":
         return dist.deterministic_sample.detach()
     return dist.rsample_and_log_prob(key=key)[0].detach()
+
+
+def act_bounded_actor(
+    owner: str,
+    params: Params,
+    observation: torch.Tensor,
+    nets: Any,
+    mode: str,
+    key: torch.Tensor | None,
+    noise_scale: float,
+) -> torch.Tensor:
+    """``act`` of a deterministic actor on ``params["action_bounds"]`` (DDPG, TD3, TD3+BC):
+    ``mu(s)``, plus clipped Gaussian exploration noise in ``"random"`` mode. Detached."""
+    check_mode(owner, mode)
+    require(params, ["actor", "action_bounds"], owner)
+    low, high = bounds(params, owner)
+    obs = check_observation(owner, observation, param_dtype(params, "actor"))
+    nets = resolve(nets, obs.shape[-1], low.shape[-1])
+    action = nets.actor(tree.detach(params["actor"]), obs).detach()
+    return act_deterministic(action, low, high, mode, key, noise_scale)
 
 
 def act_deterministic(

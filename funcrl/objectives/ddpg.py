@@ -26,7 +26,7 @@ import torch
 from funcrl import tree
 from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
-    act_deterministic,
+    act_bounded_actor,
     bounds,
     check_config,
     check_nets,
@@ -40,8 +40,6 @@ from funcrl.objectives.actor_critic import (
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
-    check_mode,
-    check_observation,
     distance_loss,
     priority_weights,
     reduce_loss,
@@ -232,14 +230,7 @@ def act(
 ) -> torch.Tensor:
     """``mu(s)`` (``"deterministic"``) or ``clip(mu(s) + noise_scale * (high - low) / 2 * eps,
     low, high)`` with ``eps ~ N(0, I)`` (``"random"``; ``key`` or the global RNG). Detached."""
-    owner = "ddpg.act"
-    check_mode(owner, mode)
-    require(params, ["actor", "action_bounds"], owner)
-    low, high = bounds(params, owner)
-    obs = check_observation(owner, observation, param_dtype(params, "actor"))
-    nets = resolve(nets, obs.shape[-1], low.shape[-1])
-    action = nets.actor(tree.detach(params["actor"]), obs).detach()
-    return act_deterministic(action, low, high, mode, key, noise_scale)
+    return act_bounded_actor("ddpg.act", params, observation, nets, mode, key, noise_scale)
 
 
 def trainer(

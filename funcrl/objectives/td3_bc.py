@@ -33,7 +33,7 @@ from funcrl.distributions._utils import standard_normal
 from funcrl.nn import make_generator
 from funcrl.objectives import td3
 from funcrl.objectives.actor_critic import (
-    act_deterministic,
+    act_bounded_actor,
     bounds,
     check_config,
     check_nets,
@@ -48,8 +48,6 @@ from funcrl.objectives.actor_critic import (
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
-    check_mode,
-    check_observation,
     distance_loss,
     priority_weights,
     reduce_loss,
@@ -242,14 +240,7 @@ def act(
 ) -> torch.Tensor:
     """``mu(s)`` (``"deterministic"``, the one to evaluate with) or ``clip(mu(s) + noise_scale
     * (high - low) / 2 * eps, low, high)`` (``"random"``; ``key`` or the global RNG). Detached."""
-    owner = "td3_bc.act"
-    check_mode(owner, mode)
-    require(params, ["actor", "action_bounds"], owner)
-    low, high = bounds(params, owner)
-    obs = check_observation(owner, observation, param_dtype(params, "actor"))
-    nets = resolve(nets, obs.shape[-1], low.shape[-1])
-    action = nets.actor(tree.detach(params["actor"]), obs).detach()
-    return act_deterministic(action, low, high, mode, key, noise_scale)
+    return act_bounded_actor("td3_bc.act", params, observation, nets, mode, key, noise_scale)
 
 
 def trainer(
