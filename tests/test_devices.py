@@ -14,6 +14,7 @@ import torch
 from protocol_harness import Case
 from test_protocol_actor_critic import CASES as ACTOR_CRITIC_CASES
 from test_protocol_discrete import CASES as DISCRETE_CASES
+from test_protocol_offline import CASES as OFFLINE_CASES
 from test_protocol_on_policy import CASES as ON_POLICY_CASES
 
 import funcrl.random
@@ -31,7 +32,7 @@ DEVICES = [
 
 # Every objective through the protocol's cases (tests/test_protocol_*.py): a new objective with a
 # protocol case is covered here too.
-CASES = [*ACTOR_CRITIC_CASES, *DISCRETE_CASES, *ON_POLICY_CASES]
+CASES = [*ACTOR_CRITIC_CASES, *DISCRETE_CASES, *ON_POLICY_CASES, *OFFLINE_CASES]
 _IDS = [c.name for c in CASES]
 # The first case of each objective runs by default; config variants share its step code and run
 # under -m slow (on CPU the protocol tests already compile every step).
