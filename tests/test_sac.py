@@ -154,8 +154,8 @@ def test_equations_by_hand():
     assert torch.equal(
         sac.soft_value(q, lp, torch.tensor(2.0)), torch.tensor([[0.0, 4.0], [2.0, 2.0]])
     )
-    y = sac.td0_target(
-        torch.tensor([1.0, 1.0]), torch.tensor([False, True]), torch.tensor([10.0, 10.0]), 0.5
+    y = funcrl.values.td0_return_estimate(
+        0.5, torch.tensor([10.0, 10.0]), torch.tensor([1.0, 1.0]), torch.tensor([False, True])
     )
     assert torch.equal(y, torch.tensor([6.0, 1.0]))
     assert torch.equal(

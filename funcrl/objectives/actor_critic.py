@@ -15,7 +15,7 @@
   ``TanhNormal`` policy on them.
 * Draws: with a :mod:`funcrl.random` key every draw is explicit (split once per draw site, in a
   fixed order); with ``key=None`` the global torch RNG is used in TorchRL's order.
-* Value targets: TD(0) (``common.td0_target``), TD(1) and TD(lambda) (:mod:`funcrl.values`) over a
+* Value targets: TD(0) (:func:`funcrl.values.td0_return_estimate`), TD(1) and TD(lambda) (:mod:`funcrl.values`) over a
   batch whose last batch dim is time (TorchRL's trajectory layout ``[*B, T]``).
 * Critic ensembles (``N`` members stacked on a leading dim, applied with one ``vmap``).
 * TorchRL interop: reading a loss module's weights (online, target, ensembles) into funcrl nets
@@ -45,7 +45,6 @@ from funcrl.objectives.common import (
     get,
     get_flag,
     require,
-    td0_target,
 )
 from funcrl.record import Record
 
@@ -450,7 +449,7 @@ def value_target(
     r, term = t.reward.squeeze(-1), t.terminated.squeeze(-1)
     next_value = next_value.detach()
     if cfg.value_estimator == "td0":
-        return td0_target(r, term, next_value, cfg.gamma).detach()
+        return values.td0_return_estimate(cfg.gamma, next_value, r, term).detach()
     done = get_flag(batch, ("next", "done"), owner=owner, like=t.reward).bool()
     lmbda = 1.0 if cfg.value_estimator == "td1" else cfg.lmbda
     g = values.td_lambda_return_estimate(

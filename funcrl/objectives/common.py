@@ -23,7 +23,6 @@ __all__ = [
     "check_loss_function",
     "check_reduction",
     "reduce_loss",
-    "td0_target",
     "spec_size",
     "require",
     "priority_weights",
@@ -170,26 +169,6 @@ def reduce_loss(
     if reduction == "sum":
         return loss.sum()
     return loss
-
-
-def td0_target(
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    next_value: torch.Tensor,
-    gamma: float | torch.Tensor,
-) -> torch.Tensor:
-    """The one-step TD target ``r + gamma * (1 - terminated) * v(s')``.
-
-    Only ``terminated`` stops bootstrapping: a truncated (time-limit) step still bootstraps.
-    All three tensors share one shape (no broadcasting); ``terminated`` may be bool.
-    """
-    if not reward.shape == terminated.shape == next_value.shape:
-        raise ValueError(
-            f"td0_target: reward {tuple(reward.shape)}, terminated {tuple(terminated.shape)} and "
-            f"next_value {tuple(next_value.shape)} must have the same shape"
-        )
-    not_terminated = 1.0 - terminated.to(next_value.dtype)
-    return reward + gamma * not_terminated * next_value
 
 
 def spec_size(spec: Any, owner: str, name: str) -> int:

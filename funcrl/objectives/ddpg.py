@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from funcrl import tree
+from funcrl import tree, values
 from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_bounded_actor,
@@ -45,7 +45,6 @@ from funcrl.objectives.common import (
     reduce_loss,
     require,
     spec_size,
-    td0_target,
 )
 from funcrl.record import Record
 
@@ -145,7 +144,7 @@ def critic_target(
     gamma: float,
 ) -> torch.Tensor:
     """``y = r + gamma * (1 - terminated) * Q'(s', mu'(s'))``, gradient-stopped (TD(0))."""
-    return td0_target(reward, terminated, next_q, gamma).detach()
+    return values.td0_return_estimate(gamma, next_q, reward, terminated).detach()
 
 
 def actor_objective(q_of_policy_action: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,6 @@ from funcrl.objectives.common import (
     default_net,
     get,
     out_features,
-    td0_target,
 )
 from funcrl.record import NestedKey, Record
 
@@ -598,7 +597,7 @@ def bootstrap_target(
     """The detached value target ``y [*B]`` for ``next_value = V(s') [*B]`` under
     ``config.value_estimator`` (TorchRL's ``make_value_estimator`` for the DQN family):
 
-    * ``"td0"``: ``y = r + gamma (1 - terminated) V(s')`` (:func:`funcrl.objectives.common.td0_target`);
+    * ``"td0"``: ``y = r + gamma (1 - terminated) V(s')`` (:func:`funcrl.values.td0_return_estimate`);
     * ``"td1"``: the discounted return bootstrapped at trajectory ends;
     * ``"td_lambda"``: TD(``lmbda``), both by :mod:`funcrl.values` over the batch's last batch
       dim as time (TorchRL's ``[*B, T]`` trajectory layout; needs ``("next", "done")``).
@@ -614,7 +613,7 @@ def bootstrap_target(
     terminated = _flag(batch, terminated_key, shape, owner)
     v = next_value.unsqueeze(-1).detach()
     if config.value_estimator == "td0":
-        return td0_target(reward, terminated, v, config.gamma).squeeze(-1).detach()
+        return _values.td0_return_estimate(config.gamma, v, reward, terminated).squeeze(-1).detach()
     done = _flag(batch, done_key, shape, owner) | terminated
     if config.value_estimator == "td1":
         y = _values.td1_return_estimate(config.gamma, v, reward, done, terminated)

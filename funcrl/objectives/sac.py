@@ -92,7 +92,6 @@ from funcrl.objectives.common import (
     priority_weights,
     require,
     spec_size,
-    td0_target,
 )
 from funcrl.objectives.common import (
     reduce_loss as reduce,  # one reduction for every objective; kept importable here
@@ -109,7 +108,6 @@ __all__ = [
     "policy",
     "project",
     "soft_value",
-    "td0_target",
     "actor_objective",
     "temperature_loss",
     "reduce",
