@@ -96,9 +96,9 @@ def get(
 ) -> torch.Tensor:
     """``batch[key]`` with a clear error naming ``owner``, the key and the expected shape/dtype.
 
-    ``shape`` is matched against the trailing dims; ``None`` entries match any size. ``dtype``,
-    when given, must equal the entry's dtype exactly (pass the params' dtype: a float64 batch
-    with float32 params is an error here, not a matmul failure deep inside a net).
+    ``shape`` is matched against the trailing dims after the batch dims; ``None`` entries match
+    any size. ``dtype``, when given, must equal the entry's dtype exactly (pass the params' dtype:
+    a float64 batch with float32 params is an error here, not a matmul failure deep inside a net).
     """
     if not isinstance(batch, Record):
         raise TypeError(f"{owner}: batch must be a funcrl.Record, got {type(batch).__name__}")
@@ -109,7 +109,9 @@ def get(
         )
     x = batch[key]
     if shape is not None:
-        tail = tuple(x.shape[len(x.shape) - len(shape) :]) if len(x.shape) >= len(shape) else None
+        # The trailing dims come after the batch dims: an action [B] is not [B, a] with a = B.
+        fits = len(x.shape) >= batch.batch_ndim + len(shape)
+        tail = tuple(x.shape[len(x.shape) - len(shape) :]) if fits else None
         ok = tail is not None and all(e is None or e == a for e, a in zip(shape, tail))
         if not ok:
             want = "[*batch, " + ", ".join("?" if e is None else str(e) for e in shape) + "]"
@@ -296,13 +298,21 @@ def require(params: Params, keys, owner: str) -> None:
         raise KeyError(f"{owner}: params lack {missing}; they have {sorted(params)}")
 
 
-def priority_weights(batch: Record, cfg: Any, like: torch.Tensor) -> torch.Tensor | None:
-    """``batch["priority_weight"]`` (``[*B]``) when present and enabled, else ``None``."""
+def priority_weights(
+    batch: Record, cfg: Any, like: torch.Tensor, owner: str = "loss"
+) -> torch.Tensor | None:
+    """``batch["priority_weight"]`` (``like``'s shape and dtype) when present and enabled, else
+    ``None`` (TorchRL's ``use_prioritized_weights``: ``"auto"``/``True`` use it when present)."""
     if cfg.use_prioritized_weights is False or "priority_weight" not in batch:
         return None
     w = batch["priority_weight"]
     if w.shape != like.shape:
         raise ValueError(
-            f"batch['priority_weight'] has shape {tuple(w.shape)}, expected {tuple(like.shape)}"
+            f"{owner}: batch['priority_weight'] has shape {tuple(w.shape)}, expected "
+            f"{tuple(like.shape)}"
+        )
+    if w.dtype != like.dtype:
+        raise TypeError(
+            f"{owner}: batch['priority_weight'] is {w.dtype}, expected the loss's {like.dtype}"
         )
     return w

@@ -24,11 +24,17 @@ evaluates the critics in eval mode with the statistics the joint pass just produ
 updates its buffers in place, then calls ``qvalue_network.eval()``). Use :func:`policy` with
 ``train=False`` to act.
 
-Sampling uses the global torch RNG in TorchRL's order (next-state actions, then the actor's).
+Draws, in TorchRL's order (next-state actions, then the actor's): with ``key`` (a
+:mod:`funcrl.random` key) one sub-key per draw site, with ``key=None`` the global torch RNG.
+The target is TD(0) by default; ``Config(value_estimator="td1" | "td_lambda")`` runs
+:mod:`funcrl.values`' recursion over a batch of trajectories ``[*B, T]``.
 
 Intentional differences: ``log_alpha`` is clamped straight-through (see :mod:`funcrl.sac`); the
 BatchRenorm warm-up factor is capped at 1 (see :mod:`funcrl.nn.batch_renorm`); the dict also holds
-``td_error``; ``separate_losses`` does not exist.
+``td_error`` (``[*B]``, absolute); ``separate_losses`` does not exist. The nets keep TorchRL's
+BatchRenorm layout (:class:`RenormMLP`, sized at ``init`` from the specs), so ``Nets`` holds
+``RenormMLP`` instances rather than plain funcrl nets: a stateful net needs ``(params, state,
+*inputs, train)``.
 """
 
 from __future__ import annotations
@@ -42,20 +48,51 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import tree
-from funcrl.distributions import NormalParamExtractor, TanhNormal
+from funcrl.distributions import TanhNormal
 from funcrl.nn import BatchRenorm1d, Linear, activation_fn, make_generator
 from funcrl.objectives.actor_critic import (
-    action_bounds,
+    act_stochastic,
+    actor_objective,
     auto_entropy,
+    bounds,
     check_alpha,
     check_common,
+    check_mode,
+    check_observation,
+    generator,
+    param_dtype,
+    project,
+    read_transitions,
+    rsample_and_log_prob,
+    soft_value,
+    split_keys,
+    tanh_normal,
     temperature,
+    temperature_loss,
+    value_target,
 )
-from funcrl.objectives.common import distance_loss, get, get_flag, require, spec_size, td0_target
-from funcrl.objectives.sac import actor_objective, reduce, soft_value, temperature_loss
+from funcrl.objectives.actor_critic import action_bounds as spec_bounds
+from funcrl.objectives.common import (
+    check_batch,
+    distance_loss,
+    priority_weights,
+    reduce_loss,
+    require,
+    spec_size,
+)
 from funcrl.record import Record
 
-__all__ = ["Config", "Nets", "RenormMLP", "init", "loss", "loss_and_state", "policy"]
+__all__ = [
+    "Config",
+    "Nets",
+    "RenormMLP",
+    "init",
+    "loss",
+    "loss_and_state",
+    "act",
+    "trainer",
+    "policy",
+]
 
 Params = dict[str, Any]
 
@@ -76,6 +113,9 @@ class Config:
     target_entropy: float | str = "auto"
     gamma: float = 0.99
     reduction: str = "mean"
+    use_prioritized_weights: bool | str = "auto"
+    value_estimator: str = "td0"
+    lmbda: float = 0.95
 
     def __post_init__(self) -> None:
         check_common("crossq.Config", self)
@@ -164,16 +204,17 @@ def init(
     """``actor``, ``qvalue`` (``N`` stacked members), ``log_alpha``, ``action_bounds`` and
     ``batch_stats`` (``{"actor": [...], "qvalue": [...]}``, running mean 0, variance 1, steps 0).
     Never touches the global RNG."""
-    obs_dim = spec_size(observation_spec, "crossq.init", "observation_spec")
-    act_dim = spec_size(action_spec, "crossq.init", "action_spec")
-    gen = make_generator(seed)
+    owner = "crossq.init"
+    obs_dim = spec_size(observation_spec, owner, "observation_spec")
+    act_dim = spec_size(action_spec, owner, "action_spec")
+    gen = generator(seed)
     kw = {"device": device, "dtype": dtype}
     n = config.num_qvalue_nets
     return {
         "actor": nets.actor.init(gen, obs_dim, 2 * act_dim, **kw),
         "qvalue": tree.stack([nets.qvalue.init(gen, obs_dim + act_dim, 1, **kw) for _ in range(n)]),
         "log_alpha": torch.tensor(math.log(config.alpha_init), **kw),
-        "action_bounds": action_bounds(action_spec, act_dim, **kw),
+        "action_bounds": spec_bounds(action_spec, act_dim, **kw, owner=owner),
         "batch_stats": {
             "actor": nets.actor.init_state(**kw),
             "qvalue": tree.stack([nets.qvalue.init_state(**kw) for _ in range(n)]),
@@ -181,11 +222,9 @@ def init(
     }
 
 
-def _dist(params, loc_scale, nets):
-    bounds = params["action_bounds"]
-    loc, scale = NormalParamExtractor(nets.scale_mapping, nets.scale_lb)(loc_scale)
-    low, high = bounds["low"].detach(), bounds["high"].detach()
-    return TanhNormal(loc, scale, low=low, high=high, tanh_loc=nets.tanh_loc)
+def _dist(params, loc_scale, nets, owner="crossq.loss"):
+    low, high = bounds(params, owner)
+    return tanh_normal(loc_scale, low, high, nets)
 
 
 def policy(
@@ -210,22 +249,30 @@ def _critics(nets, qparams, qstate, obs, action, train):
 
 
 def loss_and_state(
-    params: Params, batch: Record, *, config: Config = Config(), nets: Nets = Nets()
+    params: Params,
+    batch: Record,
+    *,
+    config: Config = Config(),
+    nets: Nets = Nets(),
+    key: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], Params]:
-    """CrossQ's losses and the new BatchRenorm statistics. Samples (global torch RNG).
+    """CrossQ's losses and the new BatchRenorm statistics. Samples (``key``, else the global
+    torch RNG).
 
     Returns:
         ``(losses, {"batch_stats": {"actor": ..., "qvalue": ...}})``; ``losses`` has
         ``loss_actor``, ``loss_qvalue``, ``loss_alpha``, ``alpha``, ``entropy``, ``td_error``.
     """
     owner = "crossq.loss"
+    check_batch(batch, owner)
     require(params, ["actor", "qvalue", "log_alpha", "action_bounds", "batch_stats"], owner)
-    obs = get(batch, "observation", owner=owner)
-    action = get(batch, "action", owner=owner)
-    next_obs = get(batch, ("next", "observation"), owner=owner, shape=(obs.shape[-1],))
-    reward = get_flag(batch, ("next", "reward"), owner=owner, like=action[..., :1])
-    terminated = get_flag(batch, ("next", "terminated"), owner=owner, like=reward).bool()
-    r, term = reward.squeeze(-1), terminated.squeeze(-1)
+    low, _ = bounds(params, owner)
+    t = read_transitions(
+        batch, owner=owner, act_dim=low.shape[-1], dtype=param_dtype(params, "log_alpha")
+    )
+    obs, action, next_obs = t.observation, t.action, t.next_observation
+    weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
+    key_next, key_actor = split_keys(key, 2)
     h = auto_entropy(config.target_entropy, action, batch.batch_ndim)
     log_alpha, alpha = temperature(params["log_alpha"], config)
     stats = params["batch_stats"]
@@ -235,29 +282,29 @@ def loss_and_state(
     out_next, actor_state = nets.actor(
         tree.detach(actor_p), stats["actor"], next_obs.detach(), train=True
     )
-    a_next, lp_next = _dist(params, out_next.detach(), nets).rsample_and_log_prob()
+    a_next, lp_next = rsample_and_log_prob(_dist(params, out_next.detach(), nets), key_next)
     a_next, lp_next = a_next.detach(), lp_next.detach()
     # 2. One joint critic pass over [current; next] so both halves share the batch statistics.
-    b = obs.shape[0]
+    b = obs.shape[0]  # the joint pass concatenates on the leading batch dim
     joint_q, q_state = _critics(
         nets, params["qvalue"], stats["qvalue"],
         torch.cat([obs, next_obs]), torch.cat([action, a_next]), True,
     )  # fmt: skip
     q, q_next = joint_q[:, :b], joint_q[:, b:]
     v_next = soft_value(q_next.min(0).values, lp_next, alpha).detach()
-    y = td0_target(r, term, v_next, config.gamma).detach()
+    y = value_target(config, batch, t, v_next, owner=owner)
     loss_q = distance_loss(q, y.expand_as(q), config.loss_function).sum(0)
     # 3. Actor: BN in train mode on the current states; critics frozen, BN in eval mode.
     out_pi, actor_state = nets.actor(actor_p, actor_state, obs, train=True)
-    a_pi, lp_pi = _dist(params, out_pi, nets).rsample_and_log_prob()
+    a_pi, lp_pi = rsample_and_log_prob(_dist(params, out_pi, nets), key_actor)
     q_pi, _ = _critics(nets, tree.detach(params["qvalue"]), tree.detach(q_state), obs, a_pi, False)
     loss_actor = actor_objective(alpha, lp_pi, q_pi.min(0).values)
     loss_alpha = temperature_loss(log_alpha, lp_pi.detach(), h)
     red = config.reduction
     losses = {
-        "loss_actor": reduce(loss_actor, red),
-        "loss_qvalue": reduce(loss_q, red),
-        "loss_alpha": reduce(loss_alpha, red),
+        "loss_actor": reduce_loss(loss_actor, red, weights),
+        "loss_qvalue": reduce_loss(loss_q, red, weights),
+        "loss_alpha": reduce_loss(loss_alpha, red, weights),
         "alpha": alpha,
         "entropy": -lp_pi.detach().mean(),
         "td_error": (q - y).abs().detach().max(0).values,
@@ -267,7 +314,48 @@ def loss_and_state(
 
 
 def loss(
-    params: Params, batch: Record, *, config: Config = Config(), nets: Nets = Nets()
+    params: Params,
+    batch: Record,
+    *,
+    config: Config = Config(),
+    nets: Nets = Nets(),
+    key: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`loss_and_state`'s losses only (the statistics update is dropped). Samples."""
-    return loss_and_state(params, batch, config=config, nets=nets)[0]
+    return loss_and_state(params, batch, config=config, nets=nets, key=key)[0]
+
+
+def act(
+    params: Params,
+    observation: torch.Tensor,
+    *,
+    config: Config = Config(),
+    nets: Nets = Nets(),
+    mode: str = "random",
+    key: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """As :func:`funcrl.sac.act`, with the actor's BatchRenorm in eval mode (running stats)."""
+    owner = "crossq.act"
+    check_mode(owner, mode)
+    require(params, ["actor", "action_bounds", "batch_stats"], owner)
+    obs = check_observation(owner, observation, param_dtype(params, "actor"))
+    out, _ = nets.actor(
+        tree.detach(params["actor"]), params["batch_stats"]["actor"], obs, train=False
+    )
+    return act_stochastic(_dist(params, out, nets, owner), mode, key)
+
+
+def trainer(optimizer: Any, *, config: Config = Config(), nets: Nets = Nets()):
+    """:func:`funcrl.training.update` for CrossQ (no targets): ``actor``, ``qvalue`` and
+    ``log_alpha`` every step, the BatchRenorm statistics written back, ``log_alpha`` projected."""
+    from functools import partial
+
+    from funcrl.training import update
+
+    return update(
+        partial(loss_and_state, config=config, nets=nets),
+        optimizer,
+        trainable=("actor", "qvalue", "log_alpha"),
+        has_state=True,
+        project=partial(project, config=config),
+    )
