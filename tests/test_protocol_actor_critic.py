@@ -113,7 +113,23 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+# Config variants share their objective's step code: their compile check (10-20 s of Dynamo
+# tracing each) runs with the slow tests; every objective's default case compiles in the fast run.
+VARIANTS = {"sac_v1", "sac_td_lambda", "td3_td1"}
+PARAMS = [
+    pytest.param(
+        case,
+        check,
+        id=f"{case.name}-{check.__name__}",
+        marks=[pytest.mark.slow]
+        if case.name in VARIANTS and check.__name__ == "check_trainer_compiled"
+        else [],
+    )
+    for case in CASES
+    for check in ALL_CHECKS
+]
+
+
+@pytest.mark.parametrize(("case", "check"), PARAMS)
 def test_protocol(case: Case, check) -> None:
     check(case)
