@@ -234,3 +234,25 @@ def test_jitted_vmapped_td3_matches_solo_updates():
         p, s = run(step, p, trainer.init(p), make_buffer(keys[i]), keys[i], 2)
         assert_trees((p, s), member((params, state), i), bitwise=False, rtol=1e-5, atol=1e-6)
     assert len(fn.cache) == 1
+
+
+def test_kernel_runs_under_grad_with_an_ordinary_key(monkeypatch):
+    # A loss's key is an ordinary tensor under grad: its draws run as funcrl.random's compiled
+    # kernel (outside the transform) rather than ~150 transformed ops, with the same bits.
+    monkeypatch.setattr(fr, "_FUSED_ENV", True)  # conftest turns the kernel off elsewhere
+    k = fr.key(4)
+    seen = []
+
+    def f(x, key=k):  # the trainer's pattern: the loss closes over the step key
+        seen.append(fr.fused_enabled(key, 12))
+        return (x * fr.normal(key, (12,))).sum()
+
+    g = torch.func.grad(f)(torch.ones(12))
+    gv = torch.func.vmap(torch.func.grad(f))(torch.ones(2, 12))
+    gb = torch.func.vmap(torch.func.grad(f))(torch.ones(2, 12), torch.stack([k, k]))
+    # A batched key takes the plain ops; so does a key passed *through* grad, which wraps it.
+    assert seen == [True, True, False]
+    monkeypatch.setattr(fr, "_FUSED_ENV", False)
+    plain = fr.normal(k, (12,))
+    assert torch.equal(g, plain) and torch.equal(gv, plain.expand(2, 12))
+    assert torch.equal(gb, plain.expand(2, 12))
