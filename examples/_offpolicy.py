@@ -17,9 +17,16 @@ shares:
   (safetensors, no pickle, written atomically); an ``out`` holding an earlier run is refused
   unless ``--resume`` or ``--overwrite`` says what to do with it.
 
-The update function ``update(params, opt_state, buffer) -> (params, opt_state, metrics)`` samples
-its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is one
-function for ``torch.compile``.
+The update function ``update(params, opt_state, buffer, key) -> (params, opt_state, metrics)``
+samples its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is
+one function for ``torch.compile``.
+
+Randomness: everything is seeded from one ``funcrl.random.key(seed)``, split by use
+(:func:`run_keys`): the params' init, the environments and warm-up actions, exploration and the
+updates. Update ``u`` gets ``fold_in(keys.update, u)`` (its batch and its loss's draws) and
+environment step ``t``'s exploration ``fold_in(keys.explore, t)``, so the streams are functions of
+the key and the counters; the checkpoint stores the key and the counters, so a resumed run draws
+what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 
 from funcrl import buffers, checkpoint, envs  # noqa: E402
+from funcrl import random as frandom  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
-__all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
+__all__ = ["Agent", "Keys", "OffPolicyConfig", "run_keys", "train", "set_threads", "make_env"]
 
 
 @dataclasses.dataclass
@@ -101,11 +109,12 @@ class Agent(NamedTuple):
     Attributes:
         params: the params pytree (e.g. ``funcrl.sac.init``'s output).
         opt_state: the trainer's state (``Trainer.init(params)``).
-        update: ``(params, opt_state, buffer) -> (params, opt_state, metrics)``: samples a batch
-            and takes one training step (already compiled if wanted).
-        explore: ``(params, observation [n, o]) -> action [n, a]``: the behaviour policy.
+        update: ``(params, opt_state, buffer, key) -> (params, opt_state, metrics)``: samples a
+            batch and takes one training step (already compiled if wanted; :func:`update_step`).
+        explore: ``(params, observation [n, o], key) -> action [n, a]``: the behaviour policy,
+            drawing from ``key``.
         act: ``(params, observation [n, o]) -> action [n, a]``: the deterministic policy.
-        explore_uses_step: call ``explore(params, observation, step)`` with the number of
+        explore_uses_step: call ``explore(params, observation, step, key)`` with the number of
             environment steps taken so far (an int), for annealed exploration such as DQN's
             epsilon-greedy; the step is restored on ``resume``, so the schedule continues.
     """
@@ -118,19 +127,56 @@ class Agent(NamedTuple):
     explore_uses_step: bool = False
 
 
+class Keys(NamedTuple):
+    """A run's key streams, one per use (:func:`run_keys`)."""
+
+    init: torch.Tensor
+    env: torch.Tensor
+    explore: torch.Tensor
+    update: torch.Tensor
+
+
+def run_keys(seed: int | torch.Tensor) -> Keys:
+    """The run's keys, split from ``funcrl.random.key(seed)`` (or from a saved root key)."""
+    root = frandom.key(seed) if isinstance(seed, int) else seed
+    return Keys(*frandom.split(root, len(Keys._fields)).unbind(0))
+
+
+def init_generator(key: torch.Tensor) -> torch.Generator:
+    """A ``torch.Generator`` seeded from ``key``'s two words, as the actor-critic objectives' ``init``
+    seeds itself from a key: for an ``init`` that takes an int or a generator only."""
+    hi, lo = (int(w) for w in key.tolist())
+    return torch.Generator().manual_seed((hi << 32) | lo)
+
+
+def int_seed(key: torch.Tensor) -> int:
+    """A 31-bit int drawn from ``key``, for what takes int seeds (gymnasium, torch.Generator)."""
+    return int(frandom.bits(key)) & 0x7FFFFFFF
+
+
 def set_threads(n: int) -> None:
     """Sets torch's intra-op threads (call before building anything)."""
     torch.set_num_threads(max(1, int(n)))
 
 
-def update_step(trainer_step: Callable, cfg: OffPolicyConfig) -> Callable:
-    """``update(params, opt_state, buffer)``: sample ``cfg.batch_size`` transitions and take one
-    ``trainer_step``, compiled as the config asks (:func:`compile_step`). Sampling lives inside the
-    step so the whole update is one compiled graph."""
+def update_step(trainer_step: Callable, cfg: OffPolicyConfig, *, loss_key: bool = True) -> Callable:
+    """``update(params, opt_state, buffer, key)``: sample ``cfg.batch_size`` transitions and take
+    one ``trainer_step``, compiled as the config asks (:func:`compile_step`). Sampling lives inside
+    the step so the whole update is one compiled graph; the key is an input, so a new one per step
+    never recompiles.
 
-    def train_step(params, opt_state, buffer):
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer_step(params, opt_state, batch)
+    Args:
+        trainer_step: ``Trainer.step``.
+        cfg: the loop's settings.
+        loss_key: pass the loss its key (``False`` for losses that draw nothing, e.g. DQN's).
+    """
+
+    def train_step(params, opt_state, buffer, key):
+        k_sample, k_loss = frandom.split(key)
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
+        if not loss_key:
+            return trainer_step(params, opt_state, batch)
+        return trainer_step(params, opt_state, batch, k_loss)
 
     return compile_step(train_step, cfg)
 
@@ -186,12 +232,15 @@ def train(
     _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     params, opt_state = agent.params, agent.opt_state
-    # The random warm-up actions have their own generator so a resumed run continues its stream.
-    action_gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    obs = env.reset(seed=cfg.seed)
+    root = frandom.key(cfg.seed)
+    keys = run_keys(root)
+    # The random warm-up actions come from gymnasium-side code that takes a torch.Generator: one
+    # seeded from the env key, saved in the checkpoint so a resumed run continues its stream.
+    env_seed = int_seed(keys.env)
+    action_gen = torch.Generator().manual_seed(env_seed)
+    obs = env.reset(seed=env_seed)
     example, _ = env.step(env.random_action(generator=action_gen))
-    obs = env.reset(seed=cfg.seed)
+    obs = env.reset(seed=env_seed)
     buf = buffers.init(cfg.buffer_size, example[0])
     step, updates_done, elapsed = 0, 0.0, 0.0
     recent: deque[float] = deque(maxlen=10)
@@ -205,12 +254,14 @@ def train(
         buf = load_buffer(ck["buffer"], buf)
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
         recent.extend(ck["recent"])
-        torch.set_rng_state(ck["torch_rng"])
+        root = ck["key"]
+        keys = run_keys(root)
+        env_seed = int_seed(keys.env)
         action_gen.set_state(ck["action_rng"])
         # Rows a killed run logged after this checkpoint would repeat: drop them.
         _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)
         # New episodes, seeded apart from the first ones (gymnasium's env RNG is not saved).
-        obs = env.reset(seed=cfg.seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
+        obs = env.reset(seed=env_seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
     fields = LOG_FIELDS + list(metric_keys)
     log = _util.CSVLogger(cfg.out, fields, resume=cfg.resume)
     timer = _util.Timer()
@@ -229,11 +280,12 @@ def train(
         if step < cfg.learning_starts:
             action = env.random_action(generator=action_gen)
         else:
+            key = frandom.fold_in(keys.explore, step)
             with torch.no_grad():
                 if agent.explore_uses_step:
-                    action = agent.explore(params, obs["observation"], step)
+                    action = agent.explore(params, obs["observation"], step, key)
                 else:
-                    action = agent.explore(params, obs["observation"])
+                    action = agent.explore(params, obs["observation"], key)
         transition, obs = env.step(action)
         buffers.add_(buf, transition)
         step += cfg.num_envs
@@ -241,7 +293,8 @@ def train(
             # A fractional ratio accumulates: 0.5 updates per step is one update every 2 steps.
             target = (step - cfg.learning_starts + cfg.num_envs) * cfg.updates_per_step
             while updates_done + 1 <= target:
-                params, opt_state, metrics = agent.update(params, opt_state, buf)
+                key = frandom.fold_in(keys.update, int(updates_done))
+                params, opt_state, metrics = agent.update(params, opt_state, buf, key)
                 updates_done += 1
         episodes = env.completed_episodes()
         now = timer.elapsed()
@@ -276,6 +329,7 @@ def train(
                     t_start + timer.elapsed(),
                     recent,
                     action_gen,
+                    root,
                 )
             next_ckpt = _next_multiple(step, cfg.checkpoint_every)
     if bar is not None:
@@ -285,7 +339,17 @@ def train(
     log.log(_eval_row(step, train_time, sps, rets))
     log.close()
     _save(
-        ckpt_path, cfg, params, opt_state, buf, step, updates_done, train_time, recent, action_gen
+        ckpt_path,
+        cfg,
+        params,
+        opt_state,
+        buf,
+        step,
+        updates_done,
+        train_time,
+        recent,
+        action_gen,
+        root,
     )
     png = _util.plot_curve(log.path, os.path.join(cfg.out, "curve.png"), title)
     result = {
@@ -323,7 +387,6 @@ def checkpoint_template(params: Any, opt_state: Any) -> dict[str, Any]:
     """The checkpoint's layout for ``funcrl.checkpoint.load(like=...)``: params and optimizer
     state must match this run's nets exactly, counters and RNG states have their types and shapes;
     the buffer (``...``, not checked here) is checked by ``buffers.restore``."""
-    rng = torch.get_rng_state()
     return {
         "params": params,
         "opt_state": opt_state,
@@ -332,13 +395,13 @@ def checkpoint_template(params: Any, opt_state: Any) -> dict[str, Any]:
         "updates_done": 0.0,
         "elapsed": 0.0,
         "recent": ...,
-        "torch_rng": rng,
         "action_rng": torch.Generator().get_state(),
+        "key": frandom.key(0),
     }
 
 
 def _save(
-    path, cfg, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen
+    path, cfg, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen, key
 ) -> None:
     state = {
         "params": params,
@@ -348,8 +411,9 @@ def _save(
         "updates_done": float(updates_done),
         "elapsed": float(elapsed),
         "recent": [float(r) for r in recent],
-        "torch_rng": torch.get_rng_state(),
         "action_rng": action_gen.get_state(),
+        # The root key: with the counters above, every stream continues where it stopped.
+        "key": key,
     }
     _util.save_checkpoint(path, state, cfg)
 

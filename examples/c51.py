@@ -94,7 +94,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         action_space="categorical",  # funcrl.envs stores Discrete actions as indices
     )
     nets = c51.Nets(num_cells=cfg.num_cells)
-    params = c51.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    init_gen = _offpolicy.init_generator(_offpolicy.run_keys(cfg.seed).init)
+    params = c51.init(init_gen, observation_spec, action_spec, loss_cfg, nets)
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     learning_rate = cfg.learning_rate
@@ -106,7 +107,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         optim.adam(learning_rate), config=loss_cfg, nets=nets, hard_target_period=period
     )
 
-    train_step = _offpolicy.update_step(trainer.step, cfg)
+    # C51's loss draws nothing: the step's key only samples the batch.
+    train_step = _offpolicy.update_step(trainer.step, cfg, loss_key=False)
 
     egreedy = EGreedy(
         action_spec,
@@ -121,10 +123,11 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         z = c51.support(loss_cfg, like=logits)
         return c51.expected_value(c51.log_probs(logits), z).argmax(-1)
 
-    def explore(params, observation, step):
+    def explore(params, observation, step, key):
         # The schedule's state is the number of environment steps taken so far.
         state = {"step": torch.tensor(step)}
-        return egreedy(state, Record({"action": act(params, observation)}, batch_ndim=1))["action"]
+        record = Record({"action": act(params, observation)}, batch_ndim=1)
+        return egreedy(state, record, key=key)["action"]
 
     return _offpolicy.Agent(
         params, trainer.init(params), train_step, explore, act, explore_uses_step=True

@@ -22,14 +22,13 @@ import functools
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import discrete_sac, optim  # noqa: E402
+from funcrl import random as frandom  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -82,7 +81,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = discrete_sac.Nets(num_cells=cfg.num_cells)
-    params = discrete_sac.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    init_gen = _offpolicy.init_generator(_offpolicy.run_keys(cfg.seed).init)
+    params = discrete_sac.init(init_gen, observation_spec, action_spec, loss_cfg, nets)
     trainer = update(
         functools.partial(discrete_sac.loss, config=loss_cfg, nets=nets),
         optim.adam(cfg.learning_rate),
@@ -91,11 +91,12 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         tau=cfg.tau,
     )
 
-    train_step = _offpolicy.update_step(trainer.step, cfg)
+    # The loss takes expectations over the actions (no draws): the key only samples the batch.
+    train_step = _offpolicy.update_step(trainer.step, cfg, loss_key=False)
 
-    def explore(params, observation):
+    def explore(params, observation, key):
         logits = nets.actor(params["actor"], observation)
-        return torch.distributions.Categorical(logits=logits).sample()
+        return frandom.categorical(key, logits)
 
     def act(params, observation):
         return nets.actor(params["actor"], observation).argmax(-1)

@@ -93,7 +93,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = dqn.Nets(num_cells=cfg.num_cells)
-    params = dqn.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    init_gen = _offpolicy.init_generator(_offpolicy.run_keys(cfg.seed).init)
+    params = dqn.init(init_gen, observation_spec, action_spec, loss_cfg, nets)
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     adam = optim.adam(cfg.learning_rate)
@@ -101,7 +102,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         adam = optim.chain(optim.clip_by_global_norm(cfg.max_grad_norm), adam)
     trainer = dqn.trainer(adam, config=loss_cfg, nets=nets, hard_target_period=period)
 
-    train_step = _offpolicy.update_step(trainer.step, cfg)
+    # DQN's loss draws nothing: the step's key only samples the batch.
+    train_step = _offpolicy.update_step(trainer.step, cfg, loss_key=False)
 
     egreedy = EGreedy(
         action_spec,
@@ -113,10 +115,11 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     def act(params, observation):
         return nets.value(params["value"], observation).argmax(-1)
 
-    def explore(params, observation, step):
+    def explore(params, observation, step, key):
         # The schedule's state is the number of environment steps taken so far.
         state = {"step": torch.tensor(step)}
-        return egreedy(state, Record({"action": act(params, observation)}, batch_ndim=1))["action"]
+        record = Record({"action": act(params, observation)}, batch_ndim=1)
+        return egreedy(state, record, key=key)["action"]
 
     return _offpolicy.Agent(
         params, trainer.init(params), train_step, explore, act, explore_uses_step=True
