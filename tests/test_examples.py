@@ -177,6 +177,7 @@ def test_sac_seeds_trains_independent_agents_and_resumes(tmp_path, capsys):
     w = ck["params"]["actor"]["layers"][0]["weight"]
     assert w.shape[0] == 3 and not torch.equal(w[0], w[1])
     assert ck["opt_state"].step.tolist() == [201, 201, 201]
+    assert torch.equal(ck["key"], fr.key(0))  # the root key of --seed 0, for --resume
     obs = [b.storage["observation"] for b in ck["buffers"]]
     assert all(int(b.size) == 300 for b in ck["buffers"]) and not torch.equal(obs[0], obs[1])
     res2 = seeds_example.main(
