@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-import funcrl.random
+import funcrl
 from funcrl import crossq, ddpg, redq, sac, specs, td3
 from funcrl.objectives import actor_critic
 from funcrl.record import Record
@@ -221,7 +221,7 @@ def test_init_errors(name):
     with pytest.raises(ValueError, match=rf"{name}.init: action_spec bounds must be finite"):
         module.init(0, OBS, inf, nets=nets)
     with pytest.raises(
-        TypeError, match=r"init: seed must be an int, a torch.Generator or a funcrl.random key"
+        ValueError, match=r"make_generator: seed must be an int64 tensor of shape \[2\]"
     ):
         module.init(torch.zeros(3), OBS, ACT, nets=nets)
 

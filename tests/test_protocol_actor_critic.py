@@ -8,8 +8,6 @@ import pytest
 import torch
 from protocol_harness import ALL_CHECKS, Case
 
-import funcrl
-import funcrl.random  # noqa: F401 - funcrl.random.key in the harness
 from funcrl import crossq, ddpg, optim, redq, sac, specs, td3
 from funcrl.record import Record
 

@@ -15,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import funcrl
-import funcrl.random
 from funcrl import optim, sac, tree
 from funcrl.objectives import actor_critic
 from funcrl.record import Record

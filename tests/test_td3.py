@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import funcrl
 from funcrl import Record, optim, specs, td3, tree
 from funcrl.testing import assert_trees_all_close
 from funcrl.training import total_loss
@@ -368,7 +369,6 @@ def test_step_vmaps_over_seeds_with_different_noise():
 
 
 def test_act_adds_clipped_noise_scaled_to_the_box():
-    import funcrl.random
 
     wide = specs.Bounded(-2.0, 2.0, shape=(A,))
     nets = td3.Nets(actor=funcrl.nn.TanhBounded(funcrl.nn.MLP(D, A, num_cells=HID), -2.0, 2.0))

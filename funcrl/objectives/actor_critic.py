@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from funcrl import tree, values
-from funcrl.nn import MLP, Concat, TanhBounded, make_generator
+from funcrl.distributions._utils import standard_normal
+from funcrl.nn import MLP, Concat, TanhBounded
 from funcrl.nn.ensemble import vmap_members
 from funcrl.objectives.common import (
     REDUCTIONS,
@@ -58,12 +59,9 @@ __all__ = [
     "action_bounds",
     "bounds",
     "resolve",
-    "generator",
     "init_nets",
     "param_dtype",
     "split_keys",
-    "normal",
-    "rsample_and_log_prob",
     "tanh_normal",
     "soft_value",
     "actor_objective",
@@ -90,6 +88,7 @@ __all__ = [
     "make_torchrl_estimator",
     "torch_module",
     "torchrl_action_dim",
+    "scale_mapping_name",
     "torchrl_qvalue",
     "torchrl_tanh_normal_actor",
     "from_torchrl_tanh_normal_actor",
@@ -296,20 +295,6 @@ def check_nets(nets: Any, owner: str) -> None:
             )
 
 
-def generator(seed: Any) -> torch.Generator:
-    """A ``torch.Generator`` for ``init`` from an ``int``, a ``torch.Generator`` or a
-    :mod:`funcrl.random` key (its two 32-bit words seed the generator). Host-side only."""
-    if isinstance(seed, torch.Tensor):
-        if seed.shape != (2,) or seed.dtype != torch.int64:
-            raise TypeError(
-                f"init: seed must be an int, a torch.Generator or a funcrl.random key ([2] int64), "
-                f"got a tensor of shape {tuple(seed.shape)} and dtype {seed.dtype}"
-            )
-        hi, lo = (int(w) for w in seed.tolist())
-        return torch.Generator().manual_seed((hi << 32) | lo)
-    return make_generator(seed)
-
-
 def init_nets(nets: Any, gen: torch.Generator, device, dtype) -> Params:
     """``{field: net.init(gen)}`` for every ``ROLES`` field of resolved ``nets``, in field order."""
     return {
@@ -332,25 +317,6 @@ def split_keys(key: torch.Tensor | None, n: int) -> list[torch.Tensor | None]:
     from funcrl import random
 
     return list(random.split(key, n).unbind(0))
-
-
-def normal(key: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise shaped like ``like``: ``funcrl.random.normal`` with a key, else
-    ``torch.randn_like`` (the global RNG, TorchRL's draw)."""
-    if key is None:
-        return torch.randn_like(like)
-    from funcrl import random
-
-    return random.normal(key, like.shape, like.dtype).to(like.device)
-
-
-def rsample_and_log_prob(dist: Any, key: torch.Tensor | None = None):
-    """``dist.rsample_and_log_prob()`` for a ``TanhNormal``; with ``key`` the Normal's noise comes
-    from :mod:`funcrl.random` (the same reparameterisation ``u = loc + scale * eps``)."""
-    if key is None:
-        return dist.rsample_and_log_prob()
-    u = dist.loc + dist.scale * normal(key, dist.loc)
-    return dist._forward(u), dist._log_prob_pre(u)
 
 
 # -- the SAC family's policy and equations ---------------------------------------------------------
@@ -416,7 +382,7 @@ def act_stochastic(dist: Any, mode: str, key: torch.Tensor | None) -> torch.Tens
     bounds (``"deterministic"``, TorchRL's ``InteractionType.DETERMINISTIC``)."""
     if mode == "deterministic":
         return dist.deterministic_sample.detach()
-    return rsample_and_log_prob(dist, key)[0].detach()
+    return dist.rsample_and_log_prob(key=key)[0].detach()
 
 
 def act_deterministic(
@@ -433,7 +399,7 @@ def act_deterministic(
     if mode == "deterministic":
         return action
     sigma = noise_scale * (high - low) / 2
-    return torch.clamp(action + sigma * normal(key, action), low, high)
+    return torch.clamp(action + sigma * standard_normal(action.shape, action, key), low, high)
 
 
 # -- batches and value targets ---------------------------------------------------------------------
@@ -695,7 +661,7 @@ def from_torchrl_tanh_normal_actor(loss_module: Any) -> tuple[Any, Any, dict[str
     net, params = read_torchrl(actor, loss_module.actor_network_params, inner)
     kw = dist.distribution_kwargs
     info = {
-        "scale_mapping": _scale_mapping_name(body[-1].scale_mapping),
+        "scale_mapping": scale_mapping_name(body[-1].scale_mapping),
         "scale_lb": float(body[-1].scale_lb),
         "tanh_loc": bool(kw.get("tanh_loc", False)),
         "low": torch.as_tensor(kw.get("low", -1.0)),
@@ -704,12 +670,14 @@ def from_torchrl_tanh_normal_actor(loss_module: Any) -> tuple[Any, Any, dict[str
     return net, params, info
 
 
-def _scale_mapping_name(m: Any) -> str:
+def scale_mapping_name(m: Any) -> str:
+    """The funcrl name of a tensordict ``NormalParamExtractor``'s scale mapping module."""
     import torch.nn.functional as F
 
     if type(m).__name__ == "biased_softplus":
         bias = float(F.softplus(torch.as_tensor(m.bias)) + m.min_val)
-        return f"biased_softplus_{round(bias, 6)}_{m.min_val}"
+        name = f"biased_softplus_{round(bias, 6)}"
+        return name if m.min_val == 0.01 else f"{name}_{m.min_val}"  # 0.01: tensordict's default
     names = {F.softplus: "softplus", torch.exp: "exp", torch.nn.functional.relu: "relu"}
     if m in names:
         return names[m]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from funcrl import tree
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_deterministic,
     bounds,
@@ -32,7 +33,6 @@ from funcrl.objectives.actor_critic import (
     check_nets,
     check_observation,
     check_tanh_actor_bounds,
-    generator,
     init_nets,
     param_dtype,
     read_transitions,
@@ -128,7 +128,7 @@ def init(
     box = spec_bounds(action_spec, d_act, device=device, dtype=dtype, owner=owner)
     check_tanh_actor_bounds(nets, box, owner)
     nets = resolve(nets, d_obs, d_act)
-    params = init_nets(nets, generator(seed), device, dtype)
+    params = init_nets(nets, make_generator(seed), device, dtype)
     params["action_bounds"] = box
     if config.delay_actor:
         params["target_actor"] = tree.clone(params["actor"])

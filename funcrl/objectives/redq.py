@@ -42,6 +42,7 @@ import torch
 
 from funcrl import tree
 from funcrl.distributions import TanhNormal
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
     auto_entropy,
@@ -54,12 +55,10 @@ from funcrl.objectives.actor_critic import (
     clamp_log_alpha,
     ensemble_q,
     expand_bound,
-    generator,
     init_ensemble,
     param_dtype,
     read_transitions,
     resolve,
-    rsample_and_log_prob,
     soft_value,
     split_keys,
     tanh_normal,
@@ -188,7 +187,7 @@ def init(
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     act_dim = spec_size(action_spec, owner, "action_spec")
     nets = resolve(nets, obs_dim, act_dim)
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     params: Params = {
         "actor": nets.actor.init(gen, **kw),
@@ -244,7 +243,7 @@ def loss(
     loc = torch.stack([d_now.loc, d_next.loc])
     scale = torch.stack([d_now.scale, d_next.scale])
     both = TanhNormal(loc, scale, low=low, high=high)  # loc already squashed
-    a_both, lp_both = rsample_and_log_prob(both, key_actions)
+    a_both, lp_both = both.rsample_and_log_prob(key=key_actions)
     (a_pi, a_next), (lp_pi, lp_next) = a_both.unbind(0), lp_both.unbind(0)
 
     q_pi = ensemble_q(nets.qvalue, tree.detach(params["qvalue"]), obs, a_pi)

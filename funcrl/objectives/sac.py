@@ -59,6 +59,7 @@ from typing import Any, ClassVar
 import torch
 
 from funcrl import tree
+from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
     actor_objective,
@@ -71,13 +72,11 @@ from funcrl.objectives.actor_critic import (
     check_observation,
     ensemble,
     ensemble_q,
-    generator,
     init_ensemble,
     param_dtype,
     project,
     read_transitions,
     resolve,
-    rsample_and_log_prob,
     soft_value,
     split_keys,
     tanh_normal,
@@ -224,7 +223,7 @@ def init(
     obs_dim = spec_size(observation_spec, owner, "observation_spec")
     act_dim = spec_size(action_spec, owner, "action_spec")
     nets = resolve(nets, obs_dim, act_dim)
-    gen = generator(seed)
+    gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
     params: Params = {
         "actor": nets.actor.init(gen, **kw),
@@ -298,8 +297,8 @@ def loss(
     out: dict[str, torch.Tensor] = {}
     if config.version == 2:
         # Target: a' from the current actor, frozen; Q' from the target ensemble.
-        a_next, lp_next = rsample_and_log_prob(
-            dist(tree.detach(params["actor"]), next_obs), key_target
+        a_next, lp_next = dist(tree.detach(params["actor"]), next_obs).rsample_and_log_prob(
+            key=key_target
         )
         if config.skip_done_states:
             done = get_flag(batch, ("next", "done"), owner=owner, like=t.reward).bool()
@@ -333,13 +332,13 @@ def loss(
         out["td_error"] = (q - chunks(y)).abs().detach().reshape(y.shape)
         # Value: V(s) toward min_i Q'_i(s, a~) - alpha log pi'(a~|s), a~ from the (target) actor.
         ap = params["target_actor"] if config.delay_actor else params["actor"]
-        a_v, lp_v = rsample_and_log_prob(dist(tree.detach(ap), obs.detach()), key_target)
+        a_v, lp_v = dist(tree.detach(ap), obs.detach()).rsample_and_log_prob(key=key_target)
         q_v = ensemble_q(nets.qvalue, _target_q_params(params, config), obs, a_v).min(0).values
         v_target = soft_value(q_v, lp_v, alpha).detach()
         v = nets.value(params["value"], obs).squeeze(-1)
         loss_v = distance_loss(v, v_target, config.loss_function)
     # Actor: reparameterised a~ ~ pi(s); the critic is frozen.
-    a_pi, lp_pi = rsample_and_log_prob(dist(params["actor"], obs), key_actor)
+    a_pi, lp_pi = dist(params["actor"], obs).rsample_and_log_prob(key=key_actor)
     q_pi = ensemble_q(nets.qvalue, tree.detach(params["qvalue"]), obs, a_pi).min(0).values
     loss_actor = actor_objective(alpha, lp_pi, q_pi)
     loss_alpha = temperature_loss(log_alpha, lp_pi.detach(), h)
@@ -431,6 +430,7 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
     """
     from funcrl.objectives.actor_critic import (
         critic_from_torchrl,
+        expand_bound,
         from_torchrl_tanh_normal_actor,
         read_torchrl,
         torchrl_action_dim,
@@ -470,9 +470,7 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
         "actor": actor_params,
         "qvalue": qparams,
         "log_alpha": m.log_alpha.detach().clone(),
-        "action_bounds": spec_bounds(
-            _Box(info["low"], info["high"]), act_dim, dtype=dtype, owner="sac.from_torchrl"
-        ),
+        "action_bounds": {k: expand_bound(info[k], act_dim, dtype=dtype) for k in ("low", "high")},
     }
     if config.delay_qvalue:
         params["target_qvalue"] = critic_from_torchrl(
@@ -493,12 +491,6 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
                 m.actor_network, m.target_actor_network_params, inner
             )[1]
     return config, nets, params
-
-
-@dataclasses.dataclass(frozen=True)
-class _Box:
-    low: torch.Tensor
-    high: torch.Tensor
 
 
 def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 import torch
 
 from funcrl import tree
-from funcrl.nn import Ensemble
+from funcrl.distributions._utils import standard_normal
+from funcrl.nn import Ensemble, make_generator
 from funcrl.objectives.actor_critic import (
     act_deterministic,
     bounds,
@@ -41,8 +42,6 @@ from funcrl.objectives.actor_critic import (
     check_observation,
     check_tanh_actor_bounds,
     ensemble_q,
-    generator,
-    normal,
     param_dtype,
     read_transitions,
     resolve,
@@ -155,7 +154,7 @@ def init(
     box = spec_bounds(action_spec, d_act, device=device, dtype=dtype, owner=owner)
     check_tanh_actor_bounds(nets, box, owner)
     nets = resolve(nets, d_obs, d_act)
-    gen = generator(seed)
+    gen = make_generator(seed)
     params = {
         "actor": nets.actor.init(gen, device=device, dtype=dtype),
         "qvalue": Ensemble(nets.qvalue, int(config.num_qvalue_nets)).init(
@@ -229,7 +228,7 @@ def loss(
     nets = resolve(nets, obs.shape[-1], action.shape[-1])
     weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
     if noise is None:
-        noise = normal(key, action)
+        noise = standard_normal(action.shape, action, key)
     elif noise.shape != action.shape:
         raise ValueError(
             f"{owner}: noise has shape {tuple(noise.shape)}, expected {tuple(action.shape)}"
