@@ -51,3 +51,9 @@ def test_sample_key_checked_before_empty_buffer_and_batch_size():
 def test_sample_generator_is_keyword_only():
     with pytest.raises(TypeError):
         buffers.sample(_buffer(), 2, torch.Generator())
+
+
+def test_sample_key_on_another_device():
+    key = torch.zeros(2, dtype=torch.int64, device="meta")
+    with pytest.raises(ValueError, match=r"buffers\.sample: key is on meta, the buffer on cpu"):
+        buffers.sample(_buffer(), 2, key=key)
