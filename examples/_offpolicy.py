@@ -142,13 +142,6 @@ def run_keys(seed: int | torch.Tensor) -> Keys:
     return Keys(*frandom.split(root, len(Keys._fields)).unbind(0))
 
 
-def init_generator(key: torch.Tensor) -> torch.Generator:
-    """A ``torch.Generator`` seeded from ``key``'s two words, as the actor-critic objectives' ``init``
-    seeds itself from a key: for an ``init`` that takes an int or a generator only."""
-    hi, lo = (int(w) for w in key.tolist())
-    return torch.Generator().manual_seed((hi << 32) | lo)
-
-
 def int_seed(key: torch.Tensor) -> int:
     """A 31-bit int drawn from ``key``, for what takes int seeds (gymnasium, torch.Generator)."""
     return int(frandom.bits(key)) & 0x7FFFFFFF
@@ -159,23 +152,16 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
-def update_step(trainer_step: Callable, cfg: OffPolicyConfig, *, loss_key: bool = True) -> Callable:
+def update_step(trainer_step: Callable, cfg: OffPolicyConfig) -> Callable:
     """``update(params, opt_state, buffer, key)``: sample ``cfg.batch_size`` transitions and take
     one ``trainer_step``, compiled as the config asks (:func:`compile_step`). Sampling lives inside
     the step so the whole update is one compiled graph; the key is an input, so a new one per step
     never recompiles.
-
-    Args:
-        trainer_step: ``Trainer.step``.
-        cfg: the loop's settings.
-        loss_key: pass the loss its key (``False`` for losses that draw nothing, e.g. DQN's).
     """
 
     def train_step(params, opt_state, buffer, key):
         k_sample, k_loss = frandom.split(key)
         batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
-        if not loss_key:
-            return trainer_step(params, opt_state, batch)
         return trainer_step(params, opt_state, batch, k_loss)
 
     return compile_step(train_step, cfg)

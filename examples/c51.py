@@ -94,8 +94,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         action_space="categorical",  # funcrl.envs stores Discrete actions as indices
     )
     nets = c51.Nets(num_cells=cfg.num_cells)
-    init_gen = _offpolicy.init_generator(_offpolicy.run_keys(cfg.seed).init)
-    params = c51.init(init_gen, observation_spec, action_spec, loss_cfg, nets)
+    params = c51.init(
+        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+    )
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     learning_rate = cfg.learning_rate
@@ -107,8 +108,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         optim.adam(learning_rate), config=loss_cfg, nets=nets, hard_target_period=period
     )
 
-    # C51's loss draws nothing: the step's key only samples the batch.
-    train_step = _offpolicy.update_step(trainer.step, cfg, loss_key=False)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     egreedy = EGreedy(
         action_spec,
@@ -118,10 +118,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
 
     def act(params, observation):
-        # Greedy in the expected return: logits [n, num_atoms * actions] read atom-major.
-        logits = nets.value(params["value"], observation).unflatten(-1, (cfg.num_atoms, -1))
-        z = c51.support(loss_cfg, like=logits)
-        return c51.expected_value(c51.log_probs(logits), z).argmax(-1)
+        # Greedy in the expected return.
+        return c51.act(params, observation, config=loss_cfg, nets=nets, mode="deterministic")
 
     def explore(params, observation, step, key):
         # The schedule's state is the number of environment steps taken so far.

@@ -28,7 +28,6 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import discrete_sac, optim  # noqa: E402
-from funcrl import random as frandom  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -81,8 +80,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = discrete_sac.Nets(num_cells=cfg.num_cells)
-    init_gen = _offpolicy.init_generator(_offpolicy.run_keys(cfg.seed).init)
-    params = discrete_sac.init(init_gen, observation_spec, action_spec, loss_cfg, nets)
+    params = discrete_sac.init(
+        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+    )
     trainer = update(
         functools.partial(discrete_sac.loss, config=loss_cfg, nets=nets),
         optim.adam(cfg.learning_rate),
@@ -91,15 +91,17 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         tau=cfg.tau,
     )
 
-    # The loss takes expectations over the actions (no draws): the key only samples the batch.
-    train_step = _offpolicy.update_step(trainer.step, cfg, loss_key=False)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     def explore(params, observation, key):
-        logits = nets.actor(params["actor"], observation)
-        return frandom.categorical(key, logits)
+        return discrete_sac.act(
+            params, observation, config=loss_cfg, nets=nets, mode="random", key=key
+        )
 
     def act(params, observation):
-        return nets.actor(params["actor"], observation).argmax(-1)
+        return discrete_sac.act(
+            params, observation, config=loss_cfg, nets=nets, mode="deterministic"
+        )
 
     return _offpolicy.Agent(params, trainer.init(params), train_step, explore, act)
 

@@ -93,8 +93,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = dqn.Nets(num_cells=cfg.num_cells)
-    init_gen = _offpolicy.init_generator(_offpolicy.run_keys(cfg.seed).init)
-    params = dqn.init(init_gen, observation_spec, action_spec, loss_cfg, nets)
+    params = dqn.init(
+        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+    )
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     adam = optim.adam(cfg.learning_rate)
@@ -102,8 +103,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         adam = optim.chain(optim.clip_by_global_norm(cfg.max_grad_norm), adam)
     trainer = dqn.trainer(adam, config=loss_cfg, nets=nets, hard_target_period=period)
 
-    # DQN's loss draws nothing: the step's key only samples the batch.
-    train_step = _offpolicy.update_step(trainer.step, cfg, loss_key=False)
+    train_step = _offpolicy.update_step(trainer.step, cfg)
 
     egreedy = EGreedy(
         action_spec,
@@ -113,7 +113,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
 
     def act(params, observation):
-        return nets.value(params["value"], observation).argmax(-1)
+        return dqn.act(params, observation, config=loss_cfg, nets=nets, mode="deterministic")
 
     def explore(params, observation, step, key):
         # The schedule's state is the number of environment steps taken so far.

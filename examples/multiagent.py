@@ -306,7 +306,6 @@ class Agent:
     act: Callable[[dict, torch.Tensor], torch.Tensor]  # deterministic (evaluation)
     transition: Callable[..., Record]
     loss_keys: tuple[str, ...]
-    loss_draws: bool = True  # the loss takes a key (QMIX's draws nothing)
 
 
 def annealed(cfg: Config, step: int, init: float, end: float) -> float:
@@ -343,7 +342,7 @@ def make_qmix(cfg: Config, mixer: str, env: Vmas, key: torch.Tensor) -> Agent:
     nets = make_mixer_nets(cfg, mixer, env)
     loss_cfg = qmix.Config(action_space="categorical", gamma=cfg.gamma)
     params = qmix.init(
-        _offpolicy.init_generator(key),
+        key,
         Unbounded(shape=(n, d)),
         Categorical(n_act, shape=(n,)),
         Unbounded(shape=(n * d,)),
@@ -363,7 +362,6 @@ def make_qmix(cfg: Config, mixer: str, env: Vmas, key: torch.Tensor) -> Agent:
         act=lambda p, obs: nets.local_value(p["local_value"], obs).argmax(-1),
         transition=mixer_transition,
         loss_keys=("loss",),
-        loss_draws=False,
     )
 
 
@@ -491,8 +489,6 @@ def train(cfg: Config, algo: str) -> dict:
     def update(params, opt_state, buffer, key):
         k_sample, k_loss = frandom.split(key)
         batch = flatten(buffers.sample(buffer, cfg.batch_size, key=k_sample))
-        if not agent.loss_draws:
-            return trainer.step(params, opt_state, batch)
         return trainer.step(params, opt_state, batch, k_loss)
 
     if cfg.compile:

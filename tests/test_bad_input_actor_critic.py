@@ -178,7 +178,7 @@ def test_act_errors(name):
     ):
         act(obs.double())
     with pytest.raises(
-        ValueError, match=rf"{name}.act: observation must be a tensor \[\*B, o\], got \(\)"
+        ValueError, match=rf"{name}.act: observation must be a tensor \[\*B, o\], got shape \(\)"
     ):
         act(torch.tensor(1.0))
     with pytest.raises(KeyError, match=rf"{name}.act: params lack \['action_bounds'\]"):

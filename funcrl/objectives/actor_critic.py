@@ -38,6 +38,7 @@ from funcrl.nn import MLP, Concat, TanhBounded
 from funcrl.nn.ensemble import vmap_members
 from funcrl.objectives.common import (
     REDUCTIONS,
+    VALUE_ESTIMATORS,
     check_loss_function,
     get,
     get_flag,
@@ -67,7 +68,6 @@ __all__ = [
     "actor_objective",
     "temperature_loss",
     "project",
-    "check_mode",
     "act_stochastic",
     "act_deterministic",
     "read_transitions",
@@ -75,11 +75,8 @@ __all__ = [
     "ensemble",
     "ensemble_q",
     "init_ensemble",
-    "VALUE_ESTIMATORS",
-    "MODES",
     "Transitions",
     "check_nets",
-    "check_observation",
     "check_tanh_actor_bounds",
     # TorchRL interop
     "read_torchrl",
@@ -97,7 +94,6 @@ __all__ = [
     "deterministic_actor_to_torchrl",
 ]
 
-VALUE_ESTIMATORS = ("td0", "td1", "td_lambda")
 _PRIORITY = ("auto", True, False)
 
 
@@ -359,23 +355,6 @@ def project(params: Params, *, config: Any) -> Params:
 
 # -- act -------------------------------------------------------------------------------------------
 
-MODES = ("random", "deterministic")
-
-
-def check_mode(owner: str, mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"{owner}: mode must be one of {MODES}, got {mode!r}")
-
-
-def check_observation(owner: str, observation: Any, dtype: torch.dtype) -> torch.Tensor:
-    """``observation [*B, o]`` must be a float tensor of the params' dtype with a feature dim."""
-    if not isinstance(observation, torch.Tensor) or observation.dim() == 0:
-        got = tuple(observation.shape) if isinstance(observation, torch.Tensor) else observation
-        raise ValueError(f"{owner}: observation must be a tensor [*B, o], got {got!r}")
-    if observation.dtype != dtype:
-        raise TypeError(f"{owner}: observation is {observation.dtype} but the params are {dtype}")
-    return observation
-
 
 def act_stochastic(dist: Any, mode: str, key: torch.Tensor | None) -> torch.Tensor:
     """A ``TanhNormal``'s action: a draw (``"random"``) or ``tanh`` of its location mapped to the
@@ -480,23 +459,9 @@ def ensemble_q(apply: Callable, qparams: Params, obs: torch.Tensor, action: torc
 
 
 def init_ensemble(
-    net: Any, n: int, gen: torch.Generator, *, device=None, dtype=torch.float32, **legacy: Any
+    net: Any, n: int, gen: torch.Generator, *, device=None, dtype=torch.float32
 ) -> Params:
-    """``n`` independently initialised members of ``net`` stacked on a leading dim.
-
-    ``legacy`` (``owner``, ``in_features``, ``out_features``, ``num_cells``) is the older
-    ``(apply function, sizes)`` form that discrete SAC on ``main`` still uses; it goes once that
-    caller passes a net.
-    """
-    if legacy:
-        from funcrl.objectives.common import init_net, mlp
-
-        return tree.stack(
-            [
-                init_net(net, (mlp,), seed=gen, device=device, dtype=dtype, **legacy)
-                for _ in range(n)
-            ]
-        )
+    """``n`` independently initialised members of ``net`` stacked on a leading dim."""
     return tree.stack([net.init(gen, device=device, dtype=dtype) for _ in range(n)])
 
 

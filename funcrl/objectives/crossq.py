@@ -57,8 +57,6 @@ from funcrl.objectives.actor_critic import (
     bounds,
     check_alpha,
     check_common,
-    check_mode,
-    check_observation,
     param_dtype,
     project,
     read_transitions,
@@ -72,6 +70,8 @@ from funcrl.objectives.actor_critic import (
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
+    check_mode,
+    check_observation,
     distance_loss,
     priority_weights,
     reduce_loss,

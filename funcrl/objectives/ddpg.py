@@ -29,9 +29,7 @@ from funcrl.objectives.actor_critic import (
     act_deterministic,
     bounds,
     check_config,
-    check_mode,
     check_nets,
-    check_observation,
     check_tanh_actor_bounds,
     init_nets,
     param_dtype,
@@ -42,6 +40,8 @@ from funcrl.objectives.actor_critic import (
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
+    check_mode,
+    check_observation,
     distance_loss,
     priority_weights,
     reduce_loss,

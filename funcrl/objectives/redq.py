@@ -49,9 +49,7 @@ from funcrl.objectives.actor_critic import (
     bounds,
     check_alpha,
     check_common,
-    check_mode,
     check_nets,
-    check_observation,
     clamp_log_alpha,
     ensemble_q,
     expand_bound,
@@ -67,6 +65,8 @@ from funcrl.objectives.actor_critic import (
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
+    check_mode,
+    check_observation,
     distance_loss,
     priority_weights,
     reduce_loss,

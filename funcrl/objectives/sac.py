@@ -67,9 +67,7 @@ from funcrl.objectives.actor_critic import (
     bounds,
     check_alpha,
     check_common,
-    check_mode,
     check_nets,
-    check_observation,
     ensemble,
     ensemble_q,
     init_ensemble,
@@ -87,6 +85,8 @@ from funcrl.objectives.actor_critic import (
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
+    check_mode,
+    check_observation,
     distance_loss,
     get_flag,
     priority_weights,
