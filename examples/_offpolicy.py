@@ -22,7 +22,7 @@ samples its own batch, so the whole "sample + loss + gradients + optimizer + tar
 one function for ``torch.compile``.
 
 Randomness: everything is seeded from one ``funcrl.random.key(seed)``, split by use
-(:func:`run_keys`): the params' init, the environments and warm-up actions, exploration and the
+(``_util.run_keys``): the params' init, the environments and warm-up actions, exploration and the
 updates. Update ``u`` gets ``fold_in(keys.update, u)`` (its batch and its loss's draws) and
 environment step ``t``'s exploration ``fold_in(keys.explore, t)``, so the streams are functions of
 the key and the counters; the checkpoint stores the key and the counters, so a resumed run draws
@@ -48,7 +48,7 @@ from funcrl import buffers, checkpoint, envs  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
-__all__ = ["Agent", "Keys", "OffPolicyConfig", "run_keys", "train", "set_threads", "make_env"]
+__all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
 
 
 @dataclasses.dataclass
@@ -127,26 +127,6 @@ class Agent(NamedTuple):
     explore_uses_step: bool = False
 
 
-class Keys(NamedTuple):
-    """A run's key streams, one per use (:func:`run_keys`)."""
-
-    init: torch.Tensor
-    env: torch.Tensor
-    explore: torch.Tensor
-    update: torch.Tensor
-
-
-def run_keys(seed: int | torch.Tensor) -> Keys:
-    """The run's keys, split from ``funcrl.random.key(seed)`` (or from a saved root key)."""
-    root = frandom.key(seed) if isinstance(seed, int) else seed
-    return Keys(*frandom.split(root, len(Keys._fields)).unbind(0))
-
-
-def int_seed(key: torch.Tensor) -> int:
-    """A 31-bit int drawn from ``key``, for what takes int seeds (gymnasium, torch.Generator)."""
-    return int(frandom.bits(key)) & 0x7FFFFFFF
-
-
 def set_threads(n: int) -> None:
     """Sets torch's intra-op threads (call before building anything)."""
     torch.set_num_threads(max(1, int(n)))
@@ -219,10 +199,10 @@ def train(
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     params, opt_state = agent.params, agent.opt_state
     root = frandom.key(cfg.seed)
-    keys = run_keys(root)
+    keys = _util.run_keys(root)
     # The random warm-up actions come from gymnasium-side code that takes a torch.Generator: one
     # seeded from the env key, saved in the checkpoint so a resumed run continues its stream.
-    env_seed = int_seed(keys.env)
+    env_seed = _util.int_seed(keys.env)
     action_gen = torch.Generator().manual_seed(env_seed)
     obs = env.reset(seed=env_seed)
     example, _ = env.step(env.random_action(generator=action_gen))
@@ -241,8 +221,8 @@ def train(
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
         recent.extend(ck["recent"])
         root = ck["key"]
-        keys = run_keys(root)
-        env_seed = int_seed(keys.env)
+        keys = _util.run_keys(root)
+        env_seed = _util.int_seed(keys.env)
         action_gen.set_state(ck["action_rng"])
         # Rows a killed run logged after this checkpoint would repeat: drop them.
         _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)

@@ -94,9 +94,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         action_space="categorical",  # funcrl.envs stores Discrete actions as indices
     )
     nets = c51.Nets(num_cells=cfg.num_cells)
-    params = c51.init(
-        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
-    )
+    params = c51.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     learning_rate = cfg.learning_rate

@@ -76,7 +76,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         qvalue=crossq.RenormMLP(num_cells=cfg.critic_cells, **renorm),
     )
     params = crossq.init(
-        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+        _util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
     )
     adam = optim.adam(cfg.learning_rate, b1=cfg.adam_beta1)
     trainer = update(

@@ -81,7 +81,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
     nets = discrete_sac.Nets(num_cells=cfg.num_cells)
     params = discrete_sac.init(
-        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+        _util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
     )
     trainer = update(
         functools.partial(discrete_sac.loss, config=loss_cfg, nets=nets),

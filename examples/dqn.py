@@ -93,9 +93,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = dqn.Nets(num_cells=cfg.num_cells)
-    params = dqn.init(
-        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
-    )
+    params = dqn.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     adam = optim.adam(cfg.learning_rate)

@@ -51,7 +51,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import buffers, ddpg, optim, qmix, sac, training  # noqa: E402
@@ -476,10 +475,10 @@ def grouped_transition(obs, action, next_obs, rewards, terminated, truncated) ->
 
 
 def train(cfg: Config, algo: str) -> dict:
-    # Every draw from one key (examples/_offpolicy.py's streams): params, environments,
+    # Every draw from one key (_util.run_keys streams): params, environments,
     # exploration (fold_in by environment step), updates (fold_in by update count).
-    keys = _offpolicy.run_keys(cfg.seed)
-    env = Vmas(cfg, cfg.num_envs, _offpolicy.int_seed(keys.env))
+    keys = _util.run_keys(cfg.seed)
+    env = Vmas(cfg, cfg.num_envs, _util.int_seed(keys.env))
     make = make_actor_critic if cfg.continuous else make_qmix
     agent = make(cfg, algo, env, keys.init)
     params, trainer = agent.params, agent.trainer

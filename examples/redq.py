@@ -72,9 +72,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = redq.Nets(num_cells=cfg.num_cells)
-    params = redq.init(
-        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
-    )
+    params = redq.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = update(
         functools.partial(redq.loss, config=loss_cfg, nets=nets),
         optim.adam(cfg.learning_rate),

@@ -55,9 +55,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         gamma=cfg.gamma, alpha_init=cfg.alpha_init, loss_function=cfg.loss_function
     )
     nets = sac.Nets(num_cells=cfg.num_cells)
-    params = sac.init(
-        _offpolicy.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
-    )
+    params = sac.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = update(
         functools.partial(sac.loss, config=loss_cfg, nets=nets),
         optim.adam(cfg.learning_rate),

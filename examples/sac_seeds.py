@@ -9,7 +9,7 @@ Adam, Polyak targets -- is mapped over a leading agent dim with
 own key; ``randomness="error"`` proves nothing reads the global RNG) and the result is compiled
 once, so N agents cost one batched graph instead of N Python loops.
 
-Keys: one ``funcrl.random.key(seed)`` split into the streams of ``examples/_offpolicy.py``; agent
+Keys: one ``funcrl.random.key(seed)`` split into the streams of ``_util.run_keys``; agent
 ``i``'s init, exploration and update keys are child ``i`` of each stream, so agent ``i`` draws the
 same numbers whatever ``--agents`` is. The checkpoint stores the root key.
 
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     root = frandom.key(cfg.seed)
     if cfg.resume and os.path.exists(ckpt_path):
         root = _util.load_checkpoint(ckpt_path).tree["key"]
-    keys = _offpolicy.run_keys(root)
+    keys = _util.run_keys(root)
     # Child i of each stream belongs to agent i: the same for any number of agents.
-    agent_keys = _offpolicy.Keys(*(frandom.split(k, n) for k in keys))
-    env_seed = _offpolicy.int_seed(keys.env)
+    agent_keys = _util.Keys(*(frandom.split(k, n) for k in keys))
+    env_seed = _util.int_seed(keys.env)
     action_gen = torch.Generator().manual_seed(env_seed)
 
     # --- the SAC update for one agent, as in examples/sac.py ---
