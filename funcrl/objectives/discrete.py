@@ -34,7 +34,14 @@ import torch
 
 from funcrl import values as _values
 from funcrl.jit import is_tracing
-from funcrl.objectives.common import VALUE_ESTIMATORS, check_mode, get, td0_target
+from funcrl.objectives.common import (
+    VALUE_ESTIMATORS,
+    check_mode,
+    default_net,
+    get,
+    out_features,
+    td0_target,
+)
 from funcrl.record import NestedKey, Record
 
 __all__ = [
@@ -564,31 +571,6 @@ def act_on_values(
 
 
 # --- default nets --------------------------------------------------------------------------------
-
-
-def default_net(net: Any, in_features: int, out_features: int, num_cells) -> Any:
-    """``net`` itself, or (``None``) the default: a ReLU :class:`funcrl.nn.MLP` with ``num_cells``
-    hidden units, TorchRL's default Q-network architecture. Static, so free under compile."""
-    if net is not None:
-        return net
-    from funcrl.nn import MLP
-
-    return MLP(int(in_features), int(out_features), num_cells=tuple(num_cells), activation="relu")
-
-
-def out_features(params: Any, owner: str, name: str) -> int:
-    """The output width of default-MLP ``params`` (``{"layers": [...]}``): its last layer's rows.
-
-    The loss and ``act`` build the default net from the batch's feature size and this width
-    (static shapes). The net then checks the rest of the params itself.
-    """
-    try:
-        return int(params["layers"][-1]["weight"].shape[-2])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        raise TypeError(
-            f"{owner}: params[{name!r}] are not the default MLP's {{'layers': [...]}} params (got "
-            f"{type(params).__name__}); pass the net they belong to in nets"
-        ) from None
 
 
 # --- value estimators ----------------------------------------------------------------------------

@@ -49,10 +49,10 @@ from funcrl.objectives.common import (
     LOSS_FUNCTIONS,
     REDUCTIONS,
     check_batch,
+    default_net,
     distance_loss,
     get,
-    init_net,
-    mlp,
+    out_features,
     require,
     spec_size,
 )
@@ -98,10 +98,13 @@ class Nets:
     """The on-policy nets, shared by PPO, A2C and REINFORCE.
 
     Args:
-        actor: ``(params, features [*B, f]) -> [*B, 2 a]`` (continuous: ``loc, scale`` through
-            ``NormalParamExtractor``) or ``[*B, n]`` logits (discrete). ``features`` is the
-            observation, or the trunk's output when ``trunk`` is set.
-        critic: ``(params, features) -> [*B, 1]``, the state value ``V(s)``.
+        actor: a funcrl net ``(params, features [*B, f]) -> [*B, 2 a]`` (continuous: ``loc,
+            scale`` through ``NormalParamExtractor``) or ``[*B, n]`` logits (discrete).
+            ``features`` is the observation, or the trunk's output when ``trunk`` is set.
+            ``None``: a ReLU :class:`funcrl.nn.MLP` with ``num_cells``, sized by :func:`init` from
+            the specs and by the loss and ``act`` from the features and the params' output width.
+        critic: a funcrl net ``(params, features) -> [*B, 1]``, the state value ``V(s)``;
+            ``None`` as ``actor``.
         trunk: ``None`` (separate actor and critic) or a funcrl net ``(params, obs) -> [*B, f]``
             shared by both (TorchRL's ``ActorValueOperator``); it needs an ``out_features``.
         distribution: one of :data:`DISTRIBUTIONS`.
@@ -110,8 +113,8 @@ class Nets:
         tanh_loc: ``TanhNormal``/``IndependentNormal``'s ``tanh_loc``.
     """
 
-    actor: Callable[..., torch.Tensor] = mlp
-    critic: Callable[..., torch.Tensor] = mlp
+    actor: Any = None
+    critic: Any = None
     trunk: Any = None
     distribution: str = "tanh_normal"
     num_cells: tuple[int, ...] = (64, 64)
@@ -232,17 +235,30 @@ def init(
     else:
         act_dim = spec_size(action_spec, owner, "action_spec")
         out_actor = 2 * act_dim
-    cells = {"num_cells": nets.num_cells, "seed": gen, "owner": owner, **kw}
-    params["actor"] = init_net(
-        nets.actor, (mlp,), in_features=features, out_features=out_actor, **cells
-    )
-    params["critic"] = init_net(nets.critic, (mlp,), in_features=features, out_features=1, **cells)
+    for name, net in (("actor", nets.actor), ("critic", nets.critic)):
+        if net is not None and not hasattr(net, "init"):
+            raise TypeError(
+                f"{owner}: Nets.{name} must be a funcrl net (with init and __call__), got "
+                f"{type(net).__name__}"
+            )
+    actor = default_net(nets.actor, features, out_actor, nets.num_cells)
+    params["actor"] = actor.init(gen, **kw)
+    params["critic"] = default_net(nets.critic, features, 1, nets.num_cells).init(gen, **kw)
     if nets.distribution == "tanh_normal":
         params["action_bounds"] = action_bounds(action_spec, act_dim, **kw)
     return params
 
 
 # -- the policy and the critic ----------------------------------------------------------------------
+
+
+def _actor(nets: Nets, actor_params: Any, features: torch.Tensor) -> Any:
+    """The actor net: ``nets.actor``, or the default MLP sized by the features and the params'
+    output width (static shapes; the net checks the rest of its params)."""
+    if nets.actor is not None:
+        return nets.actor
+    width = out_features(actor_params, "on_policy", "actor")
+    return default_net(None, features.shape[-1], width, nets.num_cells)
 
 
 def _features(params: Params, observation: torch.Tensor, nets: Nets, detach_trunk: bool = False):
@@ -296,7 +312,8 @@ def policy(
     ``actor_params`` overrides ``params["actor"]`` (e.g. detached copies).
     """
     p = params["actor"] if actor_params is None else actor_params
-    return _distribution(nets, nets.actor(p, _features(params, observation, nets)), params, mask)
+    features = _features(params, observation, nets)
+    return _distribution(nets, _actor(nets, p, features)(p, features), params, mask)
 
 
 def old_policy(params: Params, batch: Record, *, nets: Nets, owner: str):
@@ -328,7 +345,8 @@ def state_value(
 ) -> torch.Tensor:
     """``V(s)``: ``[*B, 1]``. ``detach_trunk`` stops the gradient into a shared trunk."""
     p = params["critic"] if critic_params is None else critic_params
-    return nets.critic(p, _features(params, observation, nets, detach_trunk))
+    features = _features(params, observation, nets, detach_trunk)
+    return default_net(nets.critic, features.shape[-1], 1, nets.num_cells)(p, features)
 
 
 def explore(
@@ -346,7 +364,8 @@ def explore(
     sample_log_prob_key, "logits"}`` (discrete), all detached: what the losses read back.
     """
     with torch.no_grad():
-        out = nets.actor(params["actor"], _features(params, observation, nets))
+        features = _features(params, observation, nets)
+        out = _actor(nets, params["actor"], features)(params["actor"], features)
         dist = _distribution(nets, out, params, mask)
         if nets.discrete:
             action = _draw(dist, (), key, reparameterize=False)
