@@ -134,12 +134,19 @@ class Normalizers:
 
 
 def collect(
-    env, params, nets, norm: Normalizers, norm_state: dict, obs, num_steps: int, key: torch.Tensor
+    env,
+    params,
+    nets,
+    norm: Normalizers,
+    norm_state: dict,
+    obs,
+    num_steps: int,
+    rollout_key: torch.Tensor,
 ):
     """``num_steps`` steps of every env under the policy: a rollout ``[E, T]`` with the
     behaviour log-prob and distribution params the loss reads (observations normalised with the
     running statistics, rewards scaled, where switched on), the next raw observation and the
-    updated statistics. Step ``t``'s actions are drawn from ``fold_in(key, t)``."""
+    updated statistics. Step ``t``'s actions are drawn from ``fold_in(rollout_key, t)``."""
     steps = []
     for t in range(num_steps):
         if norm.observation is not None:
@@ -148,7 +155,7 @@ def collect(
                 "observation": norm.observation.update(norm_state["observation"], obs),
             }
         entries = on_policy.explore(
-            params, norm.obs(norm_state, obs), nets=nets, key=frandom.fold_in(key, t)
+            params, norm.obs(norm_state, obs), nets=nets, key=frandom.fold_in(rollout_key, t)
         )
         transition, nxt = env.step(entries["action"])
         extras = {k: v for k, v in entries.items() if k != "action"}
