@@ -25,7 +25,8 @@ per kind and dtype (seconds; ``FUNCRL_RANDOM_FUSED=0`` turns this off), then wit
 ``torch.randn`` for large draws and ~0.04 ms for small ones (a key split: 0.05 ms, 0.45 ms as
 plain ops). Under ``torch.compile``/``funcrl.jit`` tracing, and for keys batched by ``vmap``, the
 same code runs as plain ops, which the caller's compiler fuses or the transform batches (an
-unbatched key inside ``grad`` or ``vmap`` still gets the kernel). Both paths give bitwise identical results.
+unbatched key inside ``grad`` or ``vmap`` still gets the kernel). Both paths give bitwise
+identical results.
 """
 
 from __future__ import annotations
