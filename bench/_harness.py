@@ -80,6 +80,14 @@ def quantiles(xs: list[float]) -> dict[str, float]:
     }
 
 
+def sync() -> None:
+    """Waits for the GPU's queued work (a no-op without CUDA in use), so timings are complete."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def frames_compiled() -> int:
     """Frames dynamo has compiled so far in this process (a recompile adds one)."""
     from torch._dynamo.utils import counters
@@ -90,12 +98,15 @@ def frames_compiled() -> int:
 def cold_call(fn: Callable[[], Any], warmup: int = 2) -> dict[str, float]:
     """Times the first call of ``fn`` (the compile, for a compiled step), then ``warmup`` more."""
     before = frames_compiled()
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     first = time.perf_counter() - t0
     t1 = time.perf_counter()
     for _ in range(warmup):
         fn()
+    sync()
     rest = time.perf_counter() - t1
     # compile_s counts recompiles during the warm-up calls too (a step whose outputs differ
     # from its first inputs in some guarded property compiles twice).
@@ -124,9 +135,11 @@ def interleaved(
         for n in names:
             fn = impls[n]
             before = frames_compiled()
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
                 fn()
+            sync()  # GPU work is asynchronous: time it to completion
             per[n].append((time.perf_counter() - t0) / steps)
             recompiles[n] += frames_compiled() - before
     return {
@@ -235,3 +248,48 @@ def peak_step_memory(fn: Callable[[], Any]) -> dict[str, Any]:
         return {"peak_tensor_mib": peak / 2**20, "method": "torch.profiler memory timeline"}
     except Exception as e:  # noqa: BLE001 - a private API; report instead of failing
         return {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+
+
+def add_device_args(parser: Any) -> None:
+    """``--device`` (default CUDA when available, else CPU) and ``--cudagraphs`` (default: on with
+    CUDA), shared by every bench script."""
+    import argparse
+
+    parser.add_argument(
+        "--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)"
+    )
+    parser.add_argument(
+        "--cudagraphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA graphs for compiled steps: funcrl.jit(cudagraphs=True) and "
+        'torch.compile(mode="reduce-overhead") (default: on with CUDA; CUDA only)',
+    )
+
+
+def device_from_args(args: Any) -> tuple[Any, bool]:
+    """``(torch.device, cudagraphs)`` from :func:`add_device_args`'s flags.
+
+    Raises:
+        SystemExit: ``--device cuda`` without CUDA, an unknown device, or ``--cudagraphs`` off CUDA.
+    """
+    import torch
+
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise SystemExit(f"--device: not a torch device: {name!r} ({e})") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device must be cpu or cuda, got {name!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA device (torch.cuda.is_available() is False)")
+    graphs = dev.type == "cuda" if args.cudagraphs is None else args.cudagraphs
+    if graphs and dev.type != "cuda":
+        raise SystemExit(f"--cudagraphs needs --device cuda, got --device {name}")
+    return dev, graphs
+
+
+def compile_mode(cudagraphs: bool) -> str | None:
+    """``torch.compile``'s mode: ``"reduce-overhead"`` (CUDA graphs) or the default."""
+    return "reduce-overhead" if cudagraphs else None

@@ -32,15 +32,17 @@ from bench.update_step import GAMMA, LR, TAU, _torchrl_modules  # noqa: E402
 ENV = "Pendulum-v1"
 
 
-def funcrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
+def funcrl_loop(
+    hidden, batch, learning_starts, compiled, capacity=100_000, device="cpu", cudagraphs=False
+):
     import torch
 
     from funcrl import buffers, envs, optim, sac
     from funcrl.training import update
 
-    env = envs.GymEnv(ENV)
+    env = envs.GymEnv(ENV, device=device)  # observations arrive on the device
     nets = sac.Nets(num_cells=hidden)
-    params = sac.init(0, env.observation_spec, env.action_spec, nets=nets)
+    params = sac.init(0, env.observation_spec, env.action_spec, nets=nets, device=device)
     train = update(
         partial(sac.loss, nets=nets),
         optim.adam(LR, foreach=True),
@@ -54,8 +56,7 @@ def funcrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
         return train.step(params, opt_state, buffers.sample(buf, batch))
 
     if compiled:
-        mode = "reduce-overhead" if torch.cuda.is_available() else None
-        train_step = torch.compile(train_step, fullgraph=True, mode=mode)
+        train_step = torch.compile(train_step, fullgraph=True, mode=H.compile_mode(cudagraphs))
     obs = env.reset(seed=0)
     tr, _ = env.step(env.random_action())
     buf = buffers.init(capacity, tr)
@@ -67,7 +68,9 @@ def funcrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
                 action = env.random_action()
             else:
                 with torch.no_grad():
-                    action = sac.policy(state["params"], state["obs"]["observation"], nets=nets).sample()
+                    action = sac.policy(
+                        state["params"], state["obs"]["observation"], nets=nets
+                    ).sample()
             tr, state["obs"] = env.step(action)
             buffers.add_(buf, tr)
             if state["t"] >= learning_starts:
@@ -77,24 +80,27 @@ def funcrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
     return run
 
 
-def torchrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
+def torchrl_loop(
+    hidden, batch, learning_starts, compiled, capacity=100_000, device="cpu", cudagraphs=False
+):
     import torch
     from torchrl.data import LazyTensorStorage, ReplayBuffer
     from torchrl.envs import GymEnv
     from torchrl.envs.utils import ExplorationType, set_exploration_type
     from torchrl.objectives import SACLoss, SoftUpdate
 
-    env = GymEnv(ENV)
+    env = GymEnv(ENV, device=device)
     spec = env.action_spec
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, q, _ = _torchrl_modules(
         "sac", hidden, obs=obs_dim, act=spec.shape[-1], low=spec.space.low, high=spec.space.high
     )
+    actor, q = actor.to(device), q.to(device)
     loss = SACLoss(actor, q, num_qvalue_nets=2, loss_function="smooth_l1", delay_qvalue=True)
     loss.make_value_estimator(gamma=GAMMA)
     updater = SoftUpdate(loss, tau=TAU)
     opt = torch.optim.Adam(loss.parameters(), lr=LR, foreach=True)
-    rb = ReplayBuffer(storage=LazyTensorStorage(capacity), batch_size=batch)
+    rb = ReplayBuffer(storage=LazyTensorStorage(capacity, device=device), batch_size=batch)
 
     def update(data):
         out = loss(data)
@@ -105,8 +111,7 @@ def torchrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
         return out.detach()
 
     if compiled:
-        mode = "reduce-overhead" if torch.cuda.is_available() else None
-        update = torch.compile(update, mode=mode)
+        update = torch.compile(update, mode=H.compile_mode(cudagraphs))
     state = {"td": env.reset(), "t": 0}
 
     def run(n):
@@ -136,7 +141,9 @@ def main(argv=None) -> dict:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--quick", action="store_true", help="eager, tiny nets and rounds, no json")
     p.add_argument("--out", default=None)
+    H.add_device_args(p)
     a = p.parse_args(argv)
+    dev, graphs = H.device_from_args(a)
     H.setup_torch()
     if a.quick:
         a.hidden, a.batch, a.learning_starts, a.rounds, a.steps = [16], 16, 20, 2, 10
@@ -149,7 +156,7 @@ def main(argv=None) -> dict:
     impls, meta = {}, {}
     for name, make in (("funcrl", funcrl_loop), ("torchrl", torchrl_loop)):
         try:
-            run = make(hidden, a.batch, a.learning_starts, compiled)
+            run = make(hidden, a.batch, a.learning_starts, compiled, device=dev, cudagraphs=graphs)
             t = time.perf_counter()
             run(a.learning_starts)  # random actions, filling the buffer
             meta[name] = {"fill_s": time.perf_counter() - t}
@@ -192,6 +199,8 @@ def main(argv=None) -> dict:
     payload = {
         "env": H.environment(),
         "task": ENV,
+        "device": str(dev),
+        "cuda_graphs": graphs,
         "hidden": hidden,
         "batch": a.batch,
         "compiled": compiled,

@@ -41,6 +41,9 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
+sys.path.insert(0, ROOT)
+
+from bench import _harness as H  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,11 @@ def _eval_seed(seed: int) -> int:
     return 1_000_000 + 1_000 * seed
 
 
+# Set by main from --device / --cudagraphs (both sides train on the same device).
+DEVICE = "cpu"
+CUDAGRAPHS = False
+
+
 def run_funcrl(
     name: str, algo: Algo, seed: int, threads: int, out: str, episodes: int, eval_every: int
 ) -> dict:
@@ -108,6 +116,7 @@ def run_funcrl(
         flag = "--" + k.replace("_", "-")
         cmd += [flag, *map(str, v)] if isinstance(v, (tuple, list)) else [flag, str(v)]
     cmd += list(algo.funcrl_extra)
+    cmd += ["--device", DEVICE] + (["--cudagraphs"] if CUDAGRAPHS else [])
     wall, cpu = _run(cmd, threads)
     with open(os.path.join(out, "result.json")) as fh:
         res = json.load(fh)
@@ -137,6 +146,7 @@ def run_sb3(
     os.makedirs(out, exist_ok=True)
     spec = {"algo": name, "seed": seed, "threads": threads, "out": out, "episodes": episodes}
     spec["total_steps"], spec["eval_every"] = algo.total_steps, eval_every
+    spec["device"] = DEVICE
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     wall, cpu = _run(cmd, threads)
     with open(os.path.join(out, "result.json")) as fh:
@@ -154,6 +164,8 @@ def _run(cmd: list[str], threads: int) -> tuple[float, float]:
     """Runs ``cmd``; returns ``(wall seconds, CPU seconds)``. The CPU time (user + system of the
     child) is the fairer number on a machine shared with other jobs."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # The scripts import this checkout's funcrl, not whichever one is installed.
+    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -216,7 +228,7 @@ def sb3_worker(spec: dict) -> None:
         gradient_steps=1,
         policy_kwargs={"net_arch": list(h["num_cells"])},
         seed=spec["seed"],
-        device="cpu",
+        device=spec.get("device", "cpu"),
         verbose=0,
         **algo.sb3_extra,
     )
@@ -324,7 +336,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--out", default=os.path.join(RESULTS, "learning.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    H.add_device_args(p)
     args = p.parse_args(argv)
+    global DEVICE, CUDAGRAPHS
+    dev, CUDAGRAPHS = H.device_from_args(args)
+    DEVICE = str(dev)
     if args.worker is not None:
         sb3_worker(json.loads(args.worker))
         return {}
@@ -362,6 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
         },
         "threads": args.threads,
+        "device": DEVICE,
+        "cuda_graphs": CUDAGRAPHS,
         "settings": {n: dataclasses.asdict(a) for n, a in algos.items()},
         "runs": runs,
         "summary": rows,

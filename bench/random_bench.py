@@ -25,13 +25,15 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs the rows; returns ``{"cold_compile_s", "rows", "ratios", "numel"}``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    H.add_device_args(ap)
     args = ap.parse_args(argv)
+    dev, _ = H.device_from_args(args)  # draws have no step to graph: --cudagraphs is unused
     H.setup_torch(threads=1)
     import torch
 
     from funcrl import random as R
 
-    key = R.key(0)
+    key = R.key(0, device=dev)
     big = 10**6 if args.quick else 10**7
     rounds, steps = (3, 2) if args.quick else (7, 3)
 
@@ -60,16 +62,16 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {
         "normal_1e7": {
             "funcrl.random.normal": lambda: R.normal(key, (big,)),
-            "torch.randn": lambda: torch.randn(big),
+            "torch.randn": lambda: torch.randn(big, device=dev),
         },
         "uniform_1e7": {
             "funcrl.random.uniform": lambda: R.uniform(key, (big,)),
-            "torch.rand": lambda: torch.rand(big),
+            "torch.rand": lambda: torch.rand(big, device=dev),
         },
         "normal_256x6": {
             "funcrl.random.normal": lambda: R.normal(key, (256, 6)),
             "funcrl.random.normal (plain ops)": plain(lambda: R.normal(key, (256, 6))),
-            "torch.randn": lambda: torch.randn(256, 6),
+            "torch.randn": lambda: torch.randn(256, 6, device=dev),
         },
     }
     results, ratios = {}, {}
@@ -93,7 +95,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name, s in cold.items():
         print(f"  {name:34s} {s:6.1f} s")
     print(f"recompiles while timing: {H.frames_compiled() - frames}")
-    out = {"cold_compile_s": cold, "rows": results, "ratios": ratios, "numel": big}
+    out = {
+        "device": str(dev),
+        "cold_compile_s": cold,
+        "rows": results,
+        "ratios": ratios,
+        "numel": big,
+    }
     if not args.quick:
         path = H.write_json("random_bench", {"env": H.environment(), **out})
         print(f"wrote {path}")

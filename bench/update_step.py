@@ -67,17 +67,28 @@ def make_data(algo: str, batch: int, seed: int = 0):
 # -- builders: each returns {"run": () -> None, "fn": compiled-able fn, "args": args} --------------
 
 
+# Set by main from --device / --cudagraphs (bench._harness.device_from_args).
+DEVICE: str | None = None
+CUDAGRAPHS: bool | None = None
+
+
 def _device():
     import torch
 
+    if DEVICE is not None:
+        return DEVICE
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cudagraphs() -> bool:
+    return str(_device()).startswith("cuda") if CUDAGRAPHS is None else CUDAGRAPHS
 
 
 def _compile(fn, fullgraph: bool):
     import torch
 
-    mode = "reduce-overhead" if torch.cuda.is_available() else None  # CUDA graphs on a GPU
-    return torch.compile(fn, fullgraph=fullgraph, mode=mode)
+    # CUDA graphs on a GPU (torch.compile's "reduce-overhead").
+    return torch.compile(fn, fullgraph=fullgraph, mode=H.compile_mode(_cudagraphs()))
 
 
 def build_funcrl(algo: str, size: str, compiled: bool, jit: bool = False) -> dict[str, Any]:
@@ -120,7 +131,7 @@ def build_funcrl(algo: str, size: str, compiled: bool, jit: bool = False) -> dic
     if jit:
         from funcrl.jit import jit as funcrl_jit
 
-        step = funcrl_jit(train.step)
+        step = funcrl_jit(train.step, cudagraphs=_cudagraphs())
     else:
         step = _compile(train.step, fullgraph=True) if compiled else train.step
     box = [params, opt_state]
@@ -265,7 +276,6 @@ BUILDERS = {"funcrl": build_funcrl, "torchrl": build_torchrl, "floor": build_flo
 
 
 def bench(algo: str, size: str, *, rounds: int, steps: int, modes, memory: bool, explain: bool):
-    import torch
 
     impls, meta, builds = {}, {}, {}
     for mode in modes:
@@ -316,7 +326,7 @@ def bench(algo: str, size: str, *, rounds: int, steps: int, modes, memory: bool,
         "rounds": rounds,
         "steps_per_round": steps,
         "device": str(_device()),
-        "cuda_graphs": bool(torch.cuda.is_available()),
+        "cuda_graphs": _cudagraphs(),
         "results": meta,
         "ratios": ratios,
     }
@@ -382,10 +392,10 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines + (comp if any_comp else []))
 
 
-def merge_saved(payload: dict, out_dir=None) -> dict:
+def merge_saved(payload: dict, out_dir=None, name: str = "update_step") -> dict:
     """Keeps the saved runs of (algo, size) pairs this invocation did not measure, so one pair
     can be re-measured without re-running everything (each run keeps its own ``env``)."""
-    path = Path(out_dir or H.RESULTS) / "update_step.json"
+    path = Path(out_dir or H.RESULTS) / f"{name}.json"
     if not path.exists():
         return payload
     old = json.loads(path.read_text())
@@ -419,7 +429,12 @@ def main(argv=None) -> dict:
     p.add_argument("--no-explain", action="store_true")
     p.add_argument("--quick", action="store_true", help="eager only, 2 rounds x 3 steps, no json")
     p.add_argument("--out", default=None, help="results directory (default bench/results)")
+    p.add_argument("--name", default="update_step", help="results file name (without .json)")
+    H.add_device_args(p)
     a = p.parse_args(argv)
+    global DEVICE, CUDAGRAPHS
+    dev, CUDAGRAPHS = H.device_from_args(a)
+    DEVICE = str(dev)
     H.setup_torch()
     H.prewarm_compiler()
     if a.quick:
@@ -439,9 +454,9 @@ def main(argv=None) -> dict:
     payload = {"env": H.environment(), "wall_s": time.time() - t0, "runs": runs}
     print(table(runs))
     if not a.quick:
-        payload = merge_saved(payload, a.out)
+        payload = merge_saved(payload, a.out, a.name)
         print(table(payload["runs"]))
-        print("wrote", H.write_json("update_step", payload, a.out))
+        print("wrote", H.write_json(a.name, payload, a.out))
     return payload
 
 

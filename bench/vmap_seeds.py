@@ -21,10 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _harness as H  # noqa: E402
+from bench import update_step  # noqa: E402
 from bench.update_step import ACT, LR, OBS, SIZES, TAU, build_funcrl, make_data  # noqa: E402
 
 
-def build_vmapped(n_seeds: int, size: str, compiled: bool):
+def build_vmapped(n_seeds: int, size: str, compiled: bool, device="cpu", cudagraphs=False):
     """One update of ``n_seeds`` SAC agents, vmapped (and compiled)."""
     import torch
 
@@ -52,10 +53,10 @@ def build_vmapped(n_seeds: int, size: str, compiled: bool):
     }
     # [S, B] batch dims: vmap over the seeds leaves each seed a [B]-batched Record.
     rec = Record(stacked, batch_ndim=2)
+    params, opt_state, rec = tree.map(lambda x: x.to(device), (params, opt_state, rec))
     step = torch.func.vmap(train.step, in_dims=(0, 0, 0), randomness="different")
     if compiled:
-        mode = "reduce-overhead" if torch.cuda.is_available() else None
-        step = torch.compile(step, fullgraph=True, mode=mode)
+        step = torch.compile(step, fullgraph=True, mode=H.compile_mode(cudagraphs))
     box = [params, opt_state]
 
     def run():
@@ -72,7 +73,11 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="eager vmap of 1 and 2 seeds, no json")
     p.add_argument("--out", default=None)
+    H.add_device_args(p)
     a = p.parse_args(argv)
+    dev, graphs = H.device_from_args(a)
+    # The single-agent rows come from bench.update_step's builders: same device and graphs.
+    update_step.DEVICE, update_step.CUDAGRAPHS = str(dev), graphs
     H.setup_torch()
     compiled = not a.quick
     if a.quick:
@@ -90,7 +95,7 @@ def main(argv=None) -> dict:
     for n in a.seeds:
         name = f"vmap{n}/{'compiled' if compiled else 'eager'}"
         try:
-            run = build_vmapped(n, a.size, compiled)
+            run = build_vmapped(n, a.size, compiled, dev, graphs)
             meta[name] = H.cold_call(run, warmup=3)
             impls[name] = run
         except Exception as e:  # noqa: BLE001 - report and go on
@@ -125,6 +130,8 @@ def main(argv=None) -> dict:
     print("\n".join(lines))
     payload = {
         "env": H.environment(),
+        "device": str(dev),
+        "cuda_graphs": graphs,
         "size": a.size,
         "hidden": SIZES[a.size][0],
         "batch": SIZES[a.size][1],

@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _util  # noqa: E402
 
-from funcrl import buffers, checkpoint, envs  # noqa: E402
+from funcrl import buffers, checkpoint, distributed, envs  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
@@ -90,6 +90,24 @@ class OffPolicyConfig:
             "help": "compile the update step with funcrl.jit instead of torch.compile (traced "
             "once per input signature, called without dynamo's guards; a shorter cold start); "
             "overrides --no-compile"
+        },
+    )
+    device: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]"}
+    )
+    cudagraphs: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "CUDA graphs for the update step: funcrl.jit(cudagraphs=True) with --jit, "
+            'torch.compile(mode="reduce-overhead") with --compile (CUDA only)'
+        },
+    )
+    distributed: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "data parallel over the processes torchrun starts (gloo on CPU, NCCL on "
+            "CUDA): gradients averaged in the step, one buffer and env seeds per rank, files "
+            "from rank 0; --total-steps counts all ranks' steps"
         },
     )
     out: str = dataclasses.field(default="runs/example", metadata={"help": "output directory"})
@@ -149,23 +167,41 @@ def update_step(trainer_step: Callable, cfg: OffPolicyConfig) -> Callable:
 
 def compile_step(step: Callable, cfg: OffPolicyConfig) -> Callable:
     """The update step as the config asks: ``funcrl.jit`` (``--jit``), else
-    ``torch.compile(fullgraph=True)`` (``--compile``, the default), else eager."""
+    ``torch.compile(fullgraph=True)`` (``--compile``, the default), else eager; ``--cudagraphs``
+    replays it as a CUDA graph (``funcrl.jit(cudagraphs=True)`` / ``mode="reduce-overhead"``)."""
+    graphs = getattr(cfg, "cudagraphs", False)
     if cfg.jit:
-        return funcrl_jit(step)
+        return funcrl_jit(step, cudagraphs=graphs)
     if not cfg.compile:
         return step
-    return torch.compile(step, fullgraph=True)
+    return torch.compile(step, fullgraph=True, mode="reduce-overhead" if graphs else None)
+
+
+def optimizer(cfg: OffPolicyConfig, opt: Any) -> Any:
+    """``opt``, averaging the gradients over the ranks with ``--distributed``
+    (``funcrl.distributed.data_parallel``); every algorithm script builds its optimizer with it."""
+    return distributed.data_parallel(opt) if getattr(cfg, "distributed", False) else opt
+
+
+def device(cfg: OffPolicyConfig) -> torch.device:
+    """The run's device (``--device``); with ``--distributed`` on CUDA, GPU ``LOCAL_RANK``."""
+    dev = _util.resolve_device(getattr(cfg, "device", "cpu"))
+    if getattr(cfg, "distributed", False) and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return dev
 
 
 def make_env(cfg: OffPolicyConfig) -> envs.VecEnv:
-    """The training vector env: ``num_envs`` copies of ``cfg.env``."""
-    return envs.VecEnv(cfg.env, cfg.num_envs)
+    """The training vector env: ``num_envs`` copies of ``cfg.env``, tensors on the run's device."""
+    return envs.VecEnv(cfg.env, cfg.num_envs, device=device(cfg))
 
 
 def evaluate(cfg: OffPolicyConfig, agent_act: Callable, params: Any) -> torch.Tensor:
     """Deterministic returns over ``cfg.eval_episodes`` episodes (seeds disjoint from training)."""
     seed = 1_000_000 + 1_000 * cfg.seed
-    res = envs.evaluate(lambda o: agent_act(params, o), cfg.env, cfg.eval_episodes, seed=seed)
+    res = envs.evaluate(
+        lambda o: agent_act(params, o), cfg.env, cfg.eval_episodes, seed=seed, device=device(cfg)
+    )
     return res["return"]
 
 
@@ -195,11 +231,22 @@ def train(
         CSV's ``time`` column count collection, updates and compilation; periodic evaluations and
         checkpoints are left out so the curve's time axis is the cost of learning alone.
     """
-    _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, OUT_FILES)
+    dev = device(cfg)
+    rank, world = 0, 1
+    if getattr(cfg, "distributed", False):
+        if cfg.resume:
+            raise ValueError("--resume: not supported with --distributed (one buffer per rank)")
+        rank, world = distributed.setup(device=dev)
+    lead = rank == 0  # only rank 0 writes files, shows progress and evaluates during training
+    if lead:
+        _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    params, opt_state = agent.params, agent.opt_state
-    root = frandom.key(cfg.seed)
-    keys = _util.run_keys(root)
+    # Same params on every rank (same key); the update's all-reduce keeps them equal.
+    params, opt_state = _util.to_device((agent.params, agent.opt_state), dev)
+    # Keys on the buffer's device (sampling checks it). Rank 0 draws a one-process run's streams;
+    # rank r > 0 its own env seeds, sampling, exploration and loss draws from fold_in(root, r).
+    root = frandom.key(cfg.seed, device=dev)
+    keys = _util.run_keys(root if rank == 0 else frandom.fold_in(root, rank))
     # The random warm-up actions come from gymnasium-side code that takes a torch.Generator: one
     # seeded from the env key, saved in the checkpoint so a resumed run continues its stream.
     env_seed = _util.int_seed(keys.env)
@@ -207,7 +254,7 @@ def train(
     obs = env.reset(seed=env_seed)
     example, _ = env.step(env.random_action(generator=action_gen))
     obs = env.reset(seed=env_seed)
-    buf = buffers.init(cfg.buffer_size, example[0])
+    buf = buffers.init(cfg.buffer_size, example[0])  # on the env's device, like the example
     step, updates_done, elapsed = 0, 0.0, 0.0
     recent: deque[float] = deque(maxlen=10)
     if cfg.resume:
@@ -215,12 +262,13 @@ def train(
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         # The settings first (a clear "--num-cells 256 256 vs 64 64"), then the tensors' shapes.
         _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
+        # Loaded on the CPU (the generator state must stay there), then the tensors moved.
         ck = _util.load_checkpoint(ckpt_path, like=checkpoint_template(params, opt_state)).tree
-        params, opt_state = ck["params"], ck["opt_state"]
-        buf = load_buffer(ck["buffer"], buf)
+        params, opt_state = _util.to_device((ck["params"], ck["opt_state"]), dev)
+        buf = load_buffer(_util.to_device(ck["buffer"], dev), buf)
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
         recent.extend(ck["recent"])
-        root = ck["key"]
+        root = ck["key"].to(dev)  # --resume is one process: rank 0's streams
         keys = _util.run_keys(root)
         env_seed = _util.int_seed(keys.env)
         action_gen.set_state(ck["action_rng"])
@@ -229,11 +277,11 @@ def train(
         # New episodes, seeded apart from the first ones (gymnasium's env RNG is not saved).
         obs = env.reset(seed=env_seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
     fields = LOG_FIELDS + list(metric_keys)
-    log = _util.CSVLogger(cfg.out, fields, resume=cfg.resume)
+    log = _util.CSVLogger(cfg.out, fields, resume=cfg.resume) if lead else _NoLog()
     timer = _util.Timer()
     t_start = elapsed
     bar = None
-    if cfg.progress:
+    if cfg.progress and lead:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.total_steps, initial=step, unit="step", dynamic_ncols=True)
@@ -254,10 +302,12 @@ def train(
                     action = agent.explore(params, obs["observation"], key)
         transition, obs = env.step(action)
         buffers.add_(buf, transition)
-        step += cfg.num_envs
+        step += cfg.num_envs * world  # all ranks' steps: every rank counts the same
         if step >= cfg.learning_starts:
             # A fractional ratio accumulates: 0.5 updates per step is one update every 2 steps.
-            target = (step - cfg.learning_starts + cfg.num_envs) * cfg.updates_per_step
+            # Per rank's own transitions, so every rank takes the same updates (the all-reduce).
+            target = (step - cfg.learning_starts + cfg.num_envs * world) / world
+            target *= cfg.updates_per_step
             while updates_done + 1 <= target:
                 key = frandom.fold_in(keys.update, int(updates_done))
                 params, opt_state, metrics = agent.update(params, opt_state, buf, key)
@@ -271,18 +321,18 @@ def train(
             row.update({k: metrics[k] for k in metric_keys if k in metrics})
             log.log(row)
         if bar is not None:
-            bar.update(cfg.num_envs)
+            bar.update(cfg.num_envs * world)
             if now - sps_t > 1.0:
                 sps = (step - sps_step) / (now - sps_t)
                 sps_t, sps_step = now, step
                 ret = sum(recent) / len(recent) if recent else float("nan")
                 bar.set_postfix(sps=f"{sps:.0f}", ret=f"{ret:.1f}", refresh=False)
-        if next_eval is not None and step >= next_eval and step < cfg.total_steps:
+        if lead and next_eval is not None and step >= next_eval and step < cfg.total_steps:
             with timer.paused():
                 rets = evaluate(cfg, agent.act, params)
             log.log(_eval_row(step, t_start + timer.elapsed(), sps, rets))
             next_eval = _next_multiple(step, cfg.eval_every)
-        if next_ckpt is not None and step >= next_ckpt and step < cfg.total_steps:
+        if lead and next_ckpt is not None and step >= next_ckpt and step < cfg.total_steps:
             with timer.paused():
                 _save(
                     ckpt_path,
@@ -301,37 +351,46 @@ def train(
     if bar is not None:
         bar.close()
     train_time = t_start + timer.elapsed()
+    # Every rank evaluates the same params (same seeds): the same result, no broadcast needed.
     rets = evaluate(cfg, agent.act, params)
-    log.log(_eval_row(step, train_time, sps, rets))
-    log.close()
-    _save(
-        ckpt_path,
-        cfg,
-        params,
-        opt_state,
-        buf,
-        step,
-        updates_done,
-        train_time,
-        recent,
-        action_gen,
-        root,
-    )
-    png = _util.plot_curve(log.path, os.path.join(cfg.out, "curve.png"), title)
     result = {
         "eval_return": float(rets.mean()),
         "eval_returns": rets.tolist(),
-        "png": png,
-        "csv": log.path,
+        "png": os.path.join(cfg.out, "curve.png"),
+        "csv": os.path.join(cfg.out, "log.csv"),
         "checkpoint": ckpt_path,
         "train_time": train_time,
         "steps": step,
         "updates": int(updates_done),
         "config": dataclasses.asdict(cfg),
+        "rank": rank,
+        "world_size": world,
     }
-    # result.json: what bench/learning.py and the tests read back.
-    _util.write_json(os.path.join(cfg.out, "result.json"), result)
+    if lead:
+        log.log(_eval_row(step, train_time, sps, rets))
+        log.close()
+        _save(
+            ckpt_path, cfg, params, opt_state, buf, step, updates_done, train_time, recent,
+            action_gen, root,
+        )  # fmt: skip
+        result["png"] = _util.plot_curve(log.path, result["png"], title)
+        # result.json: what bench/learning.py and the tests read back.
+        _util.write_json(os.path.join(cfg.out, "result.json"), result)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return {**result, "params": params}
+
+
+class _NoLog:
+    """The log of a rank other than 0: rows are dropped (rank 0 writes ``log.csv``)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _next_multiple(step: int, every: int) -> int | None:
@@ -379,7 +438,7 @@ def _save(
         "recent": [float(r) for r in recent],
         "action_rng": action_gen.get_state(),
         # The root key: with the counters above, every stream continues where it stopped.
-        "key": key,
+        "key": key.cpu(),
     }
     _util.save_checkpoint(path, state, cfg)
 

@@ -102,9 +102,50 @@ def check_config(cfg: Any) -> None:
                 raise ValueError(f"parse_config: {flag} must be >= 0, got {v}")
             if f.name in _UNIT and not 0 <= x <= 1:
                 raise ValueError(f"parse_config: {flag} must be in [0, 1], got {v}")
+    check_device_flags(cfg)
     lo, hi = getattr(cfg, "v_min", None), getattr(cfg, "v_max", None)
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"parse_config: --v-min must be < --v-max, got {lo} and {hi}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: ``"auto"`` is CUDA when available, else CPU.
+
+    Raises:
+        ValueError: not a CPU or CUDA device, or CUDA asked for without one.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"parse_config: --device must be auto, cpu or cuda[:i], got {name!r}"
+        ) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"parse_config: --device must be auto, cpu or cuda[:i], got {name!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"parse_config: --device {name}: no CUDA device is available")
+    return dev
+
+
+def check_device_flags(cfg: Any) -> None:
+    """``--device`` names a usable device; ``--cudagraphs`` needs CUDA and a compiled step."""
+    if not hasattr(cfg, "device"):
+        return
+    dev = resolve_device(cfg.device)
+    if getattr(cfg, "cudagraphs", False):
+        if dev.type != "cuda":
+            raise ValueError(f"parse_config: --cudagraphs needs a CUDA device, got --device {dev}")
+        if not (getattr(cfg, "compile", False) or getattr(cfg, "jit", False)):
+            raise ValueError("parse_config: --cudagraphs needs --compile or --jit")
+
+
+def to_device(tree_: Any, device: torch.device) -> Any:
+    """Every tensor of a pytree on ``device`` (the params, optimizer state, buffer)."""
+    from funcrl import tree
+
+    return tree.map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, tree_)
 
 
 def prepare_out(out: str, resume: bool | None, overwrite: bool, files: tuple[str, ...]) -> None:
@@ -295,6 +336,7 @@ def load_checkpoint(path: str, like: Any = None) -> checkpoint.Checkpoint:
 # Settings a resumed run may change: they do not shape the nets, the optimizer or the data.
 RESUMABLE = {
     "total_steps", "out", "resume", "overwrite", "progress", "threads", "compile", "jit",
+    "device", "cudagraphs",
     "eval_every", "eval_episodes", "checkpoint_every", "buffer_size", "batch_size",
     "learning_starts", "updates_per_step",
 }  # fmt: skip

@@ -103,7 +103,10 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         updates = max(1, int((cfg.total_steps - cfg.learning_starts) * cfg.updates_per_step))
         learning_rate = optim.linear_schedule(cfg.learning_rate, 0.0, updates)
     trainer = c51.trainer(
-        optim.adam(learning_rate), config=loss_cfg, nets=nets, hard_target_period=period
+        _offpolicy.optimizer(cfg, optim.adam(learning_rate)),
+        config=loss_cfg,
+        nets=nets,
+        hard_target_period=period,
     )
 
     train_step = _offpolicy.update_step(trainer.step, cfg)

@@ -81,7 +81,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     adam = optim.adam(cfg.learning_rate, b1=cfg.adam_beta1)
     trainer = update(
         functools.partial(crossq.loss_and_state, config=loss_cfg, nets=nets),
-        {"actor": adam, "qvalue": adam, "log_alpha": adam},
+        _offpolicy.optimizer(cfg, {"actor": adam, "qvalue": adam, "log_alpha": adam}),
         trainable=("actor", "qvalue", "log_alpha"),
         every={"actor": cfg.policy_delay, "log_alpha": cfg.policy_delay},
         has_state=True,  # the loss also returns the new BatchRenorm statistics

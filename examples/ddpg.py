@@ -80,7 +80,12 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
     nets = ddpg.Nets(actor=actor, num_cells=cfg.num_cells)
     params = ddpg.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
-    trainer = ddpg.trainer(optim.adam(cfg.learning_rate), config=loss_cfg, nets=nets, tau=cfg.tau)
+    trainer = ddpg.trainer(
+        _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
+        config=loss_cfg,
+        nets=nets,
+        tau=cfg.tau,
+    )
 
     train_step = _offpolicy.update_step(trainer.step, cfg)
 

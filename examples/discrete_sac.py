@@ -85,7 +85,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
     trainer = update(
         functools.partial(discrete_sac.loss, config=loss_cfg, nets=nets),
-        optim.adam(cfg.learning_rate),
+        _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
         trainable=("actor", "qvalue", "log_alpha"),
         targets={"target_qvalue": "qvalue"},
         tau=cfg.tau,

@@ -99,7 +99,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     adam = optim.adam(cfg.learning_rate)
     if cfg.max_grad_norm > 0:
         adam = optim.chain(optim.clip_by_global_norm(cfg.max_grad_norm), adam)
-    trainer = dqn.trainer(adam, config=loss_cfg, nets=nets, hard_target_period=period)
+    trainer = dqn.trainer(
+        _offpolicy.optimizer(cfg, adam), config=loss_cfg, nets=nets, hard_target_period=period
+    )
 
     train_step = _offpolicy.update_step(trainer.step, cfg)
 

@@ -178,6 +178,14 @@ class Config:
     compile: bool = dataclasses.field(
         default=False, metadata={"help": "torch.compile(fullgraph=True) the update step"}
     )
+    device: str = dataclasses.field(
+        default="auto",
+        metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]: VMAS and nets"},
+    )
+    cudagraphs: bool = dataclasses.field(
+        default=False,
+        metadata={"help": 'CUDA graphs for the update step (torch.compile mode="reduce-overhead")'},
+    )
     out: str = dataclasses.field(default="runs/multiagent", metadata={"help": "output directory"})
     overwrite: bool = dataclasses.field(
         default=False, metadata={"help": "replace the logs and summary of an earlier run in <out>"}
@@ -218,10 +226,11 @@ class Vmas:
         import vmas
 
         self.continuous = cfg.continuous
+        self.device = _util.resolve_device(cfg.device)
         self.env = vmas.make_env(
             cfg.scenario,
             num_envs=num_envs,
-            device="cpu",
+            device=self.device,
             continuous_actions=self.continuous,
             max_steps=cfg.max_steps,
             terminated_truncated=True,
@@ -233,8 +242,8 @@ class Vmas:
         space = self.env.action_space[0]
         if self.continuous:
             self.act_dim = int(space.shape[-1])
-            self.low = torch.as_tensor(space.low).expand(self.n_agents, -1)
-            self.high = torch.as_tensor(space.high).expand(self.n_agents, -1)
+            self.low = torch.as_tensor(space.low, device=self.device).expand(self.n_agents, -1)
+            self.high = torch.as_tensor(space.high, device=self.device).expand(self.n_agents, -1)
         else:
             self.n_actions = int(space.n)
 
@@ -274,8 +283,8 @@ def evaluate(cfg: Config, policy: Callable[[torch.Tensor], torch.Tensor], seed: 
     worlds (rewards after a world's termination are not counted)."""
     env = Vmas(cfg, cfg.eval_envs, seed)
     obs = env.reset()
-    ret = torch.zeros(cfg.eval_envs)
-    alive = torch.ones(cfg.eval_envs, dtype=torch.bool)
+    ret = torch.zeros(cfg.eval_envs, device=env.device)
+    alive = torch.ones(cfg.eval_envs, dtype=torch.bool, device=env.device)
     with torch.no_grad():
         for _ in range(cfg.max_steps):
             obs, rewards, terminated, _, _ = env.step(policy(obs))
@@ -287,8 +296,10 @@ def evaluate(cfg: Config, policy: Callable[[torch.Tensor], torch.Tensor], seed: 
 def random_policy(env: Vmas) -> Callable[[torch.Tensor], torch.Tensor]:
     """Uniform actions: categorical, or uniform in the action box. Samples."""
     if env.continuous:
-        return lambda o: env.low + (env.high - env.low) * torch.rand(*o.shape[:2], env.act_dim)
-    return lambda o: torch.randint(0, env.n_actions, o.shape[:2])
+        return lambda o: (
+            env.low + (env.high - env.low) * torch.rand(*o.shape[:2], env.act_dim, device=o.device)
+        )
+    return lambda o: torch.randint(0, env.n_actions, o.shape[:2], device=o.device)
 
 
 # --- the agents ----------------------------------------------------------------------------------
@@ -477,11 +488,14 @@ def grouped_transition(obs, action, next_obs, rewards, terminated, truncated) ->
 def train(cfg: Config, algo: str) -> dict:
     # Every draw from one key (_util.run_keys streams): params, environments,
     # exploration (fold_in by environment step), updates (fold_in by update count).
-    keys = _util.run_keys(cfg.seed)
+    keys = _util.run_keys(frandom.key(cfg.seed))
     env = Vmas(cfg, cfg.num_envs, _util.int_seed(keys.env))
+    # Keys on the env's device, where the buffer and the params live (sampling checks it).
+    keys = _util.Keys(*(k.to(env.device) for k in keys))
     make = make_actor_critic if cfg.continuous else make_qmix
     agent = make(cfg, algo, env, keys.init)
-    params, trainer = agent.params, agent.trainer
+    trainer = agent.trainer
+    params = _util.to_device(agent.params, env.device)
     opt_state = trainer.init(params)
     flatten = group_view if cfg.continuous else (lambda b: b)  # qmix reads the group itself
 
@@ -491,7 +505,8 @@ def train(cfg: Config, algo: str) -> dict:
         return trainer.step(params, opt_state, batch, k_loss)
 
     if cfg.compile:
-        update = torch.compile(update, fullgraph=True)
+        mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
+        update = torch.compile(update, fullgraph=True, mode=mode)
 
     obs = env.reset()
     with torch.no_grad():
@@ -509,7 +524,7 @@ def train(cfg: Config, algo: str) -> dict:
     logger.log({"step": 0, "eval_return": curve[0][1]})
     iters = cfg.total_steps // cfg.num_envs
     bar = _progress(cfg, iters, algo)
-    ep_return = torch.zeros(cfg.num_envs)
+    ep_return = torch.zeros(cfg.num_envs, device=env.device)
     recent: list[float] = []
     metrics: dict = {}
     timer = _util.Timer()

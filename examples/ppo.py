@@ -78,6 +78,13 @@ class Config:
     compile: bool = dataclasses.field(
         default=False, metadata={"help": "torch.compile the update (fullgraph; slow to compile)"}
     )
+    device: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]"}
+    )
+    cudagraphs: bool = dataclasses.field(
+        default=False,
+        metadata={"help": 'CUDA graphs for the update (torch.compile mode="reduce-overhead")'},
+    )
 
 
 OUT_FILES = ("checkpoint.pt", "log.csv")
@@ -196,7 +203,8 @@ def evaluate(cfg: Config, params: Any, nets: Any, norm: Normalizers, norm_state:
         return on_policy.act(params, norm.obs(norm_state, o), nets=nets, mode="deterministic")
 
     seed = 1_000_000 + 1_000 * cfg.seed
-    return envs.evaluate(act, cfg.env, cfg.eval_episodes, seed=seed)["return"]
+    dev = _util.resolve_device(cfg.device)
+    return envs.evaluate(act, cfg.env, cfg.eval_episodes, seed=seed, device=dev)["return"]
 
 
 def _save(
@@ -223,15 +231,21 @@ def train(cfg: Config) -> dict[str, Any]:
         )
     _util.prepare_out(cfg.out, None, cfg.overwrite, OUT_FILES)
     torch.set_num_threads(cfg.threads)
+    dev = _util.resolve_device(cfg.device)
     # Every draw from one key: params (make_agent), env seeds, rollouts' actions and the
-    # updates' minibatch shuffles, folded with the iteration.
+    # updates' minibatch shuffles, folded with the iteration; on the device, as the rollouts.
     root = frandom.key(cfg.seed)
-    keys = _util.run_keys(root)
-    env = envs.VecEnv(cfg.env, cfg.num_envs)
+    keys = _util.Keys(*(k.to(dev) for k in _util.run_keys(root)))
+    env = envs.VecEnv(cfg.env, cfg.num_envs, device=dev)  # rollouts arrive on the device
     nets, _, params, trainer = make_agent(cfg, env.observation_spec, env.action_spec)
+    params = _util.to_device(params, dev)
     norm, norm_state = make_normalizers(cfg, env)
+    norm_state = _util.to_device(norm_state, dev)
     state = trainer.init(params)
-    step_fn = torch.compile(trainer.step, fullgraph=True) if cfg.compile else trainer.step
+    mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
+    step_fn = (
+        torch.compile(trainer.step, fullgraph=True, mode=mode) if cfg.compile else trainer.step
+    )
     obs = env.reset(seed=_util.int_seed(keys.env))["observation"]
     log = _util.CSVLogger(cfg.out, LOG_FIELDS + list(METRICS), resume=False)
     ckpt = os.path.join(cfg.out, "checkpoint.pt")

@@ -58,7 +58,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     params = sac.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = update(
         functools.partial(sac.loss, config=loss_cfg, nets=nets),
-        optim.adam(cfg.learning_rate),
+        _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
         trainable=("actor", "qvalue", "log_alpha"),
         targets={"target_qvalue": "qvalue"},
         tau=cfg.tau,

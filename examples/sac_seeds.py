@@ -19,6 +19,14 @@ State layout: every leaf of the params, the optimizer state and the buffer has a
 
 Writes ``<out>/log.csv`` (per-agent returns), ``<out>/curve.png`` (mean over agents) and
 ``<out>/checkpoint.pt``; ``--resume`` continues from the checkpoint.
+
+``--device cuda`` puts params, buffers and env tensors on the GPU (``--cudagraphs`` replays the
+vmapped update as a CUDA graph). ``--distributed`` (population mode, under ``torchrun``) splits the
+agents over the ranks: rank ``r`` of ``W`` trains agents ``[r N / W, (r + 1) N / W)`` with the
+same seeds a one-process run gives them, with no communication but the evaluations, gathered
+(``funcrl.distributed.gather``) so rank 0 logs every agent's evaluation; ``log.csv`` holds rank
+0's agents' training episodes, and the checkpoint every agent's params and optimizer state
+(without the buffers, so it cannot be resumed).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 from sac import Config as SACConfig  # noqa: E402
 
-from funcrl import buffers, checkpoint, envs, optim, sac, tree  # noqa: E402
+from funcrl import buffers, checkpoint, distributed, envs, optim, sac, tree  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
@@ -62,21 +70,34 @@ class Config(SACConfig):
 def main(argv: list[str] | None = None) -> dict:
     cfg = _util.parse_config(Config, argv)
     _offpolicy.set_threads(cfg.threads)
-    n, e = cfg.agents, cfg.num_envs
-    _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, _offpolicy.OUT_FILES)
+    dev = _offpolicy.device(cfg)
+    rank, world = 0, 1
+    if cfg.distributed:
+        if cfg.resume:
+            raise ValueError("--resume: not supported with --distributed (one buffer per rank)")
+        rank, world = distributed.setup(device=dev)
+    lead = rank == 0
+    # This rank's agents (all of them in one process); n below counts only those.
+    agents = distributed.shard(torch.arange(cfg.agents)).tolist()
+    first, n, e = agents[0], len(agents), cfg.num_envs
+    if lead:
+        _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, _offpolicy.OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
 
     # --- environments: one vector env of n * e, split by agent ---
-    env = envs.VecEnv(cfg.env, n * e)
+    env = envs.VecEnv(cfg.env, n * e, device=dev)
     obs_spec, act_spec = env.observation_spec, env.action_spec
     root = frandom.key(cfg.seed)
     if cfg.resume and os.path.exists(ckpt_path):
         root = _util.load_checkpoint(ckpt_path).tree["key"]
     keys = _util.run_keys(root)
-    # Child i of each stream belongs to agent i: the same for any number of agents.
-    agent_keys = _util.Keys(*(frandom.split(k, n) for k in keys))
-    env_seed = _util.int_seed(keys.env)
-    action_gen = torch.Generator().manual_seed(env_seed)
+    # Child i of each stream belongs to agent i (of --agents, on whichever rank it lives): agent i
+    # draws the same numbers for any number of agents or ranks. On the device: sampling checks it.
+    agent_keys = _util.Keys(
+        *(frandom.split(k, cfg.agents)[first : first + n].to(dev) for k in keys)
+    )
+    # The warm-up actions: one generator per rank, seeded from the env key.
+    action_gen = torch.Generator().manual_seed(_util.int_seed(frandom.fold_in(keys.env, rank)))
 
     # --- the SAC update for one agent, as in examples/sac.py ---
     loss_cfg = sac.Config(
@@ -85,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     nets = sac.Nets(num_cells=cfg.num_cells)
     trainer = update(
         functools.partial(sac.loss, config=loss_cfg, nets=nets),
-        optim.adam(cfg.learning_rate),
+        optim.adam(cfg.learning_rate),  # independent agents: nothing to average over ranks
         trainable=("actor", "qvalue", "log_alpha"),
         targets={"target_qvalue": "qvalue"},
         tau=cfg.tau,
@@ -115,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
         [sac.init(agent_keys.init[i], obs_spec, act_spec, loss_cfg, nets) for i in range(n)]
     )
     opt_state = tree.stack([trainer.init(tree.map(lambda x, i=i: x[i], params)) for i in range(n)])
+    params, opt_state = _util.to_device((params, opt_state), dev)
+    # Sub-env j of agent i is seeded env_seed + i * e + j, on whichever rank agent i lives.
+    env_seed = _util.int_seed(keys.env) + first * e
     obs = env.reset(seed=env_seed)
     example, _ = env.step(act_spec.rand((n * e,), generator=action_gen))
     obs = env.reset(seed=env_seed)
@@ -127,9 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         like.update(dict.fromkeys(("step", "updates_done", "elapsed", "action_rng", "key"), ...))
         _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
         ck = _util.load_checkpoint(ckpt_path, like=like).tree
-        params, opt_state = ck["params"], ck["opt_state"]
+        params, opt_state = _util.to_device((ck["params"], ck["opt_state"]), dev)
         empty = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
-        buf = tree.stack([_offpolicy.load_buffer(sd, b) for sd, b in zip(ck["buffers"], empty)])
+        saved = _util.to_device(ck["buffers"], dev)
+        buf = tree.stack([_offpolicy.load_buffer(sd, b) for sd, b in zip(saved, empty)])
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
         action_gen.set_state(ck["action_rng"])
         obs = env.reset(seed=env_seed + 7919 * (step // e + 1))
@@ -137,14 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
     # Views of agent i's buffer: buffers.add_ writes through them into the stacked storage.
     views = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
 
-    log = _util.CSVLogger(
-        cfg.out, ["step", "time", "agent", "episode_return", "eval_return"], resume=cfg.resume
-    )
-    running = torch.zeros(n, e, dtype=torch.float64)
-    recent = torch.full((n,), float("nan"), dtype=torch.float64)
+    fields = ["step", "time", "agent", "episode_return", "eval_return"]
+    log = _util.CSVLogger(cfg.out, fields, resume=cfg.resume) if lead else _offpolicy._NoLog()
+    running = torch.zeros(n, e, dtype=torch.float64, device=dev)
+    recent = torch.full((n,), float("nan"), dtype=torch.float64, device=dev)
     timer = _util.Timer()
     bar = None
-    if cfg.progress:
+    if cfg.progress and lead:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.total_steps, initial=step, unit="step/agent", dynamic_ncols=True)
@@ -156,9 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
         def policy(o):
             return act_all(params, o.reshape(n, k, -1)).reshape(n * k, -1)
 
-        seed = 1_000_000 + 1_000 * cfg.seed
-        res = envs.evaluate(policy, cfg.env, n * k, seed=seed)
-        return res["return"].reshape(n, k).mean(1)
+        # Every rank evaluates its agents on the episodes a one-process run gives them.
+        seed = 1_000_000 + 1_000 * cfg.seed + first * k
+        res = envs.evaluate(policy, cfg.env, n * k, seed=seed, device=dev)
+        # All ranks' agents, in agent order (a collective: every rank evaluates at the same step).
+        return distributed.gather(res["return"].reshape(n, k).mean(1).to(dev))
 
     next_eval = _offpolicy._next_multiple(step, cfg.eval_every)
     while step < cfg.total_steps:
@@ -189,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
                     {
                         "step": step,
                         "time": elapsed + timer.elapsed(),
-                        "agent": i,
+                        "agent": first + i,
                         "episode_return": float(running[i, j]),
                     }
                 )
@@ -201,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         if next_eval is not None and step >= next_eval and step < cfg.total_steps:
             with timer.paused():
                 rets = evaluate_all(params)
-            for i in range(n):
+            for i in range(cfg.agents):
                 log.log(
                     {
                         "step": step,
@@ -214,25 +240,30 @@ def main(argv: list[str] | None = None) -> dict:
     if bar is not None:
         bar.close()
     train_time = elapsed + timer.elapsed()
-    rets = evaluate_all(params)
-    for i in range(n):
+    rets = evaluate_all(params).cpu()
+    for i in range(cfg.agents):
         log.log({"step": step, "time": train_time, "agent": i, "eval_return": float(rets[i])})
     log.close()
     env.close()
     state = {
-        "params": params,
-        "opt_state": opt_state,
-        "buffers": [_offpolicy.buffer_state(v) for v in views],
+        # Every agent's params and optimizer state (gathered from the ranks when distributed).
+        "params": distributed.gather(params),
+        "opt_state": distributed.gather(opt_state),
+        "buffers": [_offpolicy.buffer_state(v) for v in views] if world == 1 else None,
         "step": step,
         "updates_done": float(updates_done),
         "elapsed": float(train_time),
         "action_rng": action_gen.get_state(),
         "key": root,
     }
+    png = os.path.join(cfg.out, "curve.png")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if not lead:
+        return {"eval_returns": rets.tolist(), "train_time": train_time, "steps": step}
     _util.save_checkpoint(ckpt_path, state, cfg)
-    png = _util.plot_curve(
-        log.path, os.path.join(cfg.out, "curve.png"), f"SAC x{n} agents on {cfg.env}"
-    )
+    n = cfg.agents
+    png = _util.plot_curve(log.path, png, f"SAC x{n} agents on {cfg.env}")
     print(
         f"final deterministic evaluation ({cfg.eval_episodes} episodes each) of {n} agents after "
         f"{step} steps each ({train_time:.0f} s): "

@@ -86,7 +86,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     nets = td3.Nets(actor=actor, num_cells=cfg.num_cells)
     params = td3.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = td3.trainer(
-        optim.adam(cfg.learning_rate),
+        _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
         config=loss_cfg,
         nets=nets,
         policy_delay=cfg.policy_delay,

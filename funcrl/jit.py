@@ -21,6 +21,12 @@ global torch generator through Inductor's own seeding, like ``torch.compile``: r
 
 Use ``torch.compile`` when the function is not pure or changes shapes every call; use :func:`jit`
 for a training step called thousands of times with the same shapes.
+
+On CUDA, ``jit(fn, cudagraphs=True)`` also captures the compiled graph in a CUDA graph (after two
+warm-up runs on a side stream) and replays it: a call copies the inputs into the graph's static
+input buffers, replays every kernel with one launch, and returns clones of the static outputs (so
+a result stays valid after the next call). That removes the per-kernel launch cost, which is most
+of a small network's update step on a GPU.
 """
 
 from __future__ import annotations
@@ -65,14 +71,25 @@ class Jitted:
         fn: the wrapped pure function.
         backend: ``"inductor"`` (compiled kernels) or ``"eager"`` (the traced aten graph run as is;
             for tests and debugging).
+        cudagraphs: whether each compiled graph is captured and replayed as a CUDA graph.
         cache: ``{(treedef, signature): (compiled, out_treedef)}``; ``len(cache)`` counts traces.
     """
 
-    def __init__(self, fn: Callable[..., Any], backend: str = "inductor") -> None:
+    def __init__(
+        self, fn: Callable[..., Any], backend: str = "inductor", cudagraphs: bool = False
+    ) -> None:
         if backend not in ("inductor", "eager"):
             raise ValueError(f"jit: backend must be 'inductor' or 'eager', got {backend!r}")
+        if not isinstance(cudagraphs, bool):
+            raise TypeError(f"jit: cudagraphs must be a bool, got {type(cudagraphs).__name__}")
+        if cudagraphs and not torch.cuda.is_available():
+            raise ValueError(
+                "jit: cudagraphs=True needs a CUDA device; torch.cuda.is_available() is False "
+                "(use cudagraphs=False on CPU)"
+            )
         self.fn = fn
         self.backend = backend
+        self.cudagraphs = cudagraphs
         self.cache: dict[Any, tuple[Callable[..., Any], Any]] = {}
         functools.update_wrapper(self, fn)
 
@@ -108,43 +125,93 @@ class Jitted:
             return [x.contiguous() for x in out_leaves]
 
         example = [x for x, t in zip(leaves, is_t) if t]
+        if self.cudagraphs:
+            _check_cuda_inputs(example)
         gm = make_fx(flat, tracing_mode="real")(*example)
         if self.backend == "eager":
+            compiled = gm
+        else:
+            inductor = importlib.import_module("torch._inductor")
+            compiled = inductor.compile(gm, example)
+        if self.cudagraphs:
+            return _cuda_graph(compiled, example), box["spec"]
 
-            def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-                return gm(*tensors)
-
-            return run, box["spec"]
-        inductor = importlib.import_module("torch._inductor")
-        compiled = inductor.compile(gm, example)
-
-        def run_compiled(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
             return compiled(*tensors)
 
-        return run_compiled, box["spec"]
+        return run, box["spec"]
 
 
-def jit(fn: Callable[..., Any] | None = None, *, backend: str = "inductor") -> Any:
+def _check_cuda_inputs(example: list[torch.Tensor]) -> None:
+    devices = {x.device for x in example}
+    if not example or any(d.type != "cuda" for d in devices) or len(devices) != 1:
+        raise ValueError(
+            f"jit: cudagraphs=True needs every tensor input on one CUDA device, got "
+            f"{sorted(str(d) for d in devices) or 'no tensors'}"
+        )
+
+
+def _cuda_graph(
+    compiled: Callable[..., list[torch.Tensor]], example: list[torch.Tensor]
+) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    """``compiled`` captured in a CUDA graph with static input and output buffers.
+
+    The inputs are copied into buffers the graph reads (a call's tensors live at other addresses);
+    the outputs are cloned out of the graph's memory pool, which the next replay overwrites.
+    """
+    static_in = [x.detach().clone() for x in example]
+    # Warm-up on a side stream, as torch.cuda.graphs asks: lazy initialisation (cuBLAS handles,
+    # Triton autotuning, allocator growth) must not happen during capture.
+    side = torch.cuda.Stream(device=static_in[0].device)
+    side.wait_stream(torch.cuda.current_stream(static_in[0].device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            compiled(*static_in)
+    torch.cuda.current_stream(static_in[0].device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = compiled(*static_in)
+
+    def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        # The signature (shape, stride, dtype, device) matched, so the copies are exact.
+        torch._foreach_copy_(static_in, tensors)
+        graph.replay()
+        return [y.clone() for y in static_out]
+
+    return run
+
+
+def jit(
+    fn: Callable[..., Any] | None = None, *, backend: str = "inductor", cudagraphs: bool = False
+) -> Any:
     """Compiles a pure function of pytrees once per input signature (``jax.jit``'s contract).
 
     Args:
         fn: ``fn(*args) -> pytree of tensors``; args are pytrees of tensors and static values.
         backend: ``"inductor"`` or ``"eager"`` (the traced graph, uncompiled).
+        cudagraphs: capture each compiled graph in a CUDA graph and replay it (CUDA inputs only;
+            see the module docstring).
 
     Returns:
         A :class:`Jitted` callable with ``fn``'s signature (positional arguments only).
     """
     if fn is None:
-        return functools.partial(jit, backend=backend)
-    return Jitted(fn, backend=backend)
+        return functools.partial(jit, backend=backend, cudagraphs=cudagraphs)
+    return Jitted(fn, backend=backend, cudagraphs=cudagraphs)
 
 
 class _CallableModule(type(functools)):
     """``funcrl.jit`` is this module *and* :func:`jit`: ``funcrl.jit(step)`` compiles, while
     ``funcrl.jit.is_tracing`` and ``from funcrl.jit import Jitted`` keep working."""
 
-    def __call__(self, fn: Callable[..., Any] | None = None, *, backend: str = "inductor") -> Any:
-        return jit(fn, backend=backend)
+    def __call__(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        backend: str = "inductor",
+        cudagraphs: bool = False,
+    ) -> Any:
+        return jit(fn, backend=backend, cudagraphs=cudagraphs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -48,6 +48,13 @@ from funcrl.nn.models import (
     distributional_log_softmax,
     dueling_combine,
 )
+from funcrl.nn.multiagent import (
+    MultiAgentConvNet,
+    MultiAgentMLP,
+    QMixer,
+    TanhDeltaActor,
+    VDNMixer,
+)
 from funcrl.nn.noisy import NoisyLinear, noisy_weights, sample_noise, scale_noise
 from funcrl.nn.rnn import GRU, LSTM, GRUCell, GRUModule, LSTMCell, LSTMModule, gru_cell, lstm_cell
 from funcrl.nn.transformer import (
@@ -97,6 +104,11 @@ __all__ = [
     "gru_cell",
     "lstm_cell",
     "MLP",
+    "MultiAgentMLP",
+    "MultiAgentConvNet",
+    "QMixer",
+    "VDNMixer",
+    "TanhDeltaActor",
     "Activation",
     "BatchRenorm1d",
     "Concat",

@@ -18,7 +18,7 @@ class TanhBounded(Module):
 
     The deterministic actor of DDPG/TD3 on any action box: ``tanh`` keeps ``y`` strictly inside
     ``[low, high]``. (TorchRL's ``TanhDelta`` also shifts the pre-tanh value by the box's middle;
-    see :class:`funcrl.multiagent.TanhDeltaActor` for that variant.)
+    see :class:`funcrl.nn.TanhDeltaActor` for that variant.)
 
     Args:
         net: the unbounded network; its params are this module's params.

@@ -5,14 +5,14 @@
     losses = qmix.loss(params, batch)                     # {"loss", "td_error"}
 
 Each agent ``i`` has local action values ``Q_i(o_i, .)`` (one shared net, or a
-:class:`funcrl.multiagent.MultiAgentMLP` with a parameter set per agent); the values of the taken
+:class:`funcrl.nn.MultiAgentMLP` with a parameter set per agent); the values of the taken
 actions are mixed into a global ``Q_tot`` and trained with a DQN update on the team reward:
 
     Q_tot(s, a)  = mixer(Q_1(o_1, a_1), ..., Q_n(o_n, a_n); s)
     y            = r + gamma * (1 - terminated) * mixer'(max_a Q'_1(o'_1, a), ..., max_a Q'_n(o'_n, a); s')
     L            = d(Q_tot(s, a), y)
 
-with the QMIX mixer (:class:`funcrl.multiagent.QMixer`, monotone in every ``Q_i`` so the greedy
+with the QMIX mixer (:class:`funcrl.nn.QMixer`, monotone in every ``Q_i`` so the greedy
 joint action is the agents' independent greedy actions) or VDN's sum
 (``Nets(mixer=VDNMixer(n_agents))``). Primes are the target nets.
 
@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
-from funcrl.multiagent import QMixer, VDNMixer
+from funcrl.nn.multiagent import QMixer, VDNMixer
 from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
@@ -167,10 +167,10 @@ class Nets:
             n]``. ``None`` (the default) is one ReLU :class:`funcrl.nn.MLP` with ``num_cells``
             hidden units shared by all agents (it broadcasts over the agent dim), sized from the
             specs by :func:`init` and from the observation and the params' width by ``loss``;
-            pass a :class:`funcrl.multiagent.MultiAgentMLP` for per-agent parameters or a
+            pass a :class:`funcrl.nn.MultiAgentMLP` for per-agent parameters or a
             centralized input.
         mixer: ``(params, chosen_action_value [*B, n_agents, 1], state) -> [*B, 1]``. ``None``
-            (the default) is QMIX's :class:`funcrl.multiagent.QMixer` with ``mixing_embed_dim``,
+            (the default) is QMIX's :class:`funcrl.nn.QMixer` with ``mixing_embed_dim``,
             sized from the state spec / the batch's state; ``VDNMixer(n_agents)`` gives VDN.
             The loss reads the state only when ``mixer.needs_state`` (assumed ``True`` when
             absent).
