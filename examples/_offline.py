@@ -33,6 +33,7 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import checkpoint, datasets, envs  # noqa: E402
+from funcrl import random as funcrl_random  # noqa: E402
 
 __all__ = ["Agent", "OfflineConfig", "train", "load_dataset", "evaluate", "summary_line"]
 
@@ -80,7 +81,7 @@ class Agent(NamedTuple):
 
     Attributes:
         params, opt_state: the params pytree and the trainer's state.
-        update: ``(params, opt_state, buffer) -> (params, opt_state, metrics)``: samples a batch
+        update: ``(params, opt_state, buffer, key) -> (params, opt_state, metrics)``: samples a batch
             from the dataset's buffer and takes one training step (compiled if wanted).
         evaluate: ``params -> returns [episodes]``: the online evaluation.
     """
@@ -125,7 +126,9 @@ def train(
     _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     params, opt_state = agent.params, agent.opt_state
-    torch.manual_seed(cfg.seed)
+    # Every draw from one key (_util.run_keys): params (make_agent), and update u's batch and
+    # loss draws from fold_in(keys.update, u); the checkpoint keeps the key.
+    root = funcrl_random.key(cfg.seed)
     step, elapsed = 0, 0.0
     if cfg.resume:
         if not os.path.exists(ckpt_path):
@@ -136,12 +139,13 @@ def train(
             "opt_state": opt_state,
             "step": 0,
             "elapsed": 0.0,
-            "torch_rng": torch.get_rng_state(),
+            "key": root,
         }
         ck = _util.load_checkpoint(ckpt_path, like=like).tree
         params, opt_state, step, elapsed = ck["params"], ck["opt_state"], ck["step"], ck["elapsed"]
-        torch.set_rng_state(ck["torch_rng"])
+        root = ck["key"]
         _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)
+    keys = _util.run_keys(root)
     log = _util.CSVLogger(cfg.out, LOG_FIELDS + list(metric_keys), resume=cfg.resume)
     timer = _util.Timer()
     t_start = elapsed
@@ -162,12 +166,13 @@ def train(
             "opt_state": opt_state,
             "step": at,
             "elapsed": float(t),
-            "torch_rng": torch.get_rng_state(),
+            "key": root,
         }
         _util.save_checkpoint(ckpt_path, state, cfg)
 
     while step < cfg.total_steps:
-        params, opt_state, metrics = agent.update(params, opt_state, buffer)
+        key = funcrl_random.fold_in(keys.update, step)
+        params, opt_state, metrics = agent.update(params, opt_state, buffer, key)
         step += 1
         now = timer.elapsed()
         if step % log_every == 0:

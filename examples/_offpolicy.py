@@ -17,9 +17,16 @@ shares:
   (safetensors, no pickle, written atomically); an ``out`` holding an earlier run is refused
   unless ``--resume`` or ``--overwrite`` says what to do with it.
 
-The update function ``update(params, opt_state, buffer) -> (params, opt_state, metrics)`` samples
-its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is one
-function for ``torch.compile``.
+The update function ``update(params, opt_state, buffer, key) -> (params, opt_state, metrics)``
+samples its own batch, so the whole "sample + loss + gradients + optimizer + target update" step is
+one function for ``torch.compile``.
+
+Randomness: everything is seeded from one ``funcrl.random.key(seed)``, split by use
+(``_util.run_keys``): the params' init, the environments and warm-up actions, exploration and the
+updates. Update ``u`` gets ``fold_in(keys.update, u)`` (its batch and its loss's draws) and
+environment step ``t``'s exploration ``fold_in(keys.explore, t)``, so the streams are functions of
+the key and the counters; the checkpoint stores the key and the counters, so a resumed run draws
+what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 
 from funcrl import buffers, checkpoint, distributed, envs  # noqa: E402
+from funcrl import random as frandom  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
 __all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
@@ -119,11 +127,12 @@ class Agent(NamedTuple):
     Attributes:
         params: the params pytree (e.g. ``funcrl.sac.init``'s output).
         opt_state: the trainer's state (``Trainer.init(params)``).
-        update: ``(params, opt_state, buffer) -> (params, opt_state, metrics)``: samples a batch
-            and takes one training step (already compiled if wanted).
-        explore: ``(params, observation [n, o]) -> action [n, a]``: the behaviour policy.
+        update: ``(params, opt_state, buffer, key) -> (params, opt_state, metrics)``: samples a
+            batch and takes one training step (already compiled if wanted; :func:`update_step`).
+        explore: ``(params, observation [n, o], key) -> action [n, a]``: the behaviour policy,
+            drawing from ``key``.
         act: ``(params, observation [n, o]) -> action [n, a]``: the deterministic policy.
-        explore_uses_step: call ``explore(params, observation, step)`` with the number of
+        explore_uses_step: call ``explore(params, observation, step, key)`` with the number of
             environment steps taken so far (an int), for annealed exploration such as DQN's
             epsilon-greedy; the step is restored on ``resume``, so the schedule continues.
     """
@@ -142,13 +151,16 @@ def set_threads(n: int) -> None:
 
 
 def update_step(trainer_step: Callable, cfg: OffPolicyConfig) -> Callable:
-    """``update(params, opt_state, buffer)``: sample ``cfg.batch_size`` transitions and take one
-    ``trainer_step``, compiled as the config asks (:func:`compile_step`). Sampling lives inside the
-    step so the whole update is one compiled graph."""
+    """``update(params, opt_state, buffer, key)``: sample ``cfg.batch_size`` transitions and take
+    one ``trainer_step``, compiled as the config asks (:func:`compile_step`). Sampling lives inside
+    the step so the whole update is one compiled graph; the key is an input, so a new one per step
+    never recompiles.
+    """
 
-    def train_step(params, opt_state, buffer):
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer_step(params, opt_state, batch)
+    def train_step(params, opt_state, buffer, key):
+        k_sample, k_loss = frandom.split(key)
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
+        return trainer_step(params, opt_state, batch, k_loss)
 
     return compile_step(train_step, cfg)
 
@@ -229,16 +241,19 @@ def train(
     if lead:
         _util.prepare_out(cfg.out, cfg.resume, cfg.overwrite, OUT_FILES)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    # Same params on every rank (same seed); the update's all-reduce keeps them equal.
+    # Same params on every rank (same key); the update's all-reduce keeps them equal.
     params, opt_state = _util.to_device((agent.params, agent.opt_state), dev)
-    # Each rank its own env seeds, sampling and warm-up actions (rank 0 = a one-process run).
-    seed = cfg.seed + 100_003 * rank
-    # The random warm-up actions have their own generator so a resumed run continues its stream.
-    action_gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    obs = env.reset(seed=seed)
+    # Keys on the buffer's device (sampling checks it). Rank 0 draws a one-process run's streams;
+    # rank r > 0 its own env seeds, sampling, exploration and loss draws from fold_in(root, r).
+    root = frandom.key(cfg.seed, device=dev)
+    keys = _util.run_keys(root if rank == 0 else frandom.fold_in(root, rank))
+    # The random warm-up actions come from gymnasium-side code that takes a torch.Generator: one
+    # seeded from the env key, saved in the checkpoint so a resumed run continues its stream.
+    env_seed = _util.int_seed(keys.env)
+    action_gen = torch.Generator().manual_seed(env_seed)
+    obs = env.reset(seed=env_seed)
     example, _ = env.step(env.random_action(generator=action_gen))
-    obs = env.reset(seed=seed)
+    obs = env.reset(seed=env_seed)
     buf = buffers.init(cfg.buffer_size, example[0])  # on the env's device, like the example
     step, updates_done, elapsed = 0, 0.0, 0.0
     recent: deque[float] = deque(maxlen=10)
@@ -247,18 +262,20 @@ def train(
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         # The settings first (a clear "--num-cells 256 256 vs 64 64"), then the tensors' shapes.
         _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
-        # Loaded on the CPU (the RNG states must stay there), then params/state/buffer moved.
+        # Loaded on the CPU (the generator state must stay there), then the tensors moved.
         ck = _util.load_checkpoint(ckpt_path, like=checkpoint_template(params, opt_state)).tree
         params, opt_state = _util.to_device((ck["params"], ck["opt_state"]), dev)
         buf = load_buffer(_util.to_device(ck["buffer"], dev), buf)
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
         recent.extend(ck["recent"])
-        torch.set_rng_state(ck["torch_rng"])
+        root = ck["key"].to(dev)  # --resume is one process: rank 0's streams
+        keys = _util.run_keys(root)
+        env_seed = _util.int_seed(keys.env)
         action_gen.set_state(ck["action_rng"])
         # Rows a killed run logged after this checkpoint would repeat: drop them.
         _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)
         # New episodes, seeded apart from the first ones (gymnasium's env RNG is not saved).
-        obs = env.reset(seed=cfg.seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
+        obs = env.reset(seed=env_seed + 7919 * (step // max(cfg.num_envs, 1) + 1))
     fields = LOG_FIELDS + list(metric_keys)
     log = _util.CSVLogger(cfg.out, fields, resume=cfg.resume) if lead else _NoLog()
     timer = _util.Timer()
@@ -277,11 +294,12 @@ def train(
         if step < cfg.learning_starts:
             action = env.random_action(generator=action_gen)
         else:
+            key = frandom.fold_in(keys.explore, step)
             with torch.no_grad():
                 if agent.explore_uses_step:
-                    action = agent.explore(params, obs["observation"], step)
+                    action = agent.explore(params, obs["observation"], step, key)
                 else:
-                    action = agent.explore(params, obs["observation"])
+                    action = agent.explore(params, obs["observation"], key)
         transition, obs = env.step(action)
         buffers.add_(buf, transition)
         step += cfg.num_envs * world  # all ranks' steps: every rank counts the same
@@ -291,7 +309,8 @@ def train(
             target = (step - cfg.learning_starts + cfg.num_envs * world) / world
             target *= cfg.updates_per_step
             while updates_done + 1 <= target:
-                params, opt_state, metrics = agent.update(params, opt_state, buf)
+                key = frandom.fold_in(keys.update, int(updates_done))
+                params, opt_state, metrics = agent.update(params, opt_state, buf, key)
                 updates_done += 1
         episodes = env.completed_episodes()
         now = timer.elapsed()
@@ -326,6 +345,7 @@ def train(
                     t_start + timer.elapsed(),
                     recent,
                     action_gen,
+                    root,
                 )
             next_ckpt = _next_multiple(step, cfg.checkpoint_every)
     if bar is not None:
@@ -351,7 +371,7 @@ def train(
         log.close()
         _save(
             ckpt_path, cfg, params, opt_state, buf, step, updates_done, train_time, recent,
-            action_gen,
+            action_gen, root,
         )  # fmt: skip
         result["png"] = _util.plot_curve(log.path, result["png"], title)
         # result.json: what bench/learning.py and the tests read back.
@@ -392,7 +412,6 @@ def checkpoint_template(params: Any, opt_state: Any) -> dict[str, Any]:
     """The checkpoint's layout for ``funcrl.checkpoint.load(like=...)``: params and optimizer
     state must match this run's nets exactly, counters and RNG states have their types and shapes;
     the buffer (``...``, not checked here) is checked by ``buffers.restore``."""
-    rng = torch.get_rng_state()
     return {
         "params": params,
         "opt_state": opt_state,
@@ -401,13 +420,13 @@ def checkpoint_template(params: Any, opt_state: Any) -> dict[str, Any]:
         "updates_done": 0.0,
         "elapsed": 0.0,
         "recent": ...,
-        "torch_rng": rng,
         "action_rng": torch.Generator().get_state(),
+        "key": frandom.key(0),
     }
 
 
 def _save(
-    path, cfg, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen
+    path, cfg, params, opt_state, buf, step, updates_done, elapsed, recent, action_gen, key
 ) -> None:
     state = {
         "params": params,
@@ -417,8 +436,9 @@ def _save(
         "updates_done": float(updates_done),
         "elapsed": float(elapsed),
         "recent": [float(r) for r in recent],
-        "torch_rng": torch.get_rng_state(),
         "action_rng": action_gen.get_state(),
+        # The root key: with the counters above, every stream continues where it stopped.
+        "key": key.cpu(),
     }
     _util.save_checkpoint(path, state, cfg)
 

@@ -19,11 +19,12 @@ import os
 import time
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
 from funcrl import checkpoint
+from funcrl import random as funcrl_random
 
 T = TypeVar("T")
 
@@ -394,3 +395,26 @@ class Timer:
             yield
         finally:
             self.excluded += time.perf_counter() - t
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+class Keys(NamedTuple):
+    """A run's key streams, one per use (:func:`run_keys`)."""
+
+    init: torch.Tensor
+    env: torch.Tensor
+    explore: torch.Tensor
+    update: torch.Tensor
+
+
+def run_keys(seed: int | torch.Tensor) -> Keys:
+    """The run's keys, split from ``funcrl.random.key(seed)`` (or from a saved root key)."""
+    root = funcrl_random.key(seed) if isinstance(seed, int) else seed
+    return Keys(*funcrl_random.split(root, len(Keys._fields)).unbind(0))
+
+
+def int_seed(key: torch.Tensor) -> int:
+    """A 31-bit int drawn from ``key``, for what takes int seeds (gymnasium, torch.Generator)."""
+    return int(funcrl_random.bits(key)) & 0x7FFFFFFF

@@ -94,7 +94,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         action_space="categorical",  # funcrl.envs stores Discrete actions as indices
     )
     nets = c51.Nets(num_cells=cfg.num_cells)
-    params = c51.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = c51.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     learning_rate = cfg.learning_rate
@@ -122,10 +122,11 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         # Greedy in the expected return.
         return c51.act(params, observation, config=loss_cfg, nets=nets, mode="deterministic")
 
-    def explore(params, observation, step):
+    def explore(params, observation, step, key):
         # The schedule's state is the number of environment steps taken so far.
         state = {"step": torch.tensor(step)}
-        return egreedy(state, Record({"action": act(params, observation)}, batch_ndim=1))["action"]
+        record = Record({"action": act(params, observation)}, batch_ndim=1)
+        return egreedy(state, record, key=key)["action"]
 
     return _offpolicy.Agent(
         params, trainer.init(params), train_step, explore, act, explore_uses_step=True

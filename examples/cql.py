@@ -61,16 +61,16 @@ def make_agent(cfg: Config) -> _offline.Agent:
     )
     nets = cql.Nets(num_cells=cfg.num_cells)
     env = envs.GymEnv(cfg.env)
-    params = cql.init(cfg.seed, env.observation_spec, env.action_spec, loss_cfg, nets)
+    params = cql.init(
+        _util.run_keys(cfg.seed).init, env.observation_spec, env.action_spec, loss_cfg, nets
+    )
     env.close()
     trainer = cql.trainer(optim.adam(cfg.learning_rate), config=loss_cfg, nets=nets, tau=cfg.tau)
-    params["key"] = funcrl.random.key(cfg.seed)  # the loss's draws: split once per update
 
-    def step(params, opt_state, buffer):
-        key, k = funcrl.random.split(params["key"], 2).unbind(0)
-        batch = buffers.sample(buffer, cfg.batch_size)
-        new, opt_state, metrics = trainer.step(params, opt_state, batch, k)
-        return {**new, "key": key}, opt_state, metrics
+    def step(params, opt_state, buffer, key):
+        k_sample, k_loss = funcrl.random.split(key)
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
+        return trainer.step(params, opt_state, batch, k_loss)
 
     def act(params, obs):
         return cql.act(params, obs, nets=nets, mode="deterministic")

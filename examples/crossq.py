@@ -75,7 +75,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         actor=crossq.RenormMLP(num_cells=cfg.num_cells, **renorm),
         qvalue=crossq.RenormMLP(num_cells=cfg.critic_cells, **renorm),
     )
-    params = crossq.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = crossq.init(
+        _util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+    )
     adam = optim.adam(cfg.learning_rate, b1=cfg.adam_beta1)
     trainer = update(
         functools.partial(crossq.loss_and_state, config=loss_cfg, nets=nets),
@@ -88,8 +90,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     train_step = _offpolicy.update_step(trainer.step, cfg)
 
     # Acting never moves the statistics: BatchRenorm in evaluation mode (train=False).
-    def explore(params, observation):
-        return crossq.policy(params, observation, nets=nets)[0].sample()
+    def explore(params, observation, key):
+        return crossq.policy(params, observation, nets=nets)[0].sample(key=key)
 
     def act(params, observation):
         return crossq.policy(params, observation, nets=nets)[0].deterministic_sample

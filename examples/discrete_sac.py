@@ -80,7 +80,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = discrete_sac.Nets(num_cells=cfg.num_cells)
-    params = discrete_sac.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = discrete_sac.init(
+        _util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets
+    )
     trainer = update(
         functools.partial(discrete_sac.loss, config=loss_cfg, nets=nets),
         _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
@@ -91,8 +93,10 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
 
     train_step = _offpolicy.update_step(trainer.step, cfg)
 
-    def explore(params, observation):
-        return discrete_sac.act(params, observation, config=loss_cfg, nets=nets, mode="random")
+    def explore(params, observation, key):
+        return discrete_sac.act(
+            params, observation, config=loss_cfg, nets=nets, mode="random", key=key
+        )
 
     def act(params, observation):
         return discrete_sac.act(

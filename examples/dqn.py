@@ -93,7 +93,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = dqn.Nets(num_cells=cfg.num_cells)
-    params = dqn.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = dqn.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     # The trainer counts gradient updates: convert the period from environment steps.
     period = max(1, round(cfg.target_update_period * cfg.updates_per_step))
     adam = optim.adam(cfg.learning_rate)
@@ -115,10 +115,11 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     def act(params, observation):
         return dqn.act(params, observation, config=loss_cfg, nets=nets, mode="deterministic")
 
-    def explore(params, observation, step):
+    def explore(params, observation, step, key):
         # The schedule's state is the number of environment steps taken so far.
         state = {"step": torch.tensor(step)}
-        return egreedy(state, Record({"action": act(params, observation)}, batch_ndim=1))["action"]
+        record = Record({"action": act(params, observation)}, batch_ndim=1)
+        return egreedy(state, record, key=key)["action"]
 
     return _offpolicy.Agent(
         params, trainer.init(params), train_step, explore, act, explore_uses_step=True

@@ -27,6 +27,7 @@ import gymnasium  # noqa: E402
 import torch  # noqa: E402
 
 from funcrl import buffers, datasets, dt, envs, optim  # noqa: E402
+from funcrl import random as funcrl_random  # noqa: E402
 from funcrl.nn import DTConfig  # noqa: E402
 
 
@@ -97,7 +98,9 @@ def make_agent(cfg: Config, target: float) -> tuple[_offline.Agent, dt.Nets]:
     )
     nets = dt.Nets(transformer_config=tc)
     env = envs.GymEnv(cfg.env)
-    params = dt.init(cfg.seed, env.observation_spec, env.action_spec, nets=nets)
+    params = dt.init(
+        _util.run_keys(cfg.seed).init, env.observation_spec, env.action_spec, nets=nets
+    )
     env.close()
     opt = optim.chain(
         optim.clip_by_global_norm(0.25),
@@ -105,11 +108,12 @@ def make_agent(cfg: Config, target: float) -> tuple[_offline.Agent, dt.Nets]:
     )
     trainer = dt.trainer(opt, nets=nets)
 
-    def step(params, opt_state, buffer):
+    def step(params, opt_state, buffer, key):
         # The buffer stores whole segments [context, ...]: time becomes the second batch dim.
-        batch = buffers.sample(buffer, cfg.batch_size).exclude("index")
+        k_sample, k_loss = funcrl_random.split(key)
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample).exclude("index")
         batch = batch.apply(lambda t: t, batch_ndim=2)
-        return trainer.step(params, opt_state, batch)
+        return trainer.step(params, opt_state, batch, k_loss)
 
     def evaluate(params):
         seed = 1_000_000 + 1_000 * cfg.seed

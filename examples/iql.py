@@ -25,6 +25,7 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import buffers, datasets, envs, iql, optim  # noqa: E402
+from funcrl import random as funcrl_random  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -51,12 +52,16 @@ def make_agent(cfg: Config) -> _offline.Agent:
     )
     nets = iql.Nets(num_cells=cfg.num_cells)
     env = envs.GymEnv(cfg.env)
-    params = iql.init(cfg.seed, env.observation_spec, env.action_spec, loss_cfg, nets)
+    params = iql.init(
+        _util.run_keys(cfg.seed).init, env.observation_spec, env.action_spec, loss_cfg, nets
+    )
     env.close()
     trainer = iql.trainer(optim.adam(cfg.learning_rate), config=loss_cfg, nets=nets, tau=cfg.tau)
 
-    def step(params, opt_state, buffer):
-        return trainer.step(params, opt_state, buffers.sample(buffer, cfg.batch_size))
+    def step(params, opt_state, buffer, key):
+        k_sample, k_loss = funcrl_random.split(key)
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
+        return trainer.step(params, opt_state, batch, k_loss)
 
     def act(params, obs):
         return iql.act(params, obs, nets=nets, mode="deterministic")

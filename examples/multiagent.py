@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 
 from funcrl import buffers, ddpg, optim, qmix, sac, training  # noqa: E402
+from funcrl import random as frandom  # noqa: E402
 from funcrl.multiagent import (  # noqa: E402
     MultiAgentMLP,
     VDNMixer,
@@ -310,7 +311,8 @@ class Agent:
 
     params: dict
     trainer: training.Trainer
-    explore: Callable[[dict, torch.Tensor, int], torch.Tensor]  # (params, obs, step) -> action
+    # (params, obs, step, key) -> action, drawing from key
+    explore: Callable[[dict, torch.Tensor, int, torch.Tensor], torch.Tensor]
     act: Callable[[dict, torch.Tensor], torch.Tensor]  # deterministic (evaluation)
     transition: Callable[..., Record]
     loss_keys: tuple[str, ...]
@@ -321,10 +323,12 @@ def annealed(cfg: Config, step: int, init: float, end: float) -> float:
     return init + frac * (end - init)
 
 
-def epsilon_greedy(q: torch.Tensor, eps: float) -> torch.Tensor:
-    """Each agent's greedy action, replaced by a uniform one with probability ``eps``. Samples."""
-    random = torch.randint(0, q.shape[-1], q.shape[:-1])
-    return torch.where(torch.rand(q.shape[:-1]) < eps, random, q.argmax(-1))
+def epsilon_greedy(q: torch.Tensor, eps: float, key: torch.Tensor) -> torch.Tensor:
+    """Each agent's greedy action, replaced by a uniform one with probability ``eps``. Samples
+    from ``key``."""
+    k_action, k_coin = frandom.split(key)
+    random = frandom.randint(k_action, q.shape[:-1], 0, q.shape[-1])
+    return torch.where(frandom.uniform(k_coin, q.shape[:-1]) < eps, random, q.argmax(-1))
 
 
 def make_mixer_nets(cfg: Config, mixer: str, env: Vmas) -> qmix.Nets:
@@ -342,13 +346,13 @@ def make_mixer_nets(cfg: Config, mixer: str, env: Vmas) -> qmix.Nets:
     return qmix.Nets(local_value=local, mixing_embed_dim=cfg.mixing_embed_dim)
 
 
-def make_qmix(cfg: Config, mixer: str, env: Vmas) -> Agent:
-    """QMIX / VDN on per-agent discrete actions, team reward, global state."""
+def make_qmix(cfg: Config, mixer: str, env: Vmas, key: torch.Tensor) -> Agent:
+    """QMIX / VDN on per-agent discrete actions, team reward, global state; params from ``key``."""
     n, d, n_act = env.n_agents, env.obs_dim, env.n_actions
     nets = make_mixer_nets(cfg, mixer, env)
     loss_cfg = qmix.Config(action_space="categorical", gamma=cfg.gamma)
     params = qmix.init(
-        cfg.seed,
+        key,
         Unbounded(shape=(n, d)),
         Categorical(n_act, shape=(n,)),
         Unbounded(shape=(n * d,)),
@@ -357,9 +361,9 @@ def make_qmix(cfg: Config, mixer: str, env: Vmas) -> Agent:
     )
     opt = optim.chain(optim.clip_by_global_norm(cfg.max_grad_norm), optim.adam(cfg.learning_rate))
 
-    def explore(p, obs, step):
+    def explore(p, obs, step, key):
         q = nets.local_value(p["local_value"], obs)
-        return epsilon_greedy(q, annealed(cfg, step, cfg.eps_init, cfg.eps_end))
+        return epsilon_greedy(q, annealed(cfg, step, cfg.eps_init, cfg.eps_end), key)
 
     return Agent(
         params=params,
@@ -371,8 +375,9 @@ def make_qmix(cfg: Config, mixer: str, env: Vmas) -> Agent:
     )
 
 
-def make_actor_critic(cfg: Config, algo: str, env: Vmas) -> Agent:
-    """MADDPG / IDDPG / MASAC on per-agent continuous actions and per-agent rewards."""
+def make_actor_critic(cfg: Config, algo: str, env: Vmas, key: torch.Tensor) -> Agent:
+    """MADDPG / IDDPG / MASAC on per-agent continuous actions and per-agent rewards; params from
+    ``key``."""
     obs_spec = Unbounded(shape=(env.n_agents, env.obs_dim))
     act_spec = Bounded(env.low, env.high, shape=(env.n_agents, env.act_dim))
     net_kw = dict(
@@ -392,13 +397,13 @@ def make_actor_critic(cfg: Config, algo: str, env: Vmas) -> Agent:
     if algo in ("maddpg", "iddpg"):
         nets = ddpg_nets(obs_spec, act_spec, **net_kw)
         loss_cfg = ddpg.Config(gamma=cfg.gamma)
-        params = ddpg.init(cfg.seed, obs_spec, act_spec, loss_cfg, nets)
+        params = ddpg.init(key, obs_spec, act_spec, loss_cfg, nets)
         low, high = env.low, env.high
 
-        def explore(p, obs, step):
+        def explore(p, obs, step, key):
             sigma = annealed(cfg, step, cfg.sigma_init, cfg.sigma_end)
             a = nets.actor(p["actor"], obs)
-            return torch.clamp(a + sigma * torch.randn_like(a), low, high)
+            return torch.clamp(a + sigma * frandom.normal(key, a.shape), low, high)
 
         return Agent(
             params=params,
@@ -415,7 +420,7 @@ def make_actor_critic(cfg: Config, algo: str, env: Vmas) -> Agent:
         )
     nets = sac_nets(obs_spec, act_spec, **net_kw)
     loss_cfg = sac.Config(gamma=cfg.gamma, target_entropy=sac_target_entropy(act_spec))
-    params = sac.init(cfg.seed, obs_spec, act_spec, loss_cfg, nets)
+    params = sac.init(key, obs_spec, act_spec, loss_cfg, nets)
     trainer = training.update(
         functools.partial(sac.loss, config=loss_cfg, nets=nets),
         {
@@ -430,7 +435,7 @@ def make_actor_critic(cfg: Config, algo: str, env: Vmas) -> Agent:
     return Agent(
         params=params,
         trainer=trainer,
-        explore=lambda p, obs, step: sac.policy(p, obs, nets=nets).sample(),
+        explore=lambda p, obs, step, key: sac.policy(p, obs, nets=nets).sample(key=key),
         act=lambda p, obs: sac.policy(p, obs, nets=nets).deterministic_sample,
         transition=grouped_transition,
         loss_keys=("loss_actor", "loss_qvalue", "loss_alpha"),
@@ -481,16 +486,23 @@ def grouped_transition(obs, action, next_obs, rewards, terminated, truncated) ->
 
 
 def train(cfg: Config, algo: str) -> dict:
-    torch.manual_seed(cfg.seed)
-    env = Vmas(cfg, cfg.num_envs, cfg.seed)
-    agent = make_actor_critic(cfg, algo, env) if cfg.continuous else make_qmix(cfg, algo, env)
+    # Every draw from one key (_util.run_keys streams): params, environments,
+    # exploration (fold_in by environment step), updates (fold_in by update count).
+    keys = _util.run_keys(frandom.key(cfg.seed))
+    env = Vmas(cfg, cfg.num_envs, _util.int_seed(keys.env))
+    # Keys on the env's device, where the buffer and the params live (sampling checks it).
+    keys = _util.Keys(*(k.to(env.device) for k in keys))
+    make = make_actor_critic if cfg.continuous else make_qmix
+    agent = make(cfg, algo, env, keys.init)
     trainer = agent.trainer
     params = _util.to_device(agent.params, env.device)
     opt_state = trainer.init(params)
     flatten = group_view if cfg.continuous else (lambda b: b)  # qmix reads the group itself
 
-    def update(params, opt_state, buffer):
-        return trainer.step(params, opt_state, flatten(buffers.sample(buffer, cfg.batch_size)))
+    def update(params, opt_state, buffer, key):
+        k_sample, k_loss = frandom.split(key)
+        batch = flatten(buffers.sample(buffer, cfg.batch_size, key=k_sample))
+        return trainer.step(params, opt_state, batch, k_loss)
 
     if cfg.compile:
         mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
@@ -516,10 +528,12 @@ def train(cfg: Config, algo: str) -> dict:
     recent: list[float] = []
     metrics: dict = {}
     timer = _util.Timer()
+    updates = 0
     for it in range(iters):
         step = (it + 1) * cfg.num_envs
         with torch.no_grad():
-            action = agent.explore(params, obs, it * cfg.num_envs)
+            env_step = it * cfg.num_envs
+            action = agent.explore(params, obs, env_step, frandom.fold_in(keys.explore, env_step))
         next_obs, rewards, terminated, truncated, obs_after = env.step(action)
         buffers.add_(
             buffer, agent.transition(obs, action, next_obs, rewards, terminated, truncated)
@@ -532,7 +546,9 @@ def train(cfg: Config, algo: str) -> dict:
         obs = obs_after
         if step >= cfg.learning_starts:
             for _ in range(cfg.updates_per_collect):
-                params, opt_state, metrics = update(params, opt_state, buffer)
+                key = frandom.fold_in(keys.update, updates)
+                params, opt_state, metrics = update(params, opt_state, buffer, key)
+                updates += 1
         if step // cfg.eval_every != (step - cfg.num_envs) // cfg.eval_every or it == iters - 1:
             curve.append((step, evaluation(params)))
             logger.log({"step": step, "eval_return": curve[-1][1]})
@@ -592,6 +608,7 @@ def main(argv: list[str] | None = None) -> dict:
     logs = tuple(os.path.join(a, "log.csv") for a in cfg.algos)
     _util.prepare_out(cfg.out, None, cfg.overwrite, ("summary.json", *logs))
     probe = Vmas(cfg, 1, cfg.seed)
+    # The uniform-random baseline (not a training run) draws from the global RNG.
     torch.manual_seed(cfg.seed)
     random_return = evaluate(cfg, random_policy(probe), 1_000_000 + cfg.seed)
     results = {algo: train(cfg, algo) for algo in cfg.algos}

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 
 from funcrl import envs, optim, ppo  # noqa: E402
+from funcrl import random as frandom  # noqa: E402
 from funcrl.modules.value_norm import RunningValueNorm  # noqa: E402
 from funcrl.nn import MLP  # noqa: E402
 from funcrl.objectives import on_policy  # noqa: E402
@@ -113,7 +114,7 @@ def make_agent(cfg: Config, observation_spec: Any, action_spec: Any):
         gamma=cfg.gamma,
         lmbda=cfg.lmbda,
     )
-    params = ppo.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = ppo.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     iterations = cfg.total_steps // (cfg.num_envs * cfg.num_steps)
     lr = cfg.learning_rate
     if cfg.anneal_lr:
@@ -139,19 +140,30 @@ class Normalizers:
         return self.observation.normalize(state["observation"], x).clamp(-10.0, 10.0)
 
 
-def collect(env, params, nets, norm: Normalizers, norm_state: dict, obs, num_steps: int):
+def collect(
+    env,
+    params,
+    nets,
+    norm: Normalizers,
+    norm_state: dict,
+    obs,
+    num_steps: int,
+    rollout_key: torch.Tensor,
+):
     """``num_steps`` steps of every env under the policy: a rollout ``[E, T]`` with the
     behaviour log-prob and distribution params the loss reads (observations normalised with the
     running statistics, rewards scaled, where switched on), the next raw observation and the
-    updated statistics."""
+    updated statistics. Step ``t``'s actions are drawn from ``fold_in(rollout_key, t)``."""
     steps = []
-    for _ in range(num_steps):
+    for t in range(num_steps):
         if norm.observation is not None:
             norm_state = {
                 **norm_state,
                 "observation": norm.observation.update(norm_state["observation"], obs),
             }
-        entries = on_policy.explore(params, norm.obs(norm_state, obs), nets=nets)
+        entries = on_policy.explore(
+            params, norm.obs(norm_state, obs), nets=nets, key=frandom.fold_in(rollout_key, t)
+        )
         transition, nxt = env.step(entries["action"])
         extras = {k: v for k, v in entries.items() if k != "action"}
         transition = transition.update(extras)
@@ -195,8 +207,11 @@ def evaluate(cfg: Config, params: Any, nets: Any, norm: Normalizers, norm_state:
     return envs.evaluate(act, cfg.env, cfg.eval_episodes, seed=seed, device=dev)["return"]
 
 
-def _save(path, cfg: Config, params, state, norm_state: dict, step: int, elapsed: float) -> None:
-    tree = {"params": params, "opt": state.opt, "updates": state.step, "step": step}
+def _save(
+    path, cfg: Config, params, state, norm_state: dict, step: int, elapsed: float, key
+) -> None:
+    # The root key and the step count: every stream is fold_in(stream, iteration).
+    tree = {"params": params, "opt": state.opt, "updates": state.step, "step": step, "key": key}
     tree["normalizers"] = norm_state
     _util.save_checkpoint(path, {**tree, "elapsed": elapsed}, config=cfg)
 
@@ -216,8 +231,11 @@ def train(cfg: Config) -> dict[str, Any]:
         )
     _util.prepare_out(cfg.out, None, cfg.overwrite, OUT_FILES)
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     dev = _util.resolve_device(cfg.device)
+    # Every draw from one key: params (make_agent), env seeds, rollouts' actions and the
+    # updates' minibatch shuffles, folded with the iteration; on the device, as the rollouts.
+    root = frandom.key(cfg.seed)
+    keys = _util.Keys(*(k.to(dev) for k in _util.run_keys(root)))
     env = envs.VecEnv(cfg.env, cfg.num_envs, device=dev)  # rollouts arrive on the device
     nets, _, params, trainer = make_agent(cfg, env.observation_spec, env.action_spec)
     params = _util.to_device(params, dev)
@@ -228,7 +246,7 @@ def train(cfg: Config) -> dict[str, Any]:
     step_fn = (
         torch.compile(trainer.step, fullgraph=True, mode=mode) if cfg.compile else trainer.step
     )
-    obs = env.reset(seed=cfg.seed)["observation"]
+    obs = env.reset(seed=_util.int_seed(keys.env))["observation"]
     log = _util.CSVLogger(cfg.out, LOG_FIELDS + list(METRICS), resume=False)
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
     timer = _util.Timer()
@@ -243,10 +261,12 @@ def train(cfg: Config) -> dict[str, Any]:
     next_ckpt = cfg.checkpoint_every or None
     while step + per_iter <= cfg.total_steps:
         with torch.no_grad():
+            k_explore = frandom.fold_in(keys.explore, step // per_iter)
             rollout, obs, norm_state = collect(
-                env, params, nets, norm, norm_state, obs, cfg.num_steps
+                env, params, nets, norm, norm_state, obs, cfg.num_steps, k_explore
             )
-        params, state, metrics = step_fn(params, state, rollout)
+        k_update = frandom.fold_in(keys.update, step // per_iter)
+        params, state, metrics = step_fn(params, state, rollout, k_update)
         step += per_iter
         now = timer.elapsed()
         sps = step / max(now, 1e-9)
@@ -267,7 +287,7 @@ def train(cfg: Config) -> dict[str, Any]:
             next_eval += cfg.eval_every
         if next_ckpt is not None and step >= next_ckpt:
             with timer.paused():
-                _save(ckpt, cfg, params, state, norm_state, step, timer.elapsed())
+                _save(ckpt, cfg, params, state, norm_state, step, timer.elapsed(), root)
             next_ckpt += cfg.checkpoint_every
     if bar is not None:
         bar.close()
@@ -276,7 +296,7 @@ def train(cfg: Config) -> dict[str, Any]:
     rets = evaluate(cfg, params, nets, norm, norm_state)
     log.log({"step": step, "time": train_time, "sps": sps, **_eval_stats(rets)})
     log.close()
-    _save(ckpt, cfg, params, state, norm_state, step, train_time)
+    _save(ckpt, cfg, params, state, norm_state, step, train_time, root)
     png = _util.plot_curve(log.path, os.path.join(cfg.out, "curve.png"), f"PPO on {cfg.env}")
     result = {
         "eval_return": float(rets.mean()),

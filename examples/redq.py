@@ -72,7 +72,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         loss_function=cfg.loss_function,
     )
     nets = redq.Nets(num_cells=cfg.num_cells)
-    params = redq.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = redq.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = update(
         functools.partial(redq.loss, config=loss_cfg, nets=nets),
         _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
@@ -84,8 +84,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     train_step = _offpolicy.update_step(trainer.step, cfg)
 
     # REDQ's actor is SAC's: a TanhNormal on the action box.
-    def explore(params, observation):
-        return sac.policy(params, observation, nets=nets).sample()
+    def explore(params, observation, key):
+        return sac.policy(params, observation, nets=nets).sample(key=key)
 
     def act(params, observation):
         return sac.policy(params, observation, nets=nets).deterministic_sample

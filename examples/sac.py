@@ -55,7 +55,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         gamma=cfg.gamma, alpha_init=cfg.alpha_init, loss_function=cfg.loss_function
     )
     nets = sac.Nets(num_cells=cfg.num_cells)
-    params = sac.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = sac.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = update(
         functools.partial(sac.loss, config=loss_cfg, nets=nets),
         _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
@@ -66,8 +66,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
 
     train_step = _offpolicy.update_step(trainer.step, cfg)
 
-    def explore(params, observation):
-        return sac.policy(params, observation, nets=nets).sample()
+    def explore(params, observation, key):
+        return sac.policy(params, observation, nets=nets).sample(key=key)
 
     def act(params, observation):
         return sac.policy(params, observation, nets=nets).deterministic_sample

@@ -5,8 +5,13 @@
 Every agent has its own params, optimizer state, replay buffer and environments; nothing is shared
 but the code. The per-agent update of ``examples/sac.py`` -- sample a batch, SAC losses, gradients,
 Adam, Polyak targets -- is mapped over a leading agent dim with
-``torch.func.vmap(step, randomness="different")`` (each agent draws its own batch and noise) and the
-result is compiled once, so N agents cost one batched graph instead of N Python loops.
+``torch.func.vmap(step)`` over the agents' keys (each agent draws its own batch and noise from its
+own key; ``randomness="error"`` proves nothing reads the global RNG) and the result is compiled
+once, so N agents cost one batched graph instead of N Python loops.
+
+Keys: one ``funcrl.random.key(seed)`` split into the streams of ``_util.run_keys``; agent
+``i``'s init, exploration and update keys are child ``i`` of each stream, so agent ``i`` draws the
+same numbers whatever ``--agents`` is. The checkpoint stores the root key.
 
 State layout: every leaf of the params, the optimizer state and the buffer has a leading dim
 ``[N]``; one gymnasium vector env holds ``N * num_envs`` environments, agent ``i`` owning envs
@@ -40,6 +45,7 @@ import _util  # noqa: E402
 from sac import Config as SACConfig  # noqa: E402
 
 from funcrl import buffers, checkpoint, distributed, envs, optim, sac, tree  # noqa: E402
+from funcrl import random as frandom  # noqa: E402
 from funcrl.training import update  # noqa: E402
 
 
@@ -47,7 +53,7 @@ from funcrl.training import update  # noqa: E402
 class Config(SACConfig):
     """``examples/sac.py``'s settings, applied to each agent, plus the number of agents.
 
-    ``num_envs`` is per agent; agent ``i`` is seeded ``seed + i``.
+    ``num_envs`` is per agent; agent ``i``'s keys are child ``i`` of each of the run's streams.
     """
 
     agents: int = dataclasses.field(default=8, metadata={"help": "independent agents (seeds)"})
@@ -81,8 +87,17 @@ def main(argv: list[str] | None = None) -> dict:
     # --- environments: one vector env of n * e, split by agent ---
     env = envs.VecEnv(cfg.env, n * e, device=dev)
     obs_spec, act_spec = env.observation_spec, env.action_spec
-    action_gen = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)
-    torch.manual_seed(cfg.seed + 100_003 * rank)
+    root = frandom.key(cfg.seed)
+    if cfg.resume and os.path.exists(ckpt_path):
+        root = _util.load_checkpoint(ckpt_path).tree["key"]
+    keys = _util.run_keys(root)
+    # Child i of each stream belongs to agent i (of --agents, on whichever rank it lives): agent i
+    # draws the same numbers for any number of agents or ranks. On the device: sampling checks it.
+    agent_keys = _util.Keys(
+        *(frandom.split(k, cfg.agents)[first : first + n].to(dev) for k in keys)
+    )
+    # The warm-up actions: one generator per rank, seeded from the env key.
+    action_gen = torch.Generator().manual_seed(_util.int_seed(frandom.fold_in(keys.env, rank)))
 
     # --- the SAC update for one agent, as in examples/sac.py ---
     loss_cfg = sac.Config(
@@ -97,31 +112,33 @@ def main(argv: list[str] | None = None) -> dict:
         tau=cfg.tau,
     )
 
-    def train_step(params, opt_state, buffer):
-        batch = buffers.sample(buffer, cfg.batch_size)
-        return trainer.step(params, opt_state, batch)
+    def train_step(params, opt_state, buffer, key, update):
+        # Update u of this agent: its own stream, folded with the update count.
+        k_sample, k_loss = frandom.split(frandom.fold_in(key, update))
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
+        return trainer.step(params, opt_state, batch, k_loss)
 
     # --- ... mapped over the agents: the whole trick is this line ---
-    train_all = torch.func.vmap(train_step, randomness="different")
+    train_all = torch.func.vmap(train_step, in_dims=(0, 0, 0, 0, None), randomness="error")
     train_all = _offpolicy.compile_step(train_all, cfg)
 
-    def explore(params, observation):
-        return sac.policy(params, observation, nets=nets).sample()
+    def explore(params, observation, key, step):
+        return sac.policy(params, observation, nets=nets).sample(key=frandom.fold_in(key, step))
 
     def act(params, observation):
         return sac.policy(params, observation, nets=nets).deterministic_sample
 
-    explore_all = torch.func.vmap(explore, randomness="different")
+    explore_all = torch.func.vmap(explore, in_dims=(0, 0, 0, None), randomness="error")
     act_all = torch.func.vmap(act)
 
     # --- stacked state: params, optimizer states, buffers, each [n, ...] ---
     params = tree.stack(
-        [sac.init(cfg.seed + i, obs_spec, act_spec, loss_cfg, nets) for i in agents]
+        [sac.init(agent_keys.init[i], obs_spec, act_spec, loss_cfg, nets) for i in range(n)]
     )
     opt_state = tree.stack([trainer.init(tree.map(lambda x, i=i: x[i], params)) for i in range(n)])
     params, opt_state = _util.to_device((params, opt_state), dev)
-    # Sub-env j of agent i is seeded seed + i * e + j, on whichever rank agent i lives.
-    env_seed = cfg.seed + first * e
+    # Sub-env j of agent i is seeded env_seed + i * e + j, on whichever rank agent i lives.
+    env_seed = _util.int_seed(keys.env) + first * e
     obs = env.reset(seed=env_seed)
     example, _ = env.step(act_spec.rand((n * e,), generator=action_gen))
     obs = env.reset(seed=env_seed)
@@ -131,9 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         like = {"params": params, "opt_state": opt_state, "buffers": [...] * n}
-        like.update(
-            dict.fromkeys(("step", "updates_done", "elapsed", "torch_rng", "action_rng"), ...)
-        )
+        like.update(dict.fromkeys(("step", "updates_done", "elapsed", "action_rng", "key"), ...))
         _util.check_resume_config(ckpt_path, checkpoint.metadata(ckpt_path), cfg)
         ck = _util.load_checkpoint(ckpt_path, like=like).tree
         params, opt_state = _util.to_device((ck["params"], ck["opt_state"]), dev)
@@ -141,9 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         saved = _util.to_device(ck["buffers"], dev)
         buf = tree.stack([_offpolicy.load_buffer(sd, b) for sd, b in zip(saved, empty)])
         step, updates_done, elapsed = ck["step"], ck["updates_done"], ck["elapsed"]
-        torch.set_rng_state(ck["torch_rng"])
         action_gen.set_state(ck["action_rng"])
-        obs = env.reset(seed=cfg.seed + 7919 * (step // e + 1))
+        obs = env.reset(seed=env_seed + 7919 * (step // e + 1))
         _util.truncate_log(os.path.join(cfg.out, "log.csv"), step)
     # Views of agent i's buffer: buffers.add_ writes through them into the stacked storage.
     views = [tree.map(lambda x, i=i: x[i], buf) for i in range(n)]
@@ -179,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             with torch.no_grad():
                 o = obs["observation"].reshape(n, e, -1)
-                action = explore_all(params, o).reshape(n * e, -1)
+                action = explore_all(params, o, agent_keys.explore, torch.tensor(step))
+                action = action.reshape(n * e, -1)
         transition, obs = env.step(action)
         per_agent = transition.reshape(n, e)
         for i in range(n):
@@ -188,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
         if step >= cfg.learning_starts:
             target = (step - cfg.learning_starts + e) * cfg.updates_per_step
             while updates_done + 1 <= target:
-                params, opt_state, _ = train_all(params, opt_state, buf)
+                t = torch.tensor(int(updates_done))  # an input: a new count never recompiles
+                params, opt_state, _ = train_all(params, opt_state, buf, agent_keys.update, t)
                 updates_done += 1
         running += per_agent["next", "reward"].squeeze(-1).double()
         done = per_agent["next", "done"].squeeze(-1)
@@ -237,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
         "step": step,
         "updates_done": float(updates_done),
         "elapsed": float(train_time),
-        "torch_rng": torch.get_rng_state(),
         "action_rng": action_gen.get_state(),
+        "key": root,
     }
     png = os.path.join(cfg.out, "curve.png")
     if world > 1:

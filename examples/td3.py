@@ -84,7 +84,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
         tuple(high.tolist()),
     )
     nets = td3.Nets(actor=actor, num_cells=cfg.num_cells)
-    params = td3.init(cfg.seed, observation_spec, action_spec, loss_cfg, nets)
+    params = td3.init(_util.run_keys(cfg.seed).init, observation_spec, action_spec, loss_cfg, nets)
     trainer = td3.trainer(
         _offpolicy.optimizer(cfg, optim.adam(cfg.learning_rate)),
         config=loss_cfg,
@@ -104,9 +104,9 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     def act(params, observation):
         return nets.actor(params["actor"], observation)
 
-    def explore(params, observation):
+    def explore(params, observation, key):
         record = Record({"action": act(params, observation)}, batch_ndim=1)
-        return noise(noise_state, record)["action"]
+        return noise(noise_state, record, key=key)["action"]
 
     return _offpolicy.Agent(params, trainer.init(params), train_step, explore, act)
 

@@ -26,6 +26,7 @@ import _offpolicy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import buffers, datasets, envs, optim, td3_bc  # noqa: E402
+from funcrl import random as funcrl_random  # noqa: E402
 from funcrl.nn import MLP, TanhBounded  # noqa: E402
 from funcrl.objectives.common import spec_size as _spec_size  # noqa: E402
 
@@ -63,7 +64,7 @@ def make_agent(cfg: Config) -> _offline.Agent:
         float(spec.high.max()),
     )
     nets = td3_bc.Nets(actor=actor, num_cells=cfg.num_cells)
-    params = td3_bc.init(cfg.seed, env.observation_spec, spec, loss_cfg, nets)
+    params = td3_bc.init(_util.run_keys(cfg.seed).init, env.observation_spec, spec, loss_cfg, nets)
     env.close()
     trainer = td3_bc.trainer(
         optim.adam(cfg.learning_rate),
@@ -73,8 +74,10 @@ def make_agent(cfg: Config) -> _offline.Agent:
         policy_delay=cfg.policy_delay,
     )
 
-    def step(params, opt_state, buffer):
-        return trainer.step(params, opt_state, buffers.sample(buffer, cfg.batch_size))
+    def step(params, opt_state, buffer, key):
+        k_sample, k_loss = funcrl_random.split(key)
+        batch = buffers.sample(buffer, cfg.batch_size, key=k_sample)
+        return trainer.step(params, opt_state, batch, k_loss)
 
     def act(params, obs):
         return td3_bc.act(params, obs, nets=nets, mode="deterministic")

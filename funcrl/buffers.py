@@ -23,7 +23,9 @@ importance weights ``w_i = (N P(i)) ** -beta / max_j w_j = (p_i / min_j p_j) ** 
 is a vectorised inverse-CDF (``cumsum`` in float64 + ``searchsorted``) over the capacity instead of
 a sum-tree; see :func:`sample` for its cost.
 
-Randomness: :func:`sample` draws from the global torch RNG unless a ``generator`` is given.
+Randomness: :func:`sample` draws its slots from a :mod:`funcrl.random` ``key`` when given (the same
+key, the same batch; compiled and vmapped over keys alike), else from a ``generator`` or the global
+torch RNG.
 
 Files: :func:`save` and :func:`load` go through :mod:`funcrl.checkpoint` (atomic writes, no
 pickle) and :func:`load` checks every field (:func:`validate`); :func:`restore` copies a buffer
@@ -43,6 +45,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from funcrl import random as funcrl_random
 from funcrl import tree
 from funcrl.jit import is_tracing
 from funcrl.record import Record
@@ -345,18 +348,49 @@ def _check_not_empty(state: ReplayState, owner: str) -> None:
             raise RuntimeError(f"{owner}: the buffer is empty; add transitions before sampling")
 
 
+def _draw_uniform(
+    state: ReplayState,
+    batch_size: int,
+    key: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``[batch_size]`` float64 uniforms in ``[0, 1)`` from ``key``, else ``generator``/global."""
+    dev = state.size.device
+    if key is None:
+        return torch.rand(batch_size, dtype=torch.float64, device=dev, generator=generator)
+    if generator is not None:
+        raise ValueError(
+            "buffers.sample: pass either key= (a funcrl.random key) or generator= (a "
+            "torch.Generator), not both"
+        )
+    key = funcrl_random._check_key("buffers.sample", key)
+    if key.device != dev:
+        raise ValueError(
+            f"buffers.sample: key is on {key.device}, the buffer on {dev}; move the key "
+            "(funcrl.random.key(seed, device=...))"
+        )
+    # float64: 52 random mantissa bits, as torch.rand's float64 draw (see below).
+    return funcrl_random.uniform(key, (batch_size,), torch.float64)
+
+
 def sample(
     state: ReplayState,
     batch_size: int,
-    generator: torch.Generator | None = None,
     *,
+    key: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
     beta: float | torch.Tensor | None = None,
 ) -> Record:
-    """Draws ``batch_size`` transitions with replacement. Samples from the torch RNG.
+    """Draws ``batch_size`` transitions with replacement.
 
     Uniform buffers draw uniformly over the filled slots ``[0, size)``. Prioritized buffers draw
     slot ``i`` with probability ``p_i / sum_j p_j`` and add the importance weights
     ``(p_i / min_j p_j) ** -beta`` (the max-normalised weights of Schaul et al. and TorchRL).
+
+    Randomness: with ``key`` (a :mod:`funcrl.random` key) the slots are a pure function of the
+    key and the buffer: the same key gives the same batch, eagerly, under ``torch.compile`` and
+    under ``vmap`` over keys (and stacked buffers). Without it, ``generator`` or the global torch
+    RNG draws them.
 
     Cost: uniform sampling is ``O(batch)``. Prioritized sampling is ``O(size)``: one float64
     cumsum, one ``searchsorted`` and one min over the priorities (about 1-3 ms at size 1e6 on
@@ -366,20 +400,27 @@ def sample(
     Args:
         state: the buffer.
         batch_size: number of transitions.
-        generator: an optional ``torch.Generator``; the global RNG by default.
+        key: a ``[2]`` int64 :mod:`funcrl.random` key on the buffer's device.
+        generator: a ``torch.Generator`` (only without ``key``); the global RNG by default.
         beta: overrides the state's importance-sampling exponent.
 
     Returns:
         Record ``[batch_size]`` with the stored keys, plus ``"index"`` (int64 slots, to pass to
         :func:`update_priorities`) and, when prioritized, ``"priority_weight"`` (float32
         ``[batch_size]``, TorchRL's key and shape).
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive int; both ``key`` and ``generator`` are
+            given; ``key`` is not a ``[2]`` int64 key of uint32 words on the buffer's device.
+        TypeError: ``key`` is not a tensor.
+        RuntimeError: the buffer is empty (checked eagerly on CPU).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"buffers.sample: batch_size must be a positive int, got {batch_size!r}")
+    u = _draw_uniform(state, batch_size, key, generator)
     _check_not_empty(state, "buffers.sample")
     dev = state.size.device
     cap = capacity(state)
-    u = torch.rand(batch_size, dtype=torch.float64, device=dev, generator=generator)
     prio = state.prioritized
     weight = None
     if not prio:
@@ -388,12 +429,13 @@ def sample(
         idx = (u * state.size).long()
     else:
         p = prio.priority
-        if dev.type == "cpu" and not is_tracing():
+        if _host(state.size):
             # Eager CPU: reading `size` is free, and the filled prefix is all that matters.
             p = p[: int(state.size)]
             p_min = p.amin()
         else:
-            # Empty slots hold 0 and filled ones > 0 (eps > 0), so mask them out of the min.
+            # Empty slots hold 0 and filled ones > 0 (eps > 0), so mask them out of the min
+            # (compiled, on an accelerator, and under vmap, where `size` has no single value).
             p_min = torch.where(p > 0, p, math.inf).amin()
         cdf = torch.cumsum(p, 0, dtype=torch.float64)
         idx = torch.searchsorted(cdf, u * cdf[-1], right=True)

@@ -23,13 +23,15 @@ eager mode the flat kernels (``split``, ``fold_in``, threefry over a counter vec
 floats) each run as one ``torch.compile``-d kernel with a dynamic size: compiled once per process
 per kind and dtype (seconds; ``FUNCRL_RANDOM_FUSED=0`` turns this off), then within 1.5x of
 ``torch.randn`` for large draws and ~0.04 ms for small ones (a key split: 0.05 ms, 0.45 ms as
-plain ops). Under ``torch.compile``/``funcrl.jit`` tracing and inside
-``torch.func`` transforms (``vmap``, ``grad``) the same code runs as plain ops, which the caller's
-compiler fuses or the transform batches. Both paths give bitwise identical results.
+plain ops). Under ``torch.compile``/``funcrl.jit`` tracing, and for keys batched by ``vmap``, the
+same code runs as plain ops, which the caller's compiler fuses or the transform batches (an
+unbatched key inside ``grad`` or ``vmap`` still gets the kernel). Both paths give bitwise
+identical results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -234,9 +236,11 @@ def _compiled(kind: str) -> Callable[..., torch.Tensor]:
 def fused_enabled(key: torch.Tensor, n: int) -> bool:
     """Whether a draw of ``n`` values from ``key`` runs as the compiled kernel.
 
-    Only in plain eager mode: under ``torch.compile``/``funcrl.jit`` tracing the caller's graph
-    fuses the ops itself, and inside a ``torch.func`` transform (``vmap``, ``grad``) the ops must
-    be visible to the transform.
+    Only eagerly: under ``torch.compile``/``funcrl.jit`` tracing the caller's graph fuses the ops
+    itself. Inside a ``torch.func`` transform the kernel runs only when the key is an ordinary
+    tensor (e.g. a loss's key under ``grad``): the draw is then a constant to the transform and
+    runs outside it. A key that belongs to the transform (batched by ``vmap``) needs the plain
+    ops, which the transform batches.
     """
     return (
         _FUSED_ENV
@@ -244,7 +248,6 @@ def fused_enabled(key: torch.Tensor, n: int) -> bool:
         and isinstance(n, int)
         and n >= FUSED_MIN_NUMEL
         and not is_tracing()
-        and torch._C._functorch.peek_interpreter_stack() is None
         and not torch._C._functorch.is_functorch_wrapped_tensor(key)
     )
 
@@ -254,12 +257,15 @@ def _run(
 ) -> torch.Tensor:
     global _FUSED_BROKEN
     call_args = (key, n, *args) if size_arg else (key, *args)
-    if fused_enabled(key, n) and not (
-        args and isinstance(args[0], torch.Tensor) and _is_wrapped(args[0])
+    if fused_enabled(key, n) and not any(
+        isinstance(a, torch.Tensor) and _is_wrapped(a) for a in args
     ):
         try:
             # no_grad: nothing here is differentiable, and a fixed grad mode keeps one compile.
-            with torch.no_grad():
+            # Outside any torch.func transform (dynamo refuses to run under one): no input
+            # belongs to a transform, so the result is the same constant the plain ops give, and
+            # a loss's draws under grad cost one kernel call instead of ~150 transformed ops.
+            with torch.no_grad(), _outside_transforms():
                 return _compiled(kind)(*call_args)
         except Exception as err:  # pragma: no cover - no C++ compiler, unsupported backend
             _FUSED_BROKEN = True
@@ -270,6 +276,14 @@ def _run(
                 stacklevel=3,
             )
     return _KERNELS[kind](*call_args)
+
+
+def _outside_transforms() -> contextlib.AbstractContextManager:
+    if torch._C._functorch.peek_interpreter_stack() is None:
+        return contextlib.nullcontext()
+    from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+
+    return temporarily_clear_interpreter_stack()
 
 
 def _is_wrapped(t: torch.Tensor) -> bool:

@@ -19,6 +19,8 @@ import sys
 import pytest
 import torch
 
+from funcrl import random as fr
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -84,6 +86,7 @@ def test_sac_runs_writes_outputs_and_resumes(tmp_path, capsys):
     assert meta["config"]["num_cells"] == [16, 16]
     assert ck["step"] == 300 and int(ck["buffer"].size) == 300
     assert int(ck["opt_state"].step) == 201
+    assert torch.equal(ck["key"], fr.key(3))  # the root key: resume continues its streams
     # Resume to 500 steps: the counters, buffer and optimizer continue where they stopped.
     res2 = sac_example.main(
         [*TINY, "--total-steps", "500", "--out", out, "--seed", "3", "--resume"]
@@ -96,6 +99,42 @@ def test_sac_runs_writes_outputs_and_resumes(tmp_path, capsys):
     torch.testing.assert_close(ck2["buffer"].storage["observation"][:300], first)
     steps = [int(r["step"]) for r in _rows(os.path.join(out, "log.csv"))]
     assert steps == sorted(steps) and steps[-1] == 500 and steps.count(300) == 1
+
+
+def test_sac_resume_draws_what_the_uninterrupted_run_draws(tmp_path, monkeypatch):
+    # Every draw's key is fold_in(stream, counter) of the checkpointed root key: a run stopped at
+    # step 120 and resumed to 150 gives its updates and its exploration the same keys as one run
+    # to 150. (Its transitions differ: gymnasium's env state is not saved, episodes restart.)
+    sac_example = importlib.import_module("sac")
+    real = sac_example.make_agent
+
+    def run(out, steps, log, resume=False):
+        def spying(*a, **kw):
+            agent = real(*a, **kw)
+
+            def update(params, opt_state, buf, key):
+                log.append(("update", key))
+                return agent.update(params, opt_state, buf, key)
+
+            def explore(params, observation, key):
+                log.append(("explore", key))
+                return agent.explore(params, observation, key)
+
+            return agent._replace(update=update, explore=explore)
+
+        monkeypatch.setattr(sac_example, "make_agent", spying)
+        args = [*TINY, "--total-steps", str(steps), "--out", str(tmp_path / out), "--seed", "5"]
+        args += ["--eval-every", "0", "--checkpoint-every", "120"]
+        return sac_example.main(args + (["--resume"] if resume else []))
+
+    whole, parts = [], []
+    run("whole", 150, whole)
+    run("parts", 120, parts)
+    run("parts", 150, parts, resume=True)
+    assert len(whole) == len(parts) == (150 - 100) + (150 - 100 + 1)
+    for (kind_a, key_a), (kind_b, key_b) in zip(whole, parts):
+        assert kind_a == kind_b and torch.equal(key_a, key_b)
+    assert len({tuple(k.tolist()) for _, k in whole}) == len(whole)  # never reused
 
 
 def test_sac_resume_without_checkpoint_is_a_clear_error(tmp_path):
@@ -138,6 +177,7 @@ def test_sac_seeds_trains_independent_agents_and_resumes(tmp_path, capsys):
     w = ck["params"]["actor"]["layers"][0]["weight"]
     assert w.shape[0] == 3 and not torch.equal(w[0], w[1])
     assert ck["opt_state"].step.tolist() == [201, 201, 201]
+    assert torch.equal(ck["key"], fr.key(0))  # the root key of --seed 0, for --resume
     obs = [b.storage["observation"] for b in ck["buffers"]]
     assert all(int(b.size) == 300 for b in ck["buffers"]) and not torch.equal(obs[0], obs[1])
     res2 = seeds_example.main(

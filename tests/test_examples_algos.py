@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from funcrl import checkpoint
+from funcrl import random as fr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -122,13 +123,13 @@ def test_deterministic_actors_stay_in_the_box_and_explore(name):
     a = agent.act(agent.params, obs)
     assert a.shape == (512, 1)
     assert float(a.abs().max()) <= 2.0 and float(a.abs().max()) > 1.9
-    noisy = agent.explore(agent.params, obs)
+    noisy = agent.explore(agent.params, obs, fr.key(1))
     assert noisy.shape == (512, 1) and float(noisy.abs().max()) <= 2.0
     # The noise std is exploration_noise x the half-width: 0.1 x 2 = 0.2 (no clipping near 0).
     small = torch.randn(4096, 3) * 0.01
     clean = agent.act(agent.params, small)
     assert float(clean.abs().max()) < 1.0
-    diff = agent.explore(agent.params, small) - clean
+    diff = agent.explore(agent.params, small, fr.key(2)) - clean
     assert float(diff.std()) == pytest.approx(0.2, rel=0.1)
 
 
@@ -149,13 +150,13 @@ def test_epsilon_greedy_follows_the_environment_step(name):
     obs = torch.randn(4000, 4)
     greedy = agent.act(agent.params, obs)
     # eps = 1 at step 0: uniform actions, half of them differ from the greedy one.
-    start = agent.explore(agent.params, obs, 0)
+    start = agent.explore(agent.params, obs, 0, fr.key(0))
     assert 0.4 < float((start != greedy).float().mean()) < 0.6
     # eps = 0.5 half-way through the annealing (step 250 of 500): a quarter differ.
-    mid = agent.explore(agent.params, obs, 250)
+    mid = agent.explore(agent.params, obs, 250, fr.key(1))
     assert 0.2 < float((mid != greedy).float().mean()) < 0.3
     # eps = 0 once annealed: greedy.
-    assert torch.equal(agent.explore(agent.params, obs, 500), greedy)
+    assert torch.equal(agent.explore(agent.params, obs, 500, fr.key(2)), greedy)
 
 
 def test_dqn_resume_continues_updates_and_schedule(tmp_path):
@@ -170,9 +171,9 @@ def test_dqn_resume_continues_updates_and_schedule(tmp_path):
     def spying_make_agent(*a, **kw):
         agent = real_make_agent(*a, **kw)
 
-        def explore(params, observation, step):
+        def explore(params, observation, step, key):
             steps_seen.append(step)
-            return agent.explore(params, observation, step)
+            return agent.explore(params, observation, step, key)
 
         return agent._replace(explore=explore)
 
@@ -247,8 +248,9 @@ def test_jit_update_step_traces_once_and_trains(name, backend, monkeypatch):
     env.close()
     assert isinstance(agent.update, Jitted)
     params, opt_state = agent.params, agent.opt_state
-    for _ in range(3):
-        params, opt_state, metrics = agent.update(params, opt_state, buf)
+    for t in range(3):  # a new key per step is a new input, not a new trace
+        key = fr.fold_in(fr.key(0), t)
+        params, opt_state, metrics = agent.update(params, opt_state, buf, key)
     assert len(agent.update.cache) == 1
     assert all(bool(torch.isfinite(x).all()) for x in tree.leaves(params))
     assert all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in metrics.values())

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from funcrl import tree
+from funcrl import random, tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -52,6 +52,7 @@ def test_smoke_continuous_pendulum(tmp_path, normalize):
     )
     assert result["steps"] == 128 and result["eval_return"] < 0
     ckpt = _util.load_checkpoint(os.path.join(str(tmp_path), "checkpoint.pt")).tree
+    assert torch.equal(ckpt["key"], random.key(0))  # the run's root key (--seed 0)
     if normalize:
         # 128 steps of 2 envs folded into the observation statistics.
         assert float(ckpt["normalizers"]["observation"]["count"]) == 128
