@@ -44,6 +44,7 @@ from funcrl.objectives.common import (
     check_observation,
     get,
     get_flag,
+    n_step_discount,
     require,
 )
 from funcrl.record import Record
@@ -442,14 +443,16 @@ def value_target(
 ) -> torch.Tensor:
     """The detached critic target ``[*B]`` from ``next_value = V(s') [*B]`` (gradient-stopped).
 
-    ``cfg.value_estimator``: ``"td0"`` is ``r + gamma (1 - terminated) V(s')``; ``"td1"`` and
+    ``cfg.value_estimator``: ``"td0"`` is ``r + gamma (1 - terminated) V(s')`` (``gamma ** n``
+    for n-step transitions with ``steps_to_next_obs``, as TorchRL); ``"td1"`` and
     ``"td_lambda"`` (``cfg.lmbda``) run TorchRL's recursions of :mod:`funcrl.values` over the last
     batch dim as time (a batch of trajectories ``[*B, T]``), resetting at ``("next", "done")``.
     """
     r, term = t.reward.squeeze(-1), t.terminated.squeeze(-1)
     next_value = next_value.detach()
     if cfg.value_estimator == "td0":
-        return values.td0_return_estimate(cfg.gamma, next_value, r, term).detach()
+        gamma = n_step_discount(batch, cfg.gamma, r, owner=owner)
+        return values.td0_return_estimate(gamma, next_value, r, term).detach()
     done = get_flag(batch, ("next", "done"), owner=owner, like=t.reward).bool()
     lmbda = 1.0 if cfg.value_estimator == "td1" else cfg.lmbda
     g = values.td_lambda_return_estimate(

@@ -31,6 +31,7 @@ __all__ = [
     "check_observation",
     "default_net",
     "out_features",
+    "n_step_discount",
     "Params",
 ]
 
@@ -276,3 +277,27 @@ def out_features(params: Any, owner: str, name: str) -> int:
             f"{owner}: params[{name!r}] are not the default MLP's {{'layers': [...]}} params (got "
             f"{type(params).__name__}); pass the net they belong to in nets"
         ) from None
+
+
+def n_step_discount(
+    batch: Record, gamma: float, like: torch.Tensor, *, owner: str
+) -> float | torch.Tensor:
+    """The TD(0) discount: ``gamma``, or ``gamma ** batch["steps_to_next_obs"]`` when the batch
+    holds n-step transitions (:func:`funcrl.buffers.n_step`, TorchRL's ``MultiStep``), as
+    TorchRL's TD(0) estimator does; shaped like ``like`` (``[*B]`` or ``[*B, 1]``).
+
+    Without this, an n-step batch would be bootstrapped with ``gamma`` instead of ``gamma ** n``.
+    """
+    if "steps_to_next_obs" not in batch:
+        return gamma
+    steps = get(batch, "steps_to_next_obs", owner=owner, shape=(1,))
+    if steps.shape != like.shape:
+        steps = steps.squeeze(-1)
+    if steps.shape != like.shape:
+        raise ValueError(
+            f"{owner}: batch['steps_to_next_obs'] has shape {tuple(steps.shape)}, expected "
+            f"{(*like.shape, 1)} (TorchRL's [*batch, 1])"
+        )
+    return torch.pow(
+        torch.as_tensor(gamma, dtype=like.dtype, device=like.device), steps.to(like.dtype)
+    )

@@ -39,6 +39,7 @@ from funcrl.objectives.common import (
     check_mode,
     default_net,
     get,
+    n_step_discount,
     out_features,
 )
 from funcrl.record import NestedKey, Record
@@ -613,7 +614,8 @@ def bootstrap_target(
     terminated = _flag(batch, terminated_key, shape, owner)
     v = next_value.unsqueeze(-1).detach()
     if config.value_estimator == "td0":
-        return _values.td0_return_estimate(config.gamma, v, reward, terminated).squeeze(-1).detach()
+        gamma = n_step_discount(batch, config.gamma, reward, owner=owner)
+        return _values.td0_return_estimate(gamma, v, reward, terminated).squeeze(-1).detach()
     done = _flag(batch, done_key, shape, owner) | terminated
     if config.value_estimator == "td1":
         y = _values.td1_return_estimate(config.gamma, v, reward, done, terminated)
