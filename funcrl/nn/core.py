@@ -223,6 +223,34 @@ def _tracing() -> bool:
     return is_tracing()
 
 
+def dropout(
+    x: torch.Tensor, p: float, *, train: bool, key: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Inverted dropout: zeroes each entry with probability ``p`` and scales the rest by
+    ``1 / (1 - p)`` when ``train``; the identity otherwise.
+
+    The mask comes from ``key`` (:func:`funcrl.random.bernoulli`, reproducible, vmappable) or,
+    with ``key=None``, from the global torch RNG (``F.dropout``, TorchRL's draws).
+    """
+    if not train or p == 0:
+        return x
+    if key is None:
+        return F.dropout(x, p, training=True)
+    from funcrl import random
+
+    keep = random.bernoulli(key, 1.0 - p, tuple(x.shape)).to(device=x.device, dtype=x.dtype)
+    return x * keep / (1.0 - p)
+
+
+def fold(key: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    """``funcrl.random.fold_in(key, i)``, or ``None`` without a key: one key per dropout site."""
+    if key is None:
+        return None
+    from funcrl import random
+
+    return random.fold_in(key, i)
+
+
 class Module:
     """Base protocol of funcrl networks (subclasses are frozen dataclasses).
 
@@ -596,9 +624,17 @@ class MLP(Module):
         return {"layers": list(self.layers)}
 
     def __call__(
-        self, params: Params, x: torch.Tensor, *, train: bool = False, noise: Params | None = None
+        self,
+        params: Params,
+        x: torch.Tensor,
+        *,
+        train: bool = False,
+        noise: Params | None = None,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Applies the MLP; ``noise`` (from ``sample_noise``) perturbs noisy layers, ``None``: mean."""
+        """Applies the MLP; ``noise`` (from ``sample_noise``) perturbs noisy layers, ``None``: mean.
+        With ``dropout`` and ``train=True``, ``key`` draws the masks (one ``fold_in`` per layer;
+        ``None``: the global RNG)."""
         self.check_params(params)
         layers = params["layers"]
         weight = "weight_mu" if self.layer_class == "noisy" else "weight"
@@ -622,7 +658,7 @@ class MLP(Module):
             if i < n - 1 or self.activate_last_layer:
                 # TorchRL's order (and DroQ's): Linear -> Dropout -> Norm -> activation.
                 if self.dropout:
-                    x = F.dropout(x, self.dropout, training=train)
+                    x = dropout(x, self.dropout, train=train, key=fold(key, i))
                 if self.norm == "layer":
                     norm = params["norms"][i]
                     x = F.layer_norm(x, (x.shape[-1],), norm["weight"], norm["bias"])

@@ -19,7 +19,8 @@ Parameter names follow TorchRL/HF (``transformer.h[i].attn.c_attn`` ...), but ev
 uses ``torch.nn.Linear``'s ``{"weight": [out, in], "bias": [out]}`` layout: HF's ``Conv1D``
 stores ``[in, out]``, so transpose its weights when converting.
 
-Dropout is active only with ``train=True`` and draws from the global torch RNG.
+Dropout is active only with ``train=True``; its masks come from ``key=`` (one ``fold_in`` per
+dropout site) or, without a key, from the global torch RNG.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from funcrl.nn.core import (
     Seed,
     activation_fn,
     check_input,
+    dropout,
+    fold,
     make_generator,
     net_name,
 )
@@ -140,6 +143,7 @@ def causal_self_attention(
     attn_pdrop: float = 0.0,
     resid_pdrop: float = 0.0,
     train: bool = False,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GPT-2's masked multi-head self-attention.
 
@@ -168,10 +172,10 @@ def causal_self_attention(
         allowed = allowed & attention_mask[..., None, None, :].to(torch.bool)
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1)
-    probs = F.dropout(probs, attn_pdrop, training=train and attn_pdrop > 0)
+    probs = dropout(probs, attn_pdrop, train=train, key=fold(key, 0))
     out = (probs @ v).transpose(-3, -2).reshape(*batch, length, width)
     out = F.linear(out, params["c_proj"]["weight"], params["c_proj"].get("bias"))
-    return F.dropout(out, resid_pdrop, training=train and resid_pdrop > 0)
+    return dropout(out, resid_pdrop, train=train, key=fold(key, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +243,7 @@ class CausalTransformer(Module):
         *,
         attention_mask: torch.Tensor | None = None,
         train: bool = False,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One pre-LayerNorm block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
         c = self.config
@@ -252,12 +257,13 @@ class CausalTransformer(Module):
             attn_pdrop=c.attn_pdrop,
             resid_pdrop=c.resid_pdrop,
             train=train,
+            key=fold(key, 0),
         )
         h = F.layer_norm(x, (c.n_embd,), params["ln_2"]["weight"], params["ln_2"]["bias"], eps)
         mlp = params["mlp"]
         h = _activation(c.activation)(F.linear(h, mlp["c_fc"]["weight"], mlp["c_fc"]["bias"]))
         h = F.linear(h, mlp["c_proj"]["weight"], mlp["c_proj"]["bias"])
-        return x + F.dropout(h, c.resid_pdrop, training=train and c.resid_pdrop > 0)
+        return x + dropout(h, c.resid_pdrop, train=train, key=fold(key, 1))
 
     def __call__(
         self,
@@ -266,6 +272,7 @@ class CausalTransformer(Module):
         *,
         attention_mask: torch.Tensor | None = None,
         train: bool = False,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         c = self.config
         self.check_params(params)
@@ -281,9 +288,9 @@ class CausalTransformer(Module):
                 f"got {tuple(attention_mask.shape)}"
             )
         x = x + params["wpe"][:length]
-        x = F.dropout(x, c.embd_pdrop, training=train and c.embd_pdrop > 0)
-        for p in params["h"]:
-            x = self.block(p, x, attention_mask=attention_mask, train=train)
+        x = dropout(x, c.embd_pdrop, train=train, key=fold(key, 0))
+        for i, p in enumerate(params["h"]):
+            x = self.block(p, x, attention_mask=attention_mask, train=train, key=fold(key, i + 1))
         ln_f = params["ln_f"]
         return F.layer_norm(x, (c.n_embd,), ln_f["weight"], ln_f["bias"], c.layer_norm_epsilon)
 
@@ -380,6 +387,7 @@ class DecisionTransformer(Module):
         timesteps: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         train: bool = False,
+        key: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self.check_params(params)
         like = params["embed_state"]["weight"]
@@ -421,7 +429,9 @@ class DecisionTransformer(Module):
                 )
             token_mask = attention_mask.unsqueeze(-1).expand(*attention_mask.shape, 3)
             token_mask = token_mask.reshape(*batch, 3 * steps)
-        x = self.transformer(params["transformer"], tokens, attention_mask=token_mask, train=train)
+        x = self.transformer(
+            params["transformer"], tokens, attention_mask=token_mask, train=train, key=key
+        )
         # Token 3t + 1 is s_t: it has seen R_{<=t}, s_{<=t}, a_{<t}.
         return x.reshape(*batch, steps, 3, e)[..., 1, :]
 

@@ -15,7 +15,7 @@ A batch is a :class:`funcrl.Record` of trajectory segments with batch dims ``[*B
 last): ``observation [*B, T, o]``, ``action [*B, T, a]``, ``return_to_go [*B, T, 1]``.
 
 Intentional differences from TorchRL: the transformer's dropout is off unless
-``Config(dropout=True)`` (dropout draws from the global RNG, outside ``key``); ``batch
+``Config(dropout=True)`` (its masks then come from ``key``); ``batch
 ["priority_weight"]`` (``[*B, T]``) weights the reduction; ``td_error`` (``[*B, T]``) is the
 mean absolute error of the predicted actions.
 """
@@ -67,7 +67,8 @@ class Config:
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[*B, T, a]``).
         use_prioritized_weights: ``"auto"``/``True``: weight the reduction by
             ``batch["priority_weight"]`` (``[*B, T]``) when present; ``False``: ignore it.
-        dropout: run the transformer's dropout in the loss (global RNG, as TorchRL in train mode).
+        dropout: run the transformer's dropout in the loss, as TorchRL in train mode (masks from
+            the loss's ``key``; the global RNG without one).
     """
 
     loss_function: str = "l2"
@@ -130,11 +131,13 @@ def predict(
     *,
     nets: Nets = Nets(),
     train: bool = False,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The predicted actions ``[*B, T, a]`` in the box: ``TanhDelta(actor(...))``'s point."""
+    """The predicted actions ``[*B, T, a]`` in the box: ``TanhDelta(actor(...))``'s point.
+    ``train`` runs the transformer's dropout, its masks from ``key`` (global RNG without)."""
     low, high = bounds(params, "dt.predict")
     nets = _resolve(nets, observation.shape[-1], low.shape[-1])
-    kw = {"train": True} if train else {}
+    kw = {"train": True, "key": key} if train else {}
     out = nets.actor(params["actor"], observation, action, return_to_go, **kw)
     return TanhDelta(out, low=low, high=high).deterministic_sample
 
@@ -148,8 +151,7 @@ def loss(
     key: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``loss`` (reduced) and ``td_error`` ``[*B, T]`` (detached) on trajectory segments.
-    ``key`` is unused (the loss draws nothing; see ``Config.dropout``)."""
-    del key
+    ``key`` draws the dropout masks with ``Config(dropout=True)`` (the loss draws nothing else)."""
     owner = "dt.loss"
     check_batch(batch, owner)
     require(params, ["actor", "action_bounds"], owner)
@@ -158,7 +160,7 @@ def loss(
         batch, owner=owner, act_dim=low.shape[-1], dtype=param_dtype(params, "actor")
     )
     weights = priority_weights(batch, config, like=action[..., 0], owner=owner)
-    pred = predict(params, obs, action, rtg, nets=nets, train=config.dropout)
+    pred = predict(params, obs, action, rtg, nets=nets, train=config.dropout, key=key)
     per_element = distance_loss(pred, action.detach(), config.loss_function)
     w = None if weights is None else weights.unsqueeze(-1).expand_as(per_element)
     return {

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from funcrl import tree
+from funcrl import random, tree
 from funcrl.distributions import TanhNormal
 from funcrl.nn import OnlineDTActor, make_generator
 from funcrl.objectives.actor_critic import (
@@ -77,7 +77,8 @@ class Config:
         samples_mc_entropy: samples of the Monte-Carlo entropy estimate.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[*B, T]``).
         use_prioritized_weights: weight the reductions by ``batch["priority_weight"]``.
-        dropout: run the transformer's dropout in the loss (global RNG).
+        dropout: run the transformer's dropout in the loss (masks from the loss's ``key``; the
+            global RNG without one).
     """
 
     alpha_init: float = 1.0
@@ -156,11 +157,13 @@ def policy(
     *,
     nets: Nets = Nets(),
     train: bool = False,
+    key: torch.Tensor | None = None,
 ) -> TanhNormal:
-    """The policy ``TanhNormal`` ``[*B, T]`` over a context, on ``params["action_bounds"]``."""
+    """The policy ``TanhNormal`` ``[*B, T]`` over a context, on ``params["action_bounds"]``.
+    ``train`` runs the transformer's dropout, its masks from ``key`` (global RNG without)."""
     low, high = bounds(params, "online_dt.policy")
     nets = _resolve(nets, observation.shape[-1], low.shape[-1])
-    kw = {"train": True} if train else {}
+    kw = {"train": True, "key": key} if train else {}
     loc, scale = nets.actor(params["actor"], observation, action, return_to_go, **kw)
     return TanhNormal(loc, scale, low=low, high=high, tanh_loc=nets.tanh_loc)
 
@@ -186,7 +189,10 @@ def loss(
     red = config.reduction
     log_alpha, alpha = temperature(params["log_alpha"], config)
     h_target = auto_entropy(config.target_entropy, action, batch.batch_ndim)
-    dist = policy(params, obs, action, rtg, nets=nets, train=config.dropout)
+    dropout_key = None
+    if config.dropout and key is not None:
+        dropout_key, key = random.split(key, 2).unbind(0)
+    dist = policy(params, obs, action, rtg, nets=nets, train=config.dropout, key=dropout_key)
     log_likelihood = dist.log_prob(action.detach())
     _, lp = dist.rsample_and_log_prob((config.samples_mc_entropy,), key=key)
     entropy = -lp.mean(0)
