@@ -31,6 +31,7 @@ _SUBMODULES = {
     "envs",
     "multiagent",
     "qmix",
+    "random",
 }
 
 

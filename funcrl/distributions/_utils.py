@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "standard_normal",
+    "standard_uniform",
     "TensorLike",
     "tanh_eps",
     "safe_tanh",
@@ -197,3 +199,29 @@ def check_value_shape(
             f"{owner}: {name} has shape {vshape}, expected [*sample_shape, *{what}] with "
             f"{what} = {shape}"
         )
+
+
+def standard_normal(
+    shape: torch.Size, like: torch.Tensor, key: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``N(0, 1)`` noise of ``shape``, dtype/device of ``like``. Samples.
+
+    With ``key=None`` the global torch RNG (``torch.randn``, TorchRL's draw); with a key,
+    :func:`funcrl.random.normal` (bitwise reproducible, eager or compiled, under ``vmap``).
+    """
+    if key is None:
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+    from funcrl import random
+
+    return random.normal(key, shape, like.dtype).to(like.device)
+
+
+def standard_uniform(
+    shape: torch.Size, like: torch.Tensor, key: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``U[0, 1)`` noise of ``shape``, dtype/device of ``like`` (``torch.rand`` or a key). Samples."""
+    if key is None:
+        return torch.rand(shape, dtype=like.dtype, device=like.device)
+    from funcrl import random
+
+    return random.uniform(key, shape, like.dtype).to(like.device)

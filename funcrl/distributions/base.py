@@ -5,8 +5,10 @@ loss): it holds the parameter tensors and static options, no state, no caches. I
 pure tensor code (no ``.item()``, no Python branch on tensor values), so building and using it
 traces under ``torch.compile(fullgraph=True)`` and batches under ``torch.func.vmap``.
 
-Methods that draw random numbers (``rsample``, ``sample``) use the global torch RNG, so
-``torch.manual_seed`` reproduces them; under ``vmap`` pass ``randomness="different"``.
+Methods that draw random numbers (``rsample``, ``sample``) take ``key=``: with a
+:func:`funcrl.random.key` they draw from it only (bitwise reproducible, eager or compiled, one key
+per ``vmap`` row); with ``key=None`` from the global torch RNG, so ``torch.manual_seed`` reproduces
+them (TorchRL's draws; under ``vmap`` pass ``randomness="different"``).
 """
 
 from __future__ import annotations
@@ -41,12 +43,16 @@ class Distribution:
     event_shape: torch.Size
     validate_args: bool = False
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no reparameterised sampler")
 
-    def sample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def sample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """A draw with no gradient, ``[*sample_shape, *batch_shape, *event_shape]``. Samples."""
-        return self.rsample(sample_shape).detach()
+        return self.rsample(sample_shape, key=key).detach()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -27,6 +27,8 @@ from funcrl.distributions._utils import (
     resolve_scale,
     safe_atanh,
     safe_tanh,
+    standard_normal,
+    standard_uniform,
     sum_rightmost,
     tanh_log_abs_det_jacobian,
 )
@@ -153,14 +155,16 @@ class TanhNormal(Distribution):
 
     # -- API -------------------------------------------------------------------------------------
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Reparameterised draw ``[*sample_shape, *batch, *event]`` in ``[low, high]``. Samples."""
         shape = as_size(sample_shape) + self.loc.shape
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        eps = standard_normal(shape, self.loc, key)
         return self._forward(self.loc + self.scale * eps)
 
     def rsample_and_log_prob(
-        self, sample_shape: ShapeLike = ()
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw and score the same pre-tanh value (no re-inversion). Samples.
 
@@ -169,7 +173,7 @@ class TanhNormal(Distribution):
           differentiable (pathwise) w.r.t. ``loc`` and ``scale``.
         """
         shape = as_size(sample_shape) + self.loc.shape
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        eps = standard_normal(shape, self.loc, key)
         u = self.loc + self.scale * eps
         return self._forward(u), self._log_prob_pre(u)
 
@@ -266,10 +270,12 @@ class IndependentNormal(Distribution):
         cut = loc.ndim - event_dim
         self.batch_shape, self.event_shape = loc.shape[:cut], loc.shape[cut:]
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``loc + scale * eps``, ``[*sample_shape, *batch, *event]``. Samples."""
         shape = as_size(sample_shape) + self.loc.shape
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        eps = standard_normal(shape, self.loc, key)
         return self.loc + self.scale * eps
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -379,7 +385,9 @@ class TruncatedNormal(Distribution):
         self._Z = (self._Phi_b - self._Phi_a).clamp(eps, 1 - eps)
         self._log_Z = torch.log(self._Z)
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Inverse-CDF draw ``[*sample_shape, *batch, d]`` in ``[low, high]``. Samples.
 
         Pathwise gradients w.r.t. ``loc``/``scale``; the final clip into the bounds changes the
@@ -387,7 +395,7 @@ class TruncatedNormal(Distribution):
         """
         eps = self.eps
         shape = as_size(sample_shape) + self.loc.shape
-        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device) * (1 - 2 * eps) + eps
+        u = standard_uniform(shape, self.loc, key) * (1 - 2 * eps) + eps
         p = (self._Phi_a + u * self._Z).clamp(eps, 1 - eps)
         x = self.loc + self.scale * (_SQRT2 * torch.erfinv(2 * p - 1))
         clipped = torch.minimum(torch.maximum(x, self.low), self.high)
@@ -482,7 +490,9 @@ class Delta(Distribution):
         inf = torch.full(eq.shape, math.inf, dtype=value.dtype, device=value.device)
         return torch.where(eq, inf, -inf)
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.param.expand(as_size(sample_shape) + self.param.shape)
 
     @property
@@ -566,7 +576,9 @@ class TanhDelta(Distribution):
         """The point itself (TorchRL raises here; a point mass's mean is its location)."""
         return self.mode
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         m = self.mode
         return m.expand(as_size(sample_shape) + m.shape)
 

@@ -42,11 +42,16 @@ class ReparamGradientStrategy(enum.Enum):
     RelaxedOneHot = 2
 
 
-def gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+def gumbel(shape: torch.Size, like: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log(U))`` of ``shape``, dtype/device of ``like``. Samples.
 
-    ``U`` is kept in ``[tiny, 1 - eps]`` so the noise is finite.
+    ``U`` is kept in ``[tiny, 1 - eps]`` so the noise is finite. With a key the noise is
+    :func:`funcrl.random.gumbel` (``U`` in ``[tiny, 1)``, JAX's); without, the global RNG.
     """
+    if key is not None:
+        from funcrl import random
+
+        return random.gumbel(key, shape, like.dtype).to(like.device)
     finfo = torch.finfo(like.dtype)
     u = torch.rand(shape, dtype=like.dtype, device=like.device).clamp(finfo.tiny, 1 - finfo.eps)
     return -torch.log(-torch.log(u))
@@ -92,9 +97,11 @@ def _straight_through_one_hot(index: torch.Tensor, probs: torch.Tensor, n: int) 
     return hard + (probs - probs.detach())
 
 
-def _relaxed_one_hot(logits: torch.Tensor, sample_shape: torch.Size) -> torch.Tensor:
+def _relaxed_one_hot(
+    logits: torch.Tensor, sample_shape: torch.Size, key: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hard one-hot of a Gumbel-softmax (temperature 1) draw, with the relaxed gradient. Samples."""
-    g = gumbel(sample_shape + logits.shape, logits)
+    g = gumbel(sample_shape + logits.shape, logits, key)
     y = torch.softmax(logits + g, dim=-1)
     hard = (y == y.amax(-1, keepdim=True)).to(y.dtype)
     return hard.detach() + (y - y.detach())
@@ -143,13 +150,17 @@ class Categorical(Distribution):
         if value.numel() and bool(((value < 0) | (value >= self.num_samples)).any()):
             raise ValueError(f"{owner}: value entries must be in [0, {self.num_samples})")
 
-    def _sample_index(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def _sample_index(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         shape = as_size(sample_shape) + self.logits.shape
-        return (self.logits + gumbel(shape, self.logits)).argmax(-1)
+        return (self.logits + gumbel(shape, self.logits, key)).argmax(-1)
 
-    def sample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def sample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Class indices ``[*sample_shape, *batch]`` (int64), by Gumbel-max. Samples."""
-        return self._sample_index(sample_shape)
+        return self._sample_index(sample_shape, key=key)
 
     @staticmethod
     def _gather(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -207,15 +218,19 @@ class OneHotCategorical(Categorical):
         self.grad_method = grad_method
         self.event_shape = self.logits.shape[-1:]
 
-    def sample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def sample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One-hot int64 ``[*sample_shape, *batch, n]``. Samples."""
-        return F.one_hot(self._sample_index(sample_shape), self.num_samples)
+        return F.one_hot(self._sample_index(sample_shape, key=key), self.num_samples)
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Float one-hot ``[*sample_shape, *batch, n]``, straight-through gradient. Samples."""
         if self.grad_method is ReparamGradientStrategy.RelaxedOneHot:
-            return _relaxed_one_hot(self.logits, as_size(sample_shape))
-        index = self._sample_index(sample_shape)
+            return _relaxed_one_hot(self.logits, as_size(sample_shape), key)
+        index = self._sample_index(sample_shape, key=key)
         return _straight_through_one_hot(index, self.probs, self.num_samples)
 
     def _check_one_hot(self, value: torch.Tensor) -> None:
@@ -359,9 +374,11 @@ class MaskedCategorical(Categorical):
         idx = self._mask.expand(slot.shape + self._mask.shape[-1:])
         return idx.gather(-1, slot.unsqueeze(-1)).squeeze(-1)
 
-    def sample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def sample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Action ids ``[*sample_shape, *batch]`` (never an invalid one). Samples."""
-        return self._slot_to_action(self._sample_index(sample_shape))
+        return self._slot_to_action(self._sample_index(sample_shape, key=key))
 
     def _action_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if not self._sparse_mask:
@@ -430,16 +447,20 @@ class MaskedOneHotCategorical(MaskedCategorical):
         )
         return full.scatter_reduce(-1, self._safe_idx, slots, reduce=reduce, include_self=True)
 
-    def sample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def sample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One-hot int64 ``[*sample_shape, *batch, n]``. Samples."""
-        return F.one_hot(MaskedCategorical.sample(self, sample_shape), self.num_samples)
+        return F.one_hot(MaskedCategorical.sample(self, sample_shape, key=key), self.num_samples)
 
-    def rsample(self, sample_shape: ShapeLike = ()) -> torch.Tensor:
+    def rsample(
+        self, sample_shape: ShapeLike = (), *, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Float one-hot ``[*sample_shape, *batch, n]``, straight-through gradient. Samples."""
         if self.grad_method is ReparamGradientStrategy.RelaxedOneHot:
             logits = self._to_actions(self.logits, -math.inf, "amax")
-            return _relaxed_one_hot(logits, as_size(sample_shape))
-        action = MaskedCategorical.sample(self, sample_shape)
+            return _relaxed_one_hot(logits, as_size(sample_shape), key)
+        action = MaskedCategorical.sample(self, sample_shape, key=key)
         probs = self._to_actions(self.probs, 0.0, "sum")
         return _straight_through_one_hot(action, probs, self.num_samples)
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributions as D
 
+from funcrl import random
 from funcrl.modules.keyed import (
     Keyed,
     Sequential,
@@ -124,15 +125,23 @@ def _is_real_support(dist: Any) -> bool:
     return isinstance(support, D.constraints._Real)
 
 
-def dist_sample(dist: Any, interaction: str, n_empirical_estimate: int = 1000) -> torch.Tensor:
+def dist_sample(
+    dist: Any,
+    interaction: str,
+    n_empirical_estimate: int = 1000,
+    *,
+    key: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Draws the value an actor outputs under ``interaction`` (TorchRL's ``_dist_sample``).
 
     * ``"deterministic"``: ``dist.deterministic_sample`` if it exists, otherwise the mean for
       real-valued distributions and the mode for the others;
     * ``"mode"`` / ``"median"`` / ``"mean"``: the property of that name; a missing mean falls
       back to the mean of ``n_empirical_estimate`` samples (this one samples);
-    * ``"random"``: ``rsample()`` when the distribution has it, else ``sample()``. Samples from
-      the global torch RNG.
+    * ``"random"``: ``rsample()`` when the distribution has it, else ``sample()``.
+
+    Draws come from ``key`` (a :func:`funcrl.random.key`) when given, else from the global
+    torch RNG.
     """
     check_interaction(interaction, "dist_sample")
     if interaction == "deterministic":
@@ -152,8 +161,15 @@ def dist_sample(dist: Any, interaction: str, n_empirical_estimate: int = 1000) -
         except (AttributeError, NotImplementedError):
             pass
         draws = (n_empirical_estimate,)
-        return (dist.rsample(draws) if dist.has_rsample else dist.sample(draws)).mean(0)
-    return dist.rsample() if dist.has_rsample else dist.sample()
+        return _draw(dist, draws, key).mean(0)
+    return _draw(dist, (), key)
+
+
+def _draw(dist: Any, shape: tuple[int, ...], key: torch.Tensor | None) -> torch.Tensor:
+    # key=None calls the distribution exactly as before, so torch.distributions objects work too.
+    if key is None:
+        return dist.rsample(shape) if dist.has_rsample else dist.sample(shape)
+    return dist.rsample(shape, key=key) if dist.has_rsample else dist.sample(shape, key=key)
 
 
 def _freeze_kwargs(kwargs: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -385,8 +401,18 @@ class ProbabilisticActor(Module):
         }
 
     def __call__(
-        self, params: Params, record: Record, *, interaction: str | None = None, **options: Any
+        self,
+        params: Params,
+        record: Record,
+        *,
+        interaction: str | None = None,
+        key: torch.Tensor | None = None,
+        **options: Any,
     ) -> Record:
+        """Writes the sample (and log-prob); draws from ``key`` when given, else the global RNG.
+
+        A composite distribution draws its ``i``-th component from ``split(key, n)[i]``.
+        """
         check_interaction(interaction, "ProbabilisticActor")
         record = self._params_record(params, record, interaction=interaction, **options)
         how = self.default_interaction if interaction is None else interaction
@@ -398,15 +424,21 @@ class ProbabilisticActor(Module):
                 (dist[name], key, add_suffix(key, "_log_prob"))
                 for (name, _), key in zip(self.distribution_map, self.sample_keys)
             ]
-        for d, key, lp_key in pairs:
-            sample = dist_sample(d, how, self.n_empirical_estimate)
+        if key is None:
+            keys = [None] * len(pairs)
+        elif len(pairs) == 1:
+            keys = [key]
+        else:
+            keys = list(random.split(key, len(pairs)).unbind(0))
+        for (d, out_key, lp_key), k in zip(pairs, keys):
+            sample = dist_sample(d, how, self.n_empirical_estimate, key=k)
             if self.return_log_prob:
                 record = record.set(lp_key, d.log_prob(sample))
             if self.safe:
-                s = spec_for(self.spec, key)
+                s = spec_for(self.spec, out_key)
                 if s is not None:
                     sample = s.project(sample)
-            record = record.set(key, sample)
+            record = record.set(out_key, sample)
         return record
 
 

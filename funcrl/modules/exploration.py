@@ -10,8 +10,10 @@ Exploration is on when ``interaction`` is ``None`` or ``"random"`` and off (the 
 unchanged) for ``"deterministic"``/``"mode"``/``"mean"``/``"median"``: TorchRL's
 ``exploration_type()`` as an argument. :class:`ConsistentDropout` follows ``train`` instead.
 
-Sampling uses the global torch RNG (``torch.manual_seed`` reproduces it); under ``torch.func.vmap``
-pass ``randomness="different"``.
+Every sampling call takes ``key=``: with a :func:`funcrl.random.key` it draws from that key only
+(bitwise reproducible, eager or compiled, ``vmap`` over a batch of keys); with ``key=None`` it uses
+the global torch RNG in TorchRL's draw order (``torch.manual_seed`` reproduces it; under
+``torch.func.vmap`` pass ``randomness="different"``).
 
 Schedules are closed-form: ``x_k = max(x_end, x_init - k * (x_init - x_end) / num_steps)``, the
 value TorchRL reaches by repeated in-place subtraction (equal up to float32 rounding).
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from funcrl import random
 from funcrl.modules.keyed import as_keys, check_interaction, read_key, spec_items
 from funcrl.nn.core import Module, Params
 from funcrl.record import NestedKey, Record
@@ -128,7 +131,7 @@ class AdditiveGaussian(_Annealed):
         action_key: the action entry.
         safe: accepted for TorchRL parity: the projection always happens when there is a spec.
 
-    Samples from the global torch RNG.
+    Samples from ``key`` when given (``mod(state, record, key=k)``), else the global torch RNG.
     """
 
     spec: Any = None
@@ -166,12 +169,19 @@ class AdditiveGaussian(_Annealed):
         )
 
     def __call__(
-        self, state: Params, record: Record, *, interaction: str | None = None, **options: Any
+        self,
+        state: Params,
+        record: Record,
+        *,
+        interaction: str | None = None,
+        key: torch.Tensor | None = None,
+        **options: Any,
     ) -> Record:
         if not _exploring(interaction, "AdditiveGaussian"):
             return record
         action = read_key(record, self.action_key, "AdditiveGaussian")
-        noise = self.mean + self.std * torch.randn_like(action)
+        eps = torch.randn_like(action) if key is None else _normal_like(key, action)
+        noise = self.mean + self.std * eps
         action = action + noise * self.sigma(state).to(action.dtype)
         if self._leaf is not None:
             action = self._leaf.project(action)
@@ -181,15 +191,95 @@ class AdditiveGaussian(_Annealed):
 # ------------------------------------------------------------------------------------ e-greedy
 
 
+def _normal_like(key: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return random.normal(key, like.shape, like.dtype).to(like.device)
+
+
+def _keyed_index(
+    key: torch.Tensor, shape: torch.Size, n: int, mask: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """Uniform index in ``[0, n)`` of ``shape`` from ``key``, only where ``mask[..., i]``."""
+    logits = torch.zeros(n, device=key.device)
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.shape[-1:] != (n,):
+            raise ValueError(
+                f"random_action: mask must be a bool tensor of shape [..., {n}], got "
+                f"{mask.dtype} {list(mask.shape)}"
+            )
+        try:
+            mask = mask.expand(*shape, n)
+        except RuntimeError as err:
+            raise ValueError(
+                f"random_action: mask of shape {list(mask.shape)} does not broadcast to "
+                f"{[*shape, n]}"
+            ) from err
+        logits = torch.where(mask.to(key.device), 0.0, -math.inf)
+        return random.categorical(key, logits).to(device)
+    return random.categorical(key, logits, shape=shape).to(device)
+
+
+def _keyed_random_action(
+    spec: Any, batch_shape: torch.Size, mask: torch.Tensor | None, key: torch.Tensor
+) -> torch.Tensor:
+    # The spec's own `rand` draws from the global RNG; these are the same laws drawn from a key.
+    name = type(spec).__name__
+    full = torch.Size(batch_shape) + spec.shape
+    dev = spec.device
+    if name == "Categorical":
+        return _keyed_index(key, full, spec.n, mask, dev).to(spec.dtype)
+    if name == "OneHot":
+        idx = _keyed_index(key, full[:-1], spec.n, mask, dev)
+        return F.one_hot(idx, spec.n).to(spec.dtype)
+    if name == "MultiOneHot":
+        lead = full[:-1]
+        segments = [None] * len(spec.nvec) if mask is None else mask.split(list(spec.nvec), -1)
+        keys = random.split(key, len(spec.nvec))
+        parts = [
+            F.one_hot(_keyed_index(k, lead, n, m, dev), n).to(spec.dtype)
+            for k, n, m in zip(keys, spec.nvec, segments)
+        ]
+        return torch.cat(parts, -1)
+    if mask is not None:
+        raise ValueError(f"random_action: action masks are not supported for a {name} spec")
+    if name == "Binary":
+        return random.bernoulli(key, 0.5, full).to(device=dev, dtype=spec.dtype)
+    if name == "MultiCategorical":
+        n = torch.as_tensor(spec.nvec, dtype=torch.float64, device=key.device)
+        u = random.uniform(key, full, torch.float64)
+        return torch.minimum(torch.floor(u * n), n - 1).to(device=dev, dtype=spec.dtype)
+    if name == "Bounded":
+        low, high = spec.low.to(key.device), spec.high.to(key.device)
+        if not spec.dtype.is_floating_point:
+            low, high = low.double(), high.double()
+            u = random.uniform(key, full, torch.float64)
+            x = torch.minimum(low + torch.floor(u * (high - low + 1.0)), high)
+            return x.to(device=dev, dtype=spec.dtype)
+        if not spec._finite:
+            raise ValueError(
+                "random_action: drawing from a key needs finite Bounded bounds, got "
+                f"low={spec.low.tolist()} high={spec.high.tolist()}"
+            )
+        u = random.uniform(key, full, spec.dtype)
+        return torch.clamp(low + u * (high - low), low, high).to(dev)
+    raise ValueError(f"random_action: drawing from a key is not supported for a {name} spec")
+
+
 def random_action(
-    spec: Any, batch_shape: torch.Size, mask: torch.Tensor | None = None
+    spec: Any,
+    batch_shape: torch.Size,
+    mask: torch.Tensor | None = None,
+    *,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A uniform draw from ``spec`` of shape ``[*batch_shape, *spec.shape]``, within ``mask``.
 
     ``mask`` (bool, ``[..., n]``) restricts Categorical / OneHot draws, and MultiOneHot draws per
-    segment (``[..., sum(nvec)]``); other specs take no mask. Samples from the global RNG.
+    segment (``[..., sum(nvec)]``); other specs take no mask. Samples from ``key``
+    (:mod:`funcrl.random`) when given, else from the global RNG (the spec's ``rand``).
     """
     name = type(spec).__name__
+    if key is not None:
+        return _keyed_random_action(spec, batch_shape, mask, key)
     if mask is None:
         return spec.rand(batch_shape)
     if name in ("Categorical", "OneHot"):
@@ -224,7 +314,7 @@ class EGreedy(_Annealed):
         eps_init, eps_end, annealing_num_steps: the schedule.
         action_key, action_mask_key: the entries read.
 
-    Samples from the global torch RNG.
+    Samples from ``key`` when given (``mod(state, record, key=k)``), else the global torch RNG.
     """
 
     spec: Any
@@ -261,7 +351,13 @@ class EGreedy(_Annealed):
         )
 
     def __call__(
-        self, state: Params, record: Record, *, interaction: str | None = None, **options: Any
+        self,
+        state: Params,
+        record: Record,
+        *,
+        interaction: str | None = None,
+        key: torch.Tensor | None = None,
+        **options: Any,
     ) -> Record:
         if not _exploring(interaction, "EGreedy"):
             return record
@@ -274,11 +370,17 @@ class EGreedy(_Annealed):
                 f"{tuple(spec.shape)}"
             )
         batch = _batch_of(record, self.action_key)
-        explore = torch.rand(batch, device=action.device) < self.eps(state).to(action.device)
+        eps = self.eps(state).to(action.device)
+        if key is None:
+            explore = torch.rand(batch, device=action.device) < eps
+        else:
+            key, sub = random.split(key)
+            explore = random.uniform(sub, batch).to(action.device) < eps
         mask = None
         if self.action_mask_key is not None:
             mask = read_key(record, self.action_mask_key, "EGreedy")
-        r = random_action(spec, action.shape[: action.ndim - spec.ndim], mask).to(action.dtype)
+        lead = action.shape[: action.ndim - spec.ndim]
+        r = random_action(spec, lead, mask, key=key).to(action.dtype)
         return record.set(self.action_key, torch.where(_expand_right(explore, action), r, action))
 
 
@@ -340,7 +442,7 @@ class OrnsteinUhlenbeck(_Annealed):
             without it the process never resets (TorchRL warns).
         safe: project the noisy action onto the spec.
 
-    Samples from the global torch RNG.
+    Samples from ``key`` when given (``mod(state, record, key=k)``), else the global torch RNG.
     """
 
     spec: Any
@@ -411,7 +513,13 @@ class OrnsteinUhlenbeck(_Annealed):
         return is_init
 
     def __call__(
-        self, state: Params, record: Record, *, interaction: str | None = None, **options: Any
+        self,
+        state: Params,
+        record: Record,
+        *,
+        interaction: str | None = None,
+        key: torch.Tensor | None = None,
+        **options: Any,
     ) -> Record:
         owner = "OrnsteinUhlenbeck"
         if not _exploring(interaction, owner):
@@ -431,7 +539,8 @@ class OrnsteinUhlenbeck(_Annealed):
         x0 = 0.0 if self.x0 is None else torch.as_tensor(self.x0, dtype=action.dtype)
         x = prev + x0
         sigma_t = _expand_right(self.current_sigma(steps), x).to(x.dtype)
-        noise = ou_increment(x, sigma_t, self.theta, self.mu, self.dt, torch.randn_like(x))
+        eps = torch.randn_like(x) if key is None else _normal_like(key, x)
+        noise = ou_increment(x, sigma_t, self.theta, self.mu, self.dt, eps)
         new_action = action + self.eps(state).to(action.dtype) * noise
         if self.safe and self._leaf is not None:
             new_action = self._leaf.project(new_action)
@@ -459,7 +568,7 @@ class ConsistentDropout(Module):
         mask_key: where the mask lives (default ``<in_key>_dropout_mask``; TorchRL uses
             ``mask_<id(module)>``, which is not stable across processes).
 
-    Samples from the global torch RNG when it draws a mask.
+    Samples from ``key`` when given, else the global torch RNG, when it draws a mask.
     """
 
     p: float
@@ -488,19 +597,31 @@ class ConsistentDropout(Module):
     def init(self, seed=0, *, device=None, dtype=torch.float32) -> Params:
         return {}
 
-    def make_mask(self, like: torch.Tensor) -> torch.Tensor:
-        """A fresh mask of ``like``'s shape: 0 with probability ``p``, else ``1 / (1 - p)``."""
-        return F.dropout(torch.ones_like(like), self.p, training=True)
+    def make_mask(self, like: torch.Tensor, *, key: torch.Tensor | None = None) -> torch.Tensor:
+        """A fresh mask of ``like``'s shape: 0 with probability ``p``, else ``1 / (1 - p)``.
+
+        From ``key`` when given (:func:`funcrl.random.bernoulli`), else the global RNG.
+        """
+        if key is None:
+            return F.dropout(torch.ones_like(like), self.p, training=True)
+        keep = random.bernoulli(key, 1.0 - self.p, like.shape).to(like.device)
+        return keep.to(like.dtype) / (1.0 - self.p)
 
     def __call__(
-        self, params: Params, record: Record, *, train: bool = True, **options: Any
+        self,
+        params: Params,
+        record: Record,
+        *,
+        train: bool = True,
+        key: torch.Tensor | None = None,
+        **options: Any,
     ) -> Record:
         x = read_key(record, self.in_keys[0], "ConsistentDropout")
         if not train:
             return record.set(self.out_keys[0], x)
         mask = record.get(self.mask_key)
         if mask is None:
-            mask = self.make_mask(x)
+            mask = self.make_mask(x, key=key)
         elif mask.shape != x.shape:
             raise ValueError(
                 f"ConsistentDropout: stored mask {self.mask_key!r} has shape {tuple(mask.shape)}, "

@@ -11,7 +11,8 @@ TorchRL's ``CEMPlanner`` and ``MPPIPlanner`` roll candidate action sequences thr
 ``action`` is ``[*batch, N, *action_shape]`` and ``reward`` / ``done`` are ``[*batch, N]`` or
 ``[*batch, N, 1]``, ``N`` being the candidates, which the planner inserts as a new dim right
 after the batch dims of every state leaf. Each optimisation step samples ``N`` action
-sequences from ``N(mean, std)`` (global torch RNG; under ``vmap`` use ``randomness="different"``),
+sequences from ``N(mean, std)`` (from ``key=`` when given, step ``i`` from ``fold_in(key, i)``;
+else the global torch RNG, and under ``vmap`` use ``randomness="different"``),
 clamps them to ``[low, high]``, rolls them out for the full horizon, scores them (rewards after
 the first ``done`` are ignored, as TorchRL) and refits ``mean, std``:
 
@@ -37,7 +38,7 @@ from typing import Any
 
 import torch
 
-from funcrl import tree
+from funcrl import random, tree
 from funcrl.modules.keyed import Sequential, read_key
 from funcrl.nn.core import Module, Params
 from funcrl.record import NestedKey, Record
@@ -188,11 +189,21 @@ def rollout_scores(
 
 
 def _sample_actions(
-    mean: torch.Tensor, std: torch.Tensor, config: CEMConfig, bnd: int
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    config: CEMConfig,
+    bnd: int,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``N`` sequences ``[*batch, N, H, *A]`` from ``N(mean, std)``, clamped. Samples."""
+    """``N`` sequences ``[*batch, N, H, *A]`` from ``N(mean, std)``, clamped. Samples.
+
+    From ``key`` when given (:func:`funcrl.random.normal`), else the global torch RNG.
+    """
     shape = (*mean.shape[:bnd], config.num_candidates, *mean.shape[bnd:])
-    eps = torch.randn(shape, dtype=mean.dtype, device=mean.device)
+    if key is None:
+        eps = torch.randn(shape, dtype=mean.dtype, device=mean.device)
+    else:
+        eps = random.normal(key, shape, mean.dtype).to(mean.device)
     actions = mean.unsqueeze(bnd) + std.unsqueeze(bnd) * eps
     if config.low is not None or config.high is not None:
         actions = actions.clamp(config.low, config.high)
@@ -224,6 +235,7 @@ def cem_plan(
     config: CEMConfig,
     *,
     batch_ndim: int | None = None,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy-method planning (TorchRL's ``CEMPlanner.planning``). Samples.
 
@@ -233,6 +245,8 @@ def cem_plan(
         state: the current state (tensor, pytree or Record) with ``batch_ndim`` batch dims.
         config: a :class:`CEMConfig`.
         batch_ndim: batch dims of ``state``'s leaves (default: a Record's, else 0).
+        key: a :func:`funcrl.random.key`; iteration ``i`` draws from ``fold_in(key, i)``.
+            ``None``: the global torch RNG (TorchRL's draws).
 
     Returns:
         The first action of the final mean sequence, ``[*batch, *action_shape]``.
@@ -240,8 +254,9 @@ def cem_plan(
     bnd = _state_batch_ndim(state, batch_ndim)
     candidates = _expand_candidates(state, bnd, config.num_candidates)
     mean, std = _init_stats(state, config, bnd)
-    for _ in range(config.optim_steps):
-        actions = _sample_actions(mean, std, config, bnd)
+    for i in range(config.optim_steps):
+        sub = None if key is None else random.fold_in(key, i)
+        actions = _sample_actions(mean, std, config, bnd, sub)
         scores = rollout_scores(step, params, candidates, actions, batch_ndim=bnd)
         top = _gather_top(actions, scores.topk(config.top_k, dim=bnd).indices, bnd)
         mean, std = top.mean(dim=bnd), top.std(dim=bnd)
@@ -287,6 +302,7 @@ def mppi_plan(
     *,
     value_fn: Callable[[Params, Any], torch.Tensor] | None = None,
     batch_ndim: int | None = None,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Model-predictive path-integral planning (TorchRL's ``MPPIPlanner.planning``). Samples.
 
@@ -296,7 +312,8 @@ def mppi_plan(
     ``K`` are averaged with weights ``softmax(temperature * A)`` (TorchRL's ``exp(temperature *
     A) / sum``, computed stably).
 
-    Args: as :func:`cem_plan`, plus ``value_fn``, which receives the world-model ``params``.
+    Args: as :func:`cem_plan` (including ``key``), plus ``value_fn``, which receives the
+    world-model ``params``.
 
     Returns:
         ``[*batch, *action_shape]``.
@@ -304,8 +321,9 @@ def mppi_plan(
     bnd = _state_batch_ndim(state, batch_ndim)
     candidates = _expand_candidates(state, bnd, config.num_candidates)
     mean, std = _init_stats(state, config, bnd)
-    for _ in range(config.optim_steps):
-        actions = _sample_actions(mean, std, config, bnd)
+    for i in range(config.optim_steps):
+        sub = None if key is None else random.fold_in(key, i)
+        actions = _sample_actions(mean, std, config, bnd, sub)
         lead = actions.shape[: bnd + 1]
         rewards, dones, states = _rollout(step, params, candidates, actions, bnd)
         adv = _first_step_advantage(rewards, dones, states, params, value_fn, config, lead)
@@ -392,8 +410,10 @@ class CEMPlanner(Module):
     def plan(self, params: Params, state: Any, **kwargs: Any) -> torch.Tensor:
         return cem_plan(self.step, params, state, self.config, **kwargs)
 
-    def __call__(self, params: Params, record: Record, **options: Any) -> Record:
-        return record.set(self.action_key, self.plan(params, record))
+    def __call__(
+        self, params: Params, record: Record, *, key: torch.Tensor | None = None, **options: Any
+    ) -> Record:
+        return record.set(self.action_key, self.plan(params, record, key=key))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -416,5 +436,7 @@ class MPPIPlanner(Module):
     def plan(self, params: Params, state: Any, **kwargs: Any) -> torch.Tensor:
         return mppi_plan(self.step, params, state, self.config, value_fn=self.value_fn, **kwargs)
 
-    def __call__(self, params: Params, record: Record, **options: Any) -> Record:
-        return record.set(self.action_key, self.plan(params, record))
+    def __call__(
+        self, params: Params, record: Record, *, key: torch.Tensor | None = None, **options: Any
+    ) -> Record:
+        return record.set(self.action_key, self.plan(params, record, key=key))

@@ -74,13 +74,26 @@ def activation_fn(activation: Activation) -> Callable[[torch.Tensor], torch.Tens
 
 
 def make_generator(seed: Seed | None, device: torch.device | str | None = None) -> torch.Generator:
-    """A ``torch.Generator`` from an int seed, or the generator itself (never the global RNG)."""
+    """A ``torch.Generator`` from an int seed, a :func:`funcrl.random.key`, or the generator
+    itself (never the global RNG).
+
+    A key ``[k0, k1]`` seeds the generator with the 64-bit ``k0 * 2**32 + k1`` (read on the host:
+    ``init`` is not traced), so ``key(s)`` and the int ``s`` give the same weights.
+    """
     if isinstance(seed, torch.Generator):
         return seed
     if seed is None:
         seed = 0
+    if isinstance(seed, torch.Tensor):
+        from funcrl.random import _check_key
+
+        k0, k1 = _check_key("funcrl.nn.make_generator", seed, "seed").tolist()
+        seed = (k0 << 32) | k1
     if not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
+        raise TypeError(
+            f"seed must be an int or a torch.Generator, got {type(seed).__name__} (or pass a "
+            "funcrl.random key)"
+        )
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
