@@ -9,6 +9,9 @@ the family modules that the protocol documents.
 
 from __future__ import annotations
 
-OBJECTIVES = ("sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix")
+OBJECTIVES = (
+    "sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix", "ppo", "a2c",
+    "reinforce",
+)  # fmt: skip
 
 __all__ = ["OBJECTIVES"]

@@ -1,0 +1,793 @@
+"""The on-policy family (PPO, A2C, REINFORCE): the policy head, the critic, advantages, the trainer.
+
+Params of every on-policy objective::
+
+    {"actor": ..., "critic": ...,           # the policy head's net and the state-value net V(s)
+     "trunk": ...,                           # only with Nets(trunk=...): shared features of both
+     "action_bounds": {"low", "high"},       # only for the "tanh_normal" policy, never trained
+     "kl_beta": 0-d,                         # only for PPO's KL penalty (adaptive state)
+     "target_critic": ...}                   # only for REINFORCE with delay_value
+
+The policy is ``Nets.actor`` plus a distribution (``Nets.distribution``):
+
+* ``"tanh_normal"``: :class:`~funcrl.distributions.TanhNormal` on ``params["action_bounds"]``,
+  ``loc, scale`` from ``NormalParamExtractor`` (the actor outputs ``[*B, 2 a]``); no closed-form
+  entropy, so the entropy bonus is Monte-Carlo (``samples_mc_entropy`` reparameterised draws).
+* ``"normal"``: :class:`~funcrl.distributions.IndependentNormal` (analytic entropy and KL).
+* ``"categorical"``: :class:`~funcrl.distributions.Categorical` over ``n`` logits; the action is
+  the int64 index ``[*B]``.
+* ``"masked_categorical"``: :class:`~funcrl.distributions.MaskedCategorical`; the bool mask
+  ``[*B, n]`` is read from ``batch["action_mask"]`` (TorchRL's key).
+
+A rollout stores, beside TorchRL's transition keys, the behaviour policy's log-prob
+(``"action_log_prob"``, TorchRL 0.14's ``sample_log_prob`` key) and its distribution parameters
+(``"loc"``/``"scale"`` or ``"logits"``, which PPO's KL penalty rebuilds the old policy from):
+:func:`explore` returns exactly these entries.
+
+:func:`advantages` adds ``advantage``, ``value_target`` and ``state_value`` (TorchRL's keys) to a
+rollout ``[E, T]`` (``time_dim=-1``, TorchRL's layout) or ``[T, E]`` (``time_dim=0``) through
+:mod:`funcrl.values`, with the critic's gradient stopped. :func:`trainer` runs epochs of shuffled
+minibatches over one rollout as one pure function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from funcrl import tree
+from funcrl import values as _values
+from funcrl.objectives.actor_critic import action_bounds
+from funcrl.objectives.common import (
+    LOSS_FUNCTIONS,
+    REDUCTIONS,
+    check_batch,
+    distance_loss,
+    get,
+    init_net,
+    mlp,
+    require,
+    spec_size,
+)
+from funcrl.record import NestedKey, Record
+
+Params = dict[str, Any]
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "VALUE_ESTIMATORS",
+    "Nets",
+    "check_config",
+    "init",
+    "policy",
+    "state_value",
+    "explore",
+    "act",
+    "log_prob",
+    "entropy",
+    "kl_divergence",
+    "old_policy",
+    "loss_inputs",
+    "policy_log_prob",
+    "behaviour_log_prob",
+    "advantages",
+    "normalize_advantage",
+    "critic_loss",
+    "explained_variance",
+    "OnPolicyState",
+    "trainer",
+]
+
+DISTRIBUTIONS = ("tanh_normal", "normal", "categorical", "masked_categorical")
+VALUE_ESTIMATORS = ("gae", "td_lambda", "td0", "td1")
+_DISCRETE = ("categorical", "masked_categorical")
+
+
+@dataclasses.dataclass(frozen=True)
+class Nets:
+    """The on-policy nets, shared by PPO, A2C and REINFORCE.
+
+    Args:
+        actor: ``(params, features [*B, f]) -> [*B, 2 a]`` (continuous: ``loc, scale`` through
+            ``NormalParamExtractor``) or ``[*B, n]`` logits (discrete). ``features`` is the
+            observation, or the trunk's output when ``trunk`` is set.
+        critic: ``(params, features) -> [*B, 1]``, the state value ``V(s)``.
+        trunk: ``None`` (separate actor and critic) or a funcrl net ``(params, obs) -> [*B, f]``
+            shared by both (TorchRL's ``ActorValueOperator``); it needs an ``out_features``.
+        distribution: one of :data:`DISTRIBUTIONS`.
+        num_cells: hidden sizes of the default (ReLU MLP) actor and critic.
+        scale_mapping, scale_lb: ``NormalParamExtractor``'s arguments (continuous policies).
+        tanh_loc: ``TanhNormal``/``IndependentNormal``'s ``tanh_loc``.
+    """
+
+    actor: Callable[..., torch.Tensor] = mlp
+    critic: Callable[..., torch.Tensor] = mlp
+    trunk: Any = None
+    distribution: str = "tanh_normal"
+    num_cells: tuple[int, ...] = (64, 64)
+    scale_mapping: str = "biased_softplus_1.0"
+    scale_lb: float = 1e-4
+    tanh_loc: bool = False
+
+    def __post_init__(self) -> None:
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"on_policy.Nets: distribution must be one of {DISTRIBUTIONS}, got "
+                f"{self.distribution!r}"
+            )
+        if self.trunk is not None and not hasattr(self.trunk, "init"):
+            raise TypeError(
+                "on_policy.Nets: trunk must be a funcrl net (with .init), got "
+                f"{type(self.trunk).__name__}"
+            )
+
+    @property
+    def discrete(self) -> bool:
+        return self.distribution in _DISCRETE
+
+
+# -- config checks ---------------------------------------------------------------------------------
+
+
+def _number(owner: str, name: str, x: Any, *, low: float | None = None, strict=False) -> None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"{owner}: {name} must be a number, got {type(x).__name__}")
+    if low is not None and (x <= low if strict else x < low):
+        raise ValueError(f"{owner}: {name} must be {'>' if strict else '>='} {low}, got {x}")
+
+
+def check_config(owner: str, cfg: Any) -> None:
+    """Validates the fields an on-policy ``Config`` has (those it lacks are skipped)."""
+    if not 0.0 <= cfg.gamma <= 1.0:
+        raise ValueError(f"{owner}: gamma must be in [0, 1], got {cfg.gamma}")
+    if not 0.0 <= cfg.lmbda <= 1.0:
+        raise ValueError(f"{owner}: lmbda must be in [0, 1], got {cfg.lmbda}")
+    if cfg.value_estimator not in VALUE_ESTIMATORS:
+        raise ValueError(
+            f"{owner}: value_estimator must be one of {VALUE_ESTIMATORS}, got "
+            f"{cfg.value_estimator!r}"
+        )
+    if cfg.time_dim not in (0, -1):
+        raise ValueError(
+            f"{owner}: time_dim must be 0 (rollout [T, E]) or -1 (rollout [E, T], TorchRL's), "
+            f"got {cfg.time_dim!r}"
+        )
+    if cfg.loss_critic_type not in LOSS_FUNCTIONS:
+        raise ValueError(
+            f"{owner}: loss_critic_type must be one of {LOSS_FUNCTIONS}, got "
+            f"{cfg.loss_critic_type!r}"
+        )
+    if cfg.reduction not in REDUCTIONS:
+        raise ValueError(f"{owner}: reduction must be one of {REDUCTIONS}, got {cfg.reduction!r}")
+    if getattr(cfg, "critic_coeff", None) is not None:
+        _number(owner, "critic_coeff", cfg.critic_coeff, low=0.0)
+    if getattr(cfg, "entropy_coeff", None) is not None:
+        _number(owner, "entropy_coeff", cfg.entropy_coeff)
+    if cfg.clip_value is not None and not isinstance(cfg.clip_value, bool):
+        _number(owner, "clip_value", cfg.clip_value, low=0.0, strict=True)
+    n = getattr(cfg, "samples_mc_entropy", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{owner}: samples_mc_entropy must be an int >= 1, got {n!r}")
+    dims = getattr(cfg, "normalize_advantage_exclude_dims", ())
+    if not isinstance(dims, tuple) or not all(isinstance(d, int) for d in dims):
+        raise TypeError(
+            f"{owner}: normalize_advantage_exclude_dims must be a tuple of ints, got {dims!r}"
+        )
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"{owner}: normalize_advantage_exclude_dims repeats a dim: {dims}")
+    key = cfg.sample_log_prob_key
+    if not (isinstance(key, str) or (isinstance(key, tuple) and key)):
+        raise TypeError(f"{owner}: sample_log_prob_key must be a str or tuple key, got {key!r}")
+
+
+# -- init --------------------------------------------------------------------------------------------
+
+
+def _num_actions(spec: Any, owner: str) -> int:
+    n = getattr(spec, "n", None)
+    if n is not None and not isinstance(spec, int):
+        return int(n)
+    return spec_size(spec, owner, "action_spec")
+
+
+def init(
+    seed: Any,
+    observation_spec: Any,
+    action_spec: Any,
+    *,
+    nets: Nets,
+    owner: str,
+    device: Any = None,
+    dtype: torch.dtype = torch.float32,
+) -> Params:
+    """``actor``, ``critic`` (and ``trunk``, ``action_bounds``) params from the specs.
+
+    A discrete policy reads the number of actions from ``action_spec.n`` (gymnasium's
+    ``Discrete``, TorchRL's ``Categorical``) or an int; a continuous one the last dim of the spec.
+    """
+    from funcrl.nn import make_generator
+
+    gen = make_generator(seed)
+    kw = {"device": device, "dtype": dtype}
+    features = spec_size(observation_spec, owner, "observation_spec")
+    params: Params = {}
+    if nets.trunk is not None:
+        params["trunk"] = nets.trunk.init(gen, **kw)
+        out = getattr(nets.trunk, "out_features", None)
+        if not isinstance(out, int):
+            raise TypeError(f"{owner}: Nets.trunk needs an int out_features, got {out!r}")
+        features = out
+    if nets.discrete:
+        out_actor = _num_actions(action_spec, owner)
+    else:
+        act_dim = spec_size(action_spec, owner, "action_spec")
+        out_actor = 2 * act_dim
+    cells = {"num_cells": nets.num_cells, "seed": gen, "owner": owner, **kw}
+    params["actor"] = init_net(
+        nets.actor, (mlp,), in_features=features, out_features=out_actor, **cells
+    )
+    params["critic"] = init_net(nets.critic, (mlp,), in_features=features, out_features=1, **cells)
+    if nets.distribution == "tanh_normal":
+        params["action_bounds"] = action_bounds(action_spec, act_dim, **kw)
+    return params
+
+
+# -- the policy and the critic ----------------------------------------------------------------------
+
+
+def _features(params: Params, observation: torch.Tensor, nets: Nets, detach_trunk: bool = False):
+    if nets.trunk is None:
+        return observation
+    trunk = params["trunk"]
+    return nets.trunk(tree.detach(trunk) if detach_trunk else trunk, observation)
+
+
+def _distribution(nets: Nets, out: torch.Tensor, params: Params, mask: torch.Tensor | None):
+    from funcrl.distributions import (
+        Categorical,
+        IndependentNormal,
+        MaskedCategorical,
+        NormalParamExtractor,
+        TanhNormal,
+    )
+
+    if nets.distribution == "categorical":
+        return Categorical(logits=out)
+    if nets.distribution == "masked_categorical":
+        if mask is None:
+            raise KeyError(
+                "on_policy.policy: the masked_categorical policy needs a bool action mask "
+                "[*B, n] (batch['action_mask'] in a loss, mask= in act/explore)"
+            )
+        if mask.dtype != torch.bool or mask.shape != out.shape:
+            raise ValueError(
+                f"on_policy.policy: action_mask must be bool {tuple(out.shape)}, got "
+                f"{mask.dtype} {tuple(mask.shape)}"
+            )
+        return MaskedCategorical(logits=out, mask=mask)
+    loc, scale = NormalParamExtractor(nets.scale_mapping, nets.scale_lb)(out)
+    if nets.distribution == "normal":
+        return IndependentNormal(loc, scale, tanh_loc=nets.tanh_loc)
+    bounds = params.get("action_bounds")
+    low, high = (-1.0, 1.0) if bounds is None else (bounds["low"], bounds["high"])
+    return TanhNormal(loc, scale, low=low, high=high, tanh_loc=nets.tanh_loc)
+
+
+def policy(
+    params: Params,
+    observation: torch.Tensor,
+    *,
+    nets: Nets = Nets(),
+    mask: torch.Tensor | None = None,
+    actor_params: Any = None,
+):
+    """The policy's distribution at ``observation [*B, o]`` (``mask [*B, n]`` for a masked one).
+
+    ``actor_params`` overrides ``params["actor"]`` (e.g. detached copies).
+    """
+    p = params["actor"] if actor_params is None else actor_params
+    return _distribution(nets, nets.actor(p, _features(params, observation, nets)), params, mask)
+
+
+def old_policy(params: Params, batch: Record, *, nets: Nets, owner: str):
+    """The behaviour policy rebuilt from the distribution params stored in ``batch`` (TorchRL's
+    ``build_dist_from_params``): ``"loc"``/``"scale"`` or ``"logits"`` (plus ``"action_mask"``)."""
+    from funcrl.distributions import Categorical, IndependentNormal, MaskedCategorical, TanhNormal
+
+    if nets.discrete:
+        logits = get(batch, "logits", owner=owner).detach()
+        if nets.distribution == "categorical":
+            return Categorical(logits=logits)
+        return MaskedCategorical(logits=logits, mask=get(batch, "action_mask", owner=owner))
+    loc = get(batch, "loc", owner=owner).detach()
+    scale = get(batch, "scale", owner=owner, shape=tuple(loc.shape[batch.batch_ndim :])).detach()
+    if nets.distribution == "normal":
+        return IndependentNormal(loc, scale, tanh_loc=nets.tanh_loc)
+    bounds = params.get("action_bounds")
+    low, high = (-1.0, 1.0) if bounds is None else (bounds["low"], bounds["high"])
+    return TanhNormal(loc, scale, low=low, high=high, tanh_loc=nets.tanh_loc)
+
+
+def state_value(
+    params: Params,
+    observation: torch.Tensor,
+    *,
+    nets: Nets = Nets(),
+    critic_params: Any = None,
+    detach_trunk: bool = False,
+) -> torch.Tensor:
+    """``V(s)``: ``[*B, 1]``. ``detach_trunk`` stops the gradient into a shared trunk."""
+    p = params["critic"] if critic_params is None else critic_params
+    return nets.critic(p, _features(params, observation, nets, detach_trunk))
+
+
+def explore(
+    params: Params,
+    observation: torch.Tensor,
+    *,
+    nets: Nets = Nets(),
+    mask: torch.Tensor | None = None,
+    key: torch.Tensor | None = None,
+    sample_log_prob_key: NestedKey = "action_log_prob",
+) -> dict[str, torch.Tensor]:
+    """One rollout step's policy entries: ``action``, its log-prob and the distribution params.
+
+    Returns ``{"action", sample_log_prob_key, "loc", "scale"}`` (continuous) or ``{"action",
+    sample_log_prob_key, "logits"}`` (discrete), all detached: what the losses read back.
+    """
+    with torch.no_grad():
+        out = nets.actor(params["actor"], _features(params, observation, nets))
+        dist = _distribution(nets, out, params, mask)
+        if nets.discrete:
+            action = _draw(dist, (), key, reparameterize=False)
+            lp = dist.log_prob(action)
+        else:
+            action, lp = _draw_and_log_prob(dist, (), key, reparameterize=False)
+        entries = {"action": action, sample_log_prob_key: lp}
+        if nets.discrete:
+            entries["logits"] = out
+        else:
+            from funcrl.distributions import NormalParamExtractor
+
+            loc, scale = NormalParamExtractor(nets.scale_mapping, nets.scale_lb)(out)
+            entries.update(loc=loc, scale=scale)
+        return entries
+
+
+def act(
+    params: Params,
+    observation: torch.Tensor,
+    *,
+    nets: Nets = Nets(),
+    mode: str = "random",
+    key: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A sampled (``mode="random"``) or the deterministic action (the distribution's
+    ``deterministic_sample``: the tanh of the mean, the mean, or the most likely class)."""
+    if mode not in ("random", "deterministic"):
+        raise ValueError(f"act: mode must be 'random' or 'deterministic', got {mode!r}")
+    if mode == "random":
+        return explore(params, observation, nets=nets, mask=mask, key=key)["action"]
+    with torch.no_grad():
+        dist = policy(params, observation, nets=nets, mask=mask)
+        return dist.mode if nets.discrete else dist.deterministic_sample
+
+
+# -- sampling helpers (global RNG when key is None; funcrl.random keys otherwise) ----------------
+
+
+def _draw(dist, shape: tuple[int, ...], key, *, reparameterize: bool) -> torch.Tensor:
+    fn = dist.rsample if reparameterize else dist.sample
+    return fn(shape) if key is None else fn(shape, key=key)
+
+
+def _draw_and_log_prob(dist, shape, key, *, reparameterize: bool):
+    # Score the drawn pre-image itself (TorchRL's sample_and_log_prob): no tanh re-inversion.
+    if hasattr(dist, "rsample_and_log_prob"):
+        kw = {} if key is None else {"key": key}
+        x, lp = dist.rsample_and_log_prob(shape, **kw)
+        return (x, lp) if reparameterize else (x.detach(), lp)
+    x = _draw(dist, shape, key, reparameterize=reparameterize)
+    return x, dist.log_prob(x)
+
+
+def log_prob(dist, action: torch.Tensor) -> torch.Tensor:
+    """``log pi(action)``: ``[*B]``."""
+    return dist.log_prob(action)
+
+
+def entropy(dist, samples: int, key: torch.Tensor | None = None) -> torch.Tensor:
+    """The policy's entropy ``[*B]``: analytic where the distribution has one (normal,
+    categoricals), else ``-mean log pi(a)`` over ``samples`` reparameterised draws (TanhNormal).
+    """
+    if hasattr(dist, "entropy"):
+        return dist.entropy()
+    _, lp = _draw_and_log_prob(dist, (samples,), key, reparameterize=True)
+    return -lp.mean(0)
+
+
+def _normal_kl(loc_p, scale_p, loc_q, scale_q, event_dims: int) -> torch.Tensor:
+    var_ratio = (scale_p / scale_q).pow(2)
+    t1 = ((loc_p - loc_q) / scale_q).pow(2)
+    kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+    return kl.flatten(kl.ndim - event_dims).sum(-1) if event_dims else kl
+
+
+def kl_divergence(old, new) -> torch.Tensor:
+    """``KL(old || new)``: ``[*B]``.
+
+    Analytic for two categoricals, two normals, and two TanhNormals (the KL is invariant under
+    their shared bijection, so it is the KL of the pre-tanh normals: TorchRL's
+    ``TransformedDistribution`` rule). Two TanhNormals must be on the same bounds, which
+    :func:`policy` and :func:`old_policy` guarantee (both read ``params["action_bounds"]``);
+    comparing the bound values here would cost a host sync. Every policy of :data:`DISTRIBUTIONS`
+    has a closed form, so TorchRL's Monte-Carlo KL (``samples_mc_kl``) is never needed.
+    """
+    from funcrl.distributions import Categorical, IndependentNormal, TanhNormal
+
+    if isinstance(old, Categorical) and isinstance(new, Categorical):
+        p = old.probs
+        term = p * (old.logits - new.logits)
+        # Masked actions have p = 0 and logits -inf on both sides: they contribute nothing.
+        return torch.where(p > 0, term, torch.zeros_like(term)).sum(-1)
+    if isinstance(old, IndependentNormal) and isinstance(new, IndependentNormal):
+        return _normal_kl(old.loc, old.scale, new.loc, new.scale, old.event_dim)
+    same_bijection = (
+        isinstance(old, TanhNormal)
+        and isinstance(new, TanhNormal)
+        and old.event_dims == new.event_dims
+        and old.low.shape == new.low.shape
+        and old.high.shape == new.high.shape
+    )
+    if same_bijection:
+        return _normal_kl(old.loc, old.scale, new.loc, new.scale, old.event_dims)
+    raise TypeError(
+        f"kl_divergence: no closed form for KL({type(old).__name__} || {type(new).__name__}); "
+        "the on-policy objectives build both from the same Nets.distribution"
+    )
+
+
+# -- the loss inputs --------------------------------------------------------------------------------
+
+
+def loss_inputs(
+    params: Params, batch: Record, *, config: Any, nets: Nets, owner: str
+) -> tuple[Record, torch.Tensor]:
+    """``(batch, advantage [*B, 1])``: the batch checked, with :func:`advantages` computed first
+    when it has no ``"advantage"`` entry (TorchRL's losses call their value estimator then)."""
+    check_batch(batch, owner)
+    require(params, ["actor"], owner)
+    if "advantage" not in batch:
+        require(params, ["critic"], owner)
+        batch = advantages(params, batch, config=config, nets=nets, owner=owner)
+    flag_shape = tuple(batch.batch_size) + (1,)
+    return batch, _flag_entry(batch, "advantage", flag_shape, owner)
+
+
+def policy_log_prob(
+    params: Params, batch: Record, *, nets: Nets, owner: str
+) -> tuple[Any, torch.Tensor]:
+    """``(pi_theta, log pi_theta(a) [*B])`` at the batch's ``observation`` and ``action``
+    (``[*B, a]`` continuous, an integer index ``[*B]`` discrete; ``action_mask [*B, n]`` for a
+    masked policy), with the action's layout checked against the policy's."""
+    dtype = tree.leaves(params["actor"])[0].dtype
+    obs = get(batch, "observation", owner=owner, dtype=dtype)
+    bshape = tuple(batch.batch_size)
+    action = get(batch, "action", owner=owner)
+    mask = None
+    if nets.distribution == "masked_categorical":
+        mask = get(batch, "action_mask", owner=owner)
+    dist = policy(params, obs, nets=nets, mask=mask)
+    if nets.discrete:
+        if action.dtype.is_floating_point or action.dtype == torch.bool:
+            raise TypeError(
+                f"{owner}: batch['action'] must be an integer index for the {nets.distribution} "
+                f"policy, got {action.dtype}"
+            )
+        want = bshape
+    else:
+        want = bshape + tuple(dist.event_shape)
+    if tuple(action.shape) != want:
+        raise ValueError(
+            f"{owner}: batch['action'] has shape {tuple(action.shape)}, expected {want} for the "
+            f"{nets.distribution} policy"
+        )
+    return dist, dist.log_prob(action)
+
+
+def behaviour_log_prob(batch: Record, key: NestedKey, *, owner: str) -> torch.Tensor:
+    """``batch[key]``: the behaviour policy's log-prob of the action, ``[*B]``, detached."""
+    prev = get(batch, key, owner=owner)
+    if tuple(prev.shape) != tuple(batch.batch_size):
+        raise ValueError(
+            f"{owner}: batch[{key!r}] has shape {tuple(prev.shape)}, expected "
+            f"{tuple(batch.batch_size)} (one log-prob per sample)"
+        )
+    return prev.detach()
+
+
+# -- advantages ------------------------------------------------------------------------------------
+
+
+def _value_time_dim(cfg: Any) -> int:
+    # Rollout batch dim -> tensor dim of a [*batch, 1] entry: -1 (last batch dim) is -2.
+    return -2 if cfg.time_dim == -1 else 0
+
+
+def advantages(
+    params: Params, rollout: Record, *, config: Any, nets: Nets = Nets(), owner: str = "advantages"
+) -> Record:
+    """``rollout`` with ``advantage``, ``value_target`` and ``state_value`` (``[*B, 1]``) added.
+
+    The critic runs on ``observation`` and ``("next", "observation")`` with its gradient stopped
+    (``params["target_critic"]`` for the next values when ``config.delay_value``); the estimator
+    is ``config.value_estimator`` from :mod:`funcrl.values` along ``config.time_dim``. Only
+    ``("next", "terminated")`` stops bootstrapping; ``("next", "done")`` cuts the trajectory.
+
+    Args:
+        rollout: ``[E, T]`` (``time_dim=-1``) or ``[T, E]`` (``time_dim=0``) transitions, or one
+            trajectory ``[T]``.
+    """
+    if not isinstance(rollout, Record):
+        raise TypeError(f"{owner}: rollout must be a funcrl.Record, got {type(rollout).__name__}")
+    if rollout.batch_ndim == 0:
+        raise ValueError(
+            f"{owner}: rollout has no batch dims; advantages need a time dim ([E, T] or [T, E])"
+        )
+    dtype = tree.leaves(params["critic"])[0].dtype
+    obs = get(rollout, "observation", owner=owner, dtype=dtype)
+    next_obs = get(
+        rollout,
+        ("next", "observation"),
+        owner=owner,
+        shape=obs.shape[rollout.batch_ndim :],
+        dtype=dtype,
+    )
+    flag_shape = tuple(rollout.batch_size) + (1,)
+    reward = _flag_entry(rollout, ("next", "reward"), flag_shape, owner)
+    done = _flag_entry(rollout, ("next", "done"), flag_shape, owner)
+    terminated = _flag_entry(rollout, ("next", "terminated"), flag_shape, owner)
+    frozen = tree.detach(params["critic"])
+    with torch.no_grad():
+        value = state_value(params, obs, nets=nets, critic_params=frozen, detach_trunk=True)
+        next_critic = frozen
+        if getattr(config, "delay_value", False):
+            next_critic = tree.detach(params["target_critic"])
+        next_value = state_value(
+            params, next_obs, nets=nets, critic_params=next_critic, detach_trunk=True
+        )
+    if value.shape != flag_shape:
+        raise ValueError(
+            f"{owner}: the critic gave {tuple(value.shape)}, expected {flag_shape} ([*B, 1])"
+        )
+    dim = _value_time_dim(config)
+    g, lam, est = config.gamma, config.lmbda, config.value_estimator
+    reward = reward.to(value.dtype)
+    if est == "gae":
+        adv, target = _values.generalized_advantage_estimate(
+            g, lam, value, next_value, reward, done, terminated, time_dim=dim
+        )
+    else:
+        if est == "td0":
+            target = _values.td0_return_estimate(g, next_value, reward, terminated)
+        elif est == "td1":
+            target = _values.td1_return_estimate(
+                g, next_value, reward, done, terminated, time_dim=dim
+            )
+        else:
+            target = _values.td_lambda_return_estimate(
+                g, lam, next_value, reward, done, terminated, time_dim=dim
+            )
+        adv = target - value
+    return rollout.update(
+        {"advantage": adv.detach(), "value_target": target.detach(), "state_value": value}
+    )
+
+
+def _flag_entry(batch: Record, key: NestedKey, shape: tuple[int, ...], owner: str) -> torch.Tensor:
+    x = get(batch, key, owner=owner)
+    if tuple(x.shape) != shape:
+        raise ValueError(
+            f"{owner}: batch[{key!r}] has shape {tuple(x.shape)}, expected {shape} (TorchRL's "
+            "layout: [*batch, 1])"
+        )
+    return x
+
+
+def normalize_advantage(advantage: torch.Tensor, exclude_dims: Sequence[int] = ()) -> torch.Tensor:
+    """``(A - mean) / max(std, 1e-6)`` over all dims but ``exclude_dims`` (TorchRL's
+    ``_standardize``: unbiased std, epsilon ``finfo(float32).resolution``).
+
+    ``exclude_dims`` keep their entries independent (e.g. the agent dim of ``[B, n_agents, 1]``).
+    """
+    eps = torch.finfo(torch.float32).resolution
+    nd = advantage.ndim
+    excl = {d % nd for d in exclude_dims} if nd else set()
+    for d in exclude_dims:
+        if not -nd <= d < nd:
+            raise ValueError(
+                f"normalize_advantage: exclude dim {d} is out of range for an advantage of shape "
+                f"{tuple(advantage.shape)}"
+            )
+    dims = tuple(d for d in range(nd) if d not in excl)
+    if not dims:
+        return advantage
+    mean = advantage.mean(dim=dims, keepdim=True)
+    std = advantage.std(dim=dims, keepdim=True)
+    return (advantage - mean) / std.clamp_min(eps)
+
+
+def critic_loss(
+    params: Params,
+    batch: Record,
+    *,
+    loss_critic_type: str,
+    clip_value: float | None,
+    nets: Nets,
+    owner: str,
+    detach_trunk: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(l(V(s), value_target) [*B, 1], value_clip_fraction or None, V(s) detached)``.
+
+    With ``clip_value = c`` the loss is ``max(l(V, G), l(V_old + clip(V - V_old, -c, c),
+    G))`` with ``V_old = batch["state_value"]`` (TorchRL's ``_clip_value_loss``).
+    """
+    obs = get(batch, "observation", owner=owner)
+    flag_shape = tuple(batch.batch_size) + (1,)
+    target = _flag_entry(batch, "value_target", flag_shape, owner).detach()
+    v = state_value(params, obs, nets=nets, detach_trunk=detach_trunk)
+    if v.shape != target.shape:
+        raise ValueError(f"{owner}: the critic gave {tuple(v.shape)}, expected {flag_shape}")
+    loss = distance_loss(target, v, loss_critic_type)
+    clip_fraction = None
+    c = clip_value
+    if c is not None:
+        old = _flag_entry(batch, "state_value", flag_shape, owner).detach()
+        pre = v - old
+        clipped = pre.clamp(-c, c)
+        clip_fraction = (pre != clipped).to(v.dtype).mean().detach()
+        loss = torch.maximum(loss, distance_loss(target, old + clipped, loss_critic_type))
+    return loss, clip_fraction, v.detach()
+
+
+def explained_variance(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """``1 - Var(G - V) / (Var(G) + eps)`` over the leading dim (TorchRL's logged diagnostic)."""
+    eps = torch.finfo(target.dtype).eps
+    resid = torch.var(target - prediction, correction=0, dim=0)
+    total = torch.var(target, correction=0, dim=0)
+    return 1.0 - resid / (total + eps)
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+
+
+class OnPolicyState(NamedTuple):
+    """Optimizer state plus the number of rollouts trained on (a 0-d int64 tensor)."""
+
+    opt: Any
+    step: torch.Tensor
+
+
+class Trainer(NamedTuple):
+    init: Callable[[Params], OnPolicyState]
+    step: Callable[..., tuple[Params, OnPolicyState, dict[str, torch.Tensor]]]
+
+
+def _permutation(key: torch.Tensor | None, n: int, device: Any) -> torch.Tensor:
+    if key is None:
+        return torch.randperm(n, device=device)
+    from funcrl import random as _random
+
+    return _random.permutation(key, n)
+
+
+def _split(key: torch.Tensor | None, num: int) -> list[Any]:
+    if key is None:
+        return [None] * num
+    from funcrl import random as _random
+
+    return list(_random.split(key, num))
+
+
+def trainer(
+    loss_fn: Callable[..., Mapping[str, torch.Tensor]],
+    optimizer: Any,
+    *,
+    advantage_fn: Callable[[Params, Record], Record] | None,
+    epochs: int = 4,
+    num_minibatches: int = 4,
+    trainable: Sequence[str] = ("actor", "critic"),
+    state_keys: Sequence[str] = (),
+) -> Trainer:
+    """Epochs of shuffled minibatch updates over one rollout, as one pure function.
+
+    ``step(params, state, rollout, key)``:
+
+    1. ``rollout = advantage_fn(params, rollout)`` once, with the params before the update (as
+       PPO does; ``None`` when the rollout already holds ``advantage`` and ``value_target``).
+    2. The rollout's batch dims are flattened to ``N`` samples; for each of ``epochs`` epochs a
+       permutation of ``N`` (``funcrl.random.permutation`` of a key split from ``key``; the
+       global torch RNG when ``key`` is ``None``) cuts it into ``num_minibatches`` minibatches of
+       ``N / num_minibatches``, each one gradient step on ``total_loss(loss_fn(params, mb,
+       key=k))``.
+    3. ``state_keys`` are non-trainable params the loss adapts (PPO's ``kl_beta``): after each
+       minibatch ``params[k] = losses[k]``.
+
+    The loops are over static counts (unrolled by ``torch.compile``; 4 x 4 is fine) and the
+    permutation is a tensor, so ``step`` compiles with ``fullgraph=True`` and vmaps over seeds.
+
+    Returns:
+        ``Trainer(init, step)``; ``metrics`` holds every loss entry averaged over the
+        minibatches of the last epoch, detached.
+    """
+    from funcrl.optim import apply_updates, multi_transform
+    from funcrl.training import total_loss
+
+    for name, v in (("epochs", epochs), ("num_minibatches", num_minibatches)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"on_policy.trainer: {name} must be an int >= 1, got {v!r}")
+    trainable = tuple(trainable)
+    state_keys = tuple(state_keys)
+    opt = multi_transform(optimizer) if isinstance(optimizer, Mapping) else optimizer
+
+    def init(params: Params) -> OnPolicyState:
+        missing = [k for k in trainable if k not in params]
+        if missing:
+            raise KeyError(f"on_policy.trainer: params lack {missing}; they have {sorted(params)}")
+        first = tree.leaves({k: params[k] for k in trainable})[0]
+        return OnPolicyState(
+            opt.init({k: params[k] for k in trainable}),
+            torch.zeros((), dtype=torch.int64, device=first.device),
+        )
+
+    def step(params: Params, state: OnPolicyState, rollout: Record, key: Any = None):
+        if not isinstance(rollout, Record) or rollout.batch_ndim == 0:
+            raise ValueError(
+                "on_policy.trainer.step: rollout must be a funcrl.Record with batch dims, got "
+                f"{type(rollout).__name__}"
+                + (" with batch_ndim=0" if isinstance(rollout, Record) else "")
+            )
+        if advantage_fn is not None:
+            rollout = advantage_fn(params, rollout)
+        flat = rollout.reshape(-1) if rollout.batch_ndim != 1 else rollout
+        n = flat.batch_size[0]
+        if n % num_minibatches:
+            raise ValueError(
+                f"on_policy.trainer.step: the rollout's {n} samples do not split into "
+                f"num_minibatches={num_minibatches} equal minibatches"
+            )
+        size = n // num_minibatches
+        opt_state = state.opt
+        metrics: dict[str, torch.Tensor] = {}
+        epoch_keys = _split(key, epochs)
+        device = tree.leaves(params)[0].device
+        for e in range(epochs):
+            perm_key, *mb_keys = _split(epoch_keys[e], num_minibatches + 1)
+            perm = _permutation(perm_key, n, device)
+            sums: dict[str, torch.Tensor] = {}
+            for m in range(num_minibatches):
+                mb = flat[perm[m * size : (m + 1) * size]]
+                train_params = {k: params[k] for k in trainable}
+
+                def objective(p, params=params, mb=mb, k=mb_keys[m]):
+                    losses = loss_fn({**params, **p}, mb, key=k)
+                    return total_loss(losses), losses
+
+                grads, losses = torch.func.grad(objective, has_aux=True)(train_params)
+                updates, opt_state = opt.update(grads, opt_state, train_params)
+                params = {**params, **apply_updates(train_params, updates)}
+                for k in state_keys:
+                    params[k] = losses[k].detach()
+                for k, v in losses.items():
+                    # Per-sample entries (td_error, kl) are not averaged; one-element ones are.
+                    if v.numel() == 1:
+                        v = v.detach().reshape(())
+                        sums[k] = sums[k] + v if k in sums else v
+            metrics = {k: v / num_minibatches for k, v in sums.items()}
+        return params, OnPolicyState(opt_state, state.step + 1), metrics
+
+    return Trainer(init, step)

@@ -1,0 +1,132 @@
+"""The on-policy objectives (PPO, A2C, REINFORCE) through the objective protocol's checks.
+
+A batch here is a rollout: ``make_batch(seed, B)`` is one trajectory of ``B`` steps (the time dim
+is the only batch dim, TorchRL's layout for ``time_dim=-1``), so the harness's batch sizes work
+unchanged. Two harness checks do not apply as written, and have on-policy variants below:
+
+* ``check_priority``: TorchRL's on-policy losses do not read ``priority_weight`` (a rollout is
+  not sampled by priority), and neither do funcrl's: the variant checks it is ignored.
+* ``check_trainer_compiled`` traces PPO's 4 x 4 unrolled minibatches (~45 s per case), so it runs
+  under ``@pytest.mark.slow`` (a 1 x 1 compiled step is in the fast tests of test_ppo.py).
+* ``check_key`` with a stochastic loss: only a policy without a closed-form entropy (TanhNormal)
+  draws in the loss; the discrete and normal cases are deterministic (``stochastic_loss=False``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from funcrl import a2c, ppo, reinforce
+from funcrl.objectives import on_policy
+from funcrl.record import Record
+from tests import protocol_harness as harness
+
+pytest.importorskip("funcrl.random", reason="the protocol's key checks need funcrl.random")
+
+OBS, ACT, N = 3, 2, 4
+
+
+class BoxSpec:
+    shape = (ACT,)
+    low, high = -torch.ones(ACT), torch.ones(ACT)
+
+
+def rollout_maker(module, config, nets, action_spec):
+    def make_batch(seed: int, b: int) -> Record:
+        g = torch.Generator().manual_seed(seed)
+        params = module.init(seed + 100, OBS, action_spec, config, nets)
+        obs = torch.randn(b, OBS, generator=g)
+        mask = None
+        if nets.distribution == "masked_categorical":
+            mask = torch.rand(b, N, generator=g) > 0.5
+            mask[:, 0] = True
+        torch.manual_seed(seed)
+        entries = on_policy.explore(params, obs, nets=nets, mask=mask)
+        done = torch.zeros(b, 1, dtype=torch.bool)
+        done[b // 2] = True
+        data = {
+            "observation": obs,
+            **entries,
+            ("next", "observation"): torch.randn(b, OBS, generator=g),
+            ("next", "reward"): torch.randn(b, 1, generator=g),
+            ("next", "terminated"): done,
+            ("next", "done"): done,
+        }
+        if mask is not None:
+            data["action_mask"] = mask
+        return Record(data, batch_ndim=1)
+
+    return make_batch
+
+
+def case(name, module, distribution, config=None, stochastic=False):
+    nets = module.Nets(distribution=distribution, num_cells=(16,))
+    config = module.Config() if config is None else config
+    spec = N if distribution in ("categorical", "masked_categorical") else BoxSpec
+    mask_kw = ()
+    return harness.Case(
+        name=name,
+        module=module,
+        observation_spec=OBS,
+        action_spec=spec,
+        make_batch=rollout_maker(module, config, nets, spec),
+        config=config,
+        nets=nets,
+        stochastic_loss=stochastic,
+        act_kwargs=mask_kw,
+    )
+
+
+CASES = [
+    case("ppo-categorical", ppo, "categorical"),
+    case("ppo-kl-normal", ppo, "normal", ppo.Config(variant="kl")),
+    case("ppo-tanh", ppo, "tanh_normal", stochastic=True),
+    case("a2c-categorical", a2c, "categorical"),
+    case("a2c-normal", a2c, "normal"),
+    case("reinforce-categorical", reinforce, "categorical"),
+    case("reinforce-delay", reinforce, "normal", reinforce.Config(delay_value=True)),
+]
+
+# The compiled-trainer check traces 4 epochs x 4 minibatches of gradients (~45 s): slow tests.
+SLOW = (harness.check_trainer_compiled,)
+APPLICABLE = [c for c in harness.ALL_CHECKS if c is not harness.check_priority and c not in SLOW]
+
+
+@pytest.mark.parametrize("check", APPLICABLE, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_protocol(case, check):
+    check(case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", SLOW, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_protocol_slow(case, check):
+    check(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_priority_weight_is_ignored(case):
+    import funcrl
+
+    params, batch = case.init(0), case.make_batch(0, 8)
+    key = funcrl.random.key(0)
+    plain = case.loss(params, batch, key=key)
+    weighted = case.loss(params, batch.set("priority_weight", torch.rand(8)), key=key)
+    for k in plain:
+        torch.testing.assert_close(plain[k], weighted[k])
+
+
+def test_masked_policy_acts_within_its_mask():
+    import funcrl
+
+    nets = ppo.Nets(distribution="masked_categorical", num_cells=(16,))
+    params = ppo.init(0, OBS, N, nets=nets)
+    obs = torch.randn(64, OBS)
+    mask = torch.zeros(64, N, dtype=torch.bool)
+    mask[:, 2] = True
+    mask[::2, 3] = True
+    for mode in ("random", "deterministic"):
+        a = ppo.act(params, obs, nets=nets, mode=mode, key=funcrl.random.key(0), mask=mask)
+        assert bool(mask.gather(-1, a.unsqueeze(-1)).all())
