@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _harness as H  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the rows; returns ``{"cold_compile_s", "rows", "ratios", "numel"}``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     H.setup_torch(threads=1)
     import torch
 
@@ -71,7 +72,7 @@ def main() -> None:
             "torch.randn": lambda: torch.randn(256, 6),
         },
     }
-    results = {}
+    results, ratios = {}, {}
     for row, impls in rows.items():
         for fn in impls.values():
             fn()
@@ -80,6 +81,7 @@ def main() -> None:
         ref = next(n for n in impls if n.startswith("torch"))
         ref_s = res[ref]["per_step_s"]["median"]
         results[row] = res
+        ratios[row] = {n: r["per_step_s"]["median"] / ref_s for n, r in res.items()}
         print(f"{row}{' (1e6 in --quick)' if args.quick and row.endswith('1e7') else ''}:")
         for name, r in res.items():
             q = r["per_step_s"]
@@ -91,12 +93,11 @@ def main() -> None:
     for name, s in cold.items():
         print(f"  {name:34s} {s:6.1f} s")
     print(f"recompiles while timing: {H.frames_compiled() - frames}")
+    out = {"cold_compile_s": cold, "rows": results, "ratios": ratios, "numel": big}
     if not args.quick:
-        path = H.write_json(
-            "random_bench",
-            {"env": H.environment(), "cold_compile_s": cold, "rows": results, "numel": big},
-        )
+        path = H.write_json("random_bench", {"env": H.environment(), **out})
         print(f"wrote {path}")
+    return out
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ shape is ``threefry(key, (i >> 32, i & 0xFFFFFFFF))``, so ``split``, ``fold_in``
 ``erfinv`` differs between XLA and torch).
 
 Speed: about 120 integer ops per draw would cost 100x ``torch.randn`` if run op by op, so in plain
-eager mode the flat kernels (threefry over a counter vector, bits -> floats) run as one
-``torch.compile``-d kernel with a dynamic size: compiled once per process per kind and dtype, then
-about as fast as ``torch.randn``. Under ``torch.compile``/``funcrl.jit`` tracing and inside
+eager mode the flat kernels (``split``, ``fold_in``, threefry over a counter vector, bits ->
+floats) each run as one ``torch.compile``-d kernel with a dynamic size: compiled once per process
+per kind and dtype (seconds; ``FUNCRL_RANDOM_FUSED=0`` turns this off), then within 1.5x of
+``torch.randn`` for large draws and ~0.04 ms for small ones (a key split: 0.05 ms, 0.45 ms as
+plain ops). Under ``torch.compile``/``funcrl.jit`` tracing and inside
 ``torch.func`` transforms (``vmap``, ``grad``) the same code runs as plain ops, which the caller's
 compiler fuses or the transform batches. Both paths give bitwise identical results.
 """
@@ -61,9 +63,10 @@ _M32 = 0xFFFFFFFF
 _PARITY = 0x1BD11BDA  # Threefry's key-schedule parity constant (Skein).
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Below this many elements the plain ops beat the compiled kernel's call overhead (measured in
-# bench/random_bench.py: a 6-element draw costs about the same on both paths).
-FUSED_MIN_NUMEL = 64
+# Draws of at least this many elements run as the compiled kernel in eager mode. Measured on a
+# CPU: even 6 normals take ~0.3 ms as ~150 separate plain ops and ~0.035 ms compiled, so every
+# size but 0 and 1 (which torch.compile would specialise, i.e. recompile for) is fused.
+FUSED_MIN_NUMEL = 2
 # FUNCRL_RANDOM_FUSED=0 never compiles the kernel (same bits, slower draws): for short processes
 # such as test runs, where the one-time compile (seconds per kind and dtype) would dominate.
 _FUSED_ENV = os.environ.get("FUNCRL_RANDOM_FUSED", "1") != "0"
@@ -193,7 +196,20 @@ def _normal_flat(key: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     return _erfinv32(_uniform_flat(key, n, dtype, lo, hi)) * math.sqrt(2)
 
 
+def _split_flat(key: torch.Tensor, n: int) -> torch.Tensor:
+    y0, y1 = _block(key, n)
+    return torch.stack([y0, y1], dim=-1)
+
+
+def _fold_in_flat(key: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    k0, k1 = _words(key)
+    y0, y1 = threefry2x32(k0, k1, torch.zeros_like(d), d)
+    return torch.stack([y0, y1], dim=-1)
+
+
 _KERNELS: dict[str, Callable[..., torch.Tensor]] = {
+    "split": _split_flat,
+    "fold_in": _fold_in_flat,
     "bits": _bits_flat,
     "uniform": _uniform_flat,
     "normal": _normal_flat,
@@ -233,13 +249,18 @@ def fused_enabled(key: torch.Tensor, n: int) -> bool:
     )
 
 
-def _run(kind: str, key: torch.Tensor, n: int, *args: object) -> torch.Tensor:
+def _run(
+    kind: str, key: torch.Tensor, n: int, *args: object, size_arg: bool = True
+) -> torch.Tensor:
     global _FUSED_BROKEN
-    if fused_enabled(key, n):
+    call_args = (key, n, *args) if size_arg else (key, *args)
+    if fused_enabled(key, n) and not (
+        args and isinstance(args[0], torch.Tensor) and _is_wrapped(args[0])
+    ):
         try:
             # no_grad: nothing here is differentiable, and a fixed grad mode keeps one compile.
             with torch.no_grad():
-                return _compiled(kind)(key, n, *args)
+                return _compiled(kind)(*call_args)
         except Exception as err:  # pragma: no cover - no C++ compiler, unsupported backend
             _FUSED_BROKEN = True
             warnings.warn(
@@ -248,7 +269,11 @@ def _run(kind: str, key: torch.Tensor, n: int, *args: object) -> torch.Tensor:
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return _KERNELS[kind](key, n, *args)
+    return _KERNELS[kind](*call_args)
+
+
+def _is_wrapped(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,9 +387,7 @@ def split(key: torch.Tensor, num: int | Sequence[int] = 2) -> torch.Tensor:
     """
     _check_key("split", key)
     shape = _check_shape("split", num, "num")
-    n = _numel(shape)
-    y0, y1 = _block(key, n)
-    return torch.stack([y0, y1], dim=-1).reshape(*shape, 2)
+    return _run("split", key, _numel(shape)).reshape(*shape, 2)
 
 
 def fold_in(key: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
@@ -405,9 +428,8 @@ def fold_in(key: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
             f"funcrl.random.fold_in: data must be an int or an integer tensor, got "
             f"{type(data).__name__}"
         )
-    k0, k1 = _words(key)
-    y0, y1 = threefry2x32(k0, k1, torch.zeros_like(d), d)
-    return torch.stack([y0, y1], dim=-1)
+    # Counted as a 2-element draw for the fused/plain choice (one block, two words).
+    return _run("fold_in", key, 2, d, size_arg=False)
 
 
 # ---------------------------------------------------------------------------------------------

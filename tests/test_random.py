@@ -125,11 +125,16 @@ def test_fused_and_plain_paths_bitwise_equal(dtype, monkeypatch):
         assert _ints(a) == _ints(b)
 
 
-def test_fused_bits_equal_plain(monkeypatch):
+def test_fused_integer_kernels_equal_plain(monkeypatch):
     k = R.key(11)
-    a = R.bits(k, (70, 3))
+
+    def draws():
+        return R.bits(k, (70, 3)), R.split(k, 5), R.fold_in(k, 9), R.fold_in(k, torch.tensor(9))
+
+    fused = draws()
     monkeypatch.setattr(R, "FUSED_MIN_NUMEL", 2**62)
-    assert torch.equal(a, R.bits(k, (70, 3)))
+    for a, b in zip(fused, draws()):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.slow  # an Inductor compile of the whole caller: tens of seconds cold
