@@ -98,7 +98,9 @@ def make_train(config: dict[str, Any]):
         return obs, LogState(state, jnp.float32(0.0), jnp.float32(0.0))
 
     def env_step(key, state, action):
-        obs, env_state, reward, done, _ = env.step(key, state.env_state, action, env_params)
+        # gymnax >= 1.0 splits PureJaxRL's ``done`` into terminated and truncated.
+        obs, env_state, reward, term, trunc, _ = env.step(key, state.env_state, action, env_params)
+        done = jnp.logical_or(term, trunc)
         ret = state.episode_returns + reward
         state = LogState(
             env_state,
@@ -112,9 +114,7 @@ def make_train(config: dict[str, Any]):
         rng, k = jax.random.split(rng)
         params = network.init(k, jnp.zeros(env.observation_space(env_params).shape))
         lr = schedule if cfg["ANNEAL_LR"] else cfg["LR"]
-        tx = optax.chain(
-            optax.clip_by_global_norm(cfg["MAX_GRAD_NORM"]), optax.adam(lr, eps=1e-5)
-        )
+        tx = optax.chain(optax.clip_by_global_norm(cfg["MAX_GRAD_NORM"]), optax.adam(lr, eps=1e-5))
         train_state = TrainState.create(apply_fn=network.apply, params=params, tx=tx)
         rng, k = jax.random.split(rng)
         obs, env_state = jax.vmap(env_reset)(jax.random.split(k, cfg["NUM_ENVS"]))
@@ -129,7 +129,12 @@ def make_train(config: dict[str, Any]):
                 keys = jax.random.split(k_env, cfg["NUM_ENVS"])
                 obs, env_state, reward, done = jax.vmap(env_step)(keys, env_state, action)
                 tr = Transition(
-                    done, action, value, reward, log_prob, last_obs,
+                    done,
+                    action,
+                    value,
+                    reward,
+                    log_prob,
+                    last_obs,
                     env_state.returned_episode_returns,
                 )
                 return (train_state, env_state, obs, rng), tr
@@ -154,9 +159,10 @@ def make_train(config: dict[str, Any]):
                 pi, value = network.apply(params, tr.obs)
                 log_prob = pi.log_prob(tr.action)
                 v_clip = tr.value + (value - tr.value).clip(-cfg["CLIP_EPS"], cfg["CLIP_EPS"])
-                value_loss = 0.5 * jnp.maximum(
-                    jnp.square(value - targets), jnp.square(v_clip - targets)
-                ).mean()
+                value_loss = (
+                    0.5
+                    * jnp.maximum(jnp.square(value - targets), jnp.square(v_clip - targets)).mean()
+                )
                 ratio = jnp.exp(log_prob - tr.log_prob)
                 gae = (gae - gae.mean()) / (gae.std() + 1e-8)
                 clipped = jnp.clip(ratio, 1.0 - cfg["CLIP_EPS"], 1.0 + cfg["CLIP_EPS"])

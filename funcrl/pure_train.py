@@ -80,7 +80,13 @@ class PPOTrainConfig:
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
-        for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches"):
+        for name in (
+            "total_timesteps",
+            "num_envs",
+            "num_steps",
+            "update_epochs",
+            "num_minibatches",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{_OWNER}: {name} must be an int >= 1, got {v!r}")
@@ -116,7 +122,9 @@ class PPOTrainConfig:
         if (
             not isinstance(self.hidden, tuple)
             or not self.hidden
-            or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden)
+            or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden
+            )
         ):
             raise ValueError(
                 f"{_OWNER}: hidden must be a non-empty tuple of positive ints, got {self.hidden!r}"
@@ -222,7 +230,11 @@ class PPOTrain:
         k_params, k_env = _random.split(key, 2).unbind(0)
         env = self.env
         params = ppo.init(
-            k_params, env.observation_spec, env.action_spec, self.loss, self.nets,
+            k_params,
+            env.observation_spec,
+            env.action_spec,
+            self.loss,
+            self.nets,
             dtype=self.config.dtype,
         )
         rollout = pure.init_rollout(env, k_env, self.config.num_envs)

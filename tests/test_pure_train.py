@@ -115,3 +115,20 @@ def test_learns_cartpole_16_seeds():
     out = train(funcrl.random.split(funcrl.random.key(0), 16))
     final = out.metrics["episode_return"][:, -10:].mean(1)
     assert final.median().item() >= 475.0, final.tolist()
+
+
+def test_scanned_update_equals_ppo_trainer_step():
+    # PPOTrain.update is ppo.trainer's step with the minibatch loop scannable: same draws, same
+    # numbers, bit for bit, eagerly.
+    cfg = PPOTrainConfig(
+        total_timesteps=2 * 8, num_envs=2, num_steps=8, update_epochs=2, num_minibatches=2
+    )
+    train = make_train(cfg, pure.make("CartPole-v1"))
+    state = train.init(funcrl.random.key(0))
+    _, traj = pure.collect(
+        train.policy, state.params, train.env, state.rollout, funcrl.random.key(1), 8
+    )
+    key = funcrl.random.key(2)
+    got = train.update(state.params, state.trainer, traj, key)
+    want = train.trainer.step(state.params, state.trainer, traj, key)
+    _close(got, want, rtol=0, atol=0)
