@@ -38,8 +38,9 @@ ONE_THREAD = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false "
-    "intra_op_parallelism_threads=1",
+    # One XLA device; the one-thread limit itself is the taskset pin (--pin): XLA's own
+    # single-thread switch (--xla_cpu_multi_thread_eigen=false) hung a 16-seed run here.
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
     "FUNCRL_RANDOM_FUSED": "1",
 }
 

@@ -285,9 +285,8 @@ class PPOTrain:
         ``step`` (GAE with the params before the update; per epoch a permutation and one key
         per minibatch split from ``key`` the same way; metrics the last epoch's means), but
         ``epochs x num_minibatches`` gradient steps compile as one scan body instead of that
-        many unrolled copies: the unrolled 4 x 4 graph takes over 10 minutes of inductor time
-        on one core, the scan well under one. Eagerly it is a Python loop over the same body
-        (scan's eager path does not run under ``vmap``).
+        many unrolled copies. Eagerly it is a Python loop over the same body (scan's eager
+        path does not run under ``vmap``).
 
         Args:
             params: ``actor`` and ``critic`` params.
