@@ -20,7 +20,7 @@ $(VENV)/.examples: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e ".[test,examples,parity,multiagent,mujoco]"
+	$(PIP) install -q -e ".[test,examples,parity,multiagent,mujoco,offline]"
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.test

@@ -67,7 +67,7 @@ def funcrl_loop(hidden, batch, learning_starts, compiled, capacity=100_000):
                 action = env.random_action()
             else:
                 with torch.no_grad():
-                    action = sac.policy(state["params"], state["obs"]["observation"]).sample()
+                    action = sac.policy(state["params"], state["obs"]["observation"], nets=nets).sample()
             tr, state["obs"] = env.step(action)
             buffers.add_(buf, tr)
             if state["t"] >= learning_starts:

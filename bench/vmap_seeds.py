@@ -50,8 +50,8 @@ def build_vmapped(n_seeds: int, size: str, compiled: bool):
         "action": torch.stack([d["act"] for d in datas]),
         "next": {k: torch.stack([d["next"][k] for d in datas]) for k in datas[0]["next"]},
     }
-    # batch_ndim=1 on [S, B, ...] tensors: inside vmap each seed sees a [B]-batched Record.
-    rec = Record(stacked, batch_ndim=1)
+    # [S, B] batch dims: vmap over the seeds leaves each seed a [B]-batched Record.
+    rec = Record(stacked, batch_ndim=2)
     step = torch.func.vmap(train.step, in_dims=(0, 0, 0), randomness="different")
     if compiled:
         mode = "reduce-overhead" if torch.cuda.is_available() else None

@@ -116,10 +116,8 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
 
     def act(params, observation):
-        # Greedy in the expected return: logits [n, num_atoms * actions] read atom-major.
-        logits = nets.value(params["value"], observation).unflatten(-1, (cfg.num_atoms, -1))
-        z = c51.support(loss_cfg, like=logits)
-        return c51.expected_value(c51.log_probs(logits), z).argmax(-1)
+        # Greedy in the expected return.
+        return c51.act(params, observation, config=loss_cfg, nets=nets, mode="deterministic")
 
     def explore(params, observation, step):
         # The schedule's state is the number of environment steps taken so far.

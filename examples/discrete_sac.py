@@ -22,8 +22,6 @@ import functools
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _offpolicy  # noqa: E402
@@ -94,11 +92,12 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     train_step = _offpolicy.update_step(trainer.step, cfg)
 
     def explore(params, observation):
-        logits = nets.actor(params["actor"], observation)
-        return torch.distributions.Categorical(logits=logits).sample()
+        return discrete_sac.act(params, observation, config=loss_cfg, nets=nets, mode="random")
 
     def act(params, observation):
-        return nets.actor(params["actor"], observation).argmax(-1)
+        return discrete_sac.act(
+            params, observation, config=loss_cfg, nets=nets, mode="deterministic"
+        )
 
     return _offpolicy.Agent(params, trainer.init(params), train_step, explore, act)
 

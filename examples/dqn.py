@@ -111,7 +111,7 @@ def make_agent(cfg: Config, observation_spec, action_spec) -> _offpolicy.Agent:
     )
 
     def act(params, observation):
-        return nets.value(params["value"], observation).argmax(-1)
+        return dqn.act(params, observation, config=loss_cfg, nets=nets, mode="deterministic")
 
     def explore(params, observation, step):
         # The schedule's state is the number of environment steps taken so far.

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 
 from funcrl import envs, optim, ppo  # noqa: E402
+from funcrl.modules.value_norm import RunningValueNorm  # noqa: E402
 from funcrl.nn import MLP  # noqa: E402
 from funcrl.objectives import on_policy  # noqa: E402
 from funcrl.record import Record  # noqa: E402
@@ -59,6 +60,12 @@ class Config:
     )
     num_cells: tuple[int, ...] = dataclasses.field(
         default=(64, 64), metadata={"help": "hidden sizes of actor and critic (tanh)"}
+    )
+    normalize_observations: bool = dataclasses.field(
+        default=False, metadata={"help": "running mean/std of observations (PureJaxRL's MuJoCo)"}
+    )
+    scale_rewards: bool = dataclasses.field(
+        default=False, metadata={"help": "rewards / running std of the discounted return"}
     )
     eval_every: int = dataclasses.field(default=50_000, metadata={"help": "0: only at the end"})
     eval_episodes: int = dataclasses.field(default=10, metadata={"help": "evaluation episodes"})
@@ -111,31 +118,78 @@ def make_agent(cfg: Config, observation_spec: Any, action_spec: Any):
     return nets, loss_cfg, params, train
 
 
-def collect(env: envs.VecEnv, params: Any, nets: Any, obs: torch.Tensor, num_steps: int):
+@dataclasses.dataclass(frozen=True)
+class Normalizers:
+    """Optional running statistics: observations (``RunningValueNorm``) and rewards
+    (``on_policy.RewardScaling``); ``None`` where switched off. Their states are pure values."""
+
+    observation: RunningValueNorm | None
+    reward: on_policy.RewardScaling | None
+
+    def obs(self, state: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+        if self.observation is None:
+            return x
+        return self.observation.normalize(state["observation"], x).clamp(-10.0, 10.0)
+
+
+def collect(env, params, nets, norm: Normalizers, norm_state: dict, obs, num_steps: int):
     """``num_steps`` steps of every env under the policy: a rollout ``[E, T]`` with the
-    behaviour log-prob and distribution params the loss reads, and the next observation."""
+    behaviour log-prob and distribution params the loss reads (observations normalised with the
+    running statistics, rewards scaled, where switched on), the next raw observation and the
+    updated statistics."""
     steps = []
     for _ in range(num_steps):
-        entries = on_policy.explore(params, obs, nets=nets)
+        if norm.observation is not None:
+            norm_state = {
+                **norm_state,
+                "observation": norm.observation.update(norm_state["observation"], obs),
+            }
+        entries = on_policy.explore(params, norm.obs(norm_state, obs), nets=nets)
         transition, nxt = env.step(entries["action"])
         extras = {k: v for k, v in entries.items() if k != "action"}
-        steps.append(transition.update(extras))
+        transition = transition.update(extras)
+        if norm.observation is not None:
+            for key in ("observation", ("next", "observation")):
+                transition = transition.set(key, norm.obs(norm_state, transition[key]))
+        if norm.reward is not None:
+            reward = transition["next", "reward"].squeeze(-1)
+            terminated = transition["next", "terminated"].squeeze(-1)
+            rs, scaled = norm.reward(norm_state["reward"], reward, terminated)
+            norm_state = {**norm_state, "reward": rs}
+            transition = transition.set(("next", "reward"), scaled.unsqueeze(-1))
+        steps.append(transition)
         obs = nxt["observation"]
-    return Record.stack(steps, dim=1), obs
+    return Record.stack(steps, dim=1), obs, norm_state
 
 
-def evaluate(cfg: Config, params: Any, nets: Any) -> torch.Tensor:
-    """Deterministic returns over ``cfg.eval_episodes`` episodes (seeds disjoint from training)."""
+def make_normalizers(cfg: Config, env: envs.VecEnv) -> tuple[Normalizers, dict[str, Any]]:
+    obs_shape = tuple(env.observation_spec.shape)
+    norm = Normalizers(
+        RunningValueNorm(shape=obs_shape, epsilon=1e-8) if cfg.normalize_observations else None,
+        on_policy.RewardScaling(gamma=cfg.gamma) if cfg.scale_rewards else None,
+    )
+    state: dict[str, Any] = {}
+    if norm.observation is not None:
+        state["observation"] = norm.observation.init()
+    if norm.reward is not None:
+        state["reward"] = norm.reward.init(cfg.num_envs)
+    return norm, state
+
+
+def evaluate(cfg: Config, params: Any, nets: Any, norm: Normalizers, norm_state: dict):
+    """Deterministic returns over ``cfg.eval_episodes`` episodes (seeds disjoint from training),
+    observations normalised with the statistics frozen at their current values."""
 
     def act(o):
-        return on_policy.act(params, o, nets=nets, mode="deterministic")
+        return on_policy.act(params, norm.obs(norm_state, o), nets=nets, mode="deterministic")
 
     seed = 1_000_000 + 1_000 * cfg.seed
     return envs.evaluate(act, cfg.env, cfg.eval_episodes, seed=seed)["return"]
 
 
-def _save(path: str, cfg: Config, params: Any, state: Any, step: int, elapsed: float) -> None:
+def _save(path, cfg: Config, params, state, norm_state: dict, step: int, elapsed: float) -> None:
     tree = {"params": params, "opt": state.opt, "updates": state.step, "step": step}
+    tree["normalizers"] = norm_state
     _util.save_checkpoint(path, {**tree, "elapsed": elapsed}, config=cfg)
 
 
@@ -157,6 +211,7 @@ def train(cfg: Config) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     env = envs.VecEnv(cfg.env, cfg.num_envs)
     nets, _, params, trainer = make_agent(cfg, env.observation_spec, env.action_spec)
+    norm, norm_state = make_normalizers(cfg, env)
     state = trainer.init(params)
     step_fn = torch.compile(trainer.step, fullgraph=True) if cfg.compile else trainer.step
     obs = env.reset(seed=cfg.seed)["observation"]
@@ -174,7 +229,9 @@ def train(cfg: Config) -> dict[str, Any]:
     next_ckpt = cfg.checkpoint_every or None
     while step + per_iter <= cfg.total_steps:
         with torch.no_grad():
-            rollout, obs = collect(env, params, nets, obs, cfg.num_steps)
+            rollout, obs, norm_state = collect(
+                env, params, nets, norm, norm_state, obs, cfg.num_steps
+            )
         params, state, metrics = step_fn(params, state, rollout)
         step += per_iter
         now = timer.elapsed()
@@ -191,21 +248,21 @@ def train(cfg: Config) -> dict[str, Any]:
             bar.set_postfix(sps=f"{sps:.0f}", ret=f"{mean:.1f}", refresh=False)
         if next_eval is not None and step >= next_eval and step + per_iter <= cfg.total_steps:
             with timer.paused():
-                rets = evaluate(cfg, params, nets)
+                rets = evaluate(cfg, params, nets, norm, norm_state)
             log.log({"step": step, "time": now, "sps": sps, **_eval_stats(rets)})
             next_eval += cfg.eval_every
         if next_ckpt is not None and step >= next_ckpt:
             with timer.paused():
-                _save(ckpt, cfg, params, state, step, timer.elapsed())
+                _save(ckpt, cfg, params, state, norm_state, step, timer.elapsed())
             next_ckpt += cfg.checkpoint_every
     if bar is not None:
         bar.close()
     env.close()
     train_time = timer.elapsed()
-    rets = evaluate(cfg, params, nets)
+    rets = evaluate(cfg, params, nets, norm, norm_state)
     log.log({"step": step, "time": train_time, "sps": sps, **_eval_stats(rets)})
     log.close()
-    _save(ckpt, cfg, params, state, step, train_time)
+    _save(ckpt, cfg, params, state, norm_state, step, train_time)
     png = _util.plot_curve(log.path, os.path.join(cfg.out, "curve.png"), f"PPO on {cfg.env}")
     result = {
         "eval_return": float(rets.mean()),

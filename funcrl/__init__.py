@@ -37,10 +37,7 @@ _SUBMODULES = {
 
 # Objectives live in funcrl.objectives; `funcrl.sac`, `import funcrl.sac` and `from funcrl.sac
 # import loss` name the same module object (aliased on first import, never copied).
-_OBJECTIVES = (
-    "sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix", "ppo", "a2c",
-    "reinforce",
-)  # fmt: skip
+from funcrl.objectives import OBJECTIVES as _OBJECTIVES  # noqa: E402 - the one list
 
 
 class _AliasLoader(importlib.abc.Loader):

@@ -150,6 +150,8 @@ _BUILTIN = (
     "funcrl.optim.ScheduleState",
     "funcrl.optim.MultiTransformState",
     "funcrl.training.TrainState",
+    "funcrl.objectives.on_policy.KLAdaptiveLRState",
+    "funcrl.objectives.on_policy.RewardScaleState",
     "funcrl.buffers.ReplayState",
     "funcrl.buffers.PriorityState",
     "funcrl.checkpoint.Checkpoint",

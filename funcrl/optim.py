@@ -11,10 +11,17 @@ tensors, so a training step that carries it is pure and can be vmapped and compi
 The arithmetic follows ``torch.optim`` (Adam, AdamW, SGD, RMSprop) so that results agree with it.
 ``foreach=True`` computes every transform with ``torch._foreach_*`` kernels (one launch per op over
 all leaves), the fast path for eager loops; both paths are pure and give the same numbers.
+
+Every ``update`` checks that ``updates`` (and ``params`` when given) have exactly the tree -- keys,
+shapes and dtypes -- that ``init`` saw, and names the first differing path: a moment is never
+paired with another leaf's gradient. The check reads only static metadata, so it is free under
+``torch.compile`` and ``vmap``. Hyperparameters are validated when a factory is called, as
+``torch.optim`` does (``lr >= 0`` and finite, ``betas`` in ``[0, 1)``, ``eps >= 0``, ...).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Union
 
@@ -101,14 +108,91 @@ def _flat(x: Params) -> tuple[list[torch.Tensor], Any]:
     return tree.flatten(x)
 
 
+_FIX = (
+    "init the optimizer on exactly the params it updates (e.g. opt.init({k: params[k] for k in "
+    "trainable})) and pass grads of that same tree"
+)
+
+
+def _check_tree(owner: str, what: str, x: Any, reference: Any, ref_name: str) -> None:
+    """``x`` must have ``reference``'s structure, shapes and dtypes (static: free when compiled)."""
+    tree.check_same_structure(
+        reference, x, owner=owner, names=(ref_name, what), dtypes=True, hint=_FIX
+    )
+
+
+def _check_inputs(owner: str, grads: Any, state_tree: Any, params: Any) -> None:
+    """``grads`` (and ``params`` when given) against the tree the state was initialised on."""
+    _check_tree(owner, "updates", grads, state_tree, "the optimizer state")
+    if params is not None:
+        _check_tree(owner, "params", params, state_tree, "the optimizer state")
+
+
+def _check_pair(owner: str, grads: Any, params: Any) -> None:
+    # Stateless transforms have no initial tree to compare with; updates and params must agree.
+    if params is not None:
+        tree.check_same_structure(
+            params, grads, owner=owner, names=("params", "updates"), dtypes=True, hint=_FIX
+        )
+
+
+def _real(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.dtype == torch.bool:
+        value = value.item()  # factory time, on the host: never inside a step
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{owner}: {name} must not be NaN")
+    return value
+
+
+def _check_range(
+    owner: str,
+    name: str,
+    value: Any,
+    lo: float = 0.0,
+    hi: float = math.inf,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """Validates a hyperparameter at factory time (as ``torch.optim`` does) and returns it."""
+    v = _real(owner, name, value)
+    if finite and math.isinf(v):
+        raise ValueError(f"{owner}: {name} must be finite, got {v}")
+    too_low = v <= lo if lo_open else v < lo
+    too_high = v >= hi if hi_open else v > hi
+    if too_low or too_high:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {v}")
+    return v
+
+
+def _check_lr(owner: str, learning_rate: ScalarOrSchedule) -> ScalarOrSchedule:
+    if not callable(learning_rate):
+        return _check_range(owner, "learning_rate", learning_rate)
+    # A schedule is checked at its first step (it is a pure function of the count).
+    first = learning_rate(torch.zeros((), dtype=torch.int32))
+    if isinstance(first, torch.Tensor) and first.ndim != 0:
+        raise ValueError(
+            f"{owner}: learning_rate schedule must return a scalar, got shape {tuple(first.shape)}"
+        )
+    _check_range(owner, "learning_rate (the schedule's value at step 0)", first)
+    return learning_rate
+
+
 def identity() -> GradientTransformation:
     return GradientTransformation(lambda params: EmptyState(), lambda g, s, p=None: (g, s))
 
 
 def scale(factor: float) -> GradientTransformation:
-    """Multiplies updates by a constant ``factor``."""
+    """Multiplies updates by a constant ``factor`` (finite)."""
+    factor = _check_range("scale", "factor", factor, -math.inf)
 
     def update(grads, state, params=None):
+        _check_pair("scale.update", grads, params)
         return tree.map(lambda g: g * factor, grads), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
@@ -119,13 +203,15 @@ def scale_by_learning_rate(
 ) -> GradientTransformation:
     """Multiplies updates by ``-learning_rate`` (a float, or a schedule of the step count)."""
     sign = -1.0 if flip_sign else 1.0
+    learning_rate = _check_lr("scale_by_learning_rate", learning_rate)
     if not callable(learning_rate):
-        return scale(sign * float(learning_rate))
+        return scale(sign * learning_rate)
 
     def init(params):
         return ScheduleState(_count_like(params))
 
     def update(grads, state, params=None):
+        _check_pair("scale_by_learning_rate.update", grads, params)
         lr = learning_rate(state.count)
         return tree.map(lambda g: g * (sign * lr), grads), ScheduleState(state.count + 1)
 
@@ -144,7 +230,15 @@ def scale_by_adam(
 
     ``torch.optim.Adam`` computes ``m / (1 - b1^t) / (sqrt(v) / sqrt(1 - b2^t) + eps)``; the
     same expression (not optax's ``eps`` placement) is used here so the two agree.
+
+    Raises:
+        ValueError: at construction if ``b1`` or ``b2`` is outside ``[0, 1)`` or ``eps < 0``; at
+            ``update`` if ``grads`` or ``params`` do not have the tree (keys, shapes, dtypes) the
+            state was initialised on, so no moment is ever paired with another leaf's gradient.
     """
+    b1 = _check_range("scale_by_adam", "b1", b1, 0.0, 1.0, hi_open=True)
+    b2 = _check_range("scale_by_adam", "b2", b2, 0.0, 1.0, hi_open=True)
+    eps = _check_range("scale_by_adam", "eps", eps)
 
     def init(params):
         nu_max = tree.zeros_like(params) if amsgrad else ()
@@ -153,6 +247,7 @@ def scale_by_adam(
         )
 
     def update(grads, state, params=None):
+        _check_inputs("scale_by_adam.update", grads, state.mu, params)
         count = state.count + 1
         g, treedef = _flat(grads)
         mu, _ = _flat(state.mu)
@@ -200,6 +295,8 @@ def trace(
     momentum: float, *, dampening: float = 0.0, nesterov: bool = False
 ) -> GradientTransformation:
     """``torch.optim.SGD``'s momentum buffer (the first step's buffer is the raw gradient)."""
+    momentum = _check_range("trace", "momentum", momentum)
+    dampening = _check_range("trace", "dampening", dampening, 0.0, 1.0)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("trace: nesterov needs momentum > 0 and dampening == 0")
 
@@ -207,6 +304,7 @@ def trace(
         return TraceState(_count_like(params), tree.zeros_like(params))
 
     def update(grads, state, params=None):
+        _check_inputs("trace.update", grads, state.trace, params)
         first = state.count == 0
         buf = tree.map(
             lambda b, g: torch.where(first, g, b * momentum + g * (1 - dampening)),
@@ -223,12 +321,15 @@ def scale_by_rms(
     alpha: float = 0.99, eps: float = 1e-8, *, centered: bool = False
 ) -> GradientTransformation:
     """``torch.optim.RMSprop``'s scaling ``g / (sqrt(E[g^2] - centred) + eps)``."""
+    alpha = _check_range("scale_by_rms", "alpha", alpha, 0.0, 1.0)
+    eps = _check_range("scale_by_rms", "eps", eps)
 
     def init(params):
         mu = tree.zeros_like(params) if centered else ()
         return ScaleByRmsState(_count_like(params), tree.zeros_like(params), mu)
 
     def update(grads, state, params=None):
+        _check_inputs("scale_by_rms.update", grads, state.nu, params)
         nu = tree.map(lambda v, g: v * alpha + g * g * (1 - alpha), state.nu, grads)
         if centered:
             mu = tree.map(lambda m, g: m.lerp(g, 1 - alpha), state.mu, grads)
@@ -243,10 +344,12 @@ def scale_by_rms(
 
 def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     """Adds ``weight_decay * params`` to the updates (L2 before Adam, decoupled after it)."""
+    weight_decay = _check_range("add_decayed_weights", "weight_decay", weight_decay)
 
     def update(grads, state, params=None):
         if params is None:
             raise ValueError("add_decayed_weights: update(grads, state, params) needs params")
+        _check_pair("add_decayed_weights.update", grads, params)
         return tree.map(lambda g, p: g + weight_decay * p, grads, params), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
@@ -257,10 +360,13 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     Like ``torch.nn.utils.clip_grad_norm_``: ``coef = min(1, max_norm / (norm + 1e-6))``.
     """
-    if max_norm <= 0:
-        raise ValueError(f"clip_by_global_norm: max_norm must be > 0, got {max_norm}")
+    # inf is allowed (no clipping), as in torch.nn.utils.clip_grad_norm_; NaN never is.
+    max_norm = _check_range(
+        "clip_by_global_norm", "max_norm", max_norm, 0.0, lo_open=True, finite=False
+    )
 
     def update(grads, state, params=None):
+        _check_pair("clip_by_global_norm.update", grads, params)
         norm = tree.global_norm(grads)
         coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         return tree.map(lambda g: g * coef, grads), state
@@ -271,10 +377,22 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Applies ``transforms`` in order; the state is the tuple of their states."""
 
+    for i, t in enumerate(transforms):
+        if not isinstance(t, GradientTransformation):
+            raise TypeError(
+                f"chain: transform {i} must be a GradientTransformation, got {type(t).__name__}"
+            )
+
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
     def update(grads, state, params=None):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(
+                f"chain.update: state must be the tuple of {len(transforms)} states that "
+                f"chain.init returned, got {type(state).__name__}"
+                + (f" of length {len(state)}" if isinstance(state, tuple) else "")
+            )
         new_states = []
         for t, s in zip(transforms, state):
             grads, s = t.update(grads, s, params)
@@ -291,6 +409,12 @@ def multi_transform(transforms: Mapping[str, GradientTransformation]) -> Gradien
     TD3's delayed actor can skip the actor's update on some steps.
     """
     transforms = dict(transforms)
+    for k, t in transforms.items():
+        if not isinstance(k, str) or not isinstance(t, GradientTransformation):
+            raise TypeError(
+                f"multi_transform: transforms must map str labels to GradientTransformations, "
+                f"got {k!r}: {type(t).__name__}"
+            )
 
     def _check(x: Mapping, what: str):
         if not isinstance(x, Mapping):
@@ -311,6 +435,18 @@ def multi_transform(transforms: Mapping[str, GradientTransformation]) -> Gradien
 
     def update(grads, state, params=None):
         _check(grads, "grads")
+        if params is not None:
+            _check(params, "params")
+            missing = set(grads) - set(params)
+            if missing:
+                raise KeyError(
+                    f"multi_transform.update: params lack keys {sorted(missing)} that grads have"
+                )
+        if set(state.inner) != set(transforms):
+            raise KeyError(
+                f"multi_transform.update: state has keys {sorted(state.inner)}, transforms "
+                f"{sorted(transforms)}; pass the state multi_transform.init returned"
+            )
         updates, inner = {}, dict(state.inner)
         for k, g in grads.items():
             p = None if params is None else params[k]
@@ -330,7 +466,15 @@ def adam(
     amsgrad: bool = False,
     foreach: bool = False,
 ) -> GradientTransformation:
-    """``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradient, as torch does)."""
+    """``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradient, as torch does).
+
+    Hyperparameters are validated here, as ``torch.optim.Adam`` does: ``learning_rate >= 0``
+    and finite (a schedule at step 0), ``b1, b2`` in ``[0, 1)``, ``eps >= 0``,
+    ``weight_decay >= 0``.
+    """
+    _check_lr("adam", learning_rate)
+    _check_range("adam", "weight_decay", weight_decay)
+    _check_adam_args("adam", b1, b2, eps)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts += [scale_by_adam(b1, b2, eps, amsgrad=amsgrad, foreach=foreach)]
     parts += [scale_by_learning_rate(learning_rate)]
@@ -347,7 +491,13 @@ def adamw(
     amsgrad: bool = False,
     foreach: bool = False,
 ) -> GradientTransformation:
-    """``torch.optim.AdamW``: decoupled weight decay ``p <- p - lr * (adam(g) + wd * p)``."""
+    """``torch.optim.AdamW``: decoupled weight decay ``p <- p - lr * (adam(g) + wd * p)``.
+
+    Validated as :func:`adam`.
+    """
+    _check_lr("adamw", learning_rate)
+    _check_range("adamw", "weight_decay", weight_decay)
+    _check_adam_args("adamw", b1, b2, eps)
     return chain(
         scale_by_adam(b1, b2, eps, amsgrad=amsgrad, foreach=foreach),
         add_decayed_weights(weight_decay),
@@ -363,7 +513,15 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 0.0,
 ) -> GradientTransformation:
-    """``torch.optim.SGD`` with momentum, dampening, Nesterov and L2 weight decay."""
+    """``torch.optim.SGD`` with momentum, dampening, Nesterov and L2 weight decay.
+
+    Validated as ``torch.optim.SGD``: ``learning_rate >= 0`` and finite, ``momentum >= 0``,
+    ``dampening`` in ``[0, 1]``, ``weight_decay >= 0``.
+    """
+    _check_lr("sgd", learning_rate)
+    momentum = _check_range("sgd", "momentum", momentum)
+    _check_range("sgd", "dampening", dampening, 0.0, 1.0)
+    _check_range("sgd", "weight_decay", weight_decay)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     if momentum:
         parts.append(trace(momentum, dampening=dampening, nesterov=nesterov))
@@ -382,7 +540,16 @@ def rmsprop(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
 ) -> GradientTransformation:
-    """``torch.optim.RMSprop`` (momentum buffer applied after the RMS scaling, as torch does)."""
+    """``torch.optim.RMSprop`` (momentum buffer applied after the RMS scaling, as torch does).
+
+    Validated as ``torch.optim.RMSprop``: ``learning_rate >= 0`` and finite, ``alpha`` in
+    ``[0, 1]``, ``eps >= 0``, ``momentum >= 0``, ``weight_decay >= 0``.
+    """
+    _check_lr("rmsprop", learning_rate)
+    _check_range("rmsprop", "alpha", alpha, 0.0, 1.0)
+    _check_range("rmsprop", "eps", eps)
+    momentum = _check_range("rmsprop", "momentum", momentum)
+    _check_range("rmsprop", "weight_decay", weight_decay)
     parts = [add_decayed_weights(weight_decay)] if weight_decay else []
     parts.append(scale_by_rms(alpha, eps, centered=centered))
     if momentum:
@@ -391,12 +558,19 @@ def rmsprop(
     return chain(*parts)
 
 
+def _check_adam_args(owner: str, b1: float, b2: float, eps: float) -> None:
+    _check_range(owner, "b1", b1, 0.0, 1.0, hi_open=True)
+    _check_range(owner, "b2", b2, 0.0, 1.0, hi_open=True)
+    _check_range(owner, "eps", eps)
+
+
 def _plain_momentum(momentum: float) -> GradientTransformation:
     # RMSprop's buffer starts at zero: buf = momentum * buf + g (no first-step special case).
     def init(params):
         return TraceState(_count_like(params), tree.zeros_like(params))
 
     def update(grads, state, params=None):
+        _check_inputs("rmsprop momentum.update", grads, state.trace, params)
         buf = tree.map(lambda b, g: b * momentum + g, state.trace, grads)
         return buf, TraceState(state.count + 1, buf)
 
@@ -404,14 +578,29 @@ def _plain_momentum(momentum: float) -> GradientTransformation:
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    """``params + updates`` leaf-wise (a new tree; nothing is modified in place)."""
+    """``params + updates`` leaf-wise (a new tree; nothing is modified in place).
+
+    ``updates`` must have ``params``' structure and shapes (a broadcast would silently change a
+    parameter's shape); their dtype is cast to each parameter's.
+    """
+    tree.check_same_structure(
+        params, updates, owner="apply_updates", names=("params", "updates"), hint=_FIX
+    )
     return tree.map(lambda p, u: p + u.to(p.dtype), params, updates)
 
 
 def linear_schedule(init_value: float, end_value: float, transition_steps: int) -> Schedule:
     """A schedule going linearly from ``init_value`` to ``end_value`` over ``transition_steps``."""
-    if transition_steps <= 0:
-        raise ValueError(f"linear_schedule: transition_steps must be > 0, got {transition_steps}")
+    if (
+        not isinstance(transition_steps, int)
+        or isinstance(transition_steps, bool)
+        or transition_steps <= 0
+    ):
+        raise ValueError(
+            f"linear_schedule: transition_steps must be an int > 0, got {transition_steps!r}"
+        )
+    init_value = _check_range("linear_schedule", "init_value", init_value, -math.inf)
+    end_value = _check_range("linear_schedule", "end_value", end_value, -math.inf)
 
     def schedule(count: torch.Tensor) -> torch.Tensor:
         frac = torch.clamp(count.float() / transition_steps, 0.0, 1.0)

@@ -6,6 +6,10 @@ A Record is funcrl's answer to TensorDict, reduced to what a pure training step 
 * a number of leading *batch* dimensions shared by every leaf;
 * immutable updates that return new Records (``set``, ``update``, ``select``, ``exclude``,
   ``rename``);
+* one spelling-independent meaning per key: ``"a"`` and ``("a",)``, or ``("next", "reward")`` and
+  ``{"next": {"reward": ...}}``, name the same entry. Construction merges sub-records in any order
+  and refuses to keep "the last" of two values for one leaf; only an explicit ``set`` of a key
+  replaces what is there;
 * batch indexing, ``stack``, ``cat``, ``apply``, ``to``;
 * registered as a pytree with optree (namespace ``"funcrl"``) and ``torch.utils._pytree``, so it
   passes through ``torch.func.vmap``, ``grad``, ``functional_call`` and
@@ -53,7 +57,10 @@ class Record:
     Args:
         data: a mapping from ``str`` keys to tensors, nested Records or nested mappings (converted
             to Records with the same batch rank). Tuple keys ``("next", "reward")`` create nested
-            Records.
+            Records. Entries that spell the same sub-record differently are merged, whatever their
+            order: ``{("next", "reward"): r, "next": {"observation": o}}`` holds both leaves.
+            The same leaf given twice (``"a"`` and ``("a",)``) or a path that is both a tensor
+            and a sub-record raises a ``ValueError`` naming the key; nothing is "last wins".
         batch_ndim: the number of leading dimensions shared by every leaf. Every leaf must have at
             least that many dimensions and the same sizes along them.
 
@@ -70,18 +77,16 @@ class Record:
     __slots__ = ("_data", "_batch_ndim")
 
     def __init__(self, data: Mapping[NestedKey, Any] | None = None, batch_ndim: int = 0):
-        if not isinstance(batch_ndim, int) or batch_ndim < 0:
-            raise ValueError(f"batch_ndim must be a non-negative int, got {batch_ndim!r}")
-        items: dict[str, Any] = {}
+        if not isinstance(batch_ndim, int) or isinstance(batch_ndim, bool) or batch_ndim < 0:
+            raise ValueError(f"Record: batch_ndim must be a non-negative int, got {batch_ndim!r}")
+        node = _Node()
         if data is not None:
             if isinstance(data, Record):
                 data = data._data
             elif not isinstance(data, Mapping):
                 raise TypeError(f"Record(data=...) expects a mapping, got {type(data).__name__}")
-            for key, value in data.items():
-                path = _as_tuple(key)
-                _insert(items, path, value, batch_ndim)
-        self._data = {k: _finalize(v, batch_ndim, (k,)) for k, v in items.items()}
+            _merge_mapping(node, (), data, "Record")
+        self._data = {k: _finalize(v, batch_ndim, (k,)) for k, v in node.items.items()}
         self._batch_ndim = batch_ndim
         _check_batch(self._data, batch_ndim)
 
@@ -177,11 +182,17 @@ class Record:
 
     # ------------------------------------------------------------------ immutable updates
     def set(self, key: NestedKey, value: Any) -> Record:
-        """Returns a new Record with ``key`` set to ``value`` (nested Records created as needed)."""
-        path = _as_tuple(key)
-        return self._set_path(path, value)
+        """Returns a new Record with ``key`` set to ``value`` (nested Records created as needed).
 
-    def _set_path(self, path: tuple[str, ...], value: Any) -> Record:
+        ``set`` replaces whatever is at exactly ``key``: a tensor, or a whole sub-record (a tensor
+        may replace a sub-record and vice versa, since the key is named explicitly). A key that
+        goes *through* a tensor (``("observation", "x")`` when ``"observation"`` is a tensor)
+        raises a ``ValueError``: that would silently drop the tensor.
+        """
+        path = _as_tuple(key)
+        return self._set_path(path, value, path)
+
+    def _set_path(self, path: tuple[str, ...], value: Any, full: tuple[str, ...]) -> Record:
         head, rest = path[0], path[1:]
         data = dict(self._data)
         if rest:
@@ -189,11 +200,25 @@ class Record:
             if child is None:
                 child = Record._from_dict({}, self._batch_ndim)
             elif not isinstance(child, Record):
-                raise KeyError(f"cannot set {path!r}: {head!r} holds a tensor, not a Record")
-            data[head] = child._set_path(rest, value)
+                raise ValueError(
+                    f"Record.set: cannot set {full!r}: {_show(full[: len(full) - len(rest)])!r} holds a "
+                    "tensor, not a Record (set that key itself to replace the tensor)"
+                )
+            child = child._set_path(rest, value, full)
+            # a new sub-record has no batch of its own yet: check it against this one's
+            _check_leaf(
+                full[: len(full) - len(rest)],
+                child,
+                self._batch_ndim,
+                self._batch_size_or_none(),
+                "Record.set",
+            )
+            data[head] = child
         else:
-            value = _finalize(value, self._batch_ndim, path)
-            _check_leaf(head, value, self._batch_ndim, self._batch_size_or_none())
+            value = _finalize(value, self._batch_ndim, full)
+            _check_leaf(
+                _show(full), value, self._batch_ndim, self._batch_size_or_none(), "Record.set"
+            )
             data[head] = value
         return Record._from_dict(data, self._batch_ndim)
 
@@ -203,14 +228,39 @@ class Record:
         """Returns a new Record with the entries of ``other`` and ``kwargs``.
 
         Nested entries are merged leaf by leaf, whether ``other`` is a Record or a nested mapping:
-        ``rec.update({"next": {"reward": r}})`` keeps ``rec["next", "observation"]``.
+        ``rec.update({"next": {"reward": r}})`` keeps ``rec["next", "observation"]``. Existing
+        leaves are replaced by new leaves at the same key. A tensor where this Record has a
+        sub-record (or the reverse), or the same key given twice in ``other`` and ``kwargs``,
+        raises a ``ValueError``: use :meth:`set` to replace a whole sub-record explicitly.
         """
-        rec = self
+        node = _Node()
         if other is not None:
-            for k, v in _leaf_items(other):
-                rec = rec.set(k, v)
-        for k, v in kwargs.items():
-            rec = rec.set(k, v)
+            if not isinstance(other, Mapping | Record):
+                raise TypeError(
+                    f"Record.update: other must be a mapping or a Record, got {type(other).__name__}"
+                )
+            _merge_mapping(
+                node, (), other._data if isinstance(other, Record) else other, "Record.update"
+            )
+        _merge_mapping(node, (), kwargs, "Record.update")
+        rec = self
+        for path, v in _node_leaves(node, ()):
+            current = _get_path(self, path)
+            if isinstance(current, Record) and not _is_subtree(v):
+                raise ValueError(
+                    f"Record.update: key {_show(path)!r} is a sub-record here and a "
+                    f"{type(v).__name__} in the update; use set({_show(path)!r}, ...) to replace it"
+                )
+            for n in range(1, len(path) + 1):
+                above = _get_path(self, path[:n])
+                if isinstance(above, torch.Tensor) and (n < len(path) or _is_subtree(v)):
+                    raise ValueError(
+                        f"Record.update: key {_show(path[:n])!r} is a tensor here and a sub-record "
+                        f"in the update; use set({_show(path[:n])!r}, ...) to replace it"
+                    )
+            if _is_subtree(v) and current is not None:
+                continue  # an empty sub-record merges into the existing one: nothing to add
+            rec = rec.set(path, v)
         return rec
 
     def select(self, *keys: NestedKey, strict: bool = True) -> Record:
@@ -249,27 +299,69 @@ class Record:
         return Record._from_dict(data, self._batch_ndim)
 
     def rename(self, mapping: Mapping[NestedKey, NestedKey] | None = None, **kwargs: str) -> Record:
-        """A new Record with keys renamed: ``rec.rename({"obs": "observation"})``."""
+        """A new Record with keys renamed: ``rec.rename({"obs": "observation"})``.
+
+        Swaps work (``{"a": "b", "b": "a"}``); a missing source key raises ``KeyError`` and a
+        target that would overwrite an existing key raises ``ValueError``.
+        """
         pairs = dict(mapping or {})
-        pairs.update(kwargs)
-        rec = self
+        for k, v in kwargs.items():
+            if k in pairs:
+                raise ValueError(f"Record.rename: key {k!r} is given twice")
+            pairs[k] = v
+        for old in pairs:
+            if old not in self:
+                raise KeyError(f"Record.rename: key {old!r} not found")
+        # Drop every renamed key first, so swaps ({"a": "b", "b": "a"}) work; then a target that
+        # still exists would be overwritten: refuse instead of losing it.
+        rec = self.exclude(*pairs)
         for old, new in pairs.items():
-            rec = rec.exclude(old).set(new, self[old])
+            if new in rec:
+                raise ValueError(
+                    f"Record.rename: renaming {old!r} to {new!r} would overwrite the existing "
+                    f"key {new!r}"
+                )
+            rec = rec.set(new, self[old])
         return rec
 
     def flatten_keys(self, separator: str = ".") -> Record:
-        """A flat Record whose nested keys are joined: ``("next", "reward") -> "next.reward"``."""
-        data = {}
+        """A flat Record whose nested keys are joined: ``("next", "reward") -> "next.reward"``.
+
+        Raises:
+            ValueError: if two paths join to the same string (``"a.b"`` and ``("a", "b")``).
+        """
+        if not isinstance(separator, str) or not separator:
+            raise ValueError(
+                f"Record.flatten_keys: separator must be a non-empty str, got {separator!r}"
+            )
+        data: dict[str, Any] = {}
+        origin: dict[str, tuple[str, ...]] = {}
         for k in self.keys(include_nested=True, leaves_only=True):
-            data[separator.join(_as_tuple(k))] = self[k]
+            path = _as_tuple(k)
+            flat = separator.join(path)
+            if flat in data:
+                raise ValueError(
+                    f"Record.flatten_keys: keys {origin[flat]!r} and {path!r} both flatten to "
+                    f"{flat!r} with separator {separator!r}; rename one or pick another separator"
+                )
+            data[flat], origin[flat] = self[k], path
         return Record._from_dict(data, self._batch_ndim)
 
     def unflatten_keys(self, separator: str = ".") -> Record:
-        """Inverse of :meth:`flatten_keys`."""
-        out = Record._from_dict({}, self._batch_ndim)
-        for k, v in self._data.items():
-            out = out.set(tuple(k.split(separator)), v)
-        return out
+        """Inverse of :meth:`flatten_keys`: ``"next.reward" -> ("next", "reward")``.
+
+        Raises:
+            ValueError: if a key is both a tensor and the prefix of another (``"a"`` and ``"a.b"``).
+        """
+        if not isinstance(separator, str) or not separator:
+            raise ValueError(
+                f"Record.unflatten_keys: separator must be a non-empty str, got {separator!r}"
+            )
+        node = _Node()
+        flat = {tuple(k.split(separator)): v for k, v in self._data.items()}
+        _merge_mapping(node, (), flat, "Record.unflatten_keys")
+        data = {k: _finalize(v, self._batch_ndim, (k,)) for k, v in node.items.items()}
+        return Record._from_dict(data, self._batch_ndim)
 
     def to_dict(self) -> dict[str, Any]:
         """A nested plain ``dict`` of the tensors (a shallow copy)."""
@@ -494,17 +586,6 @@ class Record:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _leaf_items(data: Mapping[NestedKey, Any] | Record) -> list[tuple[tuple[str, ...], Any]]:
-    out = []
-    for k, v in data.items():
-        path = _as_tuple(k)
-        if isinstance(v, (Record, Mapping)) and not isinstance(v, torch.Tensor):
-            out.extend((path + sub, leaf) for sub, leaf in _leaf_items(v))
-        else:
-            out.append((path, v))
-    return out
-
-
 def _prod(xs: Iterable[int]) -> int:
     out = 1
     for x in xs:
@@ -512,20 +593,107 @@ def _prod(xs: Iterable[int]) -> int:
     return out
 
 
-def _insert(items: dict[str, Any], path: tuple[str, ...], value: Any, batch_ndim: int) -> None:
+class _Node:
+    """A sub-record being assembled from entries that may spell its keys in several ways."""
+
+    __slots__ = ("items", "batch_ndim")
+
+    def __init__(self, batch_ndim: int | None = None):
+        self.items: dict[str, Any] = {}
+        self.batch_ndim = batch_ndim
+
+
+def _is_subtree(value: Any) -> bool:
+    return isinstance(value, Record | Mapping | _Node) and not isinstance(value, torch.Tensor)
+
+
+def _merge_mapping(node: _Node, prefix: tuple[str, ...], data: Mapping, owner: str) -> None:
+    for key, value in data.items():
+        _merge(node, _as_tuple(key), value, prefix, owner)
+
+
+def _merge(
+    node: _Node, path: tuple[str, ...], value: Any, prefix: tuple[str, ...], owner: str
+) -> None:
+    """Inserts ``value`` at ``path`` below ``node``; sub-records merge, a second leaf raises."""
     head, rest = path[0], path[1:]
-    if not rest:
-        items[head] = value
+    here = prefix + (head,)
+    existing = node.items.get(head)
+    if rest or _is_subtree(value):
+        if existing is not None and not _is_subtree(existing):
+            raise ValueError(
+                f"{owner}: key {_show(here)!r} is given both as a tensor and as a sub-record "
+                f"(via {prefix + path!r})"
+            )
+        if existing is None and not rest and isinstance(value, Record):
+            node.items[head] = value  # kept as given (it keeps its batch rank) unless merged into
+            return
+        child = _as_node(existing, here, owner)
+        node.items[head] = child
+        if rest:
+            _merge(child, rest, value, here, owner)
+        else:
+            _merge_into(child, value, here, owner)
         return
-    child = items.get(head)
-    if child is None:
-        child = {}
-    elif isinstance(child, Record):
-        child = dict(child._data)
-    elif not isinstance(child, dict):
-        raise KeyError(f"key {path!r}: {head!r} already holds a tensor")
-    _insert(child, rest, value, batch_ndim)
-    items[head] = child
+    if existing is not None:
+        what = "a sub-record" if _is_subtree(existing) else "a tensor"
+        raise ValueError(
+            f"{owner}: key {_show(here)!r} is given twice (already {what}); each leaf must appear once"
+        )
+    node.items[head] = value
+
+
+def _as_node(existing: Any, path: tuple[str, ...], owner: str) -> _Node:
+    if isinstance(existing, _Node):
+        return existing
+    node = _Node()
+    if existing is not None:
+        _merge_into(node, existing, path, owner)
+    return node
+
+
+def _merge_into(node: _Node, value: Any, path: tuple[str, ...], owner: str) -> None:
+    if isinstance(value, Record):
+        if node.batch_ndim is not None and node.batch_ndim != value._batch_ndim:
+            raise ValueError(
+                f"{owner}: key {_show(path)!r} merges nested Records of batch_ndim {node.batch_ndim} "
+                f"and {value._batch_ndim}"
+            )
+        node.batch_ndim = value._batch_ndim
+        value = value._data
+    elif isinstance(value, _Node):
+        value = value.items
+    _merge_mapping(node, path, value, owner)
+
+
+def _node_leaves(node: _Node, prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """``(path, value)`` of every tensor (or other non-mapping) and of every empty sub-record."""
+    out = []
+    for k, v in node.items.items():
+        path = prefix + (k,)
+        if _is_subtree(v):
+            child = _as_node(v, path, "Record")
+            if child.items:
+                out.extend(_node_leaves(child, path))
+            else:
+                out.append((path, v))
+        else:
+            out.append((path, v))
+    return out
+
+
+def _show(path: tuple[str, ...]) -> NestedKey:
+    """A key as a user would write it: ``"a"`` for a top-level key, else the tuple."""
+    return path[0] if len(path) == 1 else path
+
+
+def _get_path(rec: Record, path: tuple[str, ...]) -> Any:
+    node: Any = rec
+    for k in path:
+        if not isinstance(node, Record) or k not in node._data:
+            return None
+        node = node._data[k]
+    return node
 
 
 def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
@@ -534,45 +702,81 @@ def _finalize(value: Any, batch_ndim: int, path: tuple[str, ...]) -> Any:
     if isinstance(value, Record):
         if value._batch_ndim < batch_ndim and len(value):
             raise ValueError(
-                f"key {path!r}: nested Record has batch_ndim={value._batch_ndim} < the parent's "
+                f"Record: key {path!r}: nested Record has batch_ndim={value._batch_ndim} < the parent's "
                 f"{batch_ndim}"
             )
         if not len(value):
             return Record._from_dict({}, max(batch_ndim, value._batch_ndim))
         return value
+    if isinstance(value, _Node):
+        bnd = batch_ndim if value.batch_ndim is None else value.batch_ndim
+        if bnd < batch_ndim and value.items:
+            raise ValueError(
+                f"Record: key {path!r}: nested Record has batch_ndim={bnd} < the parent's {batch_ndim}"
+            )
+        bnd = max(bnd, batch_ndim)
+        data = {k: _finalize(v, bnd, path + (k,)) for k, v in value.items.items()}
+        _check_batch(data, bnd)
+        return Record._from_dict(data, bnd)
     if isinstance(value, Mapping):
         return Record(value, batch_ndim)
     raise TypeError(
-        f"key {path!r}: Record values must be tensors, Records or mappings, "
+        f"Record: key {path!r}: values must be tensors, Records or mappings, "
         f"got {type(value).__name__}"
     )
 
 
-def _check_leaf(key: Any, value: Any, batch_ndim: int, batch: torch.Size | None) -> None:
+def _check_leaf(
+    key: Any,
+    value: Any,
+    batch_ndim: int,
+    batch: torch.Size | None,
+    owner: str = "Record",
+    batch_from: Any = None,
+) -> None:
     shape = value.batch_size if isinstance(value, Record) else getattr(value, "shape", None)
-    if isinstance(value, Record) and _first_leaf(value) is None:
-        return
+    if isinstance(value, Record):
+        sub = _first_leaf_path(value)
+        if sub is None:
+            return
+        # name the leaf itself, not only the sub-record holding it
+        key = (*(key if isinstance(key, tuple) else (key,)), *sub)
     if shape is None:
         return
     if len(shape) < batch_ndim:
         raise ValueError(
-            f"key {key!r}: value of shape {tuple(shape)} has fewer dims than batch_ndim={batch_ndim}"
+            f"{owner}: key {key!r}: value of shape {tuple(shape)} has fewer dims than "
+            f"batch_ndim={batch_ndim}"
         )
     if batch is not None and shape[:batch_ndim] != batch:
+        source = f" (set by key {batch_from!r})" if batch_from is not None else ""
         raise ValueError(
-            f"key {key!r}: leading shape {tuple(shape[:batch_ndim])} does not match the batch "
-            f"size {tuple(batch)}"
+            f"{owner}: key {key!r}: leading shape {tuple(shape[:batch_ndim])} does not match the "
+            f"batch size {tuple(batch)}{source}"
         )
 
 
 def _check_batch(data: dict[str, Any], batch_ndim: int) -> None:
-    batch = None
+    batch, source = None, None
     for k, v in data.items():
-        _check_leaf(k, v, batch_ndim, batch)
+        _check_leaf(k, v, batch_ndim, batch, batch_from=source)
         if batch is None:
             leaf = v if isinstance(v, torch.Tensor) else _first_leaf(v)
             if leaf is not None:
                 batch = leaf.shape[:batch_ndim]
+                sub = () if isinstance(v, torch.Tensor) else _first_leaf_path(v)
+                source = k if not sub else (k, *sub)
+
+
+def _first_leaf_path(rec: Record) -> tuple[str, ...] | None:
+    for k, v in rec._data.items():
+        if isinstance(v, Record):
+            sub = _first_leaf_path(v)
+            if sub is not None:
+                return (k, *sub)
+        else:
+            return (k,)
+    return None
 
 
 def _first_leaf(rec: Record) -> torch.Tensor | None:

@@ -26,6 +26,20 @@ Deliberate differences from TorchRL 0.14:
   ``multinomial(x)``: projection is deterministic.
 * ``Categorical`` / ``MultiCategorical`` / ``Binary`` / integer ``Bounded`` projections round,
   clamp, and return the spec's dtype.
+
+Projection never wraps. ``project`` clamps in the *source* dtype (or a wider one) and only then
+casts, so ``Bounded(0, 100, dtype=torch.uint8).project(300)`` is 100 and an int32 spec's
+``project(1e10)`` is its upper bound; floats are rounded to the nearest integer (half to even)
+before an integer cast, never truncated. Every spec dtype works: uint8, int8, int16, int32, int64,
+bool, float16, bfloat16, float32, float64.
+
+NaN policy (one rule, identical eager, vmapped and compiled, since ``project`` runs inside training
+steps where a value check would cost a host sync): **NaN projects to the spec's lower bound** --
+``low`` for ``Bounded``, category 0 for ``Categorical`` / ``MultiCategorical``, 0 (``False``) for
+``Binary``; ``OneHot`` / ``MultiOneHot`` treat a NaN score as ``-inf`` (an all-NaN row gives
+category 0); an integer or bool ``Unbounded`` maps NaN to 0. A floating ``Unbounded`` spec holds
+any float, NaN included, and its ``project`` only casts. ``is_in`` is ``False`` for NaN everywhere
+but in a floating ``Unbounded``.
 * masks are data, not spec state: ``Categorical.rand`` and ``OneHot.rand`` take an optional
   ``mask`` argument instead of ``spec.update_mask``.
 * ``from_gymnasium`` maps ``Discrete`` to ``Categorical`` by default (TorchRL's default is
@@ -86,6 +100,82 @@ def _true(device: torch.device) -> torch.Tensor:
     return torch.ones((), dtype=torch.bool, device=device)
 
 
+_DTYPES = (
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+)
+
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _check_dtype(owner: str, dtype: Any, allowed: Sequence[torch.dtype] = _DTYPES) -> None:
+    if not isinstance(dtype, torch.dtype) or dtype not in allowed:
+        kind = "an integer dtype" if allowed == _INT_DTYPES else "a real or bool dtype"
+        raise TypeError(
+            f"{owner}: dtype must be {kind} "
+            f"({', '.join(str(d).removeprefix('torch.') for d in allowed)}), got {dtype!r}"
+        )
+
+
+def _check_real_input(owner: str, x: torch.Tensor) -> None:
+    if x.is_complex() or x.dtype not in _DTYPES:
+        raise TypeError(f"{owner}: value has dtype {x.dtype}, expected a real or bool dtype")
+
+
+def _saturate(x: torch.Tensor, low: Any, high: Any, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` clamped into ``[low, high]`` *before* the cast to ``dtype``, so nothing wraps.
+
+    Args:
+        x: any real or bool tensor.
+        low: lower bounds (a tensor or number) exactly representable in ``dtype``.
+        high: upper bounds, likewise.
+        dtype: the result dtype.
+
+    Floats going to an integer dtype are rounded first (half to even); NaN maps to ``low``.
+    """
+    if x.dtype == torch.bool:
+        x = x.to(torch.int64)
+    low = torch.as_tensor(low, device=x.device)
+    high = torch.as_tensor(high, device=x.device)
+    if dtype.is_floating_point:
+        work = torch.promote_types(x.dtype, dtype)  # holds every value of both dtypes' ranges
+        lo, hi = low.to(work), high.to(work)
+        xw = x.to(work)
+        out = (
+            torch.where(torch.isnan(xw), lo, torch.clamp(xw, lo, hi))
+            if xw.is_floating_point()
+            else torch.clamp(xw, lo, hi)
+        )
+        return out.to(dtype)
+    lo64, hi64 = low.to(torch.int64), high.to(torch.int64)
+    if not x.is_floating_point():
+        return torch.clamp(x.to(torch.int64), lo64, hi64).to(dtype)
+    # float64 holds every float16/bfloat16/float32 value exactly; the bounds may round up (int64
+    # max -> 2**63), so values at or past a bound take the exact integer bound, not a cast.
+    xf = torch.round(x.to(torch.float64))
+    lo_f, hi_f = lo64.to(torch.float64), hi64.to(torch.float64)
+    nan = torch.isnan(xf)
+    inside = torch.where(nan | (xf <= lo_f) | (xf >= hi_f), lo_f, xf).to(torch.int64)
+    out = torch.where(xf >= hi_f, hi64, torch.where(nan | (xf <= lo_f), lo64, inside))
+    return out.to(dtype)
+
+
+def _dtype_limits(dtype: torch.dtype) -> tuple[float, float]:
+    if dtype == torch.bool:
+        return 0, 1
+    info = torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)
+    return info.min, info.max
+
+
 class TensorSpec:
     """Base class of the tensor specs: shape, dtype and device plus the shared shape checks."""
 
@@ -112,6 +202,7 @@ class TensorSpec:
         owner = f"{type(self).__name__}.{method}"
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{owner}: expected a tensor, got {type(x).__name__}")
+        _check_real_input(owner, x)
         if x.ndim < self.ndim or x.shape[x.ndim - self.ndim :] != self.shape:
             raise ValueError(
                 f"{owner}: value has shape {tuple(x.shape)}, expected "
@@ -172,15 +263,15 @@ class Unbounded(TensorSpec):
         device: defaults to CPU.
 
     ``rand`` draws standard normals for floating dtypes, uniform integers over the dtype's
-    non-negative range for integer dtypes, and fair coins for ``torch.bool``. ``project`` only casts
-    to ``dtype``; ``is_in`` checks shape and dtype.
+    non-negative range for integer dtypes, and fair coins for ``torch.bool``. ``project`` casts
+    to ``dtype``, saturating at the dtype's limits for integer and bool dtypes (floats rounded,
+    NaN to 0, bool keeps 0/1 after the clamp); ``is_in`` checks shape and dtype.
     """
 
     def __init__(
         self, shape: ShapeLike = (), dtype: torch.dtype = torch.float32, device: Any = None
     ):
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"Unbounded: dtype must be a torch.dtype, got {dtype!r}")
+        _check_dtype("Unbounded", dtype)
         self.shape = _size(shape, "shape", "Unbounded")
         self.dtype = dtype
         self.device = _device(device)
@@ -190,8 +281,15 @@ class Unbounded(TensorSpec):
         return _true(self.device) if self._matches(x) else _false(self.device)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Casts ``x`` ([*batch, *shape]) to ``dtype``."""
-        return self._check_value(x, "project").to(self.dtype)
+        """Casts ``x`` ([*batch, *shape]) to ``dtype``, saturating (never wrapping) for ints."""
+        x = self._check_value(x, "project")
+        if self.dtype.is_floating_point:
+            return x.to(self.dtype)  # any float, NaN and inf included, is in the domain
+        lo, hi = _dtype_limits(self.dtype)
+        if x.is_floating_point():
+            # NaN -> 0 here (an unbounded integer has no meaningful lower bound)
+            x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
+        return _saturate(x, lo, hi, self.dtype)
 
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Samples ``[*shape, *self.shape]``; uses the global RNG unless ``generator`` is given."""
@@ -213,13 +311,15 @@ class Bounded(TensorSpec):
         dtype: ``torch.float32`` by default; an integer dtype makes a discrete box (bounds inclusive).
         device: defaults to CPU.
 
-    ``.low`` / ``.high`` are tensors of ``.shape`` and ``dtype``. ``project`` clamps (and, for
-    integer dtypes, rounds first). ``rand`` is uniform on the box; where a bound is infinite it
+    ``.low`` / ``.high`` are tensors of ``.shape`` and ``dtype``. ``project`` clamps in the
+    source dtype and then casts (for integer dtypes it rounds first), so it never wraps; NaN
+    projects to ``low``. ``rand`` is uniform on the box; where a bound is infinite it
     follows gymnasium's ``Box.sample`` (normal if both are infinite, ``low + Exp(1)`` or
     ``high - Exp(1)`` if one is).
 
     Raises:
-        ValueError: if ``low > high`` anywhere, a bound is NaN, or the shapes do not broadcast.
+        ValueError: if ``low > high`` anywhere, a bound is NaN, the shapes do not broadcast, a
+            bound does not fit ``dtype``, or an integer ``dtype`` gets a non-integral bound.
     """
 
     def __init__(
@@ -230,10 +330,9 @@ class Bounded(TensorSpec):
         dtype: torch.dtype = torch.float32,
         device: Any = None,
     ):
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"Bounded: dtype must be a torch.dtype, got {dtype!r}")
         if dtype == torch.bool:
             raise TypeError("Bounded: dtype=torch.bool is not a box; use Binary")
+        _check_dtype("Bounded", dtype)
         device = _device(device)
         low_t = torch.as_tensor(low, device=device)
         high_t = torch.as_tensor(high, device=device)
@@ -268,6 +367,21 @@ class Bounded(TensorSpec):
             or bool(torch.as_tensor(high_t).double().isinf().any())
         ):
             raise ValueError(f"Bounded: infinite bounds need a floating dtype, got {dtype}")
+        # The bounds must survive the cast to dtype unchanged: a uint8 high=300 would wrap to 44
+        # and a float16 high=1e5 would become inf.
+        dmin, dmax = _dtype_limits(dtype)
+        for name, t in (("low", low_t), ("high", high_t)):
+            t64 = t.double()
+            finite = t64[torch.isfinite(t64)]
+            if finite.numel() and (bool((finite < dmin).any()) or bool((finite > dmax).any())):
+                raise ValueError(
+                    f"Bounded: {name}={t.tolist()} is outside the range [{dmin}, {dmax}] of {dtype}"
+                )
+            if not dtype.is_floating_point and bool((t64 != t64.round()).any()):
+                raise ValueError(
+                    f"Bounded: {name}={t.tolist()} is not integral, but dtype {dtype} is; pass "
+                    "integer bounds (the box's integer end points)"
+                )
         self.shape = shape_
         self.dtype = dtype
         self.device = device
@@ -291,12 +405,13 @@ class Bounded(TensorSpec):
         return ((x >= self.low) & (x <= self.high)).all()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Clamps ``x`` ([*batch, *shape]) to ``[low, high]`` (rounding first for integer dtypes)."""
+        """Clamps ``x`` ([*batch, *shape]) to ``[low, high]``, then casts to ``dtype``.
+
+        Integer dtypes round floats first (half to even). NaN maps to ``low``. Nothing wraps:
+        the clamp happens before the cast.
+        """
         x = self._check_value(x, "project")
-        if not self.dtype.is_floating_point and x.is_floating_point():
-            x = torch.round(x)
-        x = x.to(self.dtype)
-        return torch.clamp(x, self.low, self.high)
+        return _saturate(x, self.low, self.high, self.dtype)
 
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Samples uniformly in the box ``[*shape, *self.shape]``; global RNG unless ``generator``."""
@@ -306,7 +421,7 @@ class Bounded(TensorSpec):
             low, high = self.low.double(), self.high.double()
             u = torch.rand(full, generator=generator, dtype=torch.float64, device=self.device)
             x = torch.minimum(low + torch.floor(u * (high - low + 1.0)), high)
-            return x.to(self.dtype)
+            return _saturate(x, self.low, self.high, self.dtype)
         low, high = self.low, self.high
         u = torch.rand(full, generator=generator, dtype=self.dtype, device=self.device)
         if self._finite:
@@ -332,6 +447,15 @@ def _one_hot(index: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     # Comparison with an arange instead of F.one_hot: F.one_hot checks the index range on the host,
     # which breaks vmap and graph capture.
     return (index.unsqueeze(-1) == torch.arange(n, device=index.device)).to(dtype)
+
+
+def _check_index_dtype(owner: str, x: torch.Tensor) -> None:
+    # .long() would truncate 1.7 to 1 silently: categories must already be integers.
+    if x.is_floating_point() or x.dtype == torch.bool:
+        raise TypeError(
+            f"{owner}: x must be an integer tensor of categories, got {x.dtype}; call "
+            "spec.project(x) first to round and clamp it"
+        )
 
 
 def _masked_uniform_index(
@@ -370,7 +494,8 @@ class Categorical(TensorSpec):
         dtype: defaults to ``torch.int64``.
         device: defaults to CPU.
 
-    ``project`` rounds (for floating inputs) and clamps to ``[0, n - 1]``.
+    ``project`` rounds (for floating inputs) and clamps to ``[0, n - 1]`` before casting;
+    NaN projects to category 0.
     """
 
     def __init__(
@@ -378,8 +503,11 @@ class Categorical(TensorSpec):
     ):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"Categorical: n must be a positive int, got {n!r}")
-        if not isinstance(dtype, torch.dtype) or dtype.is_floating_point or dtype.is_complex:
-            raise TypeError(f"Categorical: dtype must be an integer torch.dtype, got {dtype!r}")
+        _check_dtype("Categorical", dtype, _INT_DTYPES)
+        if n - 1 > torch.iinfo(dtype).max:
+            raise ValueError(
+                f"Categorical: n={n} categories do not fit dtype {dtype} (max {torch.iinfo(dtype).max})"
+            )
         self.n = n
         self.shape = _size(shape, "shape", type(self).__name__)
         self.dtype = dtype
@@ -398,11 +526,12 @@ class Categorical(TensorSpec):
         return ((x >= 0) & (x < self.n)).all()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Rounds and clamps ``x`` ([*batch, *shape]) to ``[0, n - 1]``, cast to ``dtype``."""
+        """Rounds and clamps ``x`` ([*batch, *shape]) to ``[0, n - 1]``, cast to ``dtype``.
+
+        NaN maps to 0; values beyond any dtype's range saturate, never wrap.
+        """
         x = self._check_value(x, "project")
-        if x.is_floating_point():
-            x = torch.round(x)
-        return torch.clamp(x, 0, self.n - 1).to(self.dtype)
+        return _saturate(x, 0, self.n - 1, self.dtype)
 
     def rand(
         self,
@@ -423,7 +552,9 @@ class Categorical(TensorSpec):
 
     def to_one_hot(self, x: torch.Tensor, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """``[*batch, *shape]`` categories -> ``[*batch, *shape, n]`` one-hot (bool, as TorchRL)."""
-        return _one_hot(self._check_value(x, "to_one_hot").long(), self.n, dtype)
+        x = self._check_value(x, "to_one_hot")
+        _check_index_dtype("Categorical.to_one_hot", x)
+        return _one_hot(x.long(), self.n, dtype)
 
     def to_categorical(self, x: torch.Tensor) -> torch.Tensor:
         """Identity (already categorical)."""
@@ -445,7 +576,7 @@ class Binary(TensorSpec):
         dtype: defaults to ``torch.int8`` (TorchRL's); ``torch.bool`` and floats work too.
         device: defaults to CPU.
 
-    ``project`` rounds and clamps to ``{0, 1}``.
+    ``project`` rounds and clamps to ``{0, 1}``; NaN projects to 0.
     """
 
     def __init__(
@@ -460,8 +591,7 @@ class Binary(TensorSpec):
         shape_ = _size((n,) if shape is None else shape, "shape", "Binary")
         if n is not None and (not shape_ or shape_[-1] != n):
             raise ValueError(f"Binary: shape[-1] must equal n={n}, got shape {tuple(shape_)}")
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"Binary: dtype must be a torch.dtype, got {dtype!r}")
+        _check_dtype("Binary", dtype)
         self.shape = shape_
         self.n = shape_[-1] if shape_ else 0
         self.dtype = dtype
@@ -476,13 +606,12 @@ class Binary(TensorSpec):
         return ((x == 0) | (x == 1)).all()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Rounds and clamps ``x`` to ``{0, 1}``, cast to ``dtype``."""
+        """Rounds and clamps ``x`` to ``{0, 1}``, cast to ``dtype`` (NaN maps to 0)."""
         x = self._check_value(x, "project")
-        if x.dtype == torch.bool:
-            return x.to(self.dtype)
         if x.is_floating_point():
+            # round before the clamp even for a float spec: the domain is {0, 1}
             x = torch.round(x)
-        return torch.clamp(x, 0, 1).to(self.dtype)
+        return _saturate(x, 0, 1, self.dtype)
 
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Fair coins ``[*shape, *self.shape]``; global RNG unless ``generator``."""
@@ -515,8 +644,7 @@ class OneHot(TensorSpec):
         shape_ = _size((n,) if shape is None else shape, "shape", "OneHot")
         if not shape_ or shape_[-1] != n:
             raise ValueError(f"OneHot: shape[-1] must equal n={n}, got shape {tuple(shape_)}")
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"OneHot: dtype must be a torch.dtype, got {dtype!r}")
+        _check_dtype("OneHot", dtype)
         self.n = n
         self.shape = shape_
         self.dtype = dtype
@@ -570,8 +698,11 @@ class OneHot(TensorSpec):
 
 
 def _argmax(x: torch.Tensor) -> torch.Tensor:
-    # argmax is not implemented for bool tensors.
-    return (x if x.is_floating_point() else x.to(torch.int64)).argmax(-1)
+    # argmax is not implemented for bool tensors; torch's argmax picks NaN as the maximum, the NaN
+    # policy (module doc) makes a NaN score the lowest instead.
+    if x.is_floating_point():
+        return torch.where(torch.isnan(x), float("-inf"), x).argmax(-1)
+    return x.to(torch.int64).argmax(-1)
 
 
 def _is_one_hot(x: torch.Tensor) -> torch.Tensor:
@@ -618,8 +749,7 @@ class MultiOneHot(TensorSpec):
             raise ValueError(
                 f"MultiOneHot: shape[-1] must equal sum(nvec)={total}, got shape {tuple(shape_)}"
             )
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"MultiOneHot: dtype must be a torch.dtype, got {dtype!r}")
+        _check_dtype("MultiOneHot", dtype)
         self.shape = shape_
         self.dtype = dtype
         self.device = _device(device)
@@ -694,7 +824,7 @@ class MultiCategorical(TensorSpec):
         dtype: defaults to ``torch.int64``.
         device: defaults to CPU.
 
-    ``project`` rounds and clamps each column to ``[0, nvec[i] - 1]``.
+    ``project`` rounds and clamps each column to ``[0, nvec[i] - 1]``; NaN projects to 0.
     """
 
     def __init__(
@@ -711,9 +841,11 @@ class MultiCategorical(TensorSpec):
             raise ValueError(
                 f"MultiCategorical: shape[-1] must equal len(nvec)={k}, got shape {tuple(shape_)}"
             )
-        if not isinstance(dtype, torch.dtype) or dtype.is_floating_point or dtype.is_complex:
-            raise TypeError(
-                f"MultiCategorical: dtype must be an integer torch.dtype, got {dtype!r}"
+        _check_dtype("MultiCategorical", dtype, _INT_DTYPES)
+        if max(self.nvec) - 1 > torch.iinfo(dtype).max:
+            raise ValueError(
+                f"MultiCategorical: nvec={self.nvec} categories do not fit dtype {dtype} "
+                f"(max {torch.iinfo(dtype).max})"
             )
         self.shape = shape_
         self.dtype = dtype
@@ -736,10 +868,7 @@ class MultiCategorical(TensorSpec):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Rounds and clamps each column to ``[0, nvec[i] - 1]``, cast to ``dtype``."""
         x = self._check_value(x, "project")
-        if x.is_floating_point():
-            x = torch.round(x)
-        x = x.to(torch.int64)
-        return torch.clamp(x, torch.zeros_like(self._high), self._high).to(self.dtype)
+        return _saturate(x, torch.zeros_like(self._high), self._high, self.dtype)
 
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform categories ``[*shape, *self.shape]``; global RNG unless ``generator``."""
@@ -750,7 +879,9 @@ class MultiCategorical(TensorSpec):
 
     def to_one_hot(self, x: torch.Tensor, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """``[..., len(nvec)]`` -> ``[..., sum(nvec)]`` concatenated one-hots (bool by default)."""
-        x = self._check_value(x, "to_one_hot").long()
+        x = self._check_value(x, "to_one_hot")
+        _check_index_dtype("MultiCategorical.to_one_hot", x)
+        x = x.long()
         return torch.cat([_one_hot(x[..., i], n, dtype) for i, n in enumerate(self.nvec)], -1)
 
     def to_categorical(self, x: torch.Tensor) -> torch.Tensor:
@@ -765,6 +896,10 @@ class MultiCategorical(TensorSpec):
 
 
 # ---------------------------------------------------------------------------------- composite
+def _show(path: tuple[str, ...]) -> NestedKey:
+    return path[0] if len(path) == 1 else path
+
+
 def _as_path(key: NestedKey) -> tuple[str, ...]:
     if isinstance(key, str):
         return (key,)
@@ -805,34 +940,65 @@ class Composite:
         for key, spec in items:
             self._insert(_as_path(key), spec)
 
-    def _insert(self, path: tuple[str, ...], spec: Any) -> None:
+    def _insert(self, path: tuple[str, ...], spec: Any, prefix: tuple[str, ...] = ()) -> None:
+        # Like Record: ("next", "r") and {"next": {...}} merge in any order; one entry given twice
+        # (or both a spec and a Composite) raises instead of keeping the last.
         head, rest = path[0], path[1:]
+        here = (*prefix, head)
+        existing = self._specs.get(head)
         if rest:
-            child = self._specs.get(head)
-            if child is None:
-                child = self._specs[head] = Composite(shape=self.shape, device=self.device)
-            elif not isinstance(child, Composite):
-                raise KeyError(
-                    f"Composite: {head!r} holds a {type(child).__name__}, not a Composite"
+            if existing is None:
+                existing = self._specs[head] = Composite(shape=self.shape, device=self.device)
+            elif not isinstance(existing, Composite):
+                raise ValueError(
+                    f"Composite: key {_show(here)!r} holds a {type(existing).__name__} and is also given "
+                    f"nested entries (via {(*prefix, *path)!r})"
                 )
-            child._insert(rest, spec)
+            existing._insert(rest, spec, here)
             return
+        if isinstance(spec, Mapping | Composite) and isinstance(existing, Composite):
+            if isinstance(spec, Composite) and spec.shape != existing.shape:
+                raise ValueError(
+                    f"Composite: key {_show(here)!r} merges Composites of shapes {tuple(existing.shape)} "
+                    f"and {tuple(spec.shape)}"
+                )
+            entries = spec._specs if isinstance(spec, Composite) else spec
+            for k, v in entries.items():
+                existing._insert(_as_path(k), v, here)
+            return
+        if existing is not None:
+            raise ValueError(
+                f"Composite: key {_show(here)!r} is given twice (already a {type(existing).__name__}); "
+                "each entry must appear once"
+            )
         if isinstance(spec, Mapping) and not isinstance(spec, Composite):
-            spec = Composite(spec, shape=self.shape, device=self.device)
+            nested = Composite(shape=self.shape, device=self.device)
+            for k, v in spec.items():
+                nested._insert(_as_path(k), v, here)
+            spec = nested
+        elif isinstance(spec, Composite):
+            spec = spec._copy()  # a later merge into this key must not modify the caller's object
         if not isinstance(spec, TensorSpec | Composite):
             raise TypeError(
-                f"Composite: entry {head!r} must be a spec or a mapping, got {type(spec).__name__}"
+                f"Composite: entry {_show(here)!r} must be a spec or a mapping, got {type(spec).__name__}"
             )
         if spec.shape[: len(self.shape)] != self.shape:
             raise ValueError(
-                f"Composite: entry {head!r} has shape {tuple(spec.shape)}, which does not start "
+                f"Composite: entry {_show(here)!r} has shape {tuple(spec.shape)}, which does not start "
                 f"with the composite shape {tuple(self.shape)}"
             )
         if self.device is not None and spec.device is not None and spec.device != self.device:
             raise ValueError(
-                f"Composite: entry {head!r} is on {spec.device}, the composite on {self.device}"
+                f"Composite: entry {_show(here)!r} is on {spec.device}, the composite on {self.device}"
             )
         self._specs[head] = spec
+
+    def _copy(self) -> Composite:
+        out = Composite(shape=self.shape, device=self.device)
+        out._specs = {
+            k: v._copy() if isinstance(v, Composite) else v for k, v in self._specs.items()
+        }
+        return out
 
     # -- mapping access -------------------------------------------------------------------------
     def __getitem__(self, key: NestedKey) -> TensorSpec | Composite:

@@ -19,24 +19,32 @@ __all__ = ["polyak", "polyak_", "soft_update", "hard_update", "hard_update_", "p
 Params = Any
 
 
-def _check_tau(tau: float | torch.Tensor, name: str = "tau") -> None:
-    # A tensor tau is not checked: reading its value would sync inside a compiled step.
+def _check_tau(tau: float | torch.Tensor, owner: str, name: str = "tau") -> None:
     if isinstance(tau, torch.Tensor):
+        # Only the shape is checked: reading a tensor's value would sync inside a compiled step.
+        if tau.ndim != 0 or not tau.is_floating_point():
+            raise ValueError(
+                f"{owner}: a tensor {name} must be a 0-dim floating tensor (one per vmapped "
+                f"member under vmap), got {tau.dtype} of shape {tuple(tau.shape)}"
+            )
         return
-    if not 0.0 <= float(tau) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {tau}")
+    if isinstance(tau, bool) or not isinstance(tau, int | float):
+        raise TypeError(
+            f"{owner}: {name} must be a float or a 0-dim tensor, got {type(tau).__name__}"
+        )
+    if not 0.0 <= float(tau) <= 1.0:  # also rejects NaN
+        raise ValueError(f"{owner}: {name} must be in [0, 1], got {tau}")
 
 
 def _check_structure(target: Params, online: Params, fn: str) -> None:
-    lt, st = tree.flatten(target)
-    lo, so = tree.flatten(online)
-    if st != so:
-        raise ValueError(f"{fn}: target and online params differ in structure:\n{st}\nvs\n{so}")
-    for i, (a, b) in enumerate(zip(lt, lo)):
-        if a.shape != b.shape:
-            raise ValueError(
-                f"{fn}: leaf {i} has shape {tuple(a.shape)} in target, {tuple(b.shape)} in online"
-            )
+    tree.check_same_structure(
+        target,
+        online,
+        owner=fn,
+        names=("target", "online"),
+        dtypes=True,
+        hint="target params must be a copy of the online params (same keys, shapes and dtypes)",
+    )
 
 
 def polyak(target: Params, online: Params, tau: float | torch.Tensor) -> Params:
@@ -49,7 +57,7 @@ def polyak(target: Params, online: Params, tau: float | torch.Tensor) -> Params:
         online: online params with the same structure and shapes.
         tau: weight of the online params in [0, 1]; 1 copies ``online``, 0 keeps ``target``.
     """
-    _check_tau(tau)
+    _check_tau(tau, "polyak")
     _check_structure(target, online, "polyak")
     if isinstance(tau, (int, float)) and not tree.any_batched(target, online):
         # One foreach kernel for all leaves (one fused loop once compiled); vmap cannot batch it.
@@ -63,7 +71,9 @@ def polyak(target: Params, online: Params, tau: float | torch.Tensor) -> Params:
 
 def polyak_(target: Params, online: Params, tau: float) -> Params:
     """In-place :func:`polyak` (``torch._foreach_lerp_``); returns ``target`` for chaining."""
-    _check_tau(tau)
+    if isinstance(tau, torch.Tensor):
+        raise TypeError("polyak_: tau must be a Python float (the in-place kernel takes a scalar)")
+    _check_tau(tau, "polyak_")
     _check_structure(target, online, "polyak_")
     t, o = tree.leaves(target), tree.leaves(online)
     with torch.no_grad():
@@ -78,7 +88,7 @@ def soft_update(
     if (tau is None) == (eps is None):
         raise ValueError("soft_update: pass exactly one of tau or eps (eps = 1 - tau)")
     if eps is not None:
-        _check_tau(eps, "eps")
+        _check_tau(eps, "soft_update", "eps")
         tau = 1.0 - eps
     return polyak(target, online, tau)
 
@@ -103,9 +113,14 @@ def periodic(target: Params, online: Params, step: torch.Tensor | int, period: i
     A pure function of the step counter (a tensor inside compiled steps, so there is no
     data-dependent branch): TorchRL's ``HardUpdate(value_network_update_interval=period)``.
     """
-    if period < 1:
-        raise ValueError(f"periodic: period must be >= 1, got {period}")
+    if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+        raise ValueError(f"periodic: period must be an int >= 1, got {period!r}")
     _check_structure(target, online, "periodic")
     step = torch.as_tensor(step)
+    if step.ndim != 0 or step.is_floating_point() or step.dtype == torch.bool:
+        raise ValueError(
+            f"periodic: step must be an int or a 0-dim integer tensor, got {step.dtype} of shape "
+            f"{tuple(step.shape)}"
+        )
     copy = (step % period) == 0
     return tree.map(lambda t, o: torch.where(copy, o.detach(), t.detach()), target, online)

@@ -4,9 +4,10 @@
                           targets={"target_qvalue": "qvalue"}, tau=0.005)
     opt_state = train.init(params)
     params, opt_state, metrics = train.step(params, opt_state, batch)
+    params, opt_state, metrics = train.step(params, opt_state, batch, key)   # explicit draws
 
 ``step`` is a pure function of its inputs (the step counter lives in ``opt_state``), so it can be
-wrapped in ``torch.compile(fullgraph=True)`` and ``torch.func.vmap`` over seeds.
+wrapped in ``torch.compile(fullgraph=True)`` and ``torch.func.vmap`` over seeds (one key per seed).
 """
 
 from __future__ import annotations
@@ -85,8 +86,11 @@ def update(
             ``[log min_alpha, log max_alpha]`` as TorchRL's in-place clamp does.
 
     Returns:
-        ``Trainer(init, step)`` with ``step(params, opt_state, batch) -> (params, opt_state,
-        metrics)``; ``metrics`` is the detached loss dict.
+        ``Trainer(init, step)`` with ``step(params, opt_state, batch, key=None) -> (params,
+        opt_state, metrics)``; ``metrics`` is the detached loss dict. A ``key`` (a
+        :mod:`funcrl.random` key, a fresh one per step: the caller splits) is passed on as
+        ``loss_fn(params, batch, key=key)``; with ``key=None`` the loss is called without it
+        (global RNG), so losses without a ``key`` parameter keep working.
     """
     trainable = tuple(trainable)
     targets = dict(targets or {})
@@ -109,11 +113,13 @@ def update(
             torch.zeros((), dtype=torch.int64, device=first.device),
         )
 
-    def step(params: Params, state: TrainState, batch: Any):
+    def step(params: Params, state: TrainState, batch: Any, key: torch.Tensor | None = None):
         train_params = {k: params[k] for k in trainable}
+        # Only pass key= when given: a loss without a key parameter keeps working without one.
+        extra = {} if key is None else {"key": key}
 
         def objective(p):
-            out = loss_fn({**params, **p}, batch)
+            out = loss_fn({**params, **p}, batch, **extra)
             losses, new_state = out if has_state else (out, {})
             return total_loss(losses), (losses, new_state)
 

@@ -36,6 +36,7 @@ __all__ = [
     "where",
     "num_params",
     "same_structure",
+    "check_same_structure",
     "any_batched",
 ]
 
@@ -74,6 +75,65 @@ def same_structure(a: Any, b: Any) -> bool:
     return structure(a) == structure(b)
 
 
+def _describe(path: tuple) -> str:
+    return "the root" if not path else "".join(f"[{k!r}]" for k in path)
+
+
+def check_same_structure(
+    a: Any,
+    b: Any,
+    *,
+    owner: str,
+    names: tuple[str, str] = ("a", "b"),
+    shapes: bool = True,
+    dtypes: bool = False,
+    hint: str = "",
+) -> None:
+    """Raises a ``ValueError`` naming the first path where ``a`` and ``b`` differ.
+
+    Compares the tree structure (keys, node types) and, optionally, each leaf's shape and dtype.
+    Everything compared is static metadata, so the check costs nothing inside a compiled or
+    vmapped function (under ``vmap`` both sides are compared on their per-example shapes).
+
+    Args:
+        a: a pytree of tensors.
+        b: a pytree of tensors.
+        owner: the function doing the check, named in the message.
+        names: what ``a`` and ``b`` are, named in the message (``("target", "online")``).
+        shapes: also require equal leaf shapes.
+        dtypes: also require equal leaf dtypes.
+        hint: appended to the message (how to fix the call).
+    """
+    na, nb = names
+    la, ta = flatten(a)
+    lb, tb = flatten(b)
+    suffix = f"; {hint}" if hint else ""
+    if ta != tb:
+        pa = optree.tree_paths(a, namespace=_NS)
+        pb = optree.tree_paths(b, namespace=_NS)
+        only_a = [p for p in pa if p not in set(pb)]
+        only_b = [p for p in pb if p not in set(pa)]
+        if only_a:
+            where = f"{_describe(only_a[0])} is in {na} but not in {nb}"
+        elif only_b:
+            where = f"{_describe(only_b[0])} is in {nb} but not in {na}"
+        else:  # same leaf paths, different node types (list vs tuple, dict vs Record)
+            where = f"same paths, different node types: {ta} vs {tb}"
+        raise ValueError(f"{owner}: {na} and {nb} differ in structure: {where}{suffix}")
+    if not (shapes or dtypes):
+        return
+    for i, (x, y) in enumerate(zip(la, lb)):
+        bad_shape = shapes and x.shape != y.shape
+        if bad_shape or (dtypes and x.dtype != y.dtype):
+            path = _describe(optree.tree_paths(a, namespace=_NS)[i])
+            what, u, v = (
+                ("shape", tuple(x.shape), tuple(y.shape))
+                if bad_shape
+                else ("dtype", x.dtype, y.dtype)
+            )
+            raise ValueError(f"{owner}: leaf {path} has {what} {u} in {na}, {v} in {nb}{suffix}")
+
+
 def stack(trees: Sequence[Any], dim: int = 0) -> Any:
     """Stacks trees of identical structure leaf-wise: ``n`` trees -> one tree with a new dim.
 
@@ -85,6 +145,7 @@ def stack(trees: Sequence[Any], dim: int = 0) -> Any:
     for i, t in enumerate(trees[1:], 1):
         if structure(t) != first:
             raise ValueError(f"tree.stack: tree {i} has structure {structure(t)}, tree 0 {first}")
+        check_same_structure(trees[0], t, owner="tree.stack", names=("tree 0", f"tree {i}"))
     return map(lambda *xs: torch.stack(xs, dim), *trees)
 
 
@@ -94,6 +155,13 @@ def unstack(tree: Any, dim: int = 0) -> list[Any]:
     if not flat:
         return []
     n = flat[0].shape[dim]
+    for i, x in enumerate(flat):
+        if x.shape[dim] != n:
+            path = _describe(optree.tree_paths(tree, namespace=_NS)[i])
+            raise ValueError(
+                f"tree.unstack: leaf {path} has size {x.shape[dim]} along dim {dim}, the first "
+                f"leaf {n}; every leaf must share the stacked dim"
+            )
     return [unflatten(treedef, [x.select(dim, i) for x in flat]) for i in range(n)]
 
 
@@ -132,6 +200,14 @@ def scale(tree: Any, s: float | torch.Tensor) -> Any:
 
 def where(cond: torch.Tensor, a: Any, b: Any) -> Any:
     """Leaf-wise ``torch.where(cond, a, b)`` with a scalar (0-d) condition."""
+    if not isinstance(cond, torch.Tensor) or cond.ndim != 0 or cond.dtype != torch.bool:
+        got = (
+            f"{cond.dtype} of shape {tuple(cond.shape)}"
+            if isinstance(cond, torch.Tensor)
+            else type(cond).__name__
+        )
+        raise ValueError(f"tree.where: cond must be a 0-dim bool tensor, got {got}")
+    check_same_structure(a, b, owner="tree.where", names=("a", "b"))
     return map(lambda x, y: torch.where(cond, x, y), a, b)
 
 

@@ -5,16 +5,24 @@ functions of tensors (names as in TorchRL; ``n_step_return`` as in rlax's
 ``n_step_bootstrapped_returns``).
 
 Layout. All tensors share one shape, TorchRL's batch-major ``[*batch, T, 1]`` by default
-(``time_dim=-2``); pass ``time_dim=0`` for time-major ``[T, *batch, 1]``. Any trailing feature
-dims are allowed, but the shapes must be equal: nothing is broadcast. Under ``torch.func.vmap`` use a
-negative ``time_dim`` (it counts from the end, so it does not move when vmap strips a batch dim).
+(``time_dim=-2``); pass ``time_dim=0`` for time-major ``[T, *batch, 1]``. The trailing singleton
+is required: a ``[B, T]`` tensor with the default ``time_dim=-2`` would silently read the batch
+dim as time, so it raises and says to call ``x.unsqueeze(-1)`` (or to pass ``time_dim=-1``, the
+only case where no trailing singleton is needed). Feature dims may sit between time and the
+singleton (``[*batch, T, *F, 1]`` with ``time_dim`` pointing at ``T``). The shapes must be equal:
+nothing is broadcast. Under ``torch.func.vmap`` use a negative ``time_dim`` (it counts from the
+end, so it does not move when vmap strips a batch dim).
+
+Dtypes. ``reward`` and the values are floating tensors of one dtype. ``gamma`` and ``lmbda`` are
+in ``[0, 1]``: Python floats are checked; tensor values are not (that would force a host sync
+inside a training step), only their shape and dtype.
 
 Flags. ``done`` ends a trajectory: nothing (no lambda or GAE carry, no n-step sum) crosses from
 step ``t`` to ``t + 1`` when ``done[t]``. ``terminated`` (a subset of ``done``) stops
 bootstrapping: ``next_value[t]`` counts as 0 when ``terminated[t]``. A step that is ``done`` but
 not ``terminated`` (truncation) bootstraps from ``next_value[t]``. The last step of the window is
 treated as a trajectory end that bootstraps (the data stop there, the episode does not).
-Flags may be bool or 0/1 numbers. Unlike TorchRL, ``terminated`` has no default: conflating it with
+Flags may be bool or 0/1 integers or floats (any non-zero value counts as ``True``). Unlike TorchRL, ``terminated`` has no default: conflating it with
 ``done`` is a classic bug, so it must be passed explicitly.
 
 ``gamma`` and ``lmbda`` are Python floats, 0-dim tensors, or tensors of the inputs' shape
@@ -49,9 +57,14 @@ Scalar = float | torch.Tensor
 
 
 # ------------------------------------------------------------------------------ input checks
+_FLAGS = ("done", "terminated")
+
+
 def _check_same_shape(owner: str, **tensors: torch.Tensor) -> torch.Size:
+    """All tensors share one shape; values are floating (one dtype), flags bool/int/float."""
     shape = None
     first = None
+    value_dtype, value_name = None, None
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{owner}: {name} must be a tensor, got {type(t).__name__}")
@@ -63,16 +76,47 @@ def _check_same_shape(owner: str, **tensors: torch.Tensor) -> torch.Size:
                 f"of {first}); inputs must share TorchRL's [*batch, T, 1] layout, nothing is "
                 "broadcast"
             )
+        if name in _FLAGS:
+            if t.is_complex():
+                raise TypeError(
+                    f"{owner}: {name} must be a bool, integer or float tensor, got {t.dtype}"
+                )
+        elif not t.is_floating_point():
+            raise TypeError(
+                f"{owner}: {name} must be a floating tensor, got {t.dtype}; call {name}.float()"
+            )
+        elif value_dtype is None:
+            value_dtype, value_name = t.dtype, name
+        elif t.dtype != value_dtype:
+            raise TypeError(
+                f"{owner}: {name} has dtype {t.dtype}, {value_name} has {value_dtype}; cast them "
+                "to one floating dtype"
+            )
     assert shape is not None
     return shape
 
 
-def _time_dim(owner: str, shape: torch.Size, time_dim: int) -> int:
-    if not isinstance(time_dim, int) or not -len(shape) <= time_dim < len(shape):
+def _time_dim(owner: str, shape: torch.Size, time_dim: int, name: str = "reward") -> int:
+    """Resolves ``time_dim`` and checks the layout ``[*batch, T, *F, 1]`` (see the module doc)."""
+    if (
+        not isinstance(time_dim, int)
+        or isinstance(time_dim, bool)
+        or not -len(shape) <= time_dim < len(shape)
+    ):
         raise ValueError(
             f"{owner}: time_dim={time_dim!r} is out of range for inputs of shape {tuple(shape)}"
         )
-    return time_dim % len(shape)
+    dim = time_dim % len(shape)
+    if dim != len(shape) - 1 and shape[-1] != 1:
+        raise ValueError(
+            f"{owner}: {name} has shape {tuple(shape)}, which does not end with the singleton "
+            f"dim of the [*batch, T, 1] layout, so time_dim={time_dim} would read dim {dim} "
+            f"(size {shape[dim]}) as time; call {name}.unsqueeze(-1) (and the same on every "
+            "input), or pass time_dim=-1 if the last dim is time"
+        )
+    if shape[dim] == 0:
+        raise ValueError(f"{owner}: the time dim {dim} of shape {tuple(shape)} is empty")
+    return dim
 
 
 def _flag(x: torch.Tensor) -> torch.Tensor:
@@ -80,16 +124,21 @@ def _flag(x: torch.Tensor) -> torch.Tensor:
 
 
 def _coef(owner: str, name: str, c: Scalar, like: torch.Tensor) -> torch.Tensor | float:
-    """A Python float stays a float; a tensor must be 0-dim or of the inputs' shape."""
+    """A Python float in ``[0, 1]`` stays a float; a tensor must be floating, 0-dim or ``like``'s
+    shape (its values are not read: that would sync inside a compiled step)."""
     if isinstance(c, torch.Tensor):
         if c.ndim != 0 and c.shape != like.shape:
             raise ValueError(
                 f"{owner}: {name} must be a float, a 0-dim tensor or a tensor of shape "
                 f"{tuple(like.shape)}, got shape {tuple(c.shape)}"
             )
+        if not c.is_floating_point():
+            raise TypeError(f"{owner}: a tensor {name} must be floating, got {c.dtype}")
         return c
     if isinstance(c, bool) or not isinstance(c, int | float):
         raise TypeError(f"{owner}: {name} must be a float or a tensor, got {type(c).__name__}")
+    if not 0.0 <= float(c) <= 1.0:  # also rejects NaN
+        raise ValueError(f"{owner}: {name} must be in [0, 1], got {c}")
     return float(c)
 
 
@@ -145,7 +194,8 @@ def discounted_cumsum(
     """Reverse discounted sum ``y_t = x_t + discount_t * y_{t+1}`` with ``y_T = 0``.
 
     Args:
-        x: ``[*batch, T, *F]`` (time along ``time_dim``).
+        x: ``[*batch, T, 1]`` (time along ``time_dim``; feature dims may precede the trailing
+            singleton, which may be left out only when ``time_dim`` is the last dim).
         discount: a float, a 0-dim tensor, or a tensor of ``x``'s shape (``discount_t``; put a 0
             where the sum must not carry over).
         time_dim: the time dimension of ``x``.
@@ -155,12 +205,20 @@ def discounted_cumsum(
         ``y`` of ``x``'s shape.
     """
     owner = "discounted_cumsum"
+    _check_method(owner, method)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{owner}: x must be a tensor, got {type(x).__name__}")
-    dim = _time_dim(owner, x.shape, time_dim)
+    if not x.is_floating_point():
+        raise TypeError(f"{owner}: x must be a floating tensor, got {x.dtype}; call x.float()")
+    dim = _time_dim(owner, x.shape, time_dim, "x")
     d = _coef(owner, "discount", discount, x)
     d_tm = _time_major(torch.as_tensor(d, dtype=x.dtype, device=x.device).expand_as(x), dim)
     return _cumsum_tm(_time_major(x, dim), d_tm, method, owner).movedim(0, dim)
+
+
+def _check_method(owner: str, method: str) -> None:
+    if method not in ("scan", "matrix"):
+        raise ValueError(f"{owner}: method must be 'scan' or 'matrix', got {method!r}")
 
 
 def _cumsum_tm(x: torch.Tensor, discount: torch.Tensor, method: str, owner: str) -> torch.Tensor:
@@ -203,7 +261,14 @@ def td0_advantage_estimate(
     terminated: torch.Tensor,
 ) -> torch.Tensor:
     """TD error ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)``."""
-    _check_same_shape("td0_advantage_estimate", value=value, next_value=next_value)
+    _check_same_shape(
+        "td0_advantage_estimate",
+        value=value,
+        next_value=next_value,
+        reward=reward,
+        terminated=terminated,
+    )
+    _coef("td0_advantage_estimate", "gamma", gamma, reward)
     return td0_return_estimate(gamma, next_value, reward, terminated) - value
 
 
@@ -292,6 +357,7 @@ def td_lambda_return_estimate(
         ``G_t`` of the inputs' shape.
     """
     owner = "td_lambda_return_estimate"
+    _check_method(owner, method)
     shape = _check_same_shape(
         owner, next_value=next_value, reward=reward, done=done, terminated=terminated
     )
@@ -319,7 +385,13 @@ def td_lambda_advantage_estimate(
     method: str = "scan",
 ) -> torch.Tensor:
     """TD(lambda) return minus ``V(s_t)``."""
-    _check_same_shape("td_lambda_advantage_estimate", value=value, next_value=next_value)
+    owner = "td_lambda_advantage_estimate"
+    shape = _check_same_shape(
+        owner, value=value, next_value=next_value, reward=reward, done=done, terminated=terminated
+    )
+    _time_dim(owner, shape, time_dim)
+    _coef(owner, "gamma", gamma, reward)
+    _coef(owner, "lmbda", lmbda, reward)
     ret = td_lambda_return_estimate(
         gamma, lmbda, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
@@ -340,6 +412,12 @@ def td1_return_estimate(
 
     Equal to ``td_lambda_return_estimate`` with ``lmbda=1`` (TorchRL's ``td1_return_estimate``).
     """
+    owner = "td1_return_estimate"
+    shape = _check_same_shape(
+        owner, next_value=next_value, reward=reward, done=done, terminated=terminated
+    )
+    _time_dim(owner, shape, time_dim)
+    _coef(owner, "gamma", gamma, reward)
     return td_lambda_return_estimate(
         gamma, 1.0, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
@@ -357,7 +435,12 @@ def td1_advantage_estimate(
     method: str = "scan",
 ) -> torch.Tensor:
     """TD(1) return minus ``V(s_t)``."""
-    _check_same_shape("td1_advantage_estimate", value=value, next_value=next_value)
+    owner = "td1_advantage_estimate"
+    shape = _check_same_shape(
+        owner, value=value, next_value=next_value, reward=reward, done=done, terminated=terminated
+    )
+    _time_dim(owner, shape, time_dim)
+    _coef(owner, "gamma", gamma, reward)
     return td_lambda_advantage_estimate(
         gamma, 1.0, value, next_value, reward, done, terminated, time_dim=time_dim, method=method
     )
@@ -397,6 +480,7 @@ def generalized_advantage_estimate(
         inputs' shape (TorchRL's order).
     """
     owner = "generalized_advantage_estimate"
+    _check_method(owner, method)
     shape = _check_same_shape(
         owner,
         value=value,

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+# funcrl.random's eager draws run as a compiled kernel whose one-time compile (seconds per kind
+# and dtype, in every xdist worker) would dominate short test processes; the plain-op path gives
+# the same bits. test_random.py turns the kernel back on where it tests it.
+os.environ.setdefault("FUNCRL_RANDOM_FUSED", "0")
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings

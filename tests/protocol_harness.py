@@ -146,7 +146,7 @@ def check_priority(case: Case) -> None:
 
 def check_rank0_batch(case: Case) -> None:
     params, batch = case.init(0), case.make_batch(0, 1)
-    single = batch[0]
+    single = batch[(0,) * batch.batch_ndim]  # every batch dim gone (a trajectory batch has two)
     try:
         case.loss(params, single, key=funcrl.random.key(0))
     except ValueError as e:

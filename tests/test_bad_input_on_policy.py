@@ -209,3 +209,35 @@ def test_trainer_rejects():
         train.step(p, state, batch)
     assert dataclasses.is_dataclass(cfg)
     assert isinstance(batch, Record)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"target_kl": 0.0}, "KLAdaptiveLR: target_kl must be finite and > 0, got 0.0"),
+        ({"target_kl": float("inf")}, "KLAdaptiveLR: target_kl must be finite and > 0"),
+        ({"factor": 1.0}, "KLAdaptiveLR: factor must be finite and > 1, got 1.0"),
+        ({"min_lr": 0.0}, "KLAdaptiveLR: expected 0 < min_lr <= max_lr < inf, got min_lr=0.0"),
+        ({"max_lr": 1e-6}, "KLAdaptiveLR: expected 0 < min_lr <= max_lr"),
+        ({"learning_rate": 1.0}, r"KLAdaptiveLR: learning_rate must be in \[min_lr, max_lr\]"),
+    ],
+)
+def test_kl_adaptive_lr_rejects(kwargs, match):
+    args = {"learning_rate": 1e-3, "target_kl": 0.01, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        on_policy.KLAdaptiveLR(**args)
+
+
+def test_reward_scaling_rejects():
+    with pytest.raises(ValueError, match=r"RewardScaling: gamma must be in \[0, 1\], got 2"):
+        on_policy.RewardScaling(gamma=2)
+    with pytest.raises(ValueError, match="RewardScaling: epsilon must be > 0"):
+        on_policy.RewardScaling(epsilon=0.0)
+    scaler = on_policy.RewardScaling()
+    with pytest.raises(ValueError, match="RewardScaling.init: num_envs must be an int >= 1"):
+        scaler.init(0)
+    state = scaler.init(3)
+    with pytest.raises(ValueError, match=r"RewardScaling: reward has shape \(3, 1\), expected"):
+        scaler(state, torch.zeros(3, 1), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"RewardScaling: terminated has shape \(2,\)"):
+        scaler(state, torch.zeros(3), torch.zeros(2, dtype=torch.bool))

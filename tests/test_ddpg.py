@@ -77,6 +77,7 @@ def test_losses_and_gradient_stops_by_hand():
         "actor": {"k": torch.tensor(0.5)},
         "value": {"ws": torch.tensor(1.0), "wa": torch.tensor(2.0)},
         "target_value": {"ws": torch.tensor(0.5), "wa": torch.tensor(1.0)},
+        "action_bounds": {"low": torch.tensor([-1.0]), "high": torch.tensor([1.0])},
     }
     cfg = ddpg.Config(gamma=0.5)
     nets = _linear_nets()
@@ -85,7 +86,7 @@ def test_losses_and_gradient_stops_by_hand():
     # Q'(s', a') = 0.5 + 0.5 = 1; y = 1 + 0.5 * 1 = 1.5; L_Q = 1.5^2; L_mu = -(2 + 2 * 1) = -4.
     assert out["loss_value"].item() == pytest.approx(2.25)
     assert out["loss_actor"].item() == pytest.approx(-4.0)
-    assert out["td_error"].item() == pytest.approx(2.25)
+    assert out["td_error"].item() == pytest.approx(1.5)  # |Q - y|
     grads = torch.func.grad(
         lambda q: total_loss(ddpg.loss(q, _scalar_batch(False, False), config=cfg, nets=nets))
     )(p)
@@ -104,6 +105,7 @@ def test_only_terminated_stops_bootstrap(terminated, truncated, r):
         "actor": {"k": torch.tensor(0.5)},
         "value": {"ws": torch.tensor(1.0), "wa": torch.tensor(2.0)},
         "target_value": {"ws": torch.tensor(0.5), "wa": torch.tensor(1.0)},
+        "action_bounds": {"low": torch.tensor([-1.0]), "high": torch.tensor([1.0])},
     }
     out = ddpg.loss(
         p,
@@ -207,9 +209,12 @@ def test_parity_with_torchrl(loss_function, delay_actor, delay_value):
         "target_value",
         "pred_value_max",
         "target_value_max",
-        "td_error",
     ):
         torch.testing.assert_close(out[k], ref_out[k].detach(), rtol=1e-5, atol=1e-5, msg=k)
+    # TorchRL's td_error is the squared error; funcrl's is its absolute value (the priority).
+    torch.testing.assert_close(
+        out["td_error"] ** 2, ref_out["td_error"].detach(), rtol=1e-5, atol=1e-5
+    )
     assert_trees_all_close(grads, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -225,7 +230,7 @@ def test_errors():
     with pytest.raises(ValueError, match=r"default actor is tanh"):
         ddpg.init(0, OBS, wide, nets=NETS)
     params = ddpg.init(0, OBS, ACT, nets=NETS)
-    assert set(params) == {"actor", "value", "target_value"}
+    assert set(params) == {"actor", "value", "target_value", "action_bounds"}
     batch = make_batch(dtype=torch.float32)
     with pytest.raises(ValueError, match="terminated"):
         ddpg.loss(

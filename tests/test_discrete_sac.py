@@ -79,7 +79,7 @@ def test_config_and_inputs():
     p = dsac.init(0, OBS, N_ACT, nets=NETS)
     assert set(p) == {"actor", "qvalue", "target_qvalue", "log_alpha"}
     assert p["qvalue"]["layers"][-1]["weight"].shape == (2, N_ACT, H)
-    with pytest.raises(ValueError, match="one-hot"):
+    with pytest.raises(ValueError, match=r"discrete_sac.loss: batch\['action'\].*one_hot"):
         dsac.loss(p, make_batch(categorical=True), nets=NETS)
     out = dsac.loss(
         p, make_batch(categorical=True), config=dsac.Config(action_space="categorical"), nets=NETS

@@ -94,7 +94,7 @@ def test_double_q_and_mask_by_hand():
     assert torch.equal(dqn.double_q_value(q_online, q_target, "one_hot"), torch.tensor([-1.0]))
     masked = dqn.mask_action_values(q_online, torch.tensor([[True, False, True]]))
     assert torch.equal(dqn.greedy_action(masked, "categorical"), torch.tensor([2]))
-    with pytest.raises(ValueError, match="action mask shape"):
+    with pytest.raises(ValueError, match="action mask has shape"):
         dqn.mask_action_values(q_online, torch.tensor([True, False]))
 
 
@@ -126,7 +126,8 @@ def test_loss_by_hand_single_transition():
     double = dqn.loss(params, batch, config=dqn.Config(gamma=0.5, double_dqn=True), nets=nets)
     assert plain.item() == pytest.approx(0.25)
     assert double["loss"].item() == pytest.approx(1.0)  # target picks a=0 -> 0 -> y = 1
-    assert double["td_error"].shape == (1, 1)
+    assert double["td_error"].shape == (1,)
+    assert double["td_error"].item() == pytest.approx(1.0)  # |Q - y| = |2 - 1|
 
 
 # --- terminated vs truncated ---------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_only_terminated_stops_bootstrap(terminated, truncated, r):
     )
     out = dqn.loss(params, batch, config=dqn.Config(gamma=0.9), nets=nets)
     y = r + (0.0 if terminated else 0.9 * 6.0)
-    assert out["td_error"].item() == pytest.approx((1.0 - y) ** 2, rel=1e-5, abs=1e-5)
+    assert out["td_error"].item() == pytest.approx(abs(1.0 - y), rel=1e-5, abs=1e-5)
 
 
 # --- TorchRL parity ------------------------------------------------------------------------------
@@ -245,7 +246,10 @@ def test_parity_with_torchrl(space, double, mask, loss_function):
 
     grads, out = torch.func.grad(f, has_aux=True)(params["value"])
     torch.testing.assert_close(out["loss"], ref_out["loss"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["td_error"], td["td_error"], rtol=1e-5, atol=1e-5)
+    # TorchRL writes (Q - y)^2 as [*B, 1]; funcrl returns |Q - y| as [*B].
+    torch.testing.assert_close(
+        out["td_error"], td["td_error"].squeeze(-1).sqrt(), rtol=1e-5, atol=1e-5
+    )
     assert_trees_all_close(
         grads, _grads_tree(ref.value_network_params, ref_grads, grads), rtol=1e-5, atol=1e-5
     )
@@ -287,7 +291,7 @@ def test_no_target_and_binary_and_batch_dims():
     assert set(params) == {"value"}
     batch = make_batch("binary", 4, dtype=torch.float32, batch=(2, 3))
     out = dqn.loss(params, batch, config=cfg, nets=NETS)
-    assert out["loss"].shape == () and out["td_error"].shape == (2, 3, 1)
+    assert out["loss"].shape == () and out["td_error"].shape == (2, 3)
     grads = torch.func.grad(lambda v: dqn.loss({"value": v}, batch, config=cfg, nets=NETS)["loss"])(
         params["value"]
     )
@@ -336,3 +340,136 @@ def test_step_vmaps_over_seeds():
         p1, _, m1 = train.step(ps[s], states[s], batches[s])
         assert_trees_all_close(tree.map(lambda t, s=s: t[s], vp), p1, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(vm["loss"][s], m1["loss"])
+
+
+@pytest.mark.parametrize("estimator", ["td1", "td_lambda"])
+def test_value_estimator_parity_with_torchrl(estimator):
+    """TD(1)/TD(lambda) over [B, T] trajectories: loss, |td| and gradients equal TorchRL's
+    ``make_value_estimator`` (float64, weights copied)."""
+    pytest.importorskip("torchrl", reason="TorchRL is the reference implementation")
+    from torchrl.data import OneHot
+    from torchrl.modules import QValueActor
+    from torchrl.objectives import DQNLoss, ValueEstimators
+
+    cfg = dqn.Config(value_estimator=estimator, lmbda=0.8, gamma=0.9)
+    params = dqn.init(
+        0, specs.Unbounded(shape=(D,)), specs.OneHot(4), cfg, NETS, dtype=torch.float64
+    )
+    params["target_value"] = perturbed(params["target_value"])
+    batch = make_batch("one_hot", 4, batch=(3, 6))
+    actor = QValueActor(_torch_mlp(params["value"]), in_keys=["observation"], spec=OneHot(4))
+    ref = DQNLoss(actor, action_space=OneHot(4))
+    kind = ValueEstimators.TD1 if estimator == "td1" else ValueEstimators.TDLambda
+    kw = {"gamma": 0.9} if estimator == "td1" else {"gamma": 0.9, "lmbda": 0.8}
+    ref.make_value_estimator(kind, **kw)
+    _load(ref.target_value_network_params, params["target_value"])
+    td = batch.to_tensordict()
+    ref_out = ref(td)
+    ref_grads = torch.autograd.grad(
+        ref_out["loss"], list(ref.value_network_params.values(True, True))
+    )
+
+    def f(v):
+        out = dqn.loss({**params, "value": v}, batch, config=cfg, nets=NETS)
+        return out["loss"], out
+
+    grads, out = torch.func.grad(f, has_aux=True)(params["value"])
+    torch.testing.assert_close(out["loss"], ref_out["loss"], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(out["td_error"], td["td_error"].squeeze(-1).sqrt())
+    assert_trees_all_close(
+        grads, _grads_tree(ref.value_network_params, ref_grads, grads), rtol=1e-6, atol=1e-8
+    )
+    # Not TD(0): the same batch under TD(0) gives another loss.
+    td0 = dqn.loss(params, batch, config=dqn.Config(gamma=0.9), nets=NETS)["loss"]
+    assert not torch.allclose(td0, out["loss"])
+
+
+# --- acting --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    space=st.sampled_from(["one_hot", "categorical", "mult_one_hot"]),
+    epsilon=st.sampled_from([0.0, 0.3, 1.0]),
+)
+def test_epsilon_greedy_draws_only_allowed_actions(seed, space, epsilon):
+    import funcrl
+    from funcrl.objectives import discrete
+
+    g = torch.Generator().manual_seed(seed)
+    var_nums = (2, 3) if space == "mult_one_hot" else None
+    n = 5
+    # 12 rows: draws of < 64 numbers stay off funcrl.random's compiled kernel (a slow first call).
+    q = torch.randn(12, n, generator=g)
+    mask = torch.rand(12, n, generator=g) < 0.5
+    mask[:, 0] = True
+    mask[:, 2] = True  # every group keeps an allowed action
+    key = funcrl.random.key(seed)
+    a = discrete.epsilon_greedy(q, space, var_nums, mask, epsilon=epsilon, key=key)
+    assert torch.equal(
+        a, discrete.epsilon_greedy(q, space, var_nums, mask, epsilon=epsilon, key=key)
+    )
+    chosen = torch.nn.functional.one_hot(a, n).bool() if space == "categorical" else a.bool()
+    assert not (chosen & ~mask).any(), "a masked action was drawn"
+    discrete.check_action(a, n, space, var_nums, batch_shape=(12,), owner="t")
+    greedy = discrete.greedy_action(discrete.mask_action_values(q, mask), space, var_nums)
+    if epsilon == 0.0:
+        assert torch.equal(a, greedy)
+
+
+def test_act_modes_by_hand():
+    import funcrl
+
+    # Q(s) = W s with W = I: the greedy action is the largest feature; a mask removes it.
+    nets = dqn.Nets(value=funcrl.nn.MLP(3, 3, depth=0))
+    params = {"value": {"layers": [{"weight": torch.eye(3), "bias": torch.zeros(3)}]}}
+    obs = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+    cfg = dqn.Config(action_space="categorical")
+    greedy = dqn.act(params, obs, config=cfg, nets=nets, mode="deterministic")
+    assert greedy.tolist() == [1, 0]
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    masked = dqn.act(params, obs, config=cfg, nets=nets, mode="deterministic", action_mask=mask)
+    assert masked.tolist() == [2, 2]
+    # epsilon = 0: random mode is greedy; epsilon = 1: uniform over the allowed actions.
+    key = funcrl.random.key(0)
+    assert dqn.act(params, obs, config=cfg, nets=nets, key=key, epsilon=0.0).tolist() == [1, 0]
+    many = obs.repeat(10, 1)
+    draws = dqn.act(
+        params, many, config=cfg, nets=nets, key=key, epsilon=1.0, action_mask=mask.repeat(10, 1)
+    ).reshape(10, 2)
+    assert set(draws[:, 0].tolist()) == {0, 2} and set(draws[:, 1].tolist()) == {1, 2}
+    one_hot = dqn.act(params, obs, nets=nets, mode="deterministic")
+    assert one_hot.tolist() == [[0, 1, 0], [1, 0, 0]] and one_hot.dtype == torch.int64
+    # The global RNG path (key=None) draws from torch's RNG.
+    torch.manual_seed(0)
+    a = dqn.act(params, many, config=cfg, nets=nets, epsilon=1.0)
+    torch.manual_seed(0)
+    assert torch.equal(a, dqn.act(params, many, config=cfg, nets=nets, epsilon=1.0))
+
+
+@pytest.mark.parametrize("kind", ["dueling", "torch_module"])
+def test_any_funcrl_net_works(kind):
+    """A dueling net or a wrapped torch module is a Q-network like the default MLP: init, loss
+    (with gradients), act and a trainer step."""
+    import funcrl
+
+    if kind == "dueling":
+        net = funcrl.nn.DuelingMlpDQNet(
+            D, 4, feature_num_cells=(8,), feature_out=8, head_num_cells=(8,)
+        )
+    else:
+        net = funcrl.nn.TorchModule(
+            torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+        )
+    nets = dqn.Nets(value=net)
+    cfg = dqn.Config(double_dqn=True)
+    params = dqn.init(0, specs.Unbounded(shape=(D,)), specs.OneHot(4), cfg, nets)
+    batch = make_batch("one_hot", 4, dtype=torch.float32)
+    out = dqn.loss(params, batch, config=cfg, nets=nets)
+    assert out["loss"].shape == () and out["td_error"].shape == (B,)
+    action = dqn.act(params, batch["observation"], config=cfg, nets=nets, mode="deterministic")
+    assert action.shape == (B, 4) and bool((action.sum(-1) == 1).all())
+    train = dqn.trainer(optim.adam(1e-3), config=cfg, nets=nets)
+    new, _, metrics = train.step(params, train.init(params), batch)
+    assert not torch.equal(tree.leaves(new["value"])[0], tree.leaves(params["value"])[0])

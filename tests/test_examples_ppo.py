@@ -10,11 +10,15 @@ import os
 import sys
 
 import pytest
+import torch
+
+from funcrl import tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 ppo_example = importlib.import_module("ppo")
+_util = importlib.import_module("_util")
 
 TINY = [
     "--num-envs", "2", "--num-steps", "32", "--num-cells", "16", "--eval-episodes", "2",
@@ -40,11 +44,20 @@ def test_smoke_cartpole(tmp_path):
         ppo_example.main(["--total-steps", "64", "--out", out, *TINY])
 
 
-def test_smoke_continuous_pendulum(tmp_path):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_smoke_continuous_pendulum(tmp_path, normalize):
+    flags = ["--normalize-observations", "--scale-rewards"] if normalize else []
     result = ppo_example.main(
-        ["--env", "Pendulum-v1", "--total-steps", "128", "--out", str(tmp_path), *TINY]
+        ["--env", "Pendulum-v1", "--total-steps", "128", "--out", str(tmp_path), *TINY, *flags]
     )
     assert result["steps"] == 128 and result["eval_return"] < 0
+    ckpt = _util.load_checkpoint(os.path.join(str(tmp_path), "checkpoint.pt")).tree
+    if normalize:
+        # 128 steps of 2 envs folded into the observation statistics.
+        assert float(ckpt["normalizers"]["observation"]["count"]) == 128
+        assert ckpt["normalizers"]["reward"].discounted_return.shape == (2,)
+    else:
+        assert not ckpt["normalizers"]
 
 
 def test_rejects_a_run_shorter_than_one_rollout(tmp_path):
@@ -59,3 +72,13 @@ def test_cartpole_learns_purejaxrl_target(tmp_path):
         ["--total-steps", "500000", "--out", str(tmp_path), "--no-progress", "--threads", "1"]
     )
     assert result["eval_return"] >= 475, result["eval_returns"]
+
+
+def test_same_seed_same_run(tmp_path):
+    # --seed seeds the params, the envs and the global torch RNG: two runs agree exactly.
+    runs = [
+        ppo_example.main(["--total-steps", "128", "--out", str(tmp_path / str(i)), *TINY])
+        for i in range(2)
+    ]
+    for a, b in zip(tree.leaves(runs[0]["params"]), tree.leaves(runs[1]["params"])):
+        assert torch.equal(a, b)

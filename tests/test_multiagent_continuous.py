@@ -102,12 +102,12 @@ def test_sac_action_bounds_keep_the_agent_dim():
     bounds = actor_critic.action_bounds(spec, A)
     assert bounds["low"].shape == (N, A) and torch.equal(bounds["low"], low)
     assert torch.equal(bounds["high"], -low)
-    # Scalars broadcast to [a]; single-agent specs are unchanged; no spec bounds -> [-1, 1].
+    # Scalars broadcast to [a]; single-agent specs are unchanged; no spec bounds -> an error.
     assert torch.equal(actor_critic.expand_bound(0.5, 3), torch.full((3,), 0.5))
     single = actor_critic.action_bounds(Bounded(-2.0, 2.0, shape=(A,)), A)
     assert single["low"].shape == (A,) and torch.equal(single["high"], torch.full((A,), 2.0))
-    free = actor_critic.action_bounds(Unbounded(shape=(N, A)), A)
-    assert torch.equal(free["low"], -torch.ones(A))
+    with pytest.raises(ValueError, match="action_spec Unbounded has no low/high"):
+        actor_critic.action_bounds(Unbounded(shape=(N, A)), A)
     # The expanded bounds are fresh tensors, not views of the spec.
     bounds["low"].add_(1.0)
     assert torch.equal(spec.low, low)
@@ -130,7 +130,8 @@ def test_td3_init_and_loss_with_multiagent_spec():
     dn = ddpg_nets(obs_spec, act_spec, depth=1, num_cells=16)
     nets = td3.Nets(actor=dn.actor, qvalue=dn.value)
     params = td3.init(0, obs_spec, act_spec, nets=nets)
-    assert params["min_action"].shape == (N, A) and (params["min_action"] == -2).all()
+    low = params["action_bounds"]["low"]
+    assert low.shape == (N, A) and (low == -2).all()
     torch.manual_seed(0)
     out = td3.loss(params, group_view(_grouped_batch()), nets=nets)
     assert out["td_error"].shape == (B, N) and out["pred_value"].shape == (2, B, N)

@@ -257,13 +257,15 @@ def test_multi_transform_errors():
 
 
 def test_argument_errors():
-    with pytest.raises(ValueError, match="max_norm must be > 0, got 0"):
+    with pytest.raises(
+        ValueError, match=r"clip_by_global_norm: max_norm must be in \(0, inf\], got 0.0"
+    ):
         optim.clip_by_global_norm(0.0)
     with pytest.raises(ValueError, match="nesterov needs momentum > 0"):
         optim.sgd(0.1, nesterov=True)
     with pytest.raises(ValueError, match="nesterov needs momentum > 0 and dampening == 0"):
         optim.trace(0.9, dampening=0.1, nesterov=True)
-    with pytest.raises(ValueError, match="transition_steps must be > 0"):
+    with pytest.raises(ValueError, match="linear_schedule: transition_steps must be an int > 0"):
         optim.linear_schedule(1.0, 0.0, 0)
     wd = optim.add_decayed_weights(0.1)
     with pytest.raises(ValueError, match="needs params"):
@@ -395,3 +397,116 @@ def test_optimizer_update_in_every_variant(variant):
     testing.assert_trees_all_close(
         variant(two_updates)(p, g), two_updates(p, g), rtol=1e-6, atol=1e-7
     )
+
+
+# ---------------------------------------------------------------- structure checks (issue #12)
+def test_adam_pairs_moments_by_key_not_position():
+    # Hand values: after one step on {"a": 1, "b": 2}, mu = 0.1 * g, nu = 0.001 * g^2.
+    opt = optim.scale_by_adam(b1=0.9, b2=0.999, eps=0.0)
+    state = opt.init({"a": torch.zeros(1), "b": torch.zeros(1)})
+    _, state = opt.update({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}, state)
+    testing.assert_trees_all_close(state.mu, {"a": torch.tensor([0.1]), "b": torch.tensor([0.2])})
+    # grads for "b" only would have been zipped with "a"'s moments; now it is an error
+    with pytest.raises(
+        ValueError,
+        match=r"scale_by_adam.update: .*\['a'\] is in the optimizer state but not in updates.*opt.init",
+    ):
+        opt.update({"b": torch.tensor([3.0])}, state)
+    # second step with both keys: b's moments pair with b's gradient
+    upd, state = opt.update({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}, state)
+    testing.assert_trees_all_close(state.mu, {"a": torch.tensor([0.19]), "b": torch.tensor([0.38])})
+    # m_hat = g and v_hat = g^2 for a constant gradient: the update is sign(g) = 1 for both
+    testing.assert_trees_all_close(upd, {"a": torch.ones(1), "b": torch.ones(1)})
+
+
+def test_update_checks_shapes_dtypes_and_params():
+    opt = optim.adam(0.1)
+    params = {"w": torch.zeros(2, 3)}
+    state = opt.init(params)
+    with pytest.raises(
+        ValueError,
+        match=r"scale_by_adam.update: leaf \['w'\] has shape \(2, 3\) in the optimizer state, \(3,\) in updates",
+    ):
+        opt.update({"w": torch.zeros(3)}, state, params)
+    with pytest.raises(
+        ValueError,
+        match=r"leaf \['w'\] has dtype torch.float32 in the optimizer state, torch.float64 in updates",
+    ):
+        opt.update({"w": torch.zeros(2, 3, dtype=torch.float64)}, state)
+    with pytest.raises(ValueError, match=r"scale_by_adam.update: .*\['v'\] is in params but not"):
+        opt.update({"w": torch.zeros(2, 3)}, state, {"w": torch.zeros(2, 3), "v": torch.zeros(1)})
+    with pytest.raises(
+        ValueError, match=r"apply_updates: leaf \['w'\] has shape \(2, 3\) in params, \(3,\)"
+    ):
+        optim.apply_updates(params, {"w": torch.zeros(3)})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.sgd(0.1, momentum=0.9),
+        lambda: optim.rmsprop(0.1, momentum=0.5, centered=True),
+        lambda: optim.adamw(0.1),
+        lambda: optim.chain(
+            optim.clip_by_global_norm(1.0), optim.adam(optim.linear_schedule(0.1, 0.0, 10))
+        ),
+    ],
+)
+def test_every_transform_rejects_another_tree(make):
+    opt = make()
+    params = {"a": torch.zeros(2), "b": torch.zeros(2)}
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"\.update: .*differ in structure: \['a'\]"):
+        opt.update({"b": torch.zeros(2)}, state, {"b": torch.zeros(2)})
+
+
+def test_multi_transform_subset_still_allowed_and_state_checked():
+    opt = optim.multi_transform({"actor": optim.sgd(1.0), "critic": optim.sgd(1.0)})
+    params = {"actor": torch.ones(1), "critic": torch.ones(1)}
+    state = opt.init(params)
+    upd, _ = opt.update({"actor": torch.ones(1)}, state, params)
+    assert list(upd) == ["actor"]
+    with pytest.raises(KeyError, match="multi_transform.update: params lack keys"):
+        opt.update({"actor": torch.ones(1)}, state, {"critic": torch.ones(1)})
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda: optim.adam(-1e-3), r"adam: learning_rate must be in \[0, inf\], got -0.001"),
+        (lambda: optim.adam(float("nan")), "adam: learning_rate must not be NaN"),
+        (lambda: optim.adam(float("inf")), "adam: learning_rate must be finite"),
+        (lambda: optim.adam(1e-3, b1=1.0), r"adam: b1 must be in \[0, 1\), got 1.0"),
+        (lambda: optim.adam(1e-3, b2=-0.1), r"adam: b2 must be in \[0, 1\), got -0.1"),
+        (lambda: optim.adamw(1e-3, eps=-1.0), r"adamw: eps must be in \[0, inf\]"),
+        (lambda: optim.adamw(1e-3, weight_decay=-0.1), "adamw: weight_decay must be in"),
+        (lambda: optim.sgd(0.1, momentum=-0.9), "sgd: momentum must be in"),
+        (lambda: optim.sgd(0.1, dampening=2.0), r"sgd: dampening must be in \[0, 1\]"),
+        (lambda: optim.rmsprop(0.1, alpha=1.5), r"rmsprop: alpha must be in \[0, 1\]"),
+        (
+            lambda: optim.clip_by_global_norm(float("nan")),
+            "clip_by_global_norm: max_norm must not be NaN",
+        ),
+        (lambda: optim.clip_by_global_norm(-1.0), "clip_by_global_norm: max_norm must be in"),
+        (lambda: optim.scale(float("inf")), "scale: factor must be finite"),
+        (lambda: optim.adam("0.1"), "adam: learning_rate must be a real number, got str"),
+        (
+            lambda: optim.adam(optim.linear_schedule(-1.0, 0.0, 10)),
+            "adam: learning_rate \\(the schedule's value at step 0\\) must be in",
+        ),
+        (
+            lambda: optim.linear_schedule(float("nan"), 0.0, 10),
+            "linear_schedule: init_value must not be NaN",
+        ),
+    ],
+)
+def test_hyperparameters_validated_like_torch_optim(factory, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        factory()
+
+
+def test_clip_allows_inf_max_norm_like_torch():
+    opt = optim.clip_by_global_norm(float("inf"))
+    g = {"x": torch.full((2,), 1e6)}
+    out, _ = opt.update(g, opt.init(g))
+    testing.assert_trees_all_equal(out, g)

@@ -453,3 +453,135 @@ def test_trainer_step_vmaps_over_seeds():
     )[0]
     for i in range(2):
         assert_close(tree.map(lambda x, i=i: x[i], stacked), solo[i], rtol=1e-4, atol=1e-5)
+
+
+# -- KLAdaptiveLR ------------------------------------------------------------------------------------
+
+
+@pytest.mark.torchrl
+def test_kl_adaptive_lr_matches_torchrl():
+    torchrl_utils = pytest.importorskip("torchrl.objectives.utils")
+    kls = [0.05, 0.001, 0.0, 0.01, 1.0, 1.0, 1.0, 1.0, 0.001, 0.001, 0.02, 0.004, 0.005]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ref = torchrl_utils.KLAdaptiveLR(opt, 0.01, factor=2.0, min_lr=2e-4, max_lr=4e-3)
+    ours = on_policy.KLAdaptiveLR(1e-3, 0.01, factor=2.0, min_lr=2e-4, max_lr=4e-3)
+    state = ours.transform.init({"w": torch.zeros(1, dtype=F64)})
+    for kl in kls:
+        ref.step(kl)
+        state = ours.adapt(state, torch.tensor(kl))
+        assert state.learning_rate.item() == pytest.approx(ref.get_last_lr()[0], rel=1e-6)
+
+
+def test_kl_adaptive_lr_by_hand_and_in_the_trainer():
+    sched = on_policy.KLAdaptiveLR(1e-3, 0.01)  # factor 1.5
+    lr = torch.tensor(1e-3)
+    assert sched.new_rate(lr, torch.tensor(0.03)).item() == pytest.approx(1e-3 / 1.5)
+    assert sched.new_rate(lr, torch.tensor(0.001)).item() == pytest.approx(1.5e-3)
+    assert sched.new_rate(lr, torch.tensor(0.0)).item() == pytest.approx(1e-3)  # no move, no growth
+    assert sched.new_rate(lr, torch.tensor(0.01)).item() == pytest.approx(1e-3)
+    # The update is -lr * grads; in a chain it is found and adapted wherever it sits.
+    grads = {"w": torch.tensor([2.0])}
+    upd, _ = sched.transform.update(grads, sched.transform.init(grads))
+    torch.testing.assert_close(upd["w"], torch.tensor([-2e-3]))
+    nets = ppo.Nets(distribution="categorical", num_cells=(H,))
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), sched.transform)
+    train = ppo.trainer(opt, nets=nets, epochs=1, num_minibatches=2, kl_adaptive_lr=sched)
+    p = ppo.init(0, OBS, N, nets=nets)
+    state = train.init(p)
+    _, s1, m = train.step(p, state, make_rollout(p, nets, dtype=torch.float32))
+    lr0, lr1 = state.opt[2].learning_rate, s1.opt[2].learning_rate
+    # The behaviour policy is a perturbed copy: its KL to the current one is far above 0.02.
+    assert m["kl_approx"] > 0.02 and lr1.item() == pytest.approx(lr0.item() / 1.5**2)
+
+
+# -- reward scaling --------------------------------------------------------------------------------
+
+
+def test_reward_scaling_by_hand():
+    scaler = on_policy.RewardScaling(gamma=0.5, epsilon=1e-8)
+    state = scaler.init(2, dtype=F64)
+    # Step 1: G = r = (1, 3); var(G) over everything seen = 1.
+    state, out = scaler(state, torch.tensor([1.0, 3.0], dtype=F64), torch.tensor([False, False]))
+    torch.testing.assert_close(out, torch.tensor([1.0, 3.0], dtype=F64) / math.sqrt(1 + 1e-8))
+    # Step 2: env 0 terminates (its carried return is cut): G = (0 + 2, 0.5 * 3 + 2) = (2, 3.5);
+    # all four returns (1, 3, 2, 3.5) have population variance 0.921875.
+    state, out = scaler(state, torch.tensor([2.0, 2.0], dtype=F64), torch.tensor([True, False]))
+    torch.testing.assert_close(state.discounted_return, torch.tensor([2.0, 3.5], dtype=F64))
+    torch.testing.assert_close(out, torch.full((2,), 2.0, dtype=F64) / math.sqrt(0.921875 + 1e-8))
+
+
+def test_reward_scaling_compiles_and_vmaps():
+    scaler = on_policy.RewardScaling()
+    states = tree.stack([scaler.init(3), scaler.init(3)])
+    r, term = torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.bool)
+    solo = [scaler(scaler.init(3), r[i], term[i])[1] for i in range(2)]
+    _, both = torch.func.vmap(scaler)(states, r, term)
+    torch.testing.assert_close(both, torch.stack(solo))
+
+
+# -- shared trunk (TorchRL's ActorValueOperator) ----------------------------------------------------
+
+
+@pytest.mark.torchrl
+@pytest.mark.parametrize("separate_losses", [False, True])
+def test_shared_trunk_parity_with_torchrl(separate_losses):
+    pytest.importorskip("torchrl")
+    from tensordict.nn import TensorDictModule
+    from torchrl.modules import ActorValueOperator, ProbabilisticActor, ValueOperator
+    from torchrl.objectives import ClipPPOLoss
+
+    from funcrl.nn import MLP
+
+    trunk = MLP(OBS, H, num_cells=(), activation="relu", activate_last_layer=True)
+    nets = ppo.Nets(distribution="categorical", trunk=trunk, num_cells=(H,))
+    cfg = ppo.Config(separate_losses=separate_losses)
+    p = ppo.init(0, OBS, N, cfg, nets, dtype=F64)
+    batch = make_rollout(p, nets)
+    loss_fn = functools.partial(ppo.loss, config=cfg, nets=nets)
+    g, out = funcrl_grads(loss_fn, p, batch, seed=5, keys=("trunk", "actor", "critic"))
+
+    lin = mlp_to_torch(p["trunk"])[0]
+    common = TensorDictModule(
+        torch.nn.Sequential(lin, torch.nn.ReLU()), in_keys=["observation"], out_keys=["hidden"]
+    )
+    head = TensorDictModule(mlp_to_torch(p["actor"]), in_keys=["hidden"], out_keys=["logits"])
+    policy = ProbabilisticActor(
+        head, in_keys=["logits"], distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )  # fmt: skip
+    value = ValueOperator(mlp_to_torch(p["critic"]), in_keys=["hidden"])
+    avo = ActorValueOperator(common, policy, value)
+    ref = ClipPPOLoss(
+        avo.get_policy_operator(), avo.get_value_operator(), separate_losses=separate_losses
+    )
+    ref.make_value_estimator(gamma=cfg.gamma, lmbda=cfg.lmbda)
+    exact_coefficients(ref, cfg)
+    td = ref(td_from_record(batch))
+    sum(v for k, v in td.items() if k.startswith("loss_")).backward()
+    for k in ("loss_objective", "loss_critic", "loss_entropy", "entropy", "clip_fraction"):
+        torch.testing.assert_close(out[k], td[k], rtol=1e-7, atol=1e-9, msg=k)
+    # The trunk's parameters are shared: TorchRL accumulates both losses' gradients into them
+    # (with separate_losses the critic's copy is detached and adds nothing).
+    want = {
+        "trunk": {"layers": [{"weight": lin.weight.grad, "bias": lin.bias.grad}]},
+        "actor": seq_grads(ref.actor_network_params, ("module", "1", "module")),
+        "critic": seq_grads(ref.critic_network_params, ("module", "1", "module")),
+    }
+    assert_close(g, want, rtol=1e-7, atol=1e-9)
+
+
+def test_on_policy_states_round_trip_through_checkpoints(tmp_path):
+    from funcrl import checkpoint
+
+    sched = on_policy.KLAdaptiveLR(1e-3, 0.01)
+    opt = optim.chain(optim.scale_by_adam(), sched.transform)
+    state = {
+        "opt": opt.init({"w": torch.zeros(3)}),
+        "rewards": on_policy.RewardScaling().init(4),
+    }
+    path = str(tmp_path / "ck.pt")
+    checkpoint.save(path, state)
+    back = checkpoint.load(path).tree
+    assert isinstance(back["opt"][1], on_policy.KLAdaptiveLRState)
+    assert isinstance(back["rewards"], on_policy.RewardScaleState)
+    assert_close(back, state)

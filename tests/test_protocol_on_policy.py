@@ -14,6 +14,8 @@ unchanged. Two harness checks do not apply as written, and have on-policy varian
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -25,6 +27,33 @@ from tests import protocol_harness as harness
 pytest.importorskip("funcrl.random", reason="the protocol's key checks need funcrl.random")
 
 OBS, ACT, N = 3, 2, 4
+
+
+def _keyed_sampling() -> bool:
+    """Whether the distributions take ``key=`` yet (it lands from another branch)."""
+    from funcrl.distributions import Categorical
+
+    return "key" in inspect.signature(Categorical.sample).parameters
+
+
+def _keyed_init() -> bool:
+    """Whether ``init`` takes a funcrl.random key as its seed yet (``nn.make_generator``)."""
+    import funcrl
+    from funcrl.nn import make_generator
+
+    try:
+        make_generator(funcrl.random.key(0))
+    except TypeError:
+        return False
+    return True
+
+
+def _skip_until_keys(case, check=None) -> None:
+    draws = check is harness.check_act or (check is not harness.check_init and case.stochastic_loss)
+    if draws and not _keyed_sampling():
+        pytest.skip("needs distributions' sample(..., key=), which lands from another branch")
+    if check is harness.check_init and not _keyed_init():
+        pytest.skip("needs nn.make_generator(funcrl.random key), which lands from another branch")
 
 
 class BoxSpec:
@@ -96,6 +125,7 @@ APPLICABLE = [c for c in harness.ALL_CHECKS if c is not harness.check_priority a
 @pytest.mark.parametrize("check", APPLICABLE, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_protocol(case, check):
+    _skip_until_keys(case, check)
     check(case)
 
 
@@ -103,6 +133,7 @@ def test_protocol(case, check):
 @pytest.mark.parametrize("check", SLOW, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_protocol_slow(case, check):
+    _skip_until_keys(case, check)
     check(case)
 
 
@@ -110,6 +141,7 @@ def test_protocol_slow(case, check):
 def test_priority_weight_is_ignored(case):
     import funcrl
 
+    _skip_until_keys(case)
     params, batch = case.init(0), case.make_batch(0, 8)
     key = funcrl.random.key(0)
     plain = case.loss(params, batch, key=key)
@@ -121,6 +153,8 @@ def test_priority_weight_is_ignored(case):
 def test_masked_policy_acts_within_its_mask():
     import funcrl
 
+    if not _keyed_sampling():
+        pytest.skip("needs distributions' sample(..., key=), which lands from another branch")
     nets = ppo.Nets(distribution="masked_categorical", num_cells=(16,))
     params = ppo.init(0, OBS, N, nets=nets)
     obs = torch.randn(64, OBS)

@@ -87,13 +87,14 @@ def test_construction_errors_name_keys_and_shapes():
         Record({"x": 3})
     with raises_key("non-empty tuples of str"):
         Record({(): torch.zeros(1)})
-    with raises_key("already holds a tensor"):
+    with pytest.raises(ValueError, match="Record: key 'a' is given both as a tensor and as a sub"):
         Record({"a": torch.zeros(1), ("a", "b"): torch.zeros(1)})
     with pytest.raises(ValueError, match=r"nested Record has batch_ndim=0 < the parent's 1"):
         Record({"a": Record({"b": torch.zeros(2)}, 0)}, batch_ndim=1)
     # nested leaves are checked against the parent's batch size too
     with pytest.raises(
-        ValueError, match=r"key 'next'.*\(5,\) does not match the batch size \(3,\)"
+        ValueError,
+        match=r"key \('next', 'r'\): leading shape \(5,\) does not match the batch size \(3,\) \(set by key 'obs'\)",
     ):
         Record({"obs": torch.zeros(3, 1), ("next", "r"): torch.zeros(5, 1)}, batch_ndim=1)
 
@@ -157,9 +158,13 @@ def test_set_errors():
     rec = make()
     with pytest.raises(ValueError, match=r"key 'action': leading shape \(4,\) does not match"):
         rec.set("action", torch.zeros(4, 2))
-    with pytest.raises(ValueError, match=r"key 'reward': leading shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"Record.set: key \('next', 'reward'\): leading shape \(2,\)"
+    ):
         rec.set(("next", "reward"), torch.zeros(2, 1))
-    with raises_key("'observation' holds a tensor"):
+    with pytest.raises(
+        ValueError, match=r"Record.set: cannot set .*: 'observation' holds a tensor"
+    ):
         rec.set(("observation", "x"), torch.zeros(3))
     with pytest.raises(ValueError, match="fewer dims than batch_ndim=1"):
         rec.set("scalar", torch.tensor(1.0))
@@ -496,3 +501,122 @@ def test_reshape_round_trip(rec):
     assert flat.batch_size == (rec.batch_size.numel(),)
     assert flat.reshape(rec.batch_size).equal(rec)
     assert rec.flatten().equal(flat)
+
+
+# ---------------------------------------------------------------- key merging (issue #12)
+_LEAVES = {
+    ("observation",): torch.zeros(2, 3),
+    ("next", "reward"): torch.ones(2, 1),
+    ("next", "observation"): torch.full((2, 3), 2.0),
+    ("next", "info", "x"): torch.full((2, 4), 3.0),
+    ("action",): torch.full((2, 1), 4.0),
+}
+
+
+def _spell(path, how):
+    """One of several equivalent spellings of ``{path: leaf}`` as a (key, value) entry."""
+    if how == 0 or len(path) == 1:
+        return (path if how % 2 else path[0]) if len(path) == 1 else path, _LEAVES[path]
+    # nest the tail as plain dicts below the first ``how`` components
+    cut = min(how, len(path) - 1)
+    value = _LEAVES[path]
+    for k in reversed(path[cut:]):
+        value = {k: value}
+    return (path[:cut] if cut > 1 else path[0]), value
+
+
+@given(
+    order=st.permutations(list(_LEAVES)),
+    hows=st.lists(st.integers(0, 2), min_size=len(_LEAVES), max_size=len(_LEAVES)),
+)
+def test_construction_is_order_and_spelling_independent(order, hows):
+    entries = [_spell(p, h) for p, h in zip(order, hows)]
+    expected = Record({p: v for p, v in _LEAVES.items()}, batch_ndim=1)
+    # "next" and ("next",) are distinct dict keys for the same Record path: use both spellings
+    merged = {}
+    for k, v in entries:
+        if k in merged and isinstance(k, str):
+            k = (k,)
+        if k in merged:
+            return  # a third entry under the same first key: not expressible as one dict
+        merged[k] = v
+    rec = Record(merged, batch_ndim=1)
+    assert rec.equal(expected)
+    assert sorted(map(str, rec.keys(True, True))) == sorted(map(str, expected.keys(True, True)))
+
+
+@given(order=st.permutations([0, 1]), second=st.sampled_from([("a",), ("a", "b")]))
+def test_same_leaf_twice_raises_in_any_order(order, second):
+    items = [("a", torch.zeros(1)), (second, torch.ones(1))]
+    data = dict(items[i] for i in order)
+    with pytest.raises(ValueError, match=r"Record: key 'a' is given (twice|both)"):
+        Record(data)
+
+
+def test_next_reward_and_next_dict_merge():
+    r, o = torch.zeros(3, 1), torch.ones(3, 2)
+    for data in (
+        {("next", "reward"): r, "next": {"observation": o}},
+        {"next": {"observation": o}, ("next", "reward"): r},
+        {"next": Record({"observation": o}, 1), ("next", "reward"): r},
+    ):
+        rec = Record(data, batch_ndim=1)
+        assert torch.equal(rec["next", "reward"], r) and torch.equal(rec["next", "observation"], o)
+
+
+def test_nested_record_keeps_its_batch_rank_when_merged():
+    inner = Record({"b": torch.zeros(3, 4)}, batch_ndim=2)
+    rec = Record({"a": inner, ("a", "c"): torch.ones(3, 4)}, batch_ndim=1)
+    assert rec["a"].batch_ndim == 2 and torch.equal(rec["a", "c"], torch.ones(3, 4))
+
+
+leaf_paths = st.lists(
+    st.lists(st.sampled_from(["a", "b", "c.d", "e"]), min_size=1, max_size=3).map(tuple),
+    min_size=1,
+    max_size=6,
+    unique=True,
+)
+
+
+@given(paths=leaf_paths)
+def test_flatten_unflatten_round_trip_or_clear_error(paths):
+    # keep only prefix-free paths (a path cannot be both a leaf and a sub-record)
+    kept = [p for p in paths if not any(q != p and q[: len(p)] == p for q in paths)]
+    kept = [p for i, p in enumerate(kept) if not any(q[: len(p)] == p for q in kept[:i])]
+    rec = Record({p: torch.full((2,), float(i)) for i, p in enumerate(kept)}, batch_ndim=1)
+    joined = [".".join(p) for p in kept]
+    if len(set(joined)) < len(joined):
+        with pytest.raises(ValueError, match="Record.flatten_keys: keys .* both flatten to"):
+            rec.flatten_keys()
+        return
+    flat = rec.flatten_keys()
+    assert sorted(flat.keys()) == sorted(joined)
+    for p in kept:
+        assert torch.equal(flat[".".join(p)], rec[p])
+    if any("." in k for p in kept for k in p):
+        return  # keys with the separator inside do not round-trip (documented)
+    assert flat.unflatten_keys().equal(rec)
+    # a different separator always round-trips
+    assert rec.flatten_keys("/").unflatten_keys("/").equal(rec)
+
+
+def test_update_keeps_sub_records_and_rejects_kind_changes():
+    rec = Record({"a": {"b": torch.zeros(2)}, "c": torch.zeros(2)}, batch_ndim=1)
+    out = rec.update({"a": {"x": torch.ones(2)}}, c=torch.ones(2))
+    assert torch.equal(out["a", "b"], torch.zeros(2)) and torch.equal(out["c"], torch.ones(2))
+    with pytest.raises(ValueError, match="Record.update: key 'a' is a sub-record here"):
+        rec.update({"a": torch.ones(2)})
+    with pytest.raises(ValueError, match="Record.update: key 'c' is a tensor here"):
+        rec.update({"c": {"x": torch.ones(2)}})
+    with pytest.raises(ValueError, match="Record.update: key 'c' is given twice"):
+        rec.update({"c": torch.ones(2)}, c=torch.ones(2))
+    # an explicit set of the exact key replaces a sub-record (documented)
+    assert torch.equal(rec.set("a", torch.ones(2))["a"], torch.ones(2))
+
+
+def test_rename_never_overwrites():
+    rec = Record({"a": torch.zeros(1), "b": torch.ones(1)})
+    swapped = rec.rename({"a": "b", "b": "a"})
+    assert torch.equal(swapped["a"], torch.ones(1)) and torch.equal(swapped["b"], torch.zeros(1))
+    with pytest.raises(ValueError, match="Record.rename: renaming 'a' to 'b' would overwrite"):
+        rec.rename({"a": "b"})

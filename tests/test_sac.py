@@ -406,3 +406,145 @@ def test_update_step_compiles_and_vmaps(version):
     check_compiled_and_vmapped(
         functools.partial(sac.loss, config=cfg, nets=nets), p, batch, trainable, targets
     )
+
+
+# -- value estimators ------------------------------------------------------------------------------
+
+
+def make_trajectories(b=4, t=5, *, seed=0, low=-1.0, high=1.0, dtype=torch.float64):
+    """``[b, t]`` trajectories (TorchRL's layout for ``make_value_estimator``): a trajectory end
+    (done) mid-window, one of them terminated."""
+    g = torch.Generator().manual_seed(seed)
+    done = torch.zeros(b, t, 1, dtype=torch.bool)
+    done[0, 2] = done[1, 1] = done[2, 3] = True
+    term = torch.zeros_like(done)
+    term[0, 2] = True
+    return Record(
+        {
+            "observation": torch.randn(b, t, OBS, generator=g, dtype=dtype),
+            "action": (torch.rand(b, t, ACT, generator=g, dtype=dtype) * (high - low) + low),
+            ("next", "observation"): torch.randn(b, t, OBS, generator=g, dtype=dtype),
+            ("next", "reward"): torch.randn(b, t, 1, generator=g, dtype=dtype),
+            ("next", "terminated"): term,
+            ("next", "truncated"): done & ~term,
+            ("next", "done"): done,
+        },
+        batch_ndim=2,
+    )
+
+
+@pytest.mark.torchrl
+@pytest.mark.parametrize("estimator", ["td1", "td_lambda"])
+def test_value_estimator_parity_with_torchrl(estimator):
+    """TD(1) and TD(lambda) targets over [B, T] trajectories equal TorchRL's
+    ``make_value_estimator(ValueEstimators.TD1 | TDLambda)`` (losses, |td| and gradients)."""
+    pytest.importorskip("torchrl", reason="parity needs torchrl")
+    from torchrl.objectives import SACLoss, ValueEstimators
+
+    nets = sac.Nets(num_cells=(H, H))
+    cfg = sac.Config(gamma=0.9, value_estimator=estimator, lmbda=0.7, loss_function="l2")
+    low, high = -torch.ones(ACT, dtype=torch.float64), torch.ones(ACT, dtype=torch.float64)
+    p = sac.init(3, OBS, ACT, cfg, nets, dtype=torch.float64)
+    p["target_qvalue"] = tree.map(lambda x: x + 0.05, p["target_qvalue"])
+    # mlp_to_torch copies through float32 Linears: start from float32-representable weights.
+    p = tree.map(lambda x: x.float().double(), p)
+    batch = make_trajectories()
+    keys = ["actor", "qvalue", "log_alpha"]
+    g, out = grads_of(functools.partial(sac.loss, config=cfg, nets=nets), p, keys, batch, seed=2)
+
+    actor = _torchrl_actor(p["actor"], low, high).double()
+    qvalues = [q.double() for q in _torchrl_qvalues(p["qvalue"], 2)]
+    ref = SACLoss(actor, qvalues, loss_function="l2")
+    if estimator == "td1":
+        ref.make_value_estimator(ValueEstimators.TD1, gamma=0.9)
+    else:
+        ref.make_value_estimator(ValueEstimators.TDLambda, gamma=0.9, lmbda=0.7)
+    with torch.no_grad():
+        for i, lp in enumerate(p["target_qvalue"]["layers"]):
+            ref.target_qvalue_network_params["module", str(2 * i), "weight"].copy_(lp["weight"])
+            ref.target_qvalue_network_params["module", str(2 * i), "bias"].copy_(lp["bias"])
+    torch.manual_seed(2)
+    td = td_from_record(batch)
+    ref_out = ref(td)
+    sum(v for k, v in ref_out.items() if k.startswith("loss_")).backward()
+    # float64 on both sides; TorchRL's TD(0) path already differs from funcrl's by ~1e-8 relative
+    # in float64 (a float32 constant on its side), so 1e-6 is the tolerance, far below the O(1)
+    # differences a wrong recursion, reset or bootstrap would make.
+    tol = {"rtol": 1e-6, "atol": 1e-7}
+    for k in ["loss_actor", "loss_qvalue", "loss_alpha", "entropy"]:
+        torch.testing.assert_close(out[k], ref_out[k], **tol, msg=k)
+    # TorchRL writes max_i |Q_i - y| into its input: the same absolute TD error.
+    torch.testing.assert_close(out["td_error"], td["td_error"], **tol)
+    ga = seq_grads(ref.actor_network_params, ("module", "0", "module", "0"))
+    assert_close(g["actor"], ga, **tol)
+    assert_close(g["qvalue"], seq_grads(ref.qvalue_network_params, ("module",)), **tol)
+
+
+def test_td_lambda_by_hand_and_its_limits():
+    """lmbda=0 is TD(0) on every step; TD(1) sums rewards to the trajectory end and bootstraps
+    there; a terminated step never bootstraps."""
+    nets = sac.Nets(num_cells=(8,))
+    p = sac.init(0, OBS, ACT, nets=nets, dtype=torch.float64)
+    batch = make_trajectories()
+    key = funcrl.random.key(0)
+
+    def target(**kw):
+        cfg = sac.Config(gamma=0.5, reduction="none", **kw)
+        return sac.loss(p, batch, config=cfg, nets=nets, key=key)["td_error"]
+
+    torch.testing.assert_close(target(value_estimator="td_lambda", lmbda=0.0), target())
+    torch.testing.assert_close(
+        target(value_estimator="td_lambda", lmbda=1.0), target(value_estimator="td1")
+    )
+    assert not torch.allclose(target(value_estimator="td1"), target())
+
+
+# -- nets, act -------------------------------------------------------------------------------------
+
+
+def test_custom_nets_just_work_and_foreign_params_raise():
+    """A LayerNorm/tanh MLP actor and a TorchModule critic over (observation, action) train as
+    the defaults do; params built for other nets are refused by the nets themselves."""
+
+    class Critic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Linear(OBS + ACT, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+            )
+
+        def forward(self, observation, action):
+            return self.body(torch.cat([observation, action], -1))
+
+    nets = sac.Nets(
+        actor=funcrl.nn.MLP(OBS, 2 * ACT, num_cells=(8,), norm="layer", activation="tanh"),
+        qvalue=funcrl.nn.TorchModule(Critic()),
+    )
+    p = sac.init(0, OBS, ACT, nets=nets)
+    out = sac.loss(p, make_batch(), nets=nets, key=funcrl.random.key(0))
+    assert torch.isfinite(out["loss_qvalue"]) and out["td_error"].shape == (B,)
+    with pytest.raises(ValueError, match=r"params\['layers'\]: expected 3 entries, got 2"):
+        sac.loss(sac.init(0, OBS, ACT, nets=sac.Nets(num_cells=(8,))), make_batch())
+
+
+def test_act_by_hand():
+    """Deterministic: the TanhNormal's tanh(loc) mapped to the bounds; random: the key's draw."""
+    nets = sac.Nets(num_cells=(8,))
+
+    class Spec:
+        shape, low, high = (ACT,), torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
+
+    p = sac.init(0, OBS, Spec, nets=nets)
+    obs = torch.randn(5, OBS)
+    loc, _ = funcrl.distributions.NormalParamExtractor()(nets_actor(nets, p, obs))
+    expected = Spec.low + (Spec.high - Spec.low) / 2 * (torch.tanh(loc) + 1)
+    det = sac.act(p, obs, nets=nets, mode="deterministic")
+    torch.testing.assert_close(det, expected)
+    key = funcrl.random.key(4)
+    a = sac.act(p, obs, nets=nets, key=key)
+    assert torch.equal(a, sac.act(p, obs, nets=nets, key=key)) and not torch.equal(a, det)
+    assert ((a >= Spec.low) & (a <= Spec.high)).all() and not a.requires_grad
+
+
+def nets_actor(nets, p, obs):
+    return actor_critic.resolve(nets, OBS, ACT).actor(p["actor"], obs)

@@ -152,7 +152,10 @@ def spec_strategy():
     shapes = st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple)
     bounded = st.tuples(shapes, st.floats(-5, 5), st.floats(0, 5), st.booleans()).map(
         lambda a: S.Bounded(
-            a[1], a[1] + a[2], shape=a[0], dtype=torch.int64 if a[3] else torch.float32
+            round(a[1]) if a[3] else a[1],
+            round(a[1]) + round(a[2]) if a[3] else a[1] + a[2],
+            shape=a[0],
+            dtype=torch.int64 if a[3] else torch.float32,
         )
     )
     categorical = st.tuples(st.integers(1, 6), shapes).map(lambda a: S.Categorical(a[0], a[1]))
@@ -398,3 +401,112 @@ def test_project_under_compile_fullgraph():
     compiled = torch.compile(f, fullgraph=True)
     for a, b in zip(compiled(*args), f(*args)):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- every dtype (issue #12)
+ALL_DTYPES = [
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+]
+INT_DTYPES = ALL_DTYPES[:5]
+
+
+def specs_of(dtype):
+    """Every spec that allows ``dtype``, with small domains."""
+    out = [S.Unbounded((2,), dtype=dtype), S.Binary(3, dtype=dtype)]
+    out += [S.OneHot(3, dtype=dtype), S.MultiOneHot([2, 3], dtype=dtype)]
+    if dtype != torch.bool:
+        lo, hi = (0, 100) if dtype == torch.uint8 else (-3, 100)
+        out.append(S.Bounded(lo, hi, shape=(2,), dtype=dtype))
+    if dtype in INT_DTYPES:
+        out += [S.Categorical(4, shape=(2,), dtype=dtype), S.MultiCategorical([2, 5], dtype=dtype)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@given(
+    values=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=5, max_size=5
+    ),
+    src=st.sampled_from(ALL_DTYPES),
+)
+@settings(max_examples=25, deadline=None)
+def test_project_lands_inside_for_every_dtype(dtype, values, src):
+    x64 = torch.tensor(values, dtype=torch.float64)
+    if src.is_floating_point:
+        x = x64.to(src)  # may overflow to inf for float16: still has to land inside
+    elif src == torch.bool:
+        x = x64 != 0
+    else:
+        info = torch.iinfo(src)
+        x = x64.clamp(info.min, info.max).round().to(torch.float64)
+        x = (
+            torch.where(x >= 2.0**63, torch.zeros_like(x), x)
+            .to(torch.int64)
+            .clamp(info.min, info.max)
+            .to(src)
+        )
+    for spec in specs_of(dtype):
+        width = spec.shape[-1]
+        xs = x[:width] if x.numel() >= width else x.repeat(width)[:width]
+        out = spec.project(xs)
+        assert out.dtype == dtype and out.shape == spec.shape, spec
+        if isinstance(spec, S.Unbounded) and dtype.is_floating_point:
+            continue  # a float Unbounded holds inf too; project only casts
+        assert bool(spec.is_in(out)), (spec, xs, out)
+        # projection is the identity on members of the spec
+        assert torch.equal(spec.project(out), out), spec
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_project_is_identity_on_random_members(dtype):
+    g = torch.Generator().manual_seed(0)
+    for spec in specs_of(dtype):
+        x = spec.rand((4,), generator=g)
+        assert bool(spec.is_in(x)), spec
+        assert torch.equal(spec.project(x), x), spec
+
+
+def test_project_clamps_before_casting_hand_values():
+    # the issue's cases: each was a wrapped or garbage value before
+    assert S.Bounded(0, 100, (), torch.uint8).project(torch.tensor(300)).item() == 100
+    assert S.Bounded(0, 100, (), torch.uint8).project(torch.tensor(-7.0)).item() == 0
+    assert S.Bounded(-5, 5, (), torch.int32).project(torch.tensor(1e10)).item() == 5
+    big = S.Bounded(torch.iinfo(torch.int64).min, torch.iinfo(torch.int64).max, (), torch.int64)
+    assert big.project(torch.tensor([1e30, -1e30])).tolist() == [2**63 - 1, -(2**63)]
+    unb = S.Unbounded((4,), dtype=torch.int8).project(torch.tensor([1e3, -1e3, 2.5, 3.5]))
+    assert unb.tolist() == [127, -128, 2, 4]  # saturate, round half to even
+    assert S.Bounded(-1.0, 2.0, (), torch.float16).project(torch.tensor(1e30)).item() == 2.0
+    assert S.Binary(2, dtype=torch.bool).project(torch.tensor([-3, 7])).tolist() == [False, True]
+
+
+def test_nan_policy_is_the_lower_bound():
+    nan = float("nan")
+    assert S.Bounded(-1.0, 2.0).project(torch.tensor(nan)).item() == -1.0
+    assert S.Bounded(2, 9, (), torch.int16).project(torch.tensor(nan)).item() == 2
+    assert S.Categorical(3).project(torch.tensor(nan)).item() == 0
+    assert S.MultiCategorical([2, 3]).project(torch.tensor([nan, nan])).tolist() == [0, 0]
+    assert S.Binary(1).project(torch.tensor([nan])).tolist() == [0]
+    assert S.Unbounded((), dtype=torch.int32).project(torch.tensor(nan)).item() == 0
+    # one-hot: a NaN score is the lowest; an all-NaN row is category 0
+    assert S.OneHot(3).project(torch.tensor([nan, 1.0, 0.0])).tolist() == [False, True, False]
+    assert S.OneHot(3).project(torch.full((3,), nan)).tolist() == [True, False, False]
+    assert torch.isnan(S.Unbounded(()).project(torch.tensor(nan)))  # floats hold NaN
+    assert not bool(S.Bounded(-1.0, 2.0).is_in(torch.tensor(nan)))
+
+
+def test_composite_merges_nested_spellings_in_any_order():
+    r, o = S.Unbounded(1), S.Unbounded(3)
+    inner = S.Composite({"o": o})
+    a = S.Composite({("next", "r"): r, "next": {"o": o}})
+    b = S.Composite({"next": inner, ("next", "r"): r})
+    assert a == b and sorted(map(str, a.keys(True, True))) == ["('next', 'o')", "('next', 'r')"]
+    assert list(inner.keys()) == ["o"]  # the caller's Composite is not modified by the merge

@@ -46,7 +46,7 @@ def test_soft_update_tau_and_eps():
         targets.soft_update(target, online)
     with pytest.raises(ValueError, match="exactly one of tau or eps"):
         targets.soft_update(target, online, tau=0.1, eps=0.9)
-    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"soft_update: eps must be in \[0, 1\], got 1.5"):
         targets.soft_update(target, online, eps=1.5)
 
 
@@ -59,20 +59,25 @@ def test_hard_update_copies():
 
 def test_structure_and_shape_errors():
     target, online = pair()
-    with pytest.raises(ValueError, match="polyak: target and online params differ in structure"):
+    with pytest.raises(
+        ValueError,
+        match=r"polyak: target and online differ in structure: \['b'\]\[0\] is in target but not in online",
+    ):
         targets.polyak(target, {"w": online["w"]}, 0.1)
     bad = {"w": torch.ones(2, 3), "b": [torch.zeros(3)]}
-    with pytest.raises(ValueError, match=r"polyak: leaf 1 has shape \(2, 2\) in target, \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"polyak: leaf \['w'\] has shape \(2, 2\) in target, \(2, 3\)"
+    ):
         targets.polyak(target, bad, 0.1)
-    with pytest.raises(ValueError, match="hard_update: leaf 1"):
+    with pytest.raises(ValueError, match=r"hard_update: leaf \['w'\]"):
         targets.hard_update(target, bad)
-    with pytest.raises(ValueError, match="periodic: target and online params differ"):
+    with pytest.raises(ValueError, match="periodic: target and online differ"):
         targets.periodic(target, {"w": online["w"]}, 0, 2)
-    with pytest.raises(ValueError, match="polyak_: leaf 1"):
+    with pytest.raises(ValueError, match=r"polyak_: leaf \['w'\]"):
         targets.polyak_(target, bad, 0.1)
     with pytest.raises(ValueError, match="hard_update_: target and online"):
         targets.hard_update_(target, {"w": online["w"]})
-    with pytest.raises(ValueError, match="periodic: period must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="periodic: period must be an int >= 1, got 0"):
         targets.periodic(target, online, 0, 0)
 
 
@@ -174,3 +179,34 @@ def test_polyak_under_vmap_with_per_member_tau():
 def test_polyak_of_an_empty_tree_is_empty():
     # VDN's mixer has no params: its target map must be a no-op, not a foreach error.
     assert targets.polyak({}, {}, 0.5) == {}
+
+
+# ---------------------------------------------------------------- first differing path (issue #12)
+def test_errors_name_the_first_differing_path():
+    target = {"q": [{"w": torch.zeros(2)}, {"w": torch.zeros(2)}]}
+    online = {"q": [{"w": torch.zeros(2)}, {"v": torch.zeros(2)}]}
+    with pytest.raises(
+        ValueError,
+        match=r"polyak: target and online differ in structure: \['q'\]\[1\]\['w'\] is in target",
+    ):
+        targets.polyak(target, online, 0.5)
+    online = {"q": [{"w": torch.zeros(2)}, {"w": torch.zeros(2, dtype=torch.float64)}]}
+    with pytest.raises(
+        ValueError, match=r"periodic: leaf \['q'\]\[1\]\['w'\] has dtype torch.float32 in target"
+    ):
+        targets.periodic(target, online, 0, 2)
+
+
+def test_tensor_tau_must_be_scalar_float():
+    target, online = pair()
+    with pytest.raises(
+        ValueError, match=r"polyak: a tensor tau must be a 0-dim floating tensor.*shape \(2,\)"
+    ):
+        targets.polyak(target, online, torch.full((2,), 0.5))
+    with pytest.raises(
+        ValueError, match=r"polyak: a tensor tau must be a 0-dim floating tensor .*got torch.int64"
+    ):
+        targets.polyak(target, online, torch.tensor(1))
+    # a 0-dim float tensor is fine and gives the hand value
+    out = targets.polyak(target, online, torch.tensor(0.25))
+    testing.assert_trees_all_close(out["w"], torch.full((2, 2), 0.25))

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import funcrl
 from funcrl import Record, optim, specs, td3, tree
 from funcrl.testing import assert_trees_all_close
 from funcrl.training import total_loss
@@ -78,8 +79,7 @@ def test_clipped_double_q_and_loss_by_hand():
         "qvalue": {"w": torch.tensor([1.0, 2.0])},
         "target_actor": {"k": torch.tensor(1.0)},
         "target_qvalue": {"w": torch.tensor([3.0, 0.5])},
-        "min_action": torch.tensor([-1.0]),
-        "max_action": torch.tensor([1.0]),
+        "action_bounds": {"low": torch.tensor([-1.0]), "high": torch.tensor([1.0])},
     }
     batch = Record(
         {
@@ -118,8 +118,7 @@ def test_only_terminated_stops_bootstrap(terminated, truncated, r):
     params = {
         "actor": {"k": torch.tensor(0.5)},
         "qvalue": {"w": torch.tensor([1.0, 2.0])},
-        "min_action": torch.tensor([-1.0]),
-        "max_action": torch.tensor([1.0]),
+        "action_bounds": {"low": torch.tensor([-1.0]), "high": torch.tensor([1.0])},
     }
     batch = Record(
         {
@@ -238,7 +237,8 @@ def test_parity_with_torchrl(loss_function, delay_actor, delay_qvalue, num_q, no
     torch.manual_seed(7)
     td = batch.to_tensordict()
     ref_out = ref(td)
-    ref_out["td_error"] = td["td_error"]  # TorchRL writes the priority into its input
+    # TorchRL writes the priority into its input: the squared error; funcrl's is its absolute value.
+    ref_out["td_error"] = td["td_error"].sqrt()
     a_td, q_td = ref.actor_network_params, ref.qvalue_network_params
     a_leaves, q_leaves = list(a_td.values(True, True)), list(q_td.values(True, True))
     grads_ref = torch.autograd.grad(
@@ -284,8 +284,7 @@ def test_init_and_errors():
         "qvalue",
         "target_actor",
         "target_qvalue",
-        "min_action",
-        "max_action",
+        "action_bounds",
     }
     w = params["qvalue"]["layers"][0]["weight"]
     assert w.shape == (2, HID[0], D + A) and not torch.equal(w[0], w[1])  # independent critics
@@ -294,7 +293,7 @@ def test_init_and_errors():
         td3.Config(num_qvalue_nets=0)
     with pytest.raises(ValueError, match="policy_noise"):
         td3.Config(policy_noise=-1.0)
-    with pytest.raises(TypeError, match="bounded"):
+    with pytest.raises(ValueError, match="td3.init: action_spec Unbounded has no low/high"):
         td3.init(0, OBS, specs.Unbounded(shape=(A,)), nets=NETS)
     batch = make_batch(dtype=torch.float32)
     with pytest.raises(ValueError, match="noise has shape"):
@@ -367,3 +366,18 @@ def test_step_vmaps_over_seeds_with_different_noise():
     for s in range(3):
         p1, _, _ = quiet.step(ps[s], states[s], batches[s])
         assert_trees_all_close(tree.map(lambda t, s=s: t[s], vp), p1, rtol=1e-5, atol=1e-6)
+
+
+def test_act_adds_clipped_noise_scaled_to_the_box():
+
+    wide = specs.Bounded(-2.0, 2.0, shape=(A,))
+    nets = td3.Nets(actor=funcrl.nn.TanhBounded(funcrl.nn.MLP(D, A, num_cells=HID), -2.0, 2.0))
+    params = td3.init(0, D, wide, nets=nets)
+    obs = torch.randn(6, D)
+    mu = td3.act(params, obs, nets=nets, mode="deterministic")
+    key = funcrl.random.key(1)
+    eps = funcrl.random.normal(key, mu.shape, mu.dtype)
+    # sigma = noise_scale * (high - low) / 2 = 0.5 * 2 = 1.
+    expected = torch.clamp(mu + eps, -2.0, 2.0)
+    torch.testing.assert_close(td3.act(params, obs, nets=nets, key=key, noise_scale=0.5), expected)
+    assert torch.equal(td3.act(params, obs, nets=nets, key=key, noise_scale=0.0), mu)

@@ -257,3 +257,44 @@ def test_update_project_hook_keeps_params_in_bounds():
     for _ in range(5):
         p2, s2, _ = free.step(p2, s2, torch.ones(2))
     assert torch.allclose(p2["w"], torch.full((2,), 2.5))
+
+
+def test_step_passes_key_to_the_loss_only_when_given():
+    seen = []
+
+    def noisy_loss(params, batch, key=None):
+        seen.append(key)
+        # The key's words shift the target: a loss that reads its key gives key-dependent grads.
+        shift = 0.0 if key is None else key.to(params["w"].dtype).sum() * 1e-9
+        return {"loss_w": (params["w"] - 1.0 - shift).pow(2).sum()}
+
+    trainer = update(noisy_loss, optim.sgd(0.1), trainable=("w",))
+    params = {"w": torch.zeros(2)}
+    state = trainer.init(params)
+    trainer.step(params, state, None)
+    key = torch.tensor([0, 7], dtype=torch.int64)
+    trainer.step(params, state, None, key)
+    trainer.step(params, state, None, key=key)
+    assert seen[0] is None and seen[1] is key and seen[2] is key
+    # A loss without a key parameter still works when no key is given.
+    plain = update(mse_loss, optim.sgd(0.1), trainable=("w", "b"))
+    p = {"w": torch.zeros(3), "b": torch.zeros(())}
+    plain.step(p, plain.init(p), regression_batch())
+
+
+def test_step_with_key_compiles_and_vmaps():
+    def loss_fn(params, batch, key=None):
+        return {"loss_w": (params["w"] * batch - key.to(batch.dtype)).pow(2).sum()}
+
+    trainer = update(loss_fn, optim.sgd(0.1), trainable=("w",))
+    params = {"w": torch.zeros(2)}
+    state = trainer.init(params)
+    keys = torch.tensor([[0, 1], [0, 2]], dtype=torch.int64)
+    eager = [trainer.step(params, state, torch.ones(2), k)[0]["w"] for k in keys]
+    torch._dynamo.reset()
+    compiled = torch.compile(trainer.step, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(params, state, torch.ones(2), keys[1])[0]["w"], eager[1])
+    stacked = tree.stack([params, params])
+    vstate = tree.stack([state, state])
+    out = torch.func.vmap(trainer.step)(stacked, vstate, torch.ones(2, 2), keys)[0]["w"]
+    torch.testing.assert_close(out, torch.stack(eager))

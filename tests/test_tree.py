@@ -170,3 +170,40 @@ def test_any_batched_sees_vmapped_leaves_only():
     torch.func.vmap(torch.func.vmap(lambda t: probe(t, {"c": torch.zeros(2)})))(
         {"a": torch.zeros(4, 3, 2), "b": [torch.ones(4, 3)]}
     )
+
+
+# ---------------------------------------------------------------- check_same_structure (issue #12)
+def test_check_same_structure_names_first_differing_path():
+    a = {"actor": {"w": torch.zeros(2)}, "critic": [torch.zeros(3), torch.zeros(1)]}
+    tree.check_same_structure(a, tree.zeros_like(a), owner="f")  # same tree: no error
+    with pytest.raises(
+        ValueError, match=r"f: a and b differ in structure: \['critic'\]\[1\] is in a but not in b"
+    ):
+        tree.check_same_structure(a, {"actor": a["actor"], "critic": a["critic"][:1]}, owner="f")
+    with pytest.raises(
+        ValueError,
+        match=r"f: p and q differ in structure: \['extra'\] is in q but not in p; fix it",
+    ):
+        tree.check_same_structure(
+            a, {**a, "extra": torch.zeros(1)}, owner="f", names=("p", "q"), hint="fix it"
+        )
+    bigger = {"actor": {"w": torch.zeros(3)}, "critic": a["critic"]}
+    with pytest.raises(
+        ValueError, match=r"f: leaf \['actor'\]\['w'\] has shape \(2,\) in a, \(3,\) in b"
+    ):
+        tree.check_same_structure(a, bigger, owner="f")
+    tree.check_same_structure(a, bigger, owner="f", shapes=False)  # shapes not required
+    as64 = tree.map(lambda x: x.double(), a)
+    tree.check_same_structure(a, as64, owner="f")  # dtypes only when asked
+    with pytest.raises(
+        ValueError, match=r"f: leaf \['actor'\]\['w'\] has dtype torch.float32 in a, torch.float64"
+    ):
+        tree.check_same_structure(a, as64, owner="f", dtypes=True)
+
+
+def test_where_and_unstack_refuse_silent_broadcasts():
+    p = {"x": torch.zeros(3), "y": torch.ones(3)}
+    with pytest.raises(ValueError, match="tree.where: cond must be a 0-dim bool tensor"):
+        tree.where(torch.tensor([True, False, True]), p, p)
+    with pytest.raises(ValueError, match=r"tree.unstack: leaf \['y'\] has size 2 along dim 0"):
+        tree.unstack({"x": torch.zeros(3), "y": torch.zeros(2)})

@@ -370,3 +370,76 @@ def test_compile_fullgraph():
     compiled = torch.compile(all_estimates, fullgraph=True)
     for a, b in zip(compiled(r, v, nv, done, term), all_estimates(r, v, nv, done, term)):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------- layout (issue #12)
+def test_missing_trailing_singleton_raises_with_the_fix():
+    r, v, nv, done, term = (x[..., 0] for x in random_inputs(0, batch=(4,), T=6))
+    fix = r"\[\*batch, T, 1\] layout.*call reward.unsqueeze\(-1\)"
+    with pytest.raises(
+        ValueError, match="generalized_advantage_estimate: reward has shape .*" + fix
+    ):
+        V.generalized_advantage_estimate(0.9, 0.9, v, nv, r, done, term)
+    with pytest.raises(ValueError, match="td_lambda_return_estimate: reward has shape"):
+        V.td_lambda_return_estimate(0.9, 0.9, nv, r, done, term)
+    with pytest.raises(ValueError, match="td_lambda_advantage_estimate: reward has shape"):
+        V.td_lambda_advantage_estimate(0.9, 0.9, v, nv, r, done, term)
+    with pytest.raises(ValueError, match="td1_return_estimate: reward has shape"):
+        V.td1_return_estimate(0.9, nv, r, done, term)
+    with pytest.raises(ValueError, match="td1_advantage_estimate: reward has shape"):
+        V.td1_advantage_estimate(0.9, v, nv, r, done, term)
+    with pytest.raises(ValueError, match="n_step_return: reward has shape"):
+        V.n_step_return(0.9, 2, nv, r, done, term)
+    with pytest.raises(ValueError, match=r"discounted_cumsum: x has shape \(4, 6\).*x.unsqueeze"):
+        V.discounted_cumsum(r, 0.9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_explicit_time_last_equals_trailing_singleton(method):
+    r, v, nv, done, term = random_inputs(5, batch=(4,), T=6)
+    want, _ = V.generalized_advantage_estimate(0.9, 0.8, v, nv, r, done, term, method=method)
+    flat = (x[..., 0] for x in (v, nv, r, done, term))
+    got, _ = V.generalized_advantage_estimate(0.9, 0.8, *flat, time_dim=-1, method=method)
+    torch.testing.assert_close(got, want[..., 0])
+
+
+def test_gae_hand_values_with_trailing_singleton():
+    # T = 2, gamma = 0.5, lambda = 1, no done: delta = r + 0.5 nv - v; A_1 = delta_1,
+    # A_0 = delta_0 + 0.5 A_1.
+    r, v, nv = col(1.0, 2.0), col(0.0, 1.0), col(2.0, 4.0)
+    f = flags(0, 0)
+    adv, target = V.generalized_advantage_estimate(0.5, 1.0, v, nv, r, f, f)
+    # delta_0 = 1 + 1 - 0 = 2, delta_1 = 2 + 2 - 1 = 3, A_0 = 2 + 1.5 = 3.5
+    torch.testing.assert_close(adv, col(3.5, 3.0))
+    torch.testing.assert_close(target, col(3.5, 4.0))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_gamma_and_lambda_outside_unit_interval(bad):
+    r, v, nv, done, term = random_inputs(0)
+    with pytest.raises(
+        ValueError, match=r"generalized_advantage_estimate: gamma must be in \[0, 1\]"
+    ):
+        V.generalized_advantage_estimate(bad, 0.9, v, nv, r, done, term)
+    with pytest.raises(ValueError, match=r"td_lambda_return_estimate: lmbda must be in \[0, 1\]"):
+        V.td_lambda_return_estimate(0.9, bad, nv, r, done, term)
+    with pytest.raises(ValueError, match=r"td0_return_estimate: gamma must be in \[0, 1\]"):
+        V.td0_return_estimate(bad, nv, r, term)
+
+
+def test_dtype_errors():
+    r, v, nv, done, term = random_inputs(0)
+    with pytest.raises(
+        TypeError, match=r"n_step_return: reward must be a floating tensor, got torch.int64"
+    ):
+        V.n_step_return(0.9, 2, nv, r.long(), done, term)
+    with pytest.raises(
+        TypeError, match="generalized_advantage_estimate: next_value has dtype torch.float64"
+    ):
+        V.generalized_advantage_estimate(0.9, 0.9, v, nv.double(), r, done, term)
+    with pytest.raises(TypeError, match="td0_return_estimate: a tensor gamma must be floating"):
+        V.td0_return_estimate(torch.tensor(1), nv, r, term)
+    with pytest.raises(
+        TypeError, match="td_lambda_return_estimate: done must be a bool, integer or float"
+    ):
+        V.td_lambda_return_estimate(0.9, 0.9, nv, r, done.to(torch.complex64), term)

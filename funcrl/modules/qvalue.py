@@ -12,7 +12,8 @@ Action spaces (TorchRL's names; ``"one-hot"`` style spellings are accepted too):
 
 ``chosen_action_value`` is ``value.gather(-1, action[..., None])`` for ``"categorical"`` and
 ``(action * value).sum(-1, keepdim=True)`` otherwise, ``[*batch, 1]``. Masked-out actions
-(``action_mask`` False) get ``finfo.min`` before the argmax.
+(``action_mask`` False) get ``finfo.min`` before the argmax. The action-space functions are
+:mod:`funcrl.objectives.discrete`'s, shared with the DQN family's objectives.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ import torch.nn.functional as F
 
 from funcrl.modules.keyed import Keyed, as_keys, read_key, spec_for, spec_items
 from funcrl.nn.core import Module, Params, make_generator
+from funcrl.objectives.discrete import (
+    ACTION_SPACES,
+    action_space_of,
+    greedy_action,
+    mask_action_values,
+    var_nums_of,
+)
+from funcrl.objectives.discrete import chosen_action_value as _chosen
 from funcrl.record import NestedKey, Record
 
 __all__ = [
@@ -39,104 +48,6 @@ __all__ = [
     "DistributionalQValueModule",
     "DistributionalQValueActor",
 ]
-
-ACTION_SPACES = ("one_hot", "categorical", "mult_one_hot", "binary")
-_ALIASES = {
-    "one_hot": "one_hot",
-    "one-hot": "one_hot",
-    "onehot": "one_hot",
-    "categorical": "categorical",
-    "mult_one_hot": "mult_one_hot",
-    "mult-one-hot": "mult_one_hot",
-    "multi_one_hot": "mult_one_hot",
-    "binary": "binary",
-}
-_SPEC_SPACES = {
-    "OneHot": "one_hot",
-    "Categorical": "categorical",
-    "MultiOneHot": "mult_one_hot",
-    "Binary": "binary",
-}
-
-
-def action_space_of(action_space: str | None, spec: Any, owner: str) -> str:
-    """Resolves the action space from its name and/or a spec (which must agree)."""
-    from_spec = None
-    if spec is not None:
-        from_spec = _SPEC_SPACES.get(type(spec).__name__)
-        if from_spec is None:
-            raise ValueError(
-                f"{owner}: cannot infer an action space from a {type(spec).__name__} spec; "
-                f"expected one of {sorted(_SPEC_SPACES)}"
-            )
-    if action_space is None:
-        if from_spec is None:
-            raise ValueError(f"{owner}: pass action_space (one of {ACTION_SPACES}) or a spec")
-        return from_spec
-    name = _ALIASES.get(action_space) if isinstance(action_space, str) else None
-    if name is None:
-        raise ValueError(
-            f"{owner}: action_space must be one of {ACTION_SPACES}, got {action_space!r}"
-        )
-    if from_spec is not None and from_spec != name:
-        raise ValueError(
-            f"{owner}: action_space={action_space!r} does not match the {type(spec).__name__} spec"
-        )
-    return name
-
-
-def mask_action_values(action_value: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
-    """``where(mask, value, finfo.min)``: masked actions are never the argmax.
-
-    Shapes: ``action_value [*batch, n]``, ``action_mask [*batch, n]`` (bool).
-    """
-    if action_mask.shape != action_value.shape[action_value.ndim - action_mask.ndim :]:
-        raise ValueError(
-            f"action_mask shape {tuple(action_mask.shape)} does not match action_value shape "
-            f"{tuple(action_value.shape)}"
-        )
-    if action_mask.dtype != torch.bool:
-        raise TypeError(f"action_mask must be bool, got {action_mask.dtype}")
-    return torch.where(action_mask, action_value, torch.finfo(action_value.dtype).min)
-
-
-def _one_hot_max(value: torch.Tensor) -> torch.Tensor:
-    return (value == value.max(dim=-1, keepdim=True)[0]).to(torch.long)
-
-
-def greedy_action(
-    action_value: torch.Tensor, action_space: str, var_nums: tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """The greedy action for ``action_space`` (see the module docstring for shapes)."""
-    space = _ALIASES.get(action_space, action_space)
-    if space == "one_hot":
-        return _one_hot_max(action_value)
-    if space == "categorical":
-        return torch.argmax(action_value, dim=-1)
-    if space == "mult_one_hot":
-        if var_nums is None:
-            raise ValueError("greedy_action: 'mult_one_hot' needs var_nums (the spec's nvec)")
-        if sum(var_nums) != action_value.shape[-1]:
-            raise ValueError(
-                f"greedy_action: var_nums {tuple(var_nums)} sum to {sum(var_nums)} but "
-                f"action_value has {action_value.shape[-1]} entries"
-            )
-        parts = action_value.split(tuple(var_nums), dim=-1)
-        return torch.cat([_one_hot_max(p) for p in parts], -1)
-    if space == "binary":
-        return (action_value > 0).to(torch.long)
-    raise ValueError(
-        f"greedy_action: action_space must be one of {ACTION_SPACES}, got {action_space!r}"
-    )
-
-
-def chosen_action_value(
-    action_value: torch.Tensor, action: torch.Tensor, action_space: str
-) -> torch.Tensor:
-    """``Q(s, a)`` of ``action`` as ``[*batch, 1]``."""
-    if _ALIASES.get(action_space, action_space) == "categorical":
-        return action_value.gather(-1, action.unsqueeze(-1))
-    return (action * action_value).sum(-1, keepdim=True)
 
 
 def support_expected(log_probs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
@@ -158,13 +69,13 @@ def support_expected(log_probs: torch.Tensor, support: torch.Tensor) -> torch.Te
     return (log_probs.exp() * support.unsqueeze(-1)).sum(-2)
 
 
-def _var_nums(var_nums: Any, spec: Any) -> tuple[int, ...] | None:
-    if var_nums is not None:
-        return (var_nums,) if isinstance(var_nums, int) else tuple(int(v) for v in var_nums)
-    nvec = getattr(spec, "nvec", None) if spec is not None else None
-    if nvec is None:
-        return None
-    return tuple(int(v) for v in torch.as_tensor(nvec).reshape(-1).tolist())
+def chosen_action_value(
+    action_value: torch.Tensor, action: torch.Tensor, action_space: str
+) -> torch.Tensor:
+    """``Q(s, a)`` of ``action`` as ``[*batch, 1]`` (TorchRL's ``chosen_action_value`` entry):
+    :func:`funcrl.objectives.discrete.chosen_action_value` with a trailing unit dim."""
+    space = action_space_of(action_space, owner="chosen_action_value")
+    return _chosen(action_value, action, space).unsqueeze(-1)
 
 
 def _leaf_action_spec(spec: Any, action_key: NestedKey, owner: str) -> tuple[Any, tuple]:
@@ -205,7 +116,7 @@ class QValueModule(Module):
         object.__setattr__(self, "action_space", action_space_of(self.action_space, leaf, owner))
         object.__setattr__(self, "out_keys", out)
         object.__setattr__(self, "spec", items)
-        object.__setattr__(self, "var_nums", _var_nums(self.var_nums, leaf))
+        object.__setattr__(self, "var_nums", var_nums_of(self.var_nums, leaf))
         if self.action_value_key not in out:
             raise ValueError(
                 f"{owner}: out_keys {list(out)} must contain action_value_key "
@@ -235,7 +146,7 @@ class QValueModule(Module):
         return values
 
     def _mask(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return mask_action_values(values, mask)
+        return mask_action_values(values, mask, owner=type(self).__name__)
 
     def _project(self, action: torch.Tensor) -> torch.Tensor:
         if self.safe:

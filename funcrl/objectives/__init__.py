@@ -10,8 +10,12 @@ the family modules that the protocol documents.
 from __future__ import annotations
 
 OBJECTIVES = (
-    "sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix", "ppo", "a2c",
-    "reinforce",
+    # off-policy
+    "sac", "td3", "ddpg", "dqn", "c51", "redq", "crossq", "discrete_sac", "qmix",
+    # on-policy
+    "ppo", "a2c", "reinforce",
+    # offline
+    "iql", "td3_bc", "cql", "bc", "dt", "online_dt",
 )  # fmt: skip
 
 __all__ = ["OBJECTIVES"]

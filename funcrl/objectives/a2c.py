@@ -26,6 +26,7 @@ import torch
 from funcrl.objectives import on_policy
 from funcrl.objectives.common import reduce_loss, require
 from funcrl.record import NestedKey, Record
+from funcrl.training import Trainer
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer"]
 
@@ -156,7 +157,7 @@ def trainer(
     nets: Nets = Nets(),
     epochs: int = 1,
     num_minibatches: int = 1,
-) -> on_policy.Trainer:
+) -> Trainer:
     """A2C's pure ``(init, step)``: advantages once per rollout, then one gradient step on the
     whole rollout by default (``epochs``/``num_minibatches`` as in :func:`funcrl.ppo.trainer`)."""
     trainable = ("actor", "critic") + (("trunk",) if nets.trunk is not None else ())

@@ -1,9 +1,9 @@
-"""Small pieces shared by the objectives: distances, reductions, TD(0), batch checks, default nets."""
+"""Small pieces shared by the objectives: distances, reductions, TD(0), batch checks, spec sizes."""
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,12 +24,14 @@ __all__ = [
     "check_reduction",
     "reduce_loss",
     "td0_target",
-    "mlp",
-    "tanh_mlp",
-    "init_net",
     "spec_size",
     "require",
     "priority_weights",
+    "VALUE_ESTIMATORS",
+    "check_mode",
+    "check_observation",
+    "default_net",
+    "out_features",
     "Params",
 ]
 
@@ -96,9 +98,9 @@ def get(
 ) -> torch.Tensor:
     """``batch[key]`` with a clear error naming ``owner``, the key and the expected shape/dtype.
 
-    ``shape`` is matched against the trailing dims; ``None`` entries match any size. ``dtype``,
-    when given, must equal the entry's dtype exactly (pass the params' dtype: a float64 batch
-    with float32 params is an error here, not a matmul failure deep inside a net).
+    ``shape`` is matched against the trailing dims after the batch dims; ``None`` entries match
+    any size. ``dtype``, when given, must equal the entry's dtype exactly (pass the params' dtype:
+    a float64 batch with float32 params is an error here, not a matmul failure deep inside a net).
     """
     if not isinstance(batch, Record):
         raise TypeError(f"{owner}: batch must be a funcrl.Record, got {type(batch).__name__}")
@@ -109,7 +111,9 @@ def get(
         )
     x = batch[key]
     if shape is not None:
-        tail = tuple(x.shape[len(x.shape) - len(shape) :]) if len(x.shape) >= len(shape) else None
+        # The trailing dims come after the batch dims: an action [B] is not [B, a] with a = B.
+        fits = len(x.shape) >= batch.batch_ndim + len(shape)
+        tail = tuple(x.shape[len(x.shape) - len(shape) :]) if fits else None
         ok = tail is not None and all(e is None or e == a for e, a in zip(shape, tail))
         if not ok:
             want = "[*batch, " + ", ".join("?" if e is None else str(e) for e in shape) + "]"
@@ -188,76 +192,6 @@ def td0_target(
     return reward + gamma * not_terminated * next_value
 
 
-def _mlp_from_params(params: Any):
-    # Imported lazily: funcrl.nn imports nothing from here, but keep _common import-light.
-    from funcrl.nn import MLP
-
-    try:
-        layers = params["layers"]
-    except (TypeError, KeyError):
-        raise TypeError(
-            "mlp: the default network expects funcrl.nn.MLP params {'layers': [...]}; got "
-            f"{type(params).__name__} (pass your own apply function in Nets for other params)"
-        ) from None
-    return MLP(
-        in_features=layers[0]["weight"].shape[-1],
-        out_features=layers[-1]["weight"].shape[-2],
-        num_cells=tuple(layer["weight"].shape[-2] for layer in layers[:-1]),
-        activation="relu",
-        bias_last_layer="bias" in layers[-1],
-    )
-
-
-def mlp(params: Any, *inputs: torch.Tensor) -> torch.Tensor:
-    """The default network of the objectives' ``Nets``: a ReLU :class:`funcrl.nn.MLP`.
-
-    Its sizes are read from ``params`` (shapes are static, so this is free under
-    ``torch.compile`` and ``vmap``); several inputs are concatenated on the last dim, so the same
-    function serves ``value(params, observation)`` and ``qvalue(params, observation, action)``.
-
-    Shapes:
-        ``inputs: [*batch, d_i] -> [*batch, out]``.
-    """
-    x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
-    return _mlp_from_params(params)(params, x)
-
-
-def tanh_mlp(params: Any, *inputs: torch.Tensor) -> torch.Tensor:
-    """``tanh(mlp(params, *inputs))``: the default deterministic actor, actions in ``[-1, 1]``."""
-    return torch.tanh(mlp(params, *inputs))
-
-
-def init_net(
-    apply: Callable[..., Any],
-    defaults: Sequence[Callable[..., Any]],
-    *,
-    in_features: int,
-    out_features: int,
-    num_cells: Sequence[int],
-    seed: Any,
-    device: Any,
-    dtype: torch.dtype,
-    owner: str,
-) -> Any:
-    """Params for one ``Nets`` field.
-
-    A default apply function (one of ``defaults``) gets a ReLU :class:`funcrl.nn.MLP` with
-    ``num_cells`` hidden units sized from the specs; a funcrl network (anything with ``.init``)
-    initialises itself; a plain function has no way to say what its params are, so it is refused.
-    """
-    from funcrl.nn import MLP
-
-    if any(apply is d for d in defaults):
-        net = MLP(in_features, out_features, num_cells=tuple(num_cells), activation="relu")
-        return net.init(seed, device=device, dtype=dtype)
-    if hasattr(apply, "init"):
-        return apply.init(seed, device=device, dtype=dtype)
-    raise TypeError(
-        f"{owner}: cannot initialise params for the plain function {apply!r}; pass a funcrl.nn "
-        "network (with .init) in Nets, or build the params dict yourself"
-    )
-
-
 def spec_size(spec: Any, owner: str, name: str) -> int:
     """The feature size a spec gives the default nets: its last dim (``[]`` counts as 1 for a
     continuous spec), or the integer itself (Python or NumPy).
@@ -296,13 +230,70 @@ def require(params: Params, keys, owner: str) -> None:
         raise KeyError(f"{owner}: params lack {missing}; they have {sorted(params)}")
 
 
-def priority_weights(batch: Record, cfg: Any, like: torch.Tensor) -> torch.Tensor | None:
-    """``batch["priority_weight"]`` (``[*B]``) when present and enabled, else ``None``."""
+def priority_weights(
+    batch: Record, cfg: Any, like: torch.Tensor, owner: str = "loss"
+) -> torch.Tensor | None:
+    """``batch["priority_weight"]`` (``like``'s shape and dtype) when present and enabled, else
+    ``None`` (TorchRL's ``use_prioritized_weights``: ``"auto"``/``True`` use it when present)."""
     if cfg.use_prioritized_weights is False or "priority_weight" not in batch:
         return None
     w = batch["priority_weight"]
     if w.shape != like.shape:
         raise ValueError(
-            f"batch['priority_weight'] has shape {tuple(w.shape)}, expected {tuple(like.shape)}"
+            f"{owner}: batch['priority_weight'] has shape {tuple(w.shape)}, expected "
+            f"{tuple(like.shape)}"
+        )
+    if w.dtype != like.dtype:
+        raise TypeError(
+            f"{owner}: batch['priority_weight'] is {w.dtype}, expected the loss's {like.dtype}"
         )
     return w
+
+
+VALUE_ESTIMATORS = ("td0", "td1", "td_lambda")
+
+
+def check_mode(owner: str, mode: str) -> None:
+    """``act``'s ``mode`` must be one of the protocol's modes (``"random"``, ``"deterministic"``)."""
+    from funcrl.objectives.protocol import MODES
+
+    if mode not in MODES:
+        raise ValueError(f"{owner}: mode must be one of {MODES}, got {mode!r}")
+
+
+def check_observation(owner: str, observation: Any, dtype: torch.dtype) -> torch.Tensor:
+    """``observation`` after checking it is a ``[*B, o]`` tensor of the params' dtype."""
+    if not isinstance(observation, torch.Tensor):
+        raise TypeError(
+            f"{owner}: observation must be a tensor [*B, o], got {type(observation).__name__}"
+        )
+    if observation.dim() == 0:
+        raise ValueError(f"{owner}: observation must be a tensor [*B, o], got shape ()")
+    if observation.dtype != dtype:
+        raise TypeError(f"{owner}: observation is {observation.dtype} but the params are {dtype}")
+    return observation
+
+
+def default_net(net: Any, in_features: int, out_features: int, num_cells) -> Any:
+    """``net`` itself, or (``None``) the default: a ReLU :class:`funcrl.nn.MLP` with ``num_cells``
+    hidden units, TorchRL's default Q-network architecture. Static, so free under compile."""
+    if net is not None:
+        return net
+    from funcrl.nn import MLP
+
+    return MLP(int(in_features), int(out_features), num_cells=tuple(num_cells), activation="relu")
+
+
+def out_features(params: Any, owner: str, name: str) -> int:
+    """The output width of default-MLP ``params`` (``{"layers": [...]}``): its last layer's rows.
+
+    The loss and ``act`` build the default net from the batch's feature size and this width
+    (static shapes). The net then checks the rest of the params itself.
+    """
+    try:
+        return int(params["layers"][-1]["weight"].shape[-2])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise TypeError(
+            f"{owner}: params[{name!r}] are not the default MLP's {{'layers': [...]}} params (got "
+            f"{type(params).__name__}); pass the net they belong to in nets"
+        ) from None

@@ -12,28 +12,45 @@ with the discrete action in one of TorchRL's layouts: ``"one_hot"`` ``[*batch, n
 ``"categorical"`` ``[*batch]`` or ``[*batch, 1]`` (integers), ``"mult_one_hot"`` (concatenated
 one-hots, ``Q(s, a) = sum_k Q_k(s, a_k)``) and ``"binary"`` (``n`` independent bits,
 ``Q(s, a) = sum_i a_i q_i``). Invalid actions can be masked out with a boolean action mask.
+``config.value_estimator`` replaces the TD(0) target by TD(1) or TD(lambda) returns over a batch
+with a trailing time dim (TorchRL's ``make_value_estimator``); the bootstrap value is the same
+(double) max above. The discrete-action pieces live in :mod:`funcrl.objectives.discrete`.
+
+Intentional differences from TorchRL 0.14: ``td_error`` is ``|Q(s, a) - y|`` ``[*B]`` (TorchRL
+writes the squared error ``[*B, 1]`` as the priority); with one-hot actions the greedy next value
+is the max even on exact ties (TorchRL's one-hot greedy action sets every tied entry, summing
+them); out-of-range or malformed actions raise (eagerly) instead of indexing garbage.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
 from funcrl import tree
+from funcrl.objectives import discrete
 from funcrl.objectives.common import (
+    check_batch,
     check_loss_function,
+    check_mode,
+    check_observation,
     check_reduction,
     distance_loss,
     get,
-    get_flag,
-    init_net,
-    mlp,
+    priority_weights,
     reduce_loss,
+    require,
     spec_size,
-    td0_target,
+)
+from funcrl.objectives.discrete import (
+    chosen_action_value,
+    double_q_value,
+    greedy_action,
+    mask_action_values,
+    max_action_value,
 )
 from funcrl.record import Record
 
@@ -42,56 +59,16 @@ __all__ = [
     "Nets",
     "init",
     "loss",
+    "act",
     "trainer",
-    "action_space_of",
-    "mask_action_values",
+    "from_torchrl",
+    "to_torchrl",
     "chosen_action_value",
     "greedy_action",
+    "mask_action_values",
     "max_action_value",
     "double_q_value",
 ]
-
-# TorchRL's names for the discrete action spaces (torchrl.data.utils.ACTION_SPACE_MAP).
-_SPACE_NAMES = {
-    "one_hot": "one_hot",
-    "one-hot": "one_hot",
-    "categorical": "categorical",
-    "mult_one_hot": "mult_one_hot",
-    "mult-one-hot": "mult_one_hot",
-    "multi_one_hot": "mult_one_hot",
-    "multi-one-hot": "mult_one_hot",
-    "binary": "binary",
-}
-_SPEC_CLASSES = {
-    "OneHot": "one_hot",
-    "Categorical": "categorical",
-    "MultiOneHot": "mult_one_hot",
-    "Binary": "binary",
-}
-
-
-def action_space_of(space: Any) -> tuple[str, tuple[int, ...] | None]:
-    """``(name, var_nums)`` of an action space given by name or as a spec (funcrl or TorchRL).
-
-    ``var_nums`` is the per-group sizes of a ``MultiOneHot`` spec, else ``None``.
-    """
-    if isinstance(space, str):
-        if space not in _SPACE_NAMES:
-            raise ValueError(
-                f"dqn: action_space must be one of {sorted(_SPACE_NAMES)} or a discrete spec, "
-                f"got {space!r}"
-            )
-        return _SPACE_NAMES[space], None
-    name = _SPEC_CLASSES.get(type(space).__name__)
-    if name is None:
-        raise ValueError(
-            "dqn: action_space spec must be a OneHot, Categorical, MultiOneHot or Binary spec, "
-            f"got {type(space).__name__}"
-        )
-    var_nums = None
-    if name == "mult_one_hot":
-        var_nums = tuple(int(n) for n in torch.as_tensor(space.nvec).reshape(-1).tolist())
-    return name, var_nums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +87,11 @@ class Config:
         var_nums: group sizes of a ``"mult_one_hot"`` space (taken from a ``MultiOneHot`` spec).
         action_mask_key: batch key of a boolean ``[*batch, n]`` mask of valid actions (read at
             ``key`` and ``("next", key)``), as TorchRL's ``QValueActor(action_mask_key=...)``.
+        use_prioritized_weights: ``"auto"``/``True`` weight the loss by
+            ``batch["priority_weight"]`` when present; ``False`` ignores it (TorchRL 0.14).
+        value_estimator: ``"td0"`` (default), ``"td1"`` or ``"td_lambda"`` (TorchRL's
+            ``make_value_estimator``); the last two read the batch's last batch dim as time.
+        lmbda: TD(lambda)'s lambda (TorchRL's default 0.95).
     """
 
     loss_function: str = "l2"
@@ -120,43 +102,49 @@ class Config:
     reduction: str = "mean"
     var_nums: tuple[int, ...] | None = None
     action_mask_key: str | None = None
+    use_prioritized_weights: bool | str = "auto"
+    value_estimator: str = "td0"
+    lmbda: float = 0.95
 
     def __post_init__(self) -> None:
-        check_loss_function(self.loss_function, "dqn.Config")
-        check_reduction(self.reduction, "dqn.Config")
+        owner = "dqn.Config"
+        check_loss_function(self.loss_function, owner)
+        check_reduction(self.reduction, owner)
         if self.double_dqn and not self.delay_value:
-            raise ValueError("dqn.Config: double_dqn=True requires delay_value=True")
+            raise ValueError(f"{owner}: double_dqn=True requires delay_value=True")
         if not 0.0 <= float(self.gamma) <= 1.0:
-            raise ValueError(f"dqn.Config: gamma must be in [0, 1], got {self.gamma}")
-        name, var_nums = action_space_of(self.action_space)
+            raise ValueError(f"{owner}: gamma must be in [0, 1], got {self.gamma}")
+        name, var_nums = discrete.check_action_space(owner, self.action_space, self.var_nums)
         object.__setattr__(self, "action_space", name)
-        if self.var_nums is not None:
-            object.__setattr__(self, "var_nums", tuple(int(n) for n in self.var_nums))
-        elif var_nums is not None:
-            object.__setattr__(self, "var_nums", var_nums)
-        if name == "mult_one_hot" and not self.var_nums:
-            raise ValueError(
-                "dqn.Config: action_space='mult_one_hot' needs var_nums (the group sizes), or "
-                "pass the MultiOneHot spec as action_space"
-            )
+        object.__setattr__(self, "var_nums", var_nums)
         if name == "binary" and self.action_mask_key is not None:
-            raise ValueError("dqn.Config: action masks are not defined for a 'binary' space")
+            raise ValueError(f"{owner}: action masks are not defined for a 'binary' space")
+        discrete.check_prioritized(owner, self.use_prioritized_weights)
+        discrete.check_value_estimator(owner, self.value_estimator, self.lmbda)
 
 
 @dataclasses.dataclass(frozen=True)
 class Nets:
-    """The Q-network: ``value(params, observation [*batch, d]) -> action values [*batch, n]``.
+    """The Q-network: ``value(params, observation [*B, ...]) -> action values [*B, n]``.
 
-    The default is a ReLU :class:`funcrl.nn.MLP` with ``num_cells`` hidden units, sized by
-    :func:`init` from the specs; any pure function of ``(params, observation)`` can replace it.
+    ``None`` (the default) is a ReLU :class:`funcrl.nn.MLP` with ``num_cells`` hidden units,
+    built by :func:`init` from the specs and by ``loss``/``act`` from the observation's feature
+    size and the params' output width. Any funcrl net (an MLP with LayerNorm, a
+    :class:`funcrl.nn.DuelingMlpDQNet`, a :class:`funcrl.nn.TorchModule`, ...) can replace it.
     """
 
-    value: Callable[..., torch.Tensor] = mlp
+    value: Any = None
     num_cells: tuple[int, ...] = (256, 256)
+
+    def resolve(self, obs_dim: int, n: int) -> Nets:
+        """These nets with the default filled in for ``obs_dim`` features and ``n`` values."""
+        return dataclasses.replace(
+            self, value=discrete.default_net(self.value, obs_dim, n, self.num_cells)
+        )
 
 
 def init(
-    seed: int | torch.Generator,
+    seed: Any,
     observation_spec: Any,
     action_spec: Any,
     config: Config = Config(),
@@ -168,119 +156,26 @@ def init(
     """``{"value", "target_value"}`` (no target without ``delay_value``); the target is a copy.
 
     The number of action values is ``spec.n`` (one-hot, categorical), ``sum(nvec)``
-    (multi-one-hot) or the number of bits (binary). Never touches the global RNG.
+    (multi-one-hot) or the number of bits (binary). ``seed`` is an int, a
+    :mod:`funcrl.random` key or a ``torch.Generator``; never touches the global RNG.
     """
-    spec_space = _SPEC_CLASSES.get(type(action_spec).__name__)
-    if spec_space is not None and spec_space != config.action_space:
-        raise ValueError(
-            f"dqn.init: action_spec is a {type(action_spec).__name__} ({spec_space!r}) but "
-            f"config.action_space is {config.action_space!r}"
-        )
-    if config.action_space == "mult_one_hot":
-        n_out = sum(config.var_nums)
-    elif hasattr(action_spec, "n"):
-        n_out = int(action_spec.n)
-    else:
-        n_out = spec_size(action_spec, "dqn.init", "action_spec")
-    value = init_net(
-        nets.value,
-        (mlp,),
-        in_features=spec_size(observation_spec, "dqn.init", "observation_spec"),
-        out_features=n_out,
-        num_cells=nets.num_cells,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        owner="dqn.init",
-    )
+    owner = "dqn.init"
+    n = discrete.num_action_values(action_spec, config.action_space, config.var_nums, owner)
+    obs_dim = spec_size(observation_spec, owner, "observation_spec")
+    gen = discrete.generator(seed, owner)
+    value = discrete.init_net(nets.resolve(obs_dim, n).value, gen, device, dtype, owner, "value")
     params = {"value": value}
     if config.delay_value:
         params["target_value"] = tree.clone(value)
     return params
 
 
-# --- the equations -------------------------------------------------------------------------------
-
-
-def mask_action_values(q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Invalid actions get the lowest finite value, so the greedy action never picks them."""
-    if mask is None:
-        return q
-    if mask.shape != q.shape:
-        raise ValueError(f"dqn: action mask shape {tuple(mask.shape)} != {tuple(q.shape)}")
-    return torch.where(mask.bool(), q, torch.finfo(q.dtype).min)
-
-
-def chosen_action_value(q: torch.Tensor, action: torch.Tensor, action_space: str) -> torch.Tensor:
-    """``Q(s, a)`` of action ``a`` given in ``action_space``'s layout: ``[*batch, n] -> [*batch]``.
-
-    Multi-one-hot and binary actions select several entries; their values add up.
-    """
-    if action_space == "categorical":
-        if action.dim() == q.dim() - 1:
-            action = action.unsqueeze(-1)
-        return q.gather(-1, action.long()).squeeze(-1)
-    return (q * action.to(q.dtype)).sum(-1)
-
-
-def greedy_action(
-    q: torch.Tensor, action_space: str, var_nums: tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """``argmax_a Q(s, a)`` in ``action_space``'s layout (per group for multi-one-hot; a bit is
-    set where its value is positive for binary). Ties go to the first maximum."""
-    if action_space == "categorical":
-        return q.argmax(-1)
-    if action_space == "binary":
-        return (q > 0).to(q.dtype)
-    groups = q.split(list(var_nums), dim=-1) if action_space == "mult_one_hot" else (q,)
-    return torch.cat([_one_hot(g.argmax(-1), g.shape[-1], q) for g in groups], -1)
-
-
-def _one_hot(index: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    # F.one_hot checks index bounds on the host: a comparison stays traceable under vmap/compile.
-    arange = torch.arange(n, device=index.device)
-    return (index.unsqueeze(-1) == arange).to(like.dtype)
-
-
-def max_action_value(
-    q: torch.Tensor, action_space: str, var_nums: tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """``max_a Q(s, a)``: ``[*batch, n] -> [*batch]``."""
-    if action_space in ("one_hot", "categorical"):
-        # The greedy action's value is the max itself: one reduction instead of argmax + gather.
-        return q.max(-1).values
-    return chosen_action_value(q, greedy_action(q, action_space, var_nums), action_space)
-
-
-def double_q_value(
-    q_online: torch.Tensor,
-    q_target: torch.Tensor,
-    action_space: str,
-    var_nums: tuple[int, ...] | None = None,
-) -> torch.Tensor:
-    """``Q_target(s', argmax_a' Q_online(s', a'))`` (van Hasselt et al. 2015): ``[*batch]``."""
-    return chosen_action_value(
-        q_target, greedy_action(q_online, action_space, var_nums), action_space
-    )
-
-
 # --- the loss ------------------------------------------------------------------------------------
 
 
-def check_action(
-    action: torch.Tensor, q: torch.Tensor, action_space: str, *, owner: str, key: str = "action"
-) -> None:
-    """Raises unless ``action`` fits ``q [*batch, n]`` in ``action_space``'s layout."""
-    if action_space == "categorical":
-        ok = action.shape == q.shape[:-1] or action.shape == (*q.shape[:-1], 1)
-        want = f"{tuple(q.shape[:-1])} or {(*q.shape[:-1], 1)} (integer indices)"
-    else:
-        ok = action.shape == q.shape
-        want = f"{tuple(q.shape)} ({action_space})"
-    if not ok:
-        raise ValueError(
-            f"{owner}: batch[{key!r}] has shape {tuple(action.shape)}, expected {want}"
-        )
+def _value_net(params: dict[str, Any], obs: torch.Tensor, nets: Nets, owner: str) -> Any:
+    n = discrete.out_features(params["value"], owner, "value") if nets.value is None else 0
+    return nets.resolve(obs.shape[-1], n).value
 
 
 def loss(
@@ -289,55 +184,107 @@ def loss(
     *,
     config: Config = Config(),
     nets: Nets = Nets(),
+    key: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The DQN loss: ``{"loss": L, "td_error": (Q(s, a) - y)^2}``.
+    """The DQN loss: ``{"loss": L, "td_error": |Q(s, a) - y|}``.
 
     Gradients flow only into ``params["value"]`` through ``Q(s, a)``; the target ``y`` is
-    computed from gradient-stopped params. ``td_error`` (``[*batch, 1]``, detached) is the
-    priority TorchRL writes into the input tensordict; here it is returned.
+    computed from gradient-stopped params. Nothing is sampled: ``key`` is accepted for the
+    protocol and unused.
 
     Args:
         params: ``{"value", "target_value"}`` (``"target_value"`` only with ``delay_value``).
-        batch: ``observation [*B, d]``, ``action``, ``("next", "observation")``,
-            ``("next", "reward")`` and ``("next", "terminated")`` ``[*B, 1]``, and the action
-            masks when ``config.action_mask_key`` is set.
+        batch: ``observation [*B, d]``, ``action`` (see :mod:`funcrl.objectives.discrete`),
+            ``("next", "observation")``, ``("next", "reward")`` and ``("next", "terminated")``
+            ``[*B, 1]`` (and ``("next", "done")`` for TD(1)/TD(lambda)), the action masks when
+            ``config.action_mask_key`` is set, and optionally ``priority_weight [*B]``.
+
+    Returns:
+        ``loss`` (reduced) and ``td_error [*B]`` (detached, the priority).
     """
     owner = "dqn.loss"
+    batch = check_batch(batch, owner)
+    require(params, ["value", "target_value"] if config.delay_value else ["value"], owner)
     space, var_nums = config.action_space, config.var_nums
-    obs = get(batch, "observation", owner=owner)
-    next_obs = get(batch, ("next", "observation"), owner=owner)
+    dtype = discrete.float_dtype(params["value"], owner, "value")
+    lead = tuple(batch.batch_size)
+    obs = get(batch, "observation", owner=owner, dtype=dtype)
+    next_obs = get(batch, ("next", "observation"), owner=owner, dtype=dtype)
+    discrete.check_same_shape(owner, obs, next_obs, "observation", ("next", "observation"))
+    net = _value_net(params, obs, nets, owner)
+    discrete.check_net_params(net, params, ("value", "target_value"), owner)
+
+    q = discrete.action_values(net, params["value"], obs, lead, owner, "value")
     mask = next_mask = None
     if config.action_mask_key is not None:
-        mask = get(batch, config.action_mask_key, owner=owner)
-        next_mask = get(batch, ("next", config.action_mask_key), owner=owner)
-
-    q = mask_action_values(nets.value(params["value"], obs), mask)
+        mask = get(batch, config.action_mask_key, owner=owner, shape=(q.shape[-1],))
+        next_mask = get(batch, ("next", config.action_mask_key), owner=owner, shape=(q.shape[-1],))
+    q = mask_action_values(q, mask, owner=owner)
     action = get(batch, "action", owner=owner)
-    check_action(action, q, config.action_space, owner="dqn.loss")
+    discrete.check_action(
+        action, q.shape[-1], space, var_nums, batch_shape=lead, owner=owner, key="action"
+    )
     q_taken = chosen_action_value(q, action, space)
 
     online = tree.detach(params["value"])
     target = tree.detach(params["target_value"]) if config.delay_value else online
-    q_next = mask_action_values(nets.value(target, next_obs), next_mask)
+    q_next = mask_action_values(net(target, next_obs), next_mask, owner=owner)
     if config.double_dqn:
-        q_next_online = mask_action_values(nets.value(online, next_obs), next_mask)
+        q_next_online = mask_action_values(net(online, next_obs), next_mask, owner=owner)
         next_value = double_q_value(q_next_online, q_next, space, var_nums)
     else:
         next_value = max_action_value(q_next, space, var_nums)
+    y = discrete.bootstrap_target(config, batch, next_value, owner=owner)
 
-    reward = get(batch, ("next", "reward"), owner=owner, shape=(1,))
-    if reward.shape[:-1] != q_taken.shape:
-        raise ValueError(
-            f"{owner}: batch[('next', 'reward')] has shape {tuple(reward.shape)}, expected "
-            f"{(*q_taken.shape, 1)}"
-        )
-    terminated = get_flag(batch, ("next", "terminated"), owner=owner, like=reward)
-    y = td0_target(reward, terminated, next_value.unsqueeze(-1), config.gamma).squeeze(-1)
-    y = y.detach()
+    weights = priority_weights(batch, config, like=q_taken, owner=owner)
+    value_loss = reduce_loss(
+        distance_loss(q_taken, y, config.loss_function), config.reduction, weights
+    )
+    return {"loss": value_loss, "td_error": (q_taken - y).abs().detach()}
 
-    td_error = (q_taken - y).pow(2).detach().unsqueeze(-1)
-    value_loss = reduce_loss(distance_loss(q_taken, y, config.loss_function), config.reduction)
-    return {"loss": value_loss, "td_error": td_error}
+
+# --- acting --------------------------------------------------------------------------------------
+
+
+def act(
+    params: dict[str, Any],
+    observation: torch.Tensor,
+    *,
+    config: Config = Config(),
+    nets: Nets = Nets(),
+    mode: str = "random",
+    key: torch.Tensor | None = None,
+    epsilon: float | torch.Tensor = 0.1,
+    action_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The greedy (``mode="deterministic"``) or epsilon-greedy (``"random"``) action.
+
+    Args:
+        observation: ``[*B, d]``.
+        epsilon: exploration probability in random mode (default 0.1, TorchRL's
+            ``EGreedyModule`` ``eps_end``; anneal it yourself, e.g. a tensor in a compiled step).
+        action_mask: bool ``[*B, n]`` of allowed actions (required when
+            ``config.action_mask_key`` is set): the greedy action and the random draws only
+            pick allowed actions.
+        key: a :mod:`funcrl.random` key (``None``: the global RNG).
+
+    Returns:
+        the action in ``config.action_space``'s layout, int64 (``[*B]`` for categorical).
+    """
+    owner = "dqn.act"
+    check_mode(owner, mode)
+    require(params, ["value"], owner)
+    dtype = discrete.float_dtype(params["value"], owner, "value")
+    obs = check_observation(owner, observation, dtype)
+    net = _value_net(params, obs, nets, owner)
+    discrete.check_net_params(net, params, ("value",), owner)
+    q = net(params["value"], obs)
+    return discrete.act_on_values(
+        q, config, action_mask, mode=mode, epsilon=epsilon, key=key, owner=owner
+    )
+
+
+# --- training ------------------------------------------------------------------------------------
 
 
 def trainer(
@@ -350,8 +297,6 @@ def trainer(
 ):
     """``funcrl.training.update`` for DQN: Polyak targets (``tau``), or TorchRL's ``HardUpdate``
     (a copy every ``hard_target_period`` steps) when that is given."""
-    from functools import partial
-
     from funcrl.training import update
 
     return update(
@@ -362,3 +307,81 @@ def trainer(
         tau=tau,
         hard_target_period=hard_target_period,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equivalent to a TorchRL ``DQNLoss`` (its value estimator, action
+    space, mask key, and online and target params), via :func:`funcrl.nn.from_torchrl`."""
+    from funcrl.nn import from_torchrl as net_from_torchrl
+
+    owner = "dqn.from_torchrl"
+    actor = loss_module.value_network
+    inner = discrete.inner_module(actor, owner)
+    net, _ = net_from_torchrl(inner)
+    head = next(m for m in actor.modules() if type(m).__name__ == "QValueModule")
+    estimator, gamma, lmbda = discrete.estimator_of(loss_module, owner)
+    config = Config(
+        loss_function=loss_module.loss_function,
+        delay_value=loss_module.delay_value,
+        double_dqn=loss_module.double_dqn,
+        action_space=loss_module.action_space,
+        gamma=gamma,
+        reduction=loss_module.reduction,
+        var_nums=getattr(head, "var_nums", None),
+        action_mask_key=head.action_mask_key,
+        use_prioritized_weights=loss_module.use_prioritized_weights,
+        value_estimator=estimator,
+        lmbda=lmbda,
+    )
+    params = {"value": discrete.read_params(loss_module.value_network_params, actor, inner, net)}
+    if config.delay_value:
+        params["target_value"] = discrete.read_params(
+            loss_module.target_value_network_params, actor, inner, net
+        )
+    return config, Nets(value=net), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], *, num_actions: int | None = None
+) -> Any:
+    """A TorchRL ``DQNLoss`` (``QValueActor`` on ``observation``, the config's value estimator)
+    holding ``params``; the nets must be convertible by
+    :func:`funcrl.objectives.discrete.torch_module`. ``num_actions`` (the action values' width)
+    is needed only for a net without an integer ``out_features``."""
+    from torchrl.modules import QValueActor
+    from torchrl.objectives import DQNLoss
+
+    owner = "dqn.to_torchrl"
+    require(params, ["value", "target_value"] if config.delay_value else ["value"], owner)
+    value = params["value"]
+    if nets.value is None:
+        n = discrete.out_features(value, owner, "value")
+        nets = nets.resolve(value["layers"][0]["weight"].shape[-1], n)
+    net = nets.value
+    n = discrete.num_outputs(net, num_actions, owner)
+    spec = discrete.torchrl_spec(config.action_space, n, config.var_nums)
+    actor = QValueActor(
+        discrete.torch_module(net, value, owner),
+        in_keys=["observation"],
+        spec=spec,
+        action_space=config.action_space,
+        action_mask_key=config.action_mask_key,
+    )
+    loss_module = DQNLoss(
+        actor,
+        loss_function=config.loss_function,
+        delay_value=config.delay_value,
+        double_dqn=config.double_dqn,
+        action_space=spec,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    discrete.make_estimator(loss_module, config)
+    if config.delay_value:
+        inner = discrete.inner_module(actor, owner)
+        td = loss_module.target_value_network_params
+        discrete.write_params(params["target_value"], td, actor, inner, net)
+    return loss_module

@@ -27,12 +27,15 @@ A rollout stores, beside TorchRL's transition keys, the behaviour policy's log-p
 :func:`advantages` adds ``advantage``, ``value_target`` and ``state_value`` (TorchRL's keys) to a
 rollout ``[E, T]`` (``time_dim=-1``, TorchRL's layout) or ``[T, E]`` (``time_dim=0``) through
 :mod:`funcrl.values`, with the critic's gradient stopped. :func:`trainer` runs epochs of shuffled
-minibatches over one rollout as one pure function.
+minibatches over one rollout as one pure function; :class:`KLAdaptiveLR` (TorchRL's KL-adaptive
+learning rate, as an optimizer transform) and :class:`RewardScaling` (gymnasium's
+``NormalizeReward``, as pure running statistics) are its optional companions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -40,19 +43,21 @@ import torch
 
 from funcrl import tree
 from funcrl import values as _values
+from funcrl.autodiff import grad
 from funcrl.objectives.actor_critic import action_bounds
 from funcrl.objectives.common import (
     LOSS_FUNCTIONS,
     REDUCTIONS,
     check_batch,
+    default_net,
     distance_loss,
     get,
-    init_net,
-    mlp,
+    out_features,
     require,
     spec_size,
 )
 from funcrl.record import NestedKey, Record
+from funcrl.training import Trainer, TrainState, total_loss
 
 Params = dict[str, Any]
 
@@ -66,7 +71,6 @@ __all__ = [
     "state_value",
     "explore",
     "act",
-    "log_prob",
     "entropy",
     "kl_divergence",
     "old_policy",
@@ -77,7 +81,10 @@ __all__ = [
     "normalize_advantage",
     "critic_loss",
     "explained_variance",
-    "OnPolicyState",
+    "KLAdaptiveLR",
+    "RewardScaling",
+    "RewardScaleState",
+    "KLAdaptiveLRState",
     "trainer",
 ]
 
@@ -91,10 +98,13 @@ class Nets:
     """The on-policy nets, shared by PPO, A2C and REINFORCE.
 
     Args:
-        actor: ``(params, features [*B, f]) -> [*B, 2 a]`` (continuous: ``loc, scale`` through
-            ``NormalParamExtractor``) or ``[*B, n]`` logits (discrete). ``features`` is the
-            observation, or the trunk's output when ``trunk`` is set.
-        critic: ``(params, features) -> [*B, 1]``, the state value ``V(s)``.
+        actor: a funcrl net ``(params, features [*B, f]) -> [*B, 2 a]`` (continuous: ``loc,
+            scale`` through ``NormalParamExtractor``) or ``[*B, n]`` logits (discrete).
+            ``features`` is the observation, or the trunk's output when ``trunk`` is set.
+            ``None``: a ReLU :class:`funcrl.nn.MLP` with ``num_cells``, sized by :func:`init` from
+            the specs and by the loss and ``act`` from the features and the params' output width.
+        critic: a funcrl net ``(params, features) -> [*B, 1]``, the state value ``V(s)``;
+            ``None`` as ``actor``.
         trunk: ``None`` (separate actor and critic) or a funcrl net ``(params, obs) -> [*B, f]``
             shared by both (TorchRL's ``ActorValueOperator``); it needs an ``out_features``.
         distribution: one of :data:`DISTRIBUTIONS`.
@@ -103,8 +113,8 @@ class Nets:
         tanh_loc: ``TanhNormal``/``IndependentNormal``'s ``tanh_loc``.
     """
 
-    actor: Callable[..., torch.Tensor] = mlp
-    critic: Callable[..., torch.Tensor] = mlp
+    actor: Any = None
+    critic: Any = None
     trunk: Any = None
     distribution: str = "tanh_normal"
     num_cells: tuple[int, ...] = (64, 64)
@@ -225,17 +235,30 @@ def init(
     else:
         act_dim = spec_size(action_spec, owner, "action_spec")
         out_actor = 2 * act_dim
-    cells = {"num_cells": nets.num_cells, "seed": gen, "owner": owner, **kw}
-    params["actor"] = init_net(
-        nets.actor, (mlp,), in_features=features, out_features=out_actor, **cells
-    )
-    params["critic"] = init_net(nets.critic, (mlp,), in_features=features, out_features=1, **cells)
+    for name, net in (("actor", nets.actor), ("critic", nets.critic)):
+        if net is not None and not hasattr(net, "init"):
+            raise TypeError(
+                f"{owner}: Nets.{name} must be a funcrl net (with init and __call__), got "
+                f"{type(net).__name__}"
+            )
+    actor = default_net(nets.actor, features, out_actor, nets.num_cells)
+    params["actor"] = actor.init(gen, **kw)
+    params["critic"] = default_net(nets.critic, features, 1, nets.num_cells).init(gen, **kw)
     if nets.distribution == "tanh_normal":
         params["action_bounds"] = action_bounds(action_spec, act_dim, **kw)
     return params
 
 
 # -- the policy and the critic ----------------------------------------------------------------------
+
+
+def _actor(nets: Nets, actor_params: Any, features: torch.Tensor) -> Any:
+    """The actor net: ``nets.actor``, or the default MLP sized by the features and the params'
+    output width (static shapes; the net checks the rest of its params)."""
+    if nets.actor is not None:
+        return nets.actor
+    width = out_features(actor_params, "on_policy", "actor")
+    return default_net(None, features.shape[-1], width, nets.num_cells)
 
 
 def _features(params: Params, observation: torch.Tensor, nets: Nets, detach_trunk: bool = False):
@@ -289,7 +312,8 @@ def policy(
     ``actor_params`` overrides ``params["actor"]`` (e.g. detached copies).
     """
     p = params["actor"] if actor_params is None else actor_params
-    return _distribution(nets, nets.actor(p, _features(params, observation, nets)), params, mask)
+    features = _features(params, observation, nets)
+    return _distribution(nets, _actor(nets, p, features)(p, features), params, mask)
 
 
 def old_policy(params: Params, batch: Record, *, nets: Nets, owner: str):
@@ -321,7 +345,8 @@ def state_value(
 ) -> torch.Tensor:
     """``V(s)``: ``[*B, 1]``. ``detach_trunk`` stops the gradient into a shared trunk."""
     p = params["critic"] if critic_params is None else critic_params
-    return nets.critic(p, _features(params, observation, nets, detach_trunk))
+    features = _features(params, observation, nets, detach_trunk)
+    return default_net(nets.critic, features.shape[-1], 1, nets.num_cells)(p, features)
 
 
 def explore(
@@ -339,7 +364,8 @@ def explore(
     sample_log_prob_key, "logits"}`` (discrete), all detached: what the losses read back.
     """
     with torch.no_grad():
-        out = nets.actor(params["actor"], _features(params, observation, nets))
+        features = _features(params, observation, nets)
+        out = _actor(nets, params["actor"], features)(params["actor"], features)
         dist = _distribution(nets, out, params, mask)
         if nets.discrete:
             action = _draw(dist, (), key, reparameterize=False)
@@ -393,11 +419,6 @@ def _draw_and_log_prob(dist, shape, key, *, reparameterize: bool):
         return (x, lp) if reparameterize else (x.detach(), lp)
     x = _draw(dist, shape, key, reparameterize=reparameterize)
     return x, dist.log_prob(x)
-
-
-def log_prob(dist, action: torch.Tensor) -> torch.Tensor:
-    """``log pi(action)``: ``[*B]``."""
-    return dist.log_prob(action)
 
 
 def entropy(dist, samples: int, key: torch.Tensor | None = None) -> torch.Tensor:
@@ -662,19 +683,163 @@ def explained_variance(target: torch.Tensor, prediction: torch.Tensor) -> torch.
     return 1.0 - resid / (total + eps)
 
 
+# -- running statistics of observations and rewards ------------------------------------------------
+
+
+class RewardScaleState(NamedTuple):
+    """:class:`RewardScaling`'s state: the running statistics of the discounted return (a
+    :class:`~funcrl.modules.value_norm.RunningValueNorm` state) and each env's return ``[E]``."""
+
+    stats: dict
+    discounted_return: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardScaling:
+    """Gymnasium's ``NormalizeReward`` as a pure function of its state: each reward is divided by
+    the running standard deviation of the discounted return.
+
+    ``G <- gamma (1 - terminated) G + r`` per env (gymnasium's order: the step's own
+    ``terminated`` cuts the carried return), the statistics fold in ``G`` exactly
+    (:class:`~funcrl.modules.value_norm.RunningValueNorm`, no decay) and the scaled reward is
+    ``r / sqrt(var(G) + epsilon)``. Observations need no new code: their running statistics are a
+    ``RunningValueNorm(shape=observation_shape)`` (``update`` then ``normalize``).
+
+    Example::
+
+        scaler = RewardScaling(gamma=0.99)
+        rs = scaler.init(num_envs)
+        rs, scaled = scaler(rs, reward, terminated)       # [E], [E] -> state, [E]
+    """
+
+    gamma: float = 0.99
+    epsilon: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"RewardScaling: gamma must be in [0, 1], got {self.gamma}")
+        if not self.epsilon > 0:
+            raise ValueError(f"RewardScaling: epsilon must be > 0, got {self.epsilon}")
+
+    @property
+    def _norm(self):
+        from funcrl.modules.value_norm import RunningValueNorm
+
+        return RunningValueNorm(shape=(), epsilon=self.epsilon)
+
+    def init(
+        self, num_envs: int, *, device: Any = None, dtype: torch.dtype = torch.float32
+    ) -> RewardScaleState:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"RewardScaling.init: num_envs must be an int >= 1, got {num_envs!r}")
+        return RewardScaleState(
+            self._norm.init(device=device, dtype=dtype),
+            torch.zeros(num_envs, device=device, dtype=dtype),
+        )
+
+    def __call__(
+        self, state: RewardScaleState, reward: torch.Tensor, terminated: torch.Tensor
+    ) -> tuple[RewardScaleState, torch.Tensor]:
+        """``(new state, reward / sqrt(var(G) + epsilon))`` for one step of ``E`` envs (``[E]``)."""
+        shape = tuple(state.discounted_return.shape)
+        for name, x in (("reward", reward), ("terminated", terminated)):
+            if tuple(x.shape) != shape:
+                raise ValueError(
+                    f"RewardScaling: {name} has shape {tuple(x.shape)}, expected {shape} (one per "
+                    "env)"
+                )
+        keep = 1.0 - terminated.to(reward.dtype)
+        ret = state.discounted_return * self.gamma * keep + reward
+        stats = self._norm.update(state.stats, ret)
+        var = stats["m2"] / stats["count"].clamp(min=1.0)
+        return RewardScaleState(stats, ret), reward / (var + self.epsilon).sqrt()
+
+
 # -- the trainer -----------------------------------------------------------------------------------
 
 
-class OnPolicyState(NamedTuple):
-    """Optimizer state plus the number of rollouts trained on (a 0-d int64 tensor)."""
+class KLAdaptiveLRState(NamedTuple):
+    """The current learning rate of a :class:`KLAdaptiveLR` transform (a 0-d tensor)."""
 
-    opt: Any
-    step: torch.Tensor
+    learning_rate: torch.Tensor
 
 
-class Trainer(NamedTuple):
-    init: Callable[[Params], OnPolicyState]
-    step: Callable[..., tuple[Params, OnPolicyState, dict[str, torch.Tensor]]]
+@dataclasses.dataclass(frozen=True)
+class KLAdaptiveLR:
+    """TorchRL's ``KLAdaptiveLR`` (rsl_rl's schedule) as a pure optax-style transform.
+
+    :attr:`transform` scales the updates by ``-learning_rate`` (use it last in a chain, e.g.
+    ``optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(), kl_lr.transform)``); the rate
+    lives in the optimizer state and :meth:`adapt` moves it from a measured KL: divided by
+    ``factor`` when ``kl > 2 target_kl``, multiplied by it when ``0 < kl < target_kl / 2``,
+    unchanged otherwise, then clamped to ``[min_lr, max_lr]``. :func:`trainer` calls
+    :meth:`adapt` with each minibatch's ``kl_approx`` when given ``kl_adaptive_lr=``.
+
+    Unlike TorchRL, a non-finite KL is not rejected (that check would sync with the host): it
+    leaves the rate unchanged (NaN) or divides it (+inf).
+    """
+
+    learning_rate: float
+    target_kl: float
+    factor: float = 1.5
+    min_lr: float = 1e-5
+    max_lr: float = 1e-2
+
+    def __post_init__(self) -> None:
+        owner = "KLAdaptiveLR"
+        if not (math.isfinite(self.target_kl) and self.target_kl > 0):
+            raise ValueError(f"{owner}: target_kl must be finite and > 0, got {self.target_kl}")
+        if not (math.isfinite(self.factor) and self.factor > 1.0):
+            raise ValueError(f"{owner}: factor must be finite and > 1, got {self.factor}")
+        if not (0 < self.min_lr <= self.max_lr and math.isfinite(self.max_lr)):
+            raise ValueError(
+                f"{owner}: expected 0 < min_lr <= max_lr < inf, got min_lr={self.min_lr} and "
+                f"max_lr={self.max_lr}"
+            )
+        if not self.min_lr <= self.learning_rate <= self.max_lr:
+            raise ValueError(
+                f"{owner}: learning_rate must be in [min_lr, max_lr] = [{self.min_lr}, "
+                f"{self.max_lr}], got {self.learning_rate}"
+            )
+
+    @property
+    def transform(self):
+        """The optax-style ``(init, update)`` pair: ``update`` scales by ``-learning_rate``."""
+        from funcrl.optim import GradientTransformation
+
+        def init(params: Any) -> KLAdaptiveLRState:
+            first = tree.leaves(params)[0]
+            return KLAdaptiveLRState(torch.tensor(self.learning_rate, device=first.device))
+
+        def update(grads: Any, state: KLAdaptiveLRState, params: Any = None):
+            lr = state.learning_rate
+            return tree.map(lambda g: g * (-lr).to(g.dtype), grads), state
+
+        return GradientTransformation(init, update)
+
+    def new_rate(self, lr: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
+        """The adapted rate for a measured KL (0-d tensors; a ``torch.where``, no host sync)."""
+        kl = kl.detach().to(lr.dtype)
+        up = (kl > 0) & (kl < 0.5 * self.target_kl)
+        lr = torch.where(kl > 2.0 * self.target_kl, lr / self.factor, lr)
+        lr = torch.where(up, lr * self.factor, lr)
+        return lr.clamp(self.min_lr, self.max_lr)
+
+    def adapt(self, opt_state: Any, kl: torch.Tensor) -> Any:
+        """``opt_state`` with every :class:`KLAdaptiveLRState` in it adapted to ``kl``."""
+
+        def walk(s: Any) -> Any:
+            if isinstance(s, KLAdaptiveLRState):
+                return KLAdaptiveLRState(self.new_rate(s.learning_rate, kl))
+            if isinstance(s, tuple) and hasattr(s, "_fields"):
+                return type(s)(*(walk(x) for x in s))
+            if isinstance(s, (tuple, list)):
+                return type(s)(walk(x) for x in s)
+            if isinstance(s, dict):
+                return {k: walk(v) for k, v in s.items()}
+            return s
+
+        return walk(opt_state)
 
 
 def _permutation(key: torch.Tensor | None, n: int, device: Any) -> torch.Tensor:
@@ -702,6 +867,7 @@ def trainer(
     num_minibatches: int = 4,
     trainable: Sequence[str] = ("actor", "critic"),
     state_keys: Sequence[str] = (),
+    kl_adaptive_lr: KLAdaptiveLR | None = None,
 ) -> Trainer:
     """Epochs of shuffled minibatch updates over one rollout, as one pure function.
 
@@ -716,6 +882,8 @@ def trainer(
        key=k))``.
     3. ``state_keys`` are non-trainable params the loss adapts (PPO's ``kl_beta``): after each
        minibatch ``params[k] = losses[k]``.
+    4. With ``kl_adaptive_lr`` (the :class:`KLAdaptiveLR` inside ``optimizer``), the learning rate
+       adapts to each minibatch's ``losses["kl_approx"]`` after its step.
 
     The loops are over static counts (unrolled by ``torch.compile``; 4 x 4 is fine) and the
     permutation is a tensor, so ``step`` compiles with ``fullgraph=True`` and vmaps over seeds.
@@ -725,7 +893,6 @@ def trainer(
         minibatches of the last epoch, detached.
     """
     from funcrl.optim import apply_updates, multi_transform
-    from funcrl.training import total_loss
 
     for name, v in (("epochs", epochs), ("num_minibatches", num_minibatches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -734,17 +901,17 @@ def trainer(
     state_keys = tuple(state_keys)
     opt = multi_transform(optimizer) if isinstance(optimizer, Mapping) else optimizer
 
-    def init(params: Params) -> OnPolicyState:
+    def init(params: Params) -> TrainState:
         missing = [k for k in trainable if k not in params]
         if missing:
             raise KeyError(f"on_policy.trainer: params lack {missing}; they have {sorted(params)}")
         first = tree.leaves({k: params[k] for k in trainable})[0]
-        return OnPolicyState(
+        return TrainState(
             opt.init({k: params[k] for k in trainable}),
             torch.zeros((), dtype=torch.int64, device=first.device),
         )
 
-    def step(params: Params, state: OnPolicyState, rollout: Record, key: Any = None):
+    def step(params: Params, state: TrainState, rollout: Record, key: Any = None):
         if not isinstance(rollout, Record) or rollout.batch_ndim == 0:
             raise ValueError(
                 "on_policy.trainer.step: rollout must be a funcrl.Record with batch dims, got "
@@ -777,17 +944,19 @@ def trainer(
                     losses = loss_fn({**params, **p}, mb, key=k)
                     return total_loss(losses), losses
 
-                grads, losses = torch.func.grad(objective, has_aux=True)(train_params)
+                grads, losses = grad(objective, has_aux=True)(train_params)
                 updates, opt_state = opt.update(grads, opt_state, train_params)
                 params = {**params, **apply_updates(train_params, updates)}
                 for k in state_keys:
                     params[k] = losses[k].detach()
+                if kl_adaptive_lr is not None:
+                    opt_state = kl_adaptive_lr.adapt(opt_state, losses["kl_approx"])
                 for k, v in losses.items():
                     # Per-sample entries (td_error, kl) are not averaged; one-element ones are.
                     if v.numel() == 1:
                         v = v.detach().reshape(())
                         sums[k] = sums[k] + v if k in sums else v
             metrics = {k: v / num_minibatches for k, v in sums.items()}
-        return params, OnPolicyState(opt_state, state.step + 1), metrics
+        return params, TrainState(opt_state, state.step + 1), metrics
 
     return Trainer(init, step)

@@ -47,6 +47,7 @@ import torch
 from funcrl.objectives import on_policy
 from funcrl.objectives.common import reduce_loss, require
 from funcrl.record import NestedKey, Record
+from funcrl.training import Trainer
 
 __all__ = [
     "Config",
@@ -353,12 +354,15 @@ def trainer(
     nets: Nets = Nets(),
     epochs: int = 4,
     num_minibatches: int = 4,
-) -> on_policy.Trainer:
+    kl_adaptive_lr: on_policy.KLAdaptiveLR | None = None,
+) -> Trainer:
     """PPO's pure ``(init, step)``: advantages once per rollout, then ``epochs`` x
     ``num_minibatches`` shuffled minibatch steps (:func:`funcrl.objectives.on_policy.trainer`).
 
     Trains ``actor``, ``critic`` (and ``trunk``); the KL penalty's ``kl_beta`` is written back
-    after each minibatch. ``optimizer`` is one transform or ``{"actor": ..., "critic": ...}``.
+    after each minibatch. ``optimizer`` is one transform or ``{"actor": ..., "critic": ...}``;
+    ``kl_adaptive_lr``, the :class:`~funcrl.objectives.on_policy.KLAdaptiveLR` used inside it,
+    adapts its rate to each minibatch's ``kl_approx`` (TorchRL's ``KLAdaptiveLR.step``).
     """
     trainable = ("actor", "critic") + (("trunk",) if nets.trunk is not None else ())
     return on_policy.trainer(
@@ -369,4 +373,5 @@ def trainer(
         num_minibatches=num_minibatches,
         trainable=trainable,
         state_keys=("kl_beta",) if config.variant == "kl" else (),
+        kl_adaptive_lr=kl_adaptive_lr,
     )

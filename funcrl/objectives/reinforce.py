@@ -28,6 +28,7 @@ from funcrl import tree
 from funcrl.objectives import on_policy
 from funcrl.objectives.common import reduce_loss, require
 from funcrl.record import NestedKey, Record
+from funcrl.training import Trainer
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer"]
 
@@ -157,7 +158,7 @@ def trainer(
     epochs: int = 1,
     num_minibatches: int = 1,
     tau: float = 0.005,
-) -> on_policy.Trainer:
+) -> Trainer:
     """REINFORCE's pure ``(init, step)``: advantages once per rollout, then ``epochs`` x
     ``num_minibatches`` gradient steps (one on the whole rollout by default); with
     ``delay_value``, ``target_critic`` follows ``critic`` by Polyak averaging (``tau``) after
@@ -181,4 +182,4 @@ def trainer(
         new = {**new, "target_critic": _targets.polyak(params["target_critic"], new["critic"], tau)}
         return new, state, metrics
 
-    return on_policy.Trainer(inner.init, step)
+    return Trainer(inner.init, step)

@@ -1,7 +1,7 @@
 """Twin Delayed DDPG (Fujimoto et al. 2018): TorchRL's ``TD3Loss``.
 
     params = td3.init(0, obs_spec, act_spec)
-    # {"actor", "qvalue", "target_actor", "target_qvalue", "min_action", "max_action"}
+    # {"actor", "qvalue", "target_actor", "target_qvalue", "action_bounds"}
     losses = td3.loss(params, batch)             # {"loss_actor", "loss_qvalue", ...}
     train = td3.trainer({"actor": optim.adam(3e-4), "qvalue": optim.adam(3e-4)}, policy_delay=2)
 
@@ -10,35 +10,52 @@ Clipped double Q:  y  = r + gamma * (1 - terminated) * min_i Q'_i(s', a')
 Critic:            L_Q  = sum_i d(Q_i(s, a), y)
 Actor:             L_mu = -Q_1(s, mu(s))    (critics gradient-stopped)
 The actor and the targets move every ``policy_delay`` steps (:func:`trainer`).
+
+``y`` is TD(0) by default; ``Config(value_estimator="td1" | "td_lambda")`` runs
+:mod:`funcrl.values`' recursion over a batch of trajectories ``[*B, T]``. The target noise ``eps``
+comes from ``key`` (:mod:`funcrl.random`) or, with ``key=None``, the global RNG (TorchRL's draw).
+
+Intentional differences from TorchRL: the bounds live in ``params["action_bounds"]`` (TorchRL's
+``min_action``/``max_action`` buffers); ``td_error`` (``[*B]``, the largest absolute TD error of
+the critics) is returned rather than written into the batch; the default actor is ``tanh`` of an
+MLP on ``[-1, 1]`` and :func:`init` refuses another action box for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from funcrl import tree
-from funcrl.nn import MLP, Ensemble, make_generator
-from funcrl.nn.ensemble import vmap_members
-from funcrl.objectives.actor_critic import expand_bound
-from funcrl.objectives.common import (
-    check_loss_function,
-    check_reduction,
-    distance_loss,
-    get,
-    get_flag,
-    init_net,
-    mlp,
-    reduce_loss,
-    spec_size,
-    tanh_mlp,
-    td0_target,
+from funcrl.distributions._utils import standard_normal
+from funcrl.nn import Ensemble, make_generator
+from funcrl.objectives.actor_critic import (
+    act_deterministic,
+    bounds,
+    check_config,
+    check_nets,
+    check_tanh_actor_bounds,
+    ensemble_q,
+    param_dtype,
+    read_transitions,
+    resolve,
+    value_target,
 )
-from funcrl.objectives.ddpg import check_default_actor_bounds
+from funcrl.objectives.actor_critic import action_bounds as spec_bounds
+from funcrl.objectives.common import (
+    check_batch,
+    check_mode,
+    check_observation,
+    distance_loss,
+    priority_weights,
+    reduce_loss,
+    require,
+    spec_size,
+)
 from funcrl.record import Record
 
 __all__ = [
@@ -46,9 +63,12 @@ __all__ = [
     "Nets",
     "init",
     "loss",
+    "act",
     "trainer",
     "target_policy_smoothing",
     "clipped_double_q",
+    "from_torchrl",
+    "to_torchrl",
 ]
 
 
@@ -63,11 +83,14 @@ class Config:
         delay_actor: keep a target actor (TorchRL's default ``True``).
         delay_qvalue: keep target critics (default ``True``).
         num_qvalue_nets: size of the critic ensemble.
-        gamma: discount (TorchRL's default TD(0) estimator uses 0.99).
+        gamma: discount of the value target.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        use_prioritized_weights: ``"auto"``/``True``: weight the reductions by
+            ``batch["priority_weight"]`` when present; ``False``: ignore it.
+        value_estimator: ``"td0"``, ``"td1"`` or ``"td_lambda"`` (with ``lmbda``).
 
-    The action bounds come from the action spec (``params["min_action"]``/``["max_action"]``,
-    TorchRL's buffer names), set by :func:`init`.
+    The action bounds come from the action spec (``params["action_bounds"]``), set by
+    :func:`init`.
     """
 
     policy_noise: float = 0.2
@@ -78,10 +101,12 @@ class Config:
     num_qvalue_nets: int = 2
     gamma: float = 0.99
     reduction: str = "mean"
+    use_prioritized_weights: bool | str = "auto"
+    value_estimator: str = "td0"
+    lmbda: float = 0.95
 
     def __post_init__(self) -> None:
-        check_loss_function(self.loss_function, "td3.Config")
-        check_reduction(self.reduction, "td3.Config")
+        check_config("td3.Config", self)
         if self.policy_noise < 0 or self.noise_clip < 0:
             raise ValueError(
                 f"td3.Config: policy_noise and noise_clip must be >= 0, got {self.policy_noise} "
@@ -91,8 +116,6 @@ class Config:
             raise ValueError(
                 f"td3.Config: num_qvalue_nets must be >= 1, got {self.num_qvalue_nets}"
             )
-        if not 0.0 <= float(self.gamma) <= 1.0:
-            raise ValueError(f"td3.Config: gamma must be in [0, 1], got {self.gamma}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,17 +123,20 @@ class Nets:
     """``actor(params, observation) -> action [*B, a]``; ``qvalue(params, observation, action)
     -> Q [*B, 1]`` for *one* critic (the loss vmaps it over the ensemble's leading dim).
 
-    Defaults: ``tanh`` of a ReLU :class:`funcrl.nn.MLP` (actions in ``[-1, 1]``) and a ReLU MLP
-    on ``cat(observation, action)``, with ``num_cells`` hidden units sized by :func:`init`.
+    funcrl nets, or ``None`` for the defaults: ``TanhBounded(MLP(o, a))`` (actions in ``[-1, 1]``;
+    pass your own ``TanhBounded(MLP(...), low, high)`` for another box) and
+    ``Concat(MLP(o + a, 1))``, ReLU with ``num_cells`` hidden units.
     """
 
-    actor: Callable[..., torch.Tensor] = tanh_mlp
-    qvalue: Callable[..., torch.Tensor] = mlp
+    ROLES: ClassVar[dict[str, str]] = {"actor": "tanh_actor", "qvalue": "qvalue"}
+
+    actor: Any = None
+    qvalue: Any = None
     num_cells: tuple[int, ...] = (256, 256)
 
 
 def init(
-    seed: int | torch.Generator,
+    seed: int | torch.Tensor | torch.Generator,
     observation_spec: Any,
     action_spec: Any,
     config: Config = Config(),
@@ -120,48 +146,26 @@ def init(
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
     """Actor, ``num_qvalue_nets`` independently initialised critics stacked on a leading dim,
-    their target copies, and the action bounds of the (bounded) ``action_spec``."""
-    if not (hasattr(action_spec, "low") and hasattr(action_spec, "high")):
-        raise TypeError(
-            f"td3.init: action_spec must be bounded (.low/.high), got {type(action_spec).__name__}"
-        )
-    check_default_actor_bounds(action_spec, nets.actor, "td3.init")
+    their target copies, and ``action_bounds`` from the (bounded) ``action_spec``."""
+    owner = "td3.init"
+    check_nets(nets, owner)
+    d_obs = spec_size(observation_spec, owner, "observation_spec")
+    d_act = spec_size(action_spec, owner, "action_spec")
+    box = spec_bounds(action_spec, d_act, device=device, dtype=dtype, owner=owner)
+    check_tanh_actor_bounds(nets, box, owner)
+    nets = resolve(nets, d_obs, d_act)
     gen = make_generator(seed)
-    d_obs = spec_size(observation_spec, "td3.init", "observation_spec")
-    d_act = spec_size(action_spec, "td3.init", "action_spec")
-    actor = init_net(
-        nets.actor,
-        (tanh_mlp, mlp),
-        in_features=d_obs,
-        out_features=d_act,
-        num_cells=nets.num_cells,
-        seed=gen,
-        device=device,
-        dtype=dtype,
-        owner="td3.init",
-    )
-    if nets.qvalue is mlp:
-        critic = MLP(d_obs + d_act, 1, num_cells=tuple(nets.num_cells), activation="relu")
-    else:
-        critic = nets.qvalue
-    if not hasattr(critic, "init"):
-        raise TypeError(
-            f"td3.init: cannot initialise params for the plain function {critic!r}; pass a "
-            "funcrl.nn network (with .init) as Nets(qvalue=...), or build the params yourself"
-        )
-    qvalue = Ensemble(critic, int(config.num_qvalue_nets)).init(gen, device=device, dtype=dtype)
-    bound = dict(device=device, dtype=dtype)
     params = {
-        "actor": actor,
-        "qvalue": qvalue,
-        # [a], or [n_agents, a] for a multi-agent spec (leading dims kept).
-        "min_action": expand_bound(action_spec.low, d_act, **bound),
-        "max_action": expand_bound(action_spec.high, d_act, **bound),
+        "actor": nets.actor.init(gen, device=device, dtype=dtype),
+        "qvalue": Ensemble(nets.qvalue, int(config.num_qvalue_nets)).init(
+            gen, device=device, dtype=dtype
+        ),
+        "action_bounds": box,  # [a], or [n_agents, a] for a multi-agent spec
     }
     if config.delay_actor:
-        params["target_actor"] = tree.clone(actor)
+        params["target_actor"] = tree.clone(params["actor"])
     if config.delay_qvalue:
-        params["target_qvalue"] = tree.clone(qvalue)
+        params["target_qvalue"] = tree.clone(params["qvalue"])
     return params
 
 
@@ -182,16 +186,11 @@ def target_policy_smoothing(
 
 
 def clipped_double_q(next_qs: torch.Tensor) -> torch.Tensor:
-    """``min_i Q'_i``: ``[num_qvalue_nets, *B, 1] -> [*B, 1]``."""
+    """``min_i Q'_i``: ``[num_qvalue_nets, *B] -> [*B]``."""
     return next_qs.min(0).values
 
 
-def _ensemble(nets: Nets, qparams: Any, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    # One call for all critics: vmap the single-critic apply over the params' leading dim.
-    return vmap_members(nets.qvalue, qparams, obs, action, randomness="different")
-
-
-# --- the loss ------------------------------------------------------------------------------------
+# --- loss, act, trainer --------------------------------------------------------------------------
 
 
 def loss(
@@ -200,32 +199,36 @@ def loss(
     *,
     config: Config = Config(),
     nets: Nets = Nets(),
+    key: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The TD3 losses with TorchRL's keys.
 
-    Samples the target policy noise from the global torch RNG (``randn_like(action)``, as
-    TorchRL does) unless a standard-normal ``noise`` shaped like the action is given.
+    The target policy noise is ``noise`` when given (standard normal, shaped like the action),
+    else drawn with ``key`` (:mod:`funcrl.random`), else from the global torch RNG
+    (``randn_like(action)``, as TorchRL does).
 
     Returns:
         ``loss_actor``, ``loss_qvalue`` (reduced); detached logs ``pred_value`` and
         ``state_action_value_actor`` ``[num_qvalue_nets, *B]``, ``next_state_value``,
-        ``target_value`` and ``td_error`` ``[*B]`` (the max over critics of the squared TD error:
+        ``target_value`` and ``td_error`` ``[*B]`` (the largest absolute TD error of the critics:
         the priority TorchRL writes into the input tensordict).
     """
     owner = "td3.loss"
-    obs = get(batch, "observation", owner=owner)
-    action = get(batch, "action", owner=owner)
-    next_obs = get(batch, ("next", "observation"), owner=owner)
-    reward = get(batch, ("next", "reward"), owner=owner, shape=(1,))
-    terminated = get_flag(batch, ("next", "terminated"), owner=owner, like=reward)
-    if reward.shape[:-1] != action.shape[:-1]:
-        raise ValueError(
-            f"{owner}: batch[('next', 'reward')] has shape {tuple(reward.shape)}, expected "
-            f"{(*action.shape[:-1], 1)}"
-        )
+    check_batch(batch, owner)
+    need = ["actor", "qvalue", "action_bounds"]
+    need += ["target_actor"] if config.delay_actor else []
+    need += ["target_qvalue"] if config.delay_qvalue else []
+    require(params, need, owner)
+    low, high = bounds(params, owner)
+    t = read_transitions(
+        batch, owner=owner, act_dim=low.shape[-1], dtype=param_dtype(params, "actor")
+    )
+    obs, action, next_obs = t.observation, t.action, t.next_observation
+    nets = resolve(nets, obs.shape[-1], action.shape[-1])
+    weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
     if noise is None:
-        noise = torch.randn_like(action)
+        noise = standard_normal(action.shape, action, key)
     elif noise.shape != action.shape:
         raise ValueError(
             f"{owner}: noise has shape {tuple(noise.shape)}, expected {tuple(action.shape)}"
@@ -234,36 +237,59 @@ def loss(
     # Critics: clipped double-Q target at the smoothed target action.
     actor_next = params["target_actor"] if config.delay_actor else params["actor"]
     q_next = params["target_qvalue"] if config.delay_qvalue else params["qvalue"]
-    low, high = params["min_action"], params["max_action"]
     next_action = target_policy_smoothing(
         nets.actor(tree.detach(actor_next), next_obs),
         noise,
         config.policy_noise,
         config.noise_clip,
-        low.detach(),
-        high.detach(),
+        low,
+        high,
     )
-    next_value = clipped_double_q(_ensemble(nets, tree.detach(q_next), next_obs, next_action))
-    y = td0_target(reward, terminated, next_value, config.gamma).squeeze(-1).detach()
-    qs = _ensemble(nets, params["qvalue"], obs, action).squeeze(-1)  # [n, *B]
+    next_value = clipped_double_q(
+        ensemble_q(nets.qvalue, tree.detach(q_next), next_obs, next_action)
+    )
+    y = value_target(config, batch, t, next_value, owner=owner)
+    qs = ensemble_q(nets.qvalue, params["qvalue"], obs, action)  # [n, *B]
     per_sample = distance_loss(qs, y.expand_as(qs), config.loss_function).sum(0)
-    loss_qvalue = reduce_loss(per_sample, config.reduction)
+    loss_qvalue = reduce_loss(per_sample, config.reduction, weights)
 
     # Actor: ascend the first critic at the actor's action (critics are constants here).
-    qs_pi = _ensemble(nets, tree.detach(params["qvalue"]), obs, nets.actor(params["actor"], obs))
-    qs_pi = qs_pi.squeeze(-1)
-    loss_actor = reduce_loss(-qs_pi[0], config.reduction)
+    qs_pi = ensemble_q(
+        nets.qvalue, tree.detach(params["qvalue"]), obs, nets.actor(params["actor"], obs)
+    )
+    loss_actor = reduce_loss(-qs_pi[0], config.reduction, weights)
 
     return {
         "loss_actor": loss_actor,
         "loss_qvalue": loss_qvalue,
         "pred_value": qs.detach(),
         "state_action_value_actor": qs_pi.detach(),
-        "next_state_value": next_value.squeeze(-1).detach(),
+        "next_state_value": next_value.detach(),
         "target_value": y,
-        # The priority TorchRL writes into the input: the largest squared error of the critics.
-        "td_error": (qs.detach() - y).pow(2).max(0).values,
+        "td_error": (qs.detach() - y).abs().max(0).values,
     }
+
+
+def act(
+    params: dict[str, Any],
+    observation: torch.Tensor,
+    *,
+    config: Config = Config(),
+    nets: Nets = Nets(),
+    mode: str = "random",
+    key: torch.Tensor | None = None,
+    noise_scale: float = 0.1,
+) -> torch.Tensor:
+    """``mu(s)`` (``"deterministic"``) or ``clip(mu(s) + noise_scale * (high - low) / 2 * eps,
+    low, high)`` with ``eps ~ N(0, I)`` (``"random"``; ``key`` or the global RNG). Detached."""
+    owner = "td3.act"
+    check_mode(owner, mode)
+    require(params, ["actor", "action_bounds"], owner)
+    low, high = bounds(params, owner)
+    obs = check_observation(owner, observation, param_dtype(params, "actor"))
+    nets = resolve(nets, obs.shape[-1], low.shape[-1])
+    action = nets.actor(tree.detach(params["actor"]), obs).detach()
+    return act_deterministic(action, low, high, mode, key, noise_scale)
 
 
 def trainer(
@@ -277,7 +303,8 @@ def trainer(
     """``funcrl.training.update`` for TD3: critics every step; the actor and the Polyak targets
     every ``policy_delay`` steps (a pure function of the step counter, no Python branch).
 
-    ``optimizer`` is one transform (used for both nets) or ``{"actor": ..., "qvalue": ...}``.
+    ``optimizer`` is one transform (used for both nets) or ``{"actor": ..., "qvalue": ...}``; the
+    step is ``step(params, state, batch, key=None)``.
     """
     from funcrl.training import update
 
@@ -297,3 +324,91 @@ def trainer(
         every={"actor": policy_delay},
         target_every=policy_delay,
     )
+
+
+# --- TorchRL interop -----------------------------------------------------------------------------
+
+
+def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
+    """``(config, nets, params)`` equal to a TorchRL ``TD3Loss``: hyperparameters and value
+    estimator, the actor (``Sequential(MLP, Tanh)`` becomes ``TanhBounded(MLP)``) and critics as
+    funcrl nets, online and target weights, and ``action_bounds`` from its ``min_action`` /
+    ``max_action``. ``loss(params, batch, ...)`` then equals ``loss_module(batch)`` under the same
+    ``torch.manual_seed``."""
+    from funcrl.objectives.actor_critic import (
+        critic_from_torchrl,
+        deterministic_actor_from_torchrl,
+        torchrl_estimator,
+    )
+
+    m = loss_module
+    actor, actor_params = deterministic_actor_from_torchrl(m.actor_network, m.actor_network_params)
+    qnet, qparams = critic_from_torchrl(m.qvalue_network, m.qvalue_network_params)
+    config = Config(
+        policy_noise=float(m.policy_noise),
+        noise_clip=float(m.noise_clip),
+        loss_function=m.loss_function,
+        delay_actor=bool(m.delay_actor),
+        delay_qvalue=bool(m.delay_qvalue),
+        num_qvalue_nets=int(m.num_qvalue_nets),
+        reduction=m.reduction,
+        use_prioritized_weights=m.use_prioritized_weights,
+        **torchrl_estimator(m),
+    )
+    params: dict[str, Any] = {
+        "actor": actor_params,
+        "qvalue": qparams,
+        "action_bounds": {"low": m.min_action.clone(), "high": m.max_action.clone()},
+    }
+    if config.delay_actor:
+        params["target_actor"] = deterministic_actor_from_torchrl(
+            m.actor_network, m.target_actor_network_params
+        )[1]
+    if config.delay_qvalue:
+        params["target_qvalue"] = critic_from_torchrl(
+            m.qvalue_network, m.target_qvalue_network_params
+        )[1]
+    return config, Nets(actor=actor, qvalue=qnet), params
+
+
+def to_torchrl(
+    config: Config, nets: Nets, params: dict[str, Any], observation_dim: int | None = None
+):
+    """A TorchRL ``TD3Loss`` equal to ``loss(params, ., config=config, nets=nets)`` (weights,
+    targets, bounds and value estimator copied). ``observation_dim`` sizes default nets."""
+    from torchrl.data import Bounded
+    from torchrl.objectives import TD3Loss
+
+    from funcrl.objectives.actor_critic import (
+        deterministic_actor_to_torchrl,
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        write_torchrl,
+    )
+
+    low, high = bounds(params, "td3.to_torchrl")
+    if observation_dim is None:
+        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
+    m = TD3Loss(
+        actor,
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
+        num_qvalue_nets=config.num_qvalue_nets,
+        policy_noise=config.policy_noise,
+        noise_clip=config.noise_clip,
+        loss_function=config.loss_function,
+        delay_actor=config.delay_actor,
+        delay_qvalue=config.delay_qvalue,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    if config.delay_actor:
+        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
+    return m

@@ -1,0 +1,196 @@
+"""Builds offline datasets locally and deterministically, from funcrl's own SAC agents.
+
+    python examples/make_dataset.py --kind medium --out runs/datasets/pendulum-medium
+    python examples/make_dataset.py --kind expert --out runs/datasets/pendulum-expert
+    python examples/make_dataset.py --kind medium-replay --out runs/datasets/pendulum-medium-replay
+    python examples/make_dataset.py --kind random --out runs/datasets/pendulum-random
+    python examples/make_dataset.py --kind expert-medium --out runs/datasets/pendulum-expert-medium
+
+The recipes (D4RL's, on a gymnasium task with a continuous action box):
+
+* ``random``: uniformly random actions.
+* ``medium``: a SAC agent trained by ``examples/sac.py`` for ``--medium-steps`` steps (a policy
+  part of the way to the expert's return), acting stochastically. On Pendulum-v1 SAC's training
+  returns are about -1400 after 2000 steps, -900 after 3000 and near -150 after 3600 (seed 0):
+  the default 3000 sits in between; ``recipe.json`` records the behaviour return it gave.
+* ``expert``: the same SAC trained for ``--expert-steps``, acting stochastically.
+* ``medium-replay``: the whole replay buffer of the medium training run (its random warm-up and
+  every episode it collected), read from its checkpoint.
+* ``expert-medium``: half expert, half medium transitions (the Decision Transformer's mix).
+
+The SAC runs go to ``<out>.sac-medium`` / ``<out>.sac-expert`` and are reused when they exist
+(``--policy-dir`` points at another folder). Every draw is seeded (``--seed``); nothing is
+downloaded. The dataset is a Minari directory (``funcrl.datasets.write_minari``) whose metadata
+description holds the recipe; ``<out>/recipe.json`` holds it too, with the behaviour policy's mean
+return over the recorded episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _util  # noqa: E402
+import sac as sac_example  # noqa: E402
+import torch  # noqa: E402
+
+import funcrl  # noqa: E402
+from funcrl import checkpoint, datasets, sac  # noqa: E402
+from funcrl.record import Record  # noqa: E402
+
+KINDS = ("random", "medium", "expert", "medium-replay", "expert-medium")
+
+
+@dataclasses.dataclass
+class Config:
+    """The dataset's recipe."""
+
+    kind: str = dataclasses.field(default="medium", metadata={"help": f"one of {KINDS}"})
+    env: str = dataclasses.field(default="Pendulum-v1", metadata={"help": "gymnasium env id"})
+    steps: int = dataclasses.field(
+        default=50_000, metadata={"help": "transitions to record (not for medium-replay)"}
+    )
+    medium_steps: int = dataclasses.field(
+        default=3_000, metadata={"help": "SAC training steps of the medium policy"}
+    )
+    expert_steps: int = dataclasses.field(
+        default=15_000, metadata={"help": "SAC training steps of the expert policy"}
+    )
+    num_cells: tuple[int, ...] = dataclasses.field(
+        default=(256, 256), metadata={"help": "hidden sizes of the SAC nets"}
+    )
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the agents and the data"})
+    policy_dir: str = dataclasses.field(
+        default="", metadata={"help": "folder of the SAC runs (default: beside --out)"}
+    )
+    out: str = dataclasses.field(
+        default="runs/datasets/pendulum-medium", metadata={"help": "dataset directory"}
+    )
+    overwrite: bool = dataclasses.field(
+        default=False, metadata={"help": "replace an existing dataset at --out"}
+    )
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show progress bars"})
+    compile: bool = dataclasses.field(
+        default=True, metadata={"help": "torch.compile the SAC update step"}
+    )
+
+
+def sac_run(cfg: Config, level: str) -> str:
+    """The SAC run of ``level`` (``"medium"``/``"expert"``), trained unless its checkpoint exists."""
+    base = cfg.policy_dir or (cfg.out.rstrip("/") + ".sac")
+    out = os.path.join(base, f"{level}-{cfg.seed}")
+    if not os.path.exists(os.path.join(out, "checkpoint.pt")):
+        steps = cfg.medium_steps if level == "medium" else cfg.expert_steps
+        argv = ["--env", cfg.env, "--total-steps", str(steps), "--seed", str(cfg.seed)]
+        argv += ["--out", out, "--num-cells", *map(str, cfg.num_cells), "--overwrite"]
+        argv += ["--learning-starts", str(min(1_000, steps // 4))]
+        argv += [] if cfg.progress else ["--no-progress"]
+        argv += [] if cfg.compile else ["--no-compile"]
+        argv += ["--eval-every", "0", "--eval-episodes", "2"]
+        sac_example.main(argv)
+    return out
+
+
+def sac_policy(cfg: Config, run: str):
+    """The run's SAC actor, acting stochastically (D4RL's behaviour policies sample)."""
+    params = checkpoint.load(os.path.join(run, "checkpoint.pt")).tree["params"]
+    nets = sac.Nets(num_cells=cfg.num_cells)
+
+    def policy(obs, key):
+        return sac.act(params, obs, nets=nets, mode="random", key=key)
+
+    return policy
+
+
+def random_policy(cfg: Config):
+    env = funcrl.envs.GymEnv(cfg.env)
+    spec = env.action_spec
+    env.close()
+
+    def policy(obs, key):
+        return (
+            funcrl.random.uniform(key, spec.shape, torch.float32, 0.0, 1.0) * (spec.high - spec.low)
+            + spec.low
+        )
+
+    return policy
+
+
+def build(cfg: Config) -> tuple[Record, str]:
+    """The dataset's transitions and its recipe line."""
+    key = funcrl.random.key(cfg.seed)
+    if cfg.kind == "random":
+        return datasets.record(random_policy(cfg), cfg.env, cfg.steps, key, seed=cfg.seed), (
+            f"uniform random actions, {cfg.steps} steps, seed {cfg.seed}"
+        )
+    if cfg.kind in ("medium", "expert"):
+        run = sac_run(cfg, cfg.kind)
+        n = cfg.medium_steps if cfg.kind == "medium" else cfg.expert_steps
+        data = datasets.record(sac_policy(cfg, run), cfg.env, cfg.steps, key, seed=cfg.seed)
+        return data, (
+            f"stochastic SAC policy after {n} training steps (examples/sac.py, seed {cfg.seed}, "
+            f"num_cells {list(cfg.num_cells)}), {cfg.steps} steps"
+        )
+    if cfg.kind == "medium-replay":
+        run = sac_run(cfg, "medium")
+        state = checkpoint.load(os.path.join(run, "checkpoint.pt")).tree["buffer"]
+        return datasets.from_buffer(state), (
+            f"the replay buffer of SAC's {cfg.medium_steps}-step training run (examples/sac.py, "
+            f"seed {cfg.seed}, random warm-up included)"
+        )
+    if cfg.kind == "expert-medium":
+        half = cfg.steps // 2
+        k1, k2 = funcrl.random.split(key, 2).unbind(0)
+        expert = datasets.record(
+            sac_policy(cfg, sac_run(cfg, "expert")), cfg.env, half, k1, seed=cfg.seed
+        )
+        medium = datasets.record(
+            sac_policy(cfg, sac_run(cfg, "medium")), cfg.env, half, k2, seed=cfg.seed + 1
+        )
+        # Each half ends on an unfinished episode: keep whole episodes only.
+        parts = [d[: int(datasets.episode_ends(d)[-1]) + 1] for d in (expert, medium)]
+        return Record.cat(parts), (
+            f"{half} steps of the expert SAC ({cfg.expert_steps} training steps) then {half} of "
+            f"the medium one ({cfg.medium_steps}), seed {cfg.seed}"
+        )
+    raise ValueError(f"make_dataset: --kind must be one of {KINDS}, got {cfg.kind!r}")
+
+
+def mean_return(data: Record) -> float:
+    """The mean return of the recorded whole episodes."""
+    ends = datasets.episode_ends(data)
+    rtg = datasets.return_to_go(data)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), ends[:-1] + 1])
+    return float(rtg[starts].mean())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = _util.parse_config(Config, argv)
+    if cfg.kind not in KINDS:
+        raise ValueError(f"make_dataset: --kind must be one of {KINDS}, got {cfg.kind!r}")
+    if os.path.exists(cfg.out) and not cfg.overwrite:
+        raise FileExistsError(f"--out {cfg.out} exists: pass --overwrite to replace it")
+    data, recipe = build(cfg)
+    ret = mean_return(data)
+    datasets.write_minari(
+        data,
+        cfg.out,
+        env_id=cfg.env,
+        unfinished="drop",
+        overwrite=cfg.overwrite,
+        algorithm_name=f"funcrl SAC ({cfg.kind})",
+        author="funcrl examples/make_dataset.py",
+        description=recipe,
+    )
+    info = {"kind": cfg.kind, "env": cfg.env, "recipe": recipe, "behaviour_return": ret}
+    info["transitions"] = int(datasets.episode_ends(data)[-1]) + 1
+    _util.write_json(os.path.join(cfg.out, "recipe.json"), info)
+    print(f"{cfg.out}: {info['transitions']} transitions, behaviour return {ret:.1f} ({recipe})")
+    return info
+
+
+if __name__ == "__main__":
+    main()
