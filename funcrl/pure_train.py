@@ -33,8 +33,10 @@ import torch.utils._pytree as pytree
 
 from funcrl import optim
 from funcrl import random as _random
+from funcrl.autodiff import grad
 from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
+from funcrl.training import Trainer, TrainState, total_loss
 
 __all__ = ["PPOTrainConfig", "PPOTrainState", "TrainOutput", "PPOTrain", "make_train"]
 
@@ -153,7 +155,7 @@ class PPOTrainState(NamedTuple):
     return ``[E]`` (0 until one finishes; PureJaxRL's ``returned_episode_returns``)."""
 
     params: Any
-    trainer: on_policy.OnPolicyState
+    trainer: TrainState
     rollout: pure.RolloutState
     last_return: torch.Tensor
 
@@ -220,7 +222,7 @@ class PPOTrain:
     nets: ppo.Nets
     loss: ppo.Config
     optimizer: optim.GradientTransformation
-    trainer: on_policy.Trainer
+    trainer: Trainer
 
     def init(self, key: torch.Tensor) -> PPOTrainState:
         """A fresh run for one key ``[2]``: params, optimizer state, reset environments.
@@ -275,10 +277,10 @@ class PPOTrain:
     def update(
         self,
         params: Any,
-        state: on_policy.OnPolicyState,
+        state: TrainState,
         rollout: Any,
         key: torch.Tensor,
-    ) -> tuple[Any, on_policy.OnPolicyState, dict[str, torch.Tensor]]:
+    ) -> tuple[Any, TrainState, dict[str, torch.Tensor]]:
         """``ppo.trainer(...).step`` with its minibatch loop as a scan under ``torch.compile``.
 
         The same computation and the same draws as :func:`funcrl.objectives.ppo.trainer`'s
@@ -290,13 +292,11 @@ class PPOTrain:
 
         Args:
             params: ``actor`` and ``critic`` params.
-            state: the trainer's :class:`~funcrl.objectives.on_policy.OnPolicyState`.
+            state: the trainer's :class:`~funcrl.training.TrainState`.
             rollout: a trajectory ``[T, E]`` from :func:`funcrl.envs.pure.collect`.
             key: the update's key (shuffles and the loss's draws).
         """
         from torch._higher_order_ops import scan
-
-        from funcrl.training import total_loss
 
         cfg = self.config
         epochs, mbs = cfg.update_epochs, cfg.num_minibatches
@@ -327,7 +327,7 @@ class PPOTrain:
                 losses = loss_fn({**params, **p}, mb, key=k)
                 return total_loss(losses), losses
 
-            grads, losses = torch.func.grad(objective, has_aux=True)(train_params)
+            grads, losses = grad(objective, has_aux=True)(train_params)
             updates, opt_state = self.optimizer.update(grads, opt_state, train_params)
             new = optim.apply_updates(train_params, updates)
             # Per-sample entries (td_error) are not averaged; one-element ones are.
@@ -345,7 +345,7 @@ class PPOTrain:
             outs = {k: torch.stack([o[k] for o in steps]) for k in steps[0]}
         train_params, opt_state = pytree.tree_unflatten(list(carry), spec)
         metrics = {k: v[-mbs:].mean(0) for k, v in outs.items()}
-        new_state = on_policy.OnPolicyState(opt_state, state.step + 1)
+        new_state = TrainState(opt_state, state.step + 1)
         return {**params, **train_params}, new_state, metrics
 
     @property
