@@ -396,7 +396,13 @@ class PPOTrain:
         state = pytree.tree_map(lambda *xs: torch.stack(xs).contiguous(), *states)
         fn = torch.func.vmap(self.iteration, randomness="error")
         if compile:
-            fn = torch.compile(fn, fullgraph=True, backend=backend)
+            options = None
+            if backend == "inductor" and seeds.device.type == "cpu":
+                # The C++ wrapper: the rollout and update scans call their compiled bodies from
+                # C++, not Python (an iteration is 144 such calls). Measured on one seed, same
+                # shared machine: 14 ms per iteration instead of 83 ms; same compile time.
+                options = {"cpp_wrapper": True}
+            fn = torch.compile(fn, fullgraph=True, backend=backend, options=options)
         n = self.config.num_updates
         # keys[i] is [S, 2]: one key per seed for iteration i.
         keys = torch.func.vmap(lambda k: _random.split(k, n))(k_iter).transpose(0, 1).contiguous()
