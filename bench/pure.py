@@ -38,8 +38,9 @@ ONE_THREAD = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
-    # One XLA device; the one-thread limit itself is the taskset pin (--pin): XLA's own
-    # single-thread switch (--xla_cpu_multi_thread_eigen=false) hung a 16-seed run here.
+    # One XLA device; the one-thread limit itself is the taskset pin (--pin). Unpinned (with or
+    # without --xla_cpu_multi_thread_eigen=false) 16-seed PureJaxRL runs hung here in a futex
+    # wait on the shared 2-core machine; pinned to one core they ran.
     "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
     "FUNCRL_RANDOM_FUSED": "1",
 }
