@@ -1,0 +1,221 @@
+"""Whole PPO training runs: funcrl (pure torch env, compiled + vmapped) vs PureJaxRL vs SB3.
+
+Same settings for all (PureJaxRL's CartPole-v1 PPO: 4 envs x 128 steps, 4 epochs x 4
+minibatches, tanh 64x64, lr 2.5e-4 annealed), one CPU thread each, each side in its own process:
+
+* funcrl: :func:`funcrl.pure_train.make_train` on :mod:`funcrl.envs.pure` CartPole; the vmapped
+  iteration compiled with inductor, iterations looped in Python.
+* PureJaxRL: ``bench/purejaxrl_ppo.py`` (its ``ppo.py`` re-implemented) on gymnax CartPole;
+  ``jax.jit(jax.vmap(train))`` lowered and compiled, then run.
+* SB3: ``stable_baselines3.PPO`` on gymnasium's CartPole-v1 (one seed; ``--sb3-steps`` env
+  steps, its env-steps/s extrapolates).
+
+Per framework and seed count (``--seeds``, default 1 16 64): compile s, train s, env-steps/s
+(all seeds together), per-agent s, final returns (median and min over seeds: the mean of the
+last 10 iterations' mean episode return, PureJaxRL's metric). Prints the ratios against the
+issue's targets and writes ``bench/results/pure.json`` with the machine's load average.
+
+    python bench/pure.py                                   # the full run (minutes to hours)
+    python bench/pure.py --total-steps 20480 --seeds 1 4 --sb3-steps 4096 --no-json   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FINAL_ITERS = 10
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    # One XLA device; the one-thread limit itself is the taskset pin (--pin). Unpinned (with or
+    # without --xla_cpu_multi_thread_eigen=false) 16-seed PureJaxRL runs hung here in a futex
+    # wait on the shared 2-core machine; pinned to one core they ran.
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    "FUNCRL_RANDOM_FUSED": "1",
+}
+
+
+def _final(returns: Any) -> list[float]:
+    """Per seed: the mean over the last iterations of the per-iteration mean return."""
+    return [float(sum(r[-FINAL_ITERS:]) / len(r[-FINAL_ITERS:])) for r in returns]
+
+
+def worker_funcrl(seeds: int, total_steps: int) -> dict[str, Any]:
+    from bench import _harness as H
+
+    H.setup_torch(threads=1)
+    import funcrl
+    from funcrl.envs import pure
+    from funcrl.pure_train import PPOTrainConfig, make_train
+
+    run = make_train(PPOTrainConfig(total_timesteps=total_steps), pure.make("CartPole-v1"))
+    keys = funcrl.random.split(funcrl.random.key(0), seeds)
+    out = run(keys)
+    iters = out.metrics["episode_return"].shape[1]
+    # The first iteration's time is compile + one iteration: count the rest, scaled to all.
+    train = out.train_time * iters / max(iters - 1, 1)
+    return {
+        "compile_s": out.compile_time - out.train_time / max(iters - 1, 1),
+        "train_s": train,
+        "final_returns": _final(out.metrics["episode_return"].tolist()),
+        "iterations": iters,
+    }
+
+
+def worker_jax(seeds: int, total_steps: int) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from purejaxrl_ppo import make_train
+
+    train = jax.vmap(make_train({"TOTAL_TIMESTEPS": total_steps}))
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    t = time.perf_counter()
+    compiled = jax.jit(train).lower(keys).compile()
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    out = compiled(keys)
+    jax.block_until_ready(out)
+    train_s = time.perf_counter() - t
+    per_iter = jnp.mean(out["metrics"], axis=(-1, -2))  # [S, updates]
+    return {
+        "compile_s": compile_s,
+        "train_s": train_s,
+        "final_returns": _final(per_iter.tolist()),
+        "iterations": int(per_iter.shape[1]),
+    }
+
+
+def worker_sb3(steps: int) -> dict[str, Any]:
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+    env = make_vec_env("CartPole-v1", n_envs=4, seed=0)
+    model = PPO(
+        "MlpPolicy", env, learning_rate=lambda f: 2.5e-4 * f, n_steps=128, batch_size=128,
+        n_epochs=4, gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5,
+        max_grad_norm=0.5, seed=0, device="cpu", verbose=0,
+        policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh},
+    )  # fmt: skip
+    t = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    train_s = time.perf_counter() - t
+    eps = [e["r"] for e in model.ep_info_buffer]
+    return {"compile_s": 0.0, "train_s": train_s, "steps": steps, "final_returns": [
+        float(sum(eps) / len(eps)) if eps else float("nan")]}  # fmt: skip
+
+
+def _spawn(args: list[str], pin: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, *args]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin, *cmd]
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"bench/pure.py worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[-1][len("RESULT ") :])
+
+
+def _row(res: dict[str, Any], seeds: int, steps: int) -> dict[str, Any]:
+    fin = sorted(res["final_returns"])
+    return {
+        **res,
+        "seeds": seeds,
+        "env_steps_per_s": seeds * steps / res["train_s"],
+        "per_agent_s": res["train_s"] / seeds,
+        "median_return": fin[len(fin) // 2],
+        "min_return": fin[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--total-steps", type=int, default=500_000)
+    ap.add_argument("--sb3-steps", type=int, default=50_000)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["funcrl", "purejaxrl", "sb3"])
+    ap.add_argument("--pin", default="0", help="taskset CPU list for the workers ('' = none)")
+    ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker is not None:
+        fn = {"funcrl": worker_funcrl, "purejaxrl": worker_jax}
+        if args.worker == "sb3":
+            res = worker_sb3(args.sb3_steps)
+        else:
+            res = fn[args.worker](args.seeds[0], args.total_steps)
+        print("RESULT " + json.dumps(res))
+        return res
+
+    pin = args.pin or None
+    load_before = os.getloadavg()
+    rows: dict[str, dict[str, Any]] = {}
+    common = ["--total-steps", str(args.total_steps)]
+    for name in ("purejaxrl", "funcrl"):
+        if name in args.skip:
+            continue
+        for s in args.seeds:
+            res = _spawn(["--worker", name, "--seeds", str(s), *common], pin)
+            rows[f"{name}_{s}"] = _row(res, s, args.total_steps)
+            r = rows[f"{name}_{s}"]
+            print(
+                f"{name:9s} seeds={s:3d} compile {r['compile_s']:7.1f} s  train "
+                f"{r['train_s']:7.1f} s  {r['env_steps_per_s']:9.0f} env-steps/s  per agent "
+                f"{r['per_agent_s']:6.2f} s  return median {r['median_return']:.1f} min "
+                f"{r['min_return']:.1f}",
+                flush=True,
+            )
+    if "sb3" not in args.skip:
+        res = _spawn(["--worker", "sb3", "--sb3-steps", str(args.sb3_steps)], pin)
+        rows["sb3_1"] = _row(res, 1, args.sb3_steps)
+        print(f"sb3       seeds=  1 {rows['sb3_1']['env_steps_per_s']:.0f} env-steps/s", flush=True)
+
+    ratios: dict[str, float] = {}
+
+    def ratio(name: str, a: str, b: str, key: str, invert: bool = False) -> None:
+        if a in rows and b in rows:
+            x, y = rows[a][key], rows[b][key]
+            ratios[name] = y / x if invert else x / y
+
+    ratio("train_time_1_vs_purejaxrl (target <= 1.5)", "funcrl_1", "purejaxrl_1", "train_s")
+    ratio("compile_time_1_vs_purejaxrl (target <= 1.5)", "funcrl_1", "purejaxrl_1", "compile_s")
+    ratio("env_steps_per_s_1_vs_sb3 (target >= 10)", "funcrl_1", "sb3_1", "env_steps_per_s")
+    ratio("per_agent_16_vs_purejaxrl (target <= 1)", "funcrl_16", "purejaxrl_16", "per_agent_s")
+    ratio("per_agent_16_over_64 (target >= 1.3)", "funcrl_16", "funcrl_64", "per_agent_s")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}")
+    payload = {
+        "rows": rows,
+        "ratios": ratios,
+        "total_steps": args.total_steps,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "pinned_cpu": pin,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu_count": os.cpu_count(),
+    }
+    if not args.no_json:
+        from bench import _harness as H
+
+        payload["environment"] = H.environment()
+        print("wrote", H.write_json("pure", payload))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

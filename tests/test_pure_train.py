@@ -1,0 +1,134 @@
+"""PPO training runs on pure environments (funcrl.pure_train): eager == compiled, vmap == solo."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import funcrl
+from funcrl import pure_train
+from funcrl.envs import pure
+from funcrl.pure_train import PPOTrainConfig, make_train
+from funcrl.record import Record
+
+TINY = PPOTrainConfig(
+    total_timesteps=2 * 8 * 2, num_envs=2, num_steps=8, update_epochs=1, num_minibatches=2
+)
+
+
+@pytest.fixture(autouse=True)
+def _plain_random(monkeypatch):
+    # The eager draws' compiled kernels cost seconds to build in a short test process.
+    monkeypatch.setattr(funcrl.random, "_FUSED_ENV", False)
+
+
+def _close(a, b, **tol):
+    flat_a, spec_a = torch.utils._pytree.tree_flatten(a)
+    flat_b, spec_b = torch.utils._pytree.tree_flatten(b)
+    assert spec_a == spec_b
+    for x, y in zip(flat_a, flat_b):
+        torch.testing.assert_close(x, y, **tol)
+
+
+def test_defaults_are_purejaxrl_settings():
+    cfg = PPOTrainConfig()
+    assert (cfg.num_envs, cfg.num_steps, cfg.update_epochs, cfg.num_minibatches) == (4, 128, 4, 4)
+    assert cfg.num_updates == 976 and cfg.batch_size == 512
+    loss = pure_train.loss_config(cfg)
+    # PureJaxRL: 0.5 * vf_coef * max(squared errors), clipped by clip_eps, advantages normalised.
+    assert loss.critic_coeff == 0.25 and loss.loss_critic_type == "l2"
+    assert loss.value_clip == 0.2 and loss.normalize_advantage and loss.time_dim == 0
+
+
+def test_episode_stats_hand_computed():
+    # T=3, E=2: env 0 ends episodes at t=0 (return 1) and t=2 (return 2); env 1 never ends.
+    done = torch.tensor([[True, False], [False, False], [True, False]]).unsqueeze(-1)
+    ret = torch.tensor([[1.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    traj = Record({"next": {"done": done, "episode_return": ret}}, batch_ndim=2)
+    last, finished, total = pure_train._episode_stats(traj, torch.tensor([7.0, 9.0]))
+    assert last.tolist() == [2.0, 9.0]
+    assert finished.item() == 2.0 and total.item() == 3.0
+
+
+def test_iteration_layout_and_metrics():
+    train = make_train(TINY, pure.make("CartPole-v1"))
+    out = train(funcrl.random.key(0), compile=False)
+    assert out.metrics["episode_return"].shape == (2,)
+    assert out.metrics["loss_objective"].shape == (2,)
+    assert out.state.last_return.shape == (2,)
+    assert out.state.rollout.observation.shape == (2, 4)
+    # Two iterations of 1 epoch x 2 minibatches: the trainer counts rollouts, Adam counts steps.
+    assert out.state.trainer.step.item() == 2
+    assert out.compile_time >= 0.0 and out.train_time >= 0.0
+    # CartPole pays 1 per step: a finished episode's return is its length, at least 1.
+    fin = out.metrics["episodes_finished"]
+    assert (out.metrics["finished_return_sum"] >= fin).all()
+
+
+def test_vmap_over_seeds_equals_solo_runs():
+    train = make_train(TINY, pure.make("CartPole-v1"))
+    keys = funcrl.random.split(funcrl.random.key(3), 2)
+    both = train(keys, compile=False)
+    for i in range(2):
+        solo = train(keys[i], compile=False)
+        got = torch.utils._pytree.tree_map(lambda x, i=i: x[i], (both.state, both.metrics))
+        _close(got, (solo.state, solo.metrics), rtol=1e-4, atol=1e-5)
+    # Different seeds train differently.
+    assert not torch.equal(both.metrics["loss_objective"][0], both.metrics["loss_objective"][1])
+
+
+def test_same_key_same_run_and_continuous_env():
+    train = make_train(TINY, pure.make("Pendulum-v1"))
+    a = train(funcrl.random.key(1), compile=False)
+    b = train(funcrl.random.key(1), compile=False)
+    _close(a.metrics, b.metrics, rtol=0, atol=0)
+    assert train.nets.distribution == "tanh_normal"
+    assert a.state.rollout.observation.shape == (2, 3)
+
+
+def test_compiled_iteration_matches_eager():
+    # aot_eager: the same graph as inductor (one fullgraph capture, the rollout a scan) at a
+    # fraction of the compile time.
+    cfg = PPOTrainConfig(
+        total_timesteps=2 * 8, num_envs=2, num_steps=8, update_epochs=1, num_minibatches=2
+    )
+    train = make_train(cfg, pure.make("CartPole-v1"))
+    keys = funcrl.random.split(funcrl.random.key(0), 2)
+    eager = train(keys, compile=False)
+    compiled = train(keys, compile=True, backend="aot_eager")
+    _close(compiled.state, eager.state, rtol=1e-4, atol=1e-5)
+    _close(compiled.metrics, eager.metrics, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_and_callback():
+    train = make_train(TINY, pure.make("CartPole-v1"))
+    seen = []
+    train(funcrl.random.key(0), compile=False, progress=True, callback=lambda i, m: seen.append(i))
+    assert seen == [0, 1]
+
+
+@pytest.mark.slow
+def test_learns_cartpole_16_seeds():
+    # PureJaxRL's target: median final return over 16 seeds >= 475 after 5e5 steps.
+    torch.set_num_threads(1)
+    train = make_train(PPOTrainConfig(), pure.make("CartPole-v1"))
+    out = train(funcrl.random.split(funcrl.random.key(0), 16))
+    final = out.metrics["episode_return"][:, -10:].mean(1)
+    assert final.median().item() >= 475.0, final.tolist()
+
+
+def test_scanned_update_equals_ppo_trainer_step():
+    # PPOTrain.update is ppo.trainer's step with the minibatch loop scannable: same draws, same
+    # numbers, bit for bit, eagerly.
+    cfg = PPOTrainConfig(
+        total_timesteps=2 * 8, num_envs=2, num_steps=8, update_epochs=2, num_minibatches=2
+    )
+    train = make_train(cfg, pure.make("CartPole-v1"))
+    state = train.init(funcrl.random.key(0))
+    _, traj = pure.collect(
+        train.policy, state.params, train.env, state.rollout, funcrl.random.key(1), 8
+    )
+    key = funcrl.random.key(2)
+    got = train.update(state.params, state.trainer, traj, key)
+    want = train.trainer.step(state.params, state.trainer, traj, key)
+    _close(got, want, rtol=0, atol=0)
