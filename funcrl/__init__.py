@@ -24,6 +24,7 @@ _SUBMODULES = {
     "modules",
     "objectives",
     "training",
+    "pure_train",
     "autodiff",
     "jit",
     "buffers",

@@ -50,6 +50,7 @@ from funcrl.record import NestedKey, Record
 from funcrl.training import Trainer
 
 __all__ = [
+    "make_train",
     "Config",
     "Nets",
     "VARIANTS",
@@ -375,3 +376,11 @@ def trainer(
         state_keys=("kl_beta",) if config.variant == "kl" else (),
         kl_adaptive_lr=kl_adaptive_lr,
     )
+
+
+def make_train(config: Any, env: Any) -> Any:
+    """A whole PPO run on a pure environment as one compiled, vmappable function of a key
+    (PureJaxRL's design): :func:`funcrl.pure_train.make_train`, re-exported here."""
+    from funcrl.pure_train import make_train as _make_train
+
+    return _make_train(config, env)
