@@ -1,5 +1,5 @@
 """Runs every benchmark (``make bench``) and writes ``bench/results/*.json`` and
-``bench/results/README_table.md``, the tables to paste into the main README.
+``bench/results/README_table.md``, the tables for ``docs/results.md``.
 
 Each script runs in its own process (a clean dynamo cache and an honest peak RSS), one after the
 other, with one intra-op thread. ``--quick`` runs each for a few seconds (the smoke test's mode);
