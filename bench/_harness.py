@@ -204,8 +204,16 @@ def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None) 
     out = Path(out_dir or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=1, default=str))
+    write_text(path, json.dumps(payload, indent=1, default=str))
     return path
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically (funcrl.checkpoint.atomic_write): a killed benchmark never leaves half a file."""
+    from funcrl.checkpoint import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text.encode())
 
 
 def fmt_us(s: float) -> str:

@@ -238,8 +238,7 @@ def sb3_worker(spec: dict) -> None:
     ret = evaluate(model)
     curve.append({"step": algo.total_steps, "time": train_time, "eval_return": ret})
     result = {"eval_return": ret, "train_time": train_time, "curve": curve}
-    with open(os.path.join(spec["out"], "result.json"), "w") as fh:
-        json.dump(result, fh)
+    H.write_text(os.path.join(spec["out"], "result.json"), json.dumps(result))
 
 
 RUNNERS = {"funcrl": run_funcrl, "sb3": run_sb3}
@@ -384,9 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "summary": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=2)
+    H.write_text(args.out, json.dumps(report, indent=2))
     print(markdown(rows, {n: a.total_steps for n, a in algos.items()}, args.threads))
     print(f"results: {args.out}")
     return report

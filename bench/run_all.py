@@ -69,7 +69,9 @@ def main(argv=None) -> int:
     rcs = [run(n, ["--quick"] if a.quick else []) for n in a.only]
     if not a.quick:
         md = tables()
-        (HERE / "results" / "README_table.md").write_text(md)
+        from funcrl.checkpoint import atomic_write
+
+        atomic_write(HERE / "results" / "README_table.md", md.encode())
         print(md)
     return max(rcs)
 

@@ -127,7 +127,7 @@ def worker(a: argparse.Namespace) -> None:
         "agent_updates_per_s": a.seeds / dt,
     }
     if rank == 0:
-        Path(a.out).write_text(json.dumps(out))
+        H.write_text(a.out, json.dumps(out))
     if world > 1:
         dist.destroy_process_group()
 
