@@ -31,7 +31,7 @@ _SUBMODULES = {
     "checkpoint",
     "envs",
     "multiagent",
-    "qmix",
+    "datasets",
     "random",
     "distributed",
 }
