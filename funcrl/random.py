@@ -57,6 +57,8 @@ __all__ = [
     "bernoulli",
     "permutation",
     "is_key",
+    "split_optional",
+    "fold_in_optional",
 ]
 
 ShapeLike = Union[int, Sequence[int], torch.Size]
@@ -765,3 +767,16 @@ def permutation(key: torch.Tensor, x: int | torch.Tensor) -> torch.Tensor:
         order = torch.sort(bits(sub, (n,)), stable=True).indices
         idx = idx[order]
     return x[idx] if isinstance(x, torch.Tensor) else idx
+
+
+def split_optional(key: torch.Tensor | None, num: int) -> list[torch.Tensor | None]:
+    """``num`` sub-keys of ``key`` as a list (one per draw site, in a fixed order), or ``num``
+    ``None`` s without a key: the idiom of every sampler whose ``key=None`` means the global RNG."""
+    if key is None:
+        return [None] * num
+    return list(split(key, num).unbind(0))
+
+
+def fold_in_optional(key: torch.Tensor | None, data: int | torch.Tensor) -> torch.Tensor | None:
+    """:func:`fold_in`, or ``None`` without a key (see :func:`split_optional`)."""
+    return None if key is None else fold_in(key, data)

@@ -333,3 +333,14 @@ def test_under_grad_and_funcrl_jit():
     jitted = funcrl.jit.jit(lambda k: R.normal(k, (300,)), backend="eager")
     assert torch.equal(jitted(k), eps)
     assert torch.equal(jitted(R.key(14)), R.normal(R.key(14), (300,)))  # a key is a traced input
+
+
+def test_split_and_fold_in_optional():
+    k = R.key(7)
+    parts = R.split_optional(k, 3)
+    assert len(parts) == 3
+    for got, want in zip(parts, R.split(k, 3)):
+        assert torch.equal(got, want)
+    assert R.split_optional(None, 2) == [None, None]
+    assert torch.equal(R.fold_in_optional(k, 4), R.fold_in(k, 4))
+    assert R.fold_in_optional(None, 4) is None

@@ -223,6 +223,12 @@ def _tracing() -> bool:
     return is_tracing()
 
 
+def _fold(key: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    from funcrl import random  # lazily: funcrl.random is not needed to build a net
+
+    return random.fold_in_optional(key, i)
+
+
 def dropout(
     x: torch.Tensor, p: float, *, train: bool, key: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -240,15 +246,6 @@ def dropout(
 
     keep = random.bernoulli(key, 1.0 - p, tuple(x.shape)).to(device=x.device, dtype=x.dtype)
     return x * keep / (1.0 - p)
-
-
-def fold(key: torch.Tensor | None, i: int) -> torch.Tensor | None:
-    """``funcrl.random.fold_in(key, i)``, or ``None`` without a key: one key per dropout site."""
-    if key is None:
-        return None
-    from funcrl import random
-
-    return random.fold_in(key, i)
 
 
 class Module:
@@ -658,7 +655,7 @@ class MLP(Module):
             if i < n - 1 or self.activate_last_layer:
                 # TorchRL's order (and DroQ's): Linear -> Dropout -> Norm -> activation.
                 if self.dropout:
-                    x = dropout(x, self.dropout, train=train, key=fold(key, i))
+                    x = dropout(x, self.dropout, train=train, key=_fold(key, i))
                 if self.norm == "layer":
                     norm = params["norms"][i]
                     x = F.layer_norm(x, (x.shape[-1],), norm["weight"], norm["bias"])

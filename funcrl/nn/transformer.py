@@ -39,10 +39,10 @@ from funcrl.nn.core import (
     Module,
     Params,
     Seed,
+    _fold,
     activation_fn,
     check_input,
     dropout,
-    fold,
     make_generator,
     net_name,
 )
@@ -172,10 +172,10 @@ def causal_self_attention(
         allowed = allowed & attention_mask[..., None, None, :].to(torch.bool)
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1)
-    probs = dropout(probs, attn_pdrop, train=train, key=fold(key, 0))
+    probs = dropout(probs, attn_pdrop, train=train, key=_fold(key, 0))
     out = (probs @ v).transpose(-3, -2).reshape(*batch, length, width)
     out = F.linear(out, params["c_proj"]["weight"], params["c_proj"].get("bias"))
-    return dropout(out, resid_pdrop, train=train, key=fold(key, 1))
+    return dropout(out, resid_pdrop, train=train, key=_fold(key, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,13 +257,13 @@ class CausalTransformer(Module):
             attn_pdrop=c.attn_pdrop,
             resid_pdrop=c.resid_pdrop,
             train=train,
-            key=fold(key, 0),
+            key=_fold(key, 0),
         )
         h = F.layer_norm(x, (c.n_embd,), params["ln_2"]["weight"], params["ln_2"]["bias"], eps)
         mlp = params["mlp"]
         h = _activation(c.activation)(F.linear(h, mlp["c_fc"]["weight"], mlp["c_fc"]["bias"]))
         h = F.linear(h, mlp["c_proj"]["weight"], mlp["c_proj"]["bias"])
-        return x + dropout(h, c.resid_pdrop, train=train, key=fold(key, 1))
+        return x + dropout(h, c.resid_pdrop, train=train, key=_fold(key, 1))
 
     def __call__(
         self,
@@ -288,9 +288,9 @@ class CausalTransformer(Module):
                 f"got {tuple(attention_mask.shape)}"
             )
         x = x + params["wpe"][:length]
-        x = dropout(x, c.embd_pdrop, train=train, key=fold(key, 0))
+        x = dropout(x, c.embd_pdrop, train=train, key=_fold(key, 0))
         for i, p in enumerate(params["h"]):
-            x = self.block(p, x, attention_mask=attention_mask, train=train, key=fold(key, i + 1))
+            x = self.block(p, x, attention_mask=attention_mask, train=train, key=_fold(key, i + 1))
         ln_f = params["ln_f"]
         return F.layer_norm(x, (c.n_embd,), ln_f["weight"], ln_f["bias"], c.layer_norm_epsilon)
 

@@ -65,7 +65,6 @@ __all__ = [
     "resolve",
     "init_nets",
     "param_dtype",
-    "split_keys",
     "tanh_normal",
     "soft_value",
     "actor_objective",
@@ -308,15 +307,6 @@ def param_dtype(params: Params, name: str) -> torch.dtype:
 
 
 # -- draws -----------------------------------------------------------------------------------------
-
-
-def split_keys(key: torch.Tensor | None, n: int) -> list[torch.Tensor | None]:
-    """``n`` sub-keys of ``key`` (one per draw site, in a fixed order), or ``n`` ``None`` s."""
-    if key is None:
-        return [None] * n
-    from funcrl import random
-
-    return list(random.split(key, n).unbind(0))
 
 
 # -- the SAC family's policy and equations ---------------------------------------------------------

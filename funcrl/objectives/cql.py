@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from funcrl import tree
+from funcrl import random, tree
 from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
@@ -69,7 +69,6 @@ from funcrl.objectives.actor_critic import (
     project,
     read_transitions,
     resolve,
-    split_keys,
     tanh_normal,
     temperature,
     temperature_loss,
@@ -292,7 +291,7 @@ def loss(
     log_alpha, alpha = temperature(params["log_alpha"], config)
     weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
     red = config.reduction
-    k_next, k_backup, k_uniform, k_curr, k_new, k_bc, k_actor = split_keys(key, 7)
+    k_next, k_backup, k_uniform, k_curr, k_new, k_bc, k_actor = random.split_optional(key, 7)
     actor_frozen = tree.detach(params["actor"])
     q_target = tree.detach(params["target_qvalue"] if config.delay_qvalue else params["qvalue"])
 

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from funcrl import tree
+from funcrl import random, tree
 from funcrl.distributions import TanhNormal
 from funcrl.nn import BatchRenorm1d, Linear, activation_fn, make_generator
 from funcrl.objectives.actor_critic import (
@@ -61,7 +61,6 @@ from funcrl.objectives.actor_critic import (
     project,
     read_transitions,
     soft_value,
-    split_keys,
     tanh_normal,
     temperature,
     temperature_loss,
@@ -286,7 +285,7 @@ def loss_and_state(
     )
     obs, action, next_obs = t.observation, t.action, t.next_observation
     weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
-    key_next, key_actor = split_keys(key, 2)
+    key_next, key_actor = random.split_optional(key, 2)
     h = auto_entropy(config.target_entropy, action, batch.batch_ndim)
     log_alpha, alpha = temperature(params["log_alpha"], config)
     stats = params["batch_stats"]

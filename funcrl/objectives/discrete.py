@@ -412,7 +412,7 @@ def random_action(
     if action_space == "mult_one_hot":
         from funcrl import random
 
-        keys = [None] * len(groups) if key is None else list(random.split(key, len(groups)))
+        keys = random.split_optional(key, len(groups))
         return torch.cat(
             [one_hot(sample_categorical(g, k), g.shape[-1]) for g, k in zip(groups, keys)],
             -1,

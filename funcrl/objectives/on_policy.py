@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from funcrl import random as _random
 from funcrl import tree
 from funcrl import values as _values
 from funcrl.autodiff import grad
@@ -845,17 +846,7 @@ class KLAdaptiveLR:
 def _permutation(key: torch.Tensor | None, n: int, device: Any) -> torch.Tensor:
     if key is None:
         return torch.randperm(n, device=device)
-    from funcrl import random as _random
-
     return _random.permutation(key, n)
-
-
-def _split(key: torch.Tensor | None, num: int) -> list[Any]:
-    if key is None:
-        return [None] * num
-    from funcrl import random as _random
-
-    return list(_random.split(key, num))
 
 
 def trainer(
@@ -930,10 +921,10 @@ def trainer(
         size = n // num_minibatches
         opt_state = state.opt
         metrics: dict[str, torch.Tensor] = {}
-        epoch_keys = _split(key, epochs)
+        epoch_keys = _random.split_optional(key, epochs)
         device = tree.leaves(params)[0].device
         for e in range(epochs):
-            perm_key, *mb_keys = _split(epoch_keys[e], num_minibatches + 1)
+            perm_key, *mb_keys = _random.split_optional(epoch_keys[e], num_minibatches + 1)
             perm = _permutation(perm_key, n, device)
             sums: dict[str, torch.Tensor] = {}
             for m in range(num_minibatches):

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from funcrl import tree
+from funcrl import random, tree
 from funcrl.distributions import TanhNormal
 from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
@@ -58,7 +58,6 @@ from funcrl.objectives.actor_critic import (
     read_transitions,
     resolve,
     soft_value,
-    split_keys,
     tanh_normal,
     value_target,
 )
@@ -230,7 +229,7 @@ def loss(
     safe_log_alpha = clamp_log_alpha(log_alpha, config.min_alpha, config.max_alpha)
     alpha = safe_log_alpha.detach().exp()
     weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
-    key_subset, key_actions = split_keys(key, 2)
+    key_subset, key_actions = random.split_optional(key, 2)
 
     # The random target subset, then one draw for [current, next] (TorchRL's order).
     n, k = config.num_qvalue_nets, config.subset_size

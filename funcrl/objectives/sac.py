@@ -58,7 +58,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from funcrl import tree
+from funcrl import random, tree
 from funcrl.nn import make_generator
 from funcrl.objectives.actor_critic import (
     act_stochastic,
@@ -76,7 +76,6 @@ from funcrl.objectives.actor_critic import (
     read_transitions,
     resolve,
     soft_value,
-    split_keys,
     tanh_normal,
     temperature,
     temperature_loss,
@@ -287,7 +286,7 @@ def loss(
     like = t.reward.squeeze(-1)
     weights = priority_weights(batch, config, like=like, owner=owner)
     red = config.reduction
-    key_target, key_actor = split_keys(key, 2)
+    key_target, key_actor = random.split_optional(key, 2)
 
     def dist(p, o):
         return tanh_normal(nets.actor(p, o), low, high, nets)
