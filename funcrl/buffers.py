@@ -47,7 +47,7 @@ import torch
 
 from funcrl import random as funcrl_random
 from funcrl import tree
-from funcrl.jit import is_tracing
+from funcrl.jit import can_read_values
 from funcrl.record import Record
 
 __all__ = [
@@ -196,22 +196,12 @@ def set_beta(state: ReplayState, beta: float | torch.Tensor) -> ReplayState:
     return state._replace(prioritized=p._replace(beta=beta_t))
 
 
-def _host(t: torch.Tensor) -> bool:
-    """Whether a check may read ``t``'s values: eagerly on CPU, where the read is free. Under
-    ``torch.compile`` or :func:`funcrl.jit` a read is a graph break or a trace error, under
-    ``vmap`` the tensor has no single value, and on an accelerator it would be a host sync in the
-    training step; value checks are skipped there (shape and dtype checks still run)."""
-    return (
-        t.device.type == "cpu" and not is_tracing() and not torch._C._functorch.is_batchedtensor(t)
-    )
-
-
 def _check_beta(beta: torch.Tensor, owner: str) -> None:
     if beta.ndim != 0 or not beta.is_floating_point():
         raise ValueError(
             f"{owner}: beta must be a 0-d float, got shape {tuple(beta.shape)} dtype {beta.dtype}"
         )
-    if _host(beta) and not (bool(torch.isfinite(beta)) and float(beta) >= 0):
+    if can_read_values(beta) and not (bool(torch.isfinite(beta)) and float(beta) >= 0):
         raise ValueError(f"{owner}: beta must be finite and >= 0, got {float(beta)}")
 
 
@@ -343,7 +333,7 @@ def _check_not_empty(state: ReplayState, owner: str) -> None:
     # (an empty buffer then yields rows of slot 0, all zeros). Under torch.func.vmap `size` is a
     # batched tensor with no single value, so the check is skipped there too.
     size = state.size
-    if _host(size):
+    if can_read_values(size):
         if int(size) == 0:
             raise RuntimeError(f"{owner}: the buffer is empty; add transitions before sampling")
 
@@ -429,7 +419,7 @@ def sample(
         idx = (u * state.size).long()
     else:
         p = prio.priority
-        if _host(state.size):
+        if can_read_values(state.size):
             # Eager CPU: reading `size` is free, and the filled prefix is all that matters.
             p = p[: int(state.size)]
             p_min = p.amin()
@@ -480,7 +470,7 @@ def _priority_args(
         )
     if not (priorities.is_floating_point() or priorities.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{owner}: priorities must be real numbers, got dtype {priorities.dtype}")
-    if k and _host(priorities):
+    if k and can_read_values(priorities):
         # A negative priority turns into NaN under ** alpha, a NaN one poisons max_priority for
         # every later add, an inf one makes its slot win every draw: refuse them all.
         bad = ~torch.isfinite(priorities) | (priorities < 0)
@@ -490,7 +480,7 @@ def _priority_args(
                 f"{owner}: priorities must be finite and >= 0; priorities[{i}] = "
                 f"{float(priorities[i])} (for slot {int(indices[i])})"
             )
-    if k and _host(indices):
+    if k and can_read_values(indices):
         cap = p.priority.shape[0]
         if bool(((indices < 0) | (indices >= cap)).any()):
             raise IndexError(

@@ -40,7 +40,7 @@ from typing import Any
 import optree
 import torch
 
-__all__ = ["jit", "Jitted", "is_tracing"]
+__all__ = ["jit", "Jitted", "is_tracing", "can_read_values"]
 
 _NS = "funcrl"
 
@@ -52,6 +52,19 @@ def is_tracing() -> bool:
     from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
     return torch.compiler.is_compiling() or get_proxy_mode() is not None
+
+
+def can_read_values(t: torch.Tensor) -> bool:
+    """Whether an eager-only check may read ``t``'s values on the host: on the CPU, not under a
+    tracer (:func:`is_tracing`: a read would be a graph break or be frozen into the trace) and not
+    a ``vmap``/``grad`` wrapper (no single host copy). On an accelerator the read would be a host
+    sync inside the training step, so value checks are skipped there (shape and dtype checks
+    still run)."""
+    return (
+        t.device.type == "cpu"
+        and not is_tracing()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    )
 
 
 def _signature(leaves: list[Any]) -> tuple:

@@ -58,7 +58,9 @@ def test_priority_value_checks_are_skipped_under_tracing_and_vmap(monkeypatch):
     idx, pr = torch.tensor([0, 1]), torch.tensor([1.0, 2.0])
     want = buffers.update_priorities(s, idx, pr).prioritized.priority
     # Under a tracer (torch.compile, funcrl.jit) the values are not read: no host sync, no break.
-    monkeypatch.setattr(buffers, "is_tracing", lambda: True)
+    import funcrl.jit
+
+    monkeypatch.setattr(funcrl.jit, "is_tracing", lambda: True)
     buffers.update_priorities(s, idx, torch.tensor([1.0, math.nan]))
     buffers.set_beta(s, math.nan)
     monkeypatch.undo()

@@ -235,3 +235,15 @@ def test_cudagraphs_random_ops_redraw_on_replay():
     a, b = g(x)["y"], g(x)["y"]
     assert not torch.equal(a, b)
     assert 0.5 < float(a.std()) < 1.5
+
+
+def test_can_read_values_only_eagerly_on_cpu():
+    from funcrl.jit import can_read_values
+
+    t = torch.ones(3)
+    assert can_read_values(t)
+    seen = []
+    torch.func.vmap(lambda x: seen.append(can_read_values(x)) or x)(torch.ones(2, 3))
+    torch.func.grad(lambda x: seen.append(can_read_values(x)) or x.sum())(t)
+    torch.compile(lambda x: seen.append(can_read_values(x)) or x + 1, backend="eager")(t)
+    assert seen == [False, False, False]

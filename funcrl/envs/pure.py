@@ -39,8 +39,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from funcrl import random, specs
-from funcrl.jit import is_tracing
-from funcrl.tree import any_batched
+from funcrl.jit import can_read_values
 
 __all__ = [
     "EnvState",
@@ -176,7 +175,7 @@ class PureEnv:
                     f"{self.name}.step: action must be an integer tensor, got {action.dtype}"
                 )
             # A value check needs a host read: only in plain eager code.
-            if not is_tracing() and not any_batched(action):
+            if can_read_values(action):
                 a = int(action)
                 if not 0 <= a < spec.n:
                     raise ValueError(f"{self.name}.step: action {a} is outside [0, {spec.n})")

@@ -16,10 +16,10 @@ int64. Masked actions (``mask`` False) get the lowest finite value before the ``
 
 Action validation: shapes and dtypes are checked always (static, free under ``torch.compile``
 and ``vmap``); the values (indices in ``[0, n)``, one-hots of 0/1 with one 1 per group, bits of
-0/1) need a host read, so they are checked only eagerly: not under ``torch.compile``/
-``funcrl.jit`` tracing and not on ``vmap``-ed actions. A compiled or vmapped step skips them (an
-eager step on an accelerator pays one host sync per loss call for them; compile the step to drop
-it).
+0/1) need a host read, so they are checked only where it is free
+(:func:`funcrl.jit.can_read_values`): eagerly on the CPU, not under ``torch.compile``/
+``funcrl.jit`` tracing, not on ``vmap``-ed actions, and not on an accelerator (where the read
+would be a host sync inside the step).
 Categorical actions must have an integer dtype (a float index is rejected whatever its value, so
 the rule is the same eager and compiled); one-hot and binary actions may be integer, bool or
 float.
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from funcrl import values as _values
-from funcrl.jit import is_tracing
+from funcrl.jit import can_read_values
 from funcrl.objectives.common import (
     VALUE_ESTIMATORS,
     check_mode,
@@ -56,7 +56,6 @@ __all__ = [
     "max_action_value",
     "double_q_value",
     "check_action",
-    "host_checks",
     "random_action",
     "sample_categorical",
     "one_hot",
@@ -297,12 +296,6 @@ def double_q_value(
 # --- validation ----------------------------------------------------------------------------------
 
 
-def host_checks(x: torch.Tensor) -> bool:
-    """Whether value checks on ``x`` may read it on the host: eager, and ``x`` is not a
-    ``vmap``/``grad`` wrapper (whose values have no single host copy)."""
-    return not is_tracing() and not torch._C._functorch.is_functorch_wrapped_tensor(x)
-
-
 def check_action(
     action: torch.Tensor,
     n: int,
@@ -335,7 +328,7 @@ def check_action(
                 f"{where} is {action.dtype}; categorical actions must be integer indices "
                 "(cast with .long())"
             )
-        if host_checks(action) and action.numel():
+        if can_read_values(action) and action.numel():
             lo, hi = int(action.min()), int(action.max())
             if lo < 0 or hi >= n:
                 raise ValueError(
@@ -349,7 +342,7 @@ def check_action(
         )
     if action.is_complex():
         raise TypeError(f"{where} is {action.dtype}, expected a real or bool dtype")
-    if host_checks(action) and action.numel():
+    if can_read_values(action) and action.numel():
         if not bool(((action == 0) | (action == 1)).all()):
             raise ValueError(f"{where} has entries other than 0 and 1 ({action_space} action)")
         if action_space in ("one_hot", "mult_one_hot"):
