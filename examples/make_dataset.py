@@ -14,8 +14,12 @@ The recipes (D4RL's, on a gymnasium task with a continuous action box):
   returns are about -1400 after 2000 steps, -900 after 3000 and near -150 after 3600 (seed 0):
   the default 3000 sits in between; ``recipe.json`` records the behaviour return it gave.
 * ``expert``: the same SAC trained for ``--expert-steps``, acting stochastically.
-* ``medium-replay``: the whole replay buffer of the medium training run (its random warm-up and
-  every episode it collected), read from its checkpoint.
+* ``medium-replay``: the whole replay buffer of a SAC training run that makes the medium policy's
+  number of gradient updates spread over ``--replay-steps`` environment steps (updates per step
+  ``(medium_steps - warm-up) / (replay_steps - warm-up)``), read from its checkpoint: its random
+  warm-up and every episode it collected on the way to a medium policy. Spreading the updates is
+  what gives D4RL's recipe ("the replay buffer until the policy reaches medium") 50k transitions
+  on a task that SAC learns in 3,000 steps.
 * ``expert-medium``: half expert, half medium transitions (the Decision Transformer's mix).
 
 The SAC runs go to ``<out>.sac-medium`` / ``<out>.sac-expert`` and are reused when they exist
@@ -59,6 +63,10 @@ class Config:
     expert_steps: int = dataclasses.field(
         default=15_000, metadata={"help": "SAC training steps of the expert policy"}
     )
+    replay_steps: int = dataclasses.field(
+        default=50_000,
+        metadata={"help": "environment steps of the medium-replay training run (its buffer)"},
+    )
     num_cells: tuple[int, ...] = dataclasses.field(
         default=(256, 256), metadata={"help": "hidden sizes of the SAC nets"}
     )
@@ -78,15 +86,25 @@ class Config:
     )
 
 
+def _warmup(steps: int) -> int:
+    return min(1_000, steps // 4)
+
+
 def sac_run(cfg: Config, level: str) -> str:
-    """The SAC run of ``level`` (``"medium"``/``"expert"``), trained unless its checkpoint exists."""
+    """The SAC run of ``level`` (``"medium"``, ``"expert"`` or ``"replay"``: the medium-replay
+    run), trained unless its checkpoint exists."""
     base = cfg.policy_dir or (cfg.out.rstrip("/") + ".sac")
-    out = os.path.join(base, f"{level}-{cfg.seed}")
+    steps = {"medium": cfg.medium_steps, "expert": cfg.expert_steps, "replay": cfg.replay_steps}
+    steps = steps[level]
+    name = f"{level}-{cfg.seed}" if level != "replay" else f"replay-{steps}-{cfg.seed}"
+    out = os.path.join(base, name)
     if not os.path.exists(os.path.join(out, "checkpoint.pt")):
-        steps = cfg.medium_steps if level == "medium" else cfg.expert_steps
         argv = ["--env", cfg.env, "--total-steps", str(steps), "--seed", str(cfg.seed)]
         argv += ["--out", out, "--num-cells", *map(str, cfg.num_cells), "--overwrite"]
-        argv += ["--learning-starts", str(min(1_000, steps // 4))]
+        argv += ["--learning-starts", str(_warmup(steps))]
+        if level == "replay":
+            updates = cfg.medium_steps - _warmup(cfg.medium_steps)
+            argv += ["--updates-per-step", repr(updates / (steps - _warmup(steps)))]
         argv += [] if cfg.progress else ["--no-progress"]
         argv += [] if cfg.compile else ["--no-compile"]
         argv += ["--eval-every", "0", "--eval-episodes", "2"]
@@ -135,11 +153,18 @@ def build(cfg: Config) -> tuple[Record, str]:
             f"num_cells {list(cfg.num_cells)}), {cfg.steps} steps"
         )
     if cfg.kind == "medium-replay":
-        run = sac_run(cfg, "medium")
+        if cfg.replay_steps < cfg.medium_steps:
+            raise ValueError(
+                f"make_dataset: --replay-steps must be >= --medium-steps ({cfg.medium_steps}), "
+                f"got {cfg.replay_steps}"
+            )
+        run = sac_run(cfg, "replay")
         state = checkpoint.load(os.path.join(run, "checkpoint.pt")).tree["buffer"]
+        updates = cfg.medium_steps - _warmup(cfg.medium_steps)
         return datasets.from_buffer(state), (
-            f"the replay buffer of SAC's {cfg.medium_steps}-step training run (examples/sac.py, "
-            f"seed {cfg.seed}, random warm-up included)"
+            f"the replay buffer of a SAC training run of {cfg.replay_steps} steps making the "
+            f"medium policy's {updates} updates (examples/sac.py, seed {cfg.seed}, random "
+            "warm-up included)"
         )
     if cfg.kind == "expert-medium":
         half = cfg.steps // 2

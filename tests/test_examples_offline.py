@@ -47,14 +47,15 @@ def data_dir(tmp_path_factory):
     make = _load("make_dataset")
     sac_dir = str(root / "sac")
     mr = make.main(
-        ["--kind", "medium-replay", "--medium-steps", "400", "--out", str(root / "mr")]
+        ["--kind", "medium-replay", "--medium-steps", "400", "--replay-steps", "600"]
+        + ["--out", str(root / "mr")]
         + ["--policy-dir", sac_dir, *TINY_SAC]
     )
     em = make.main(
         ["--kind", "expert-medium", "--steps", "900", "--medium-steps", "400"]
         + ["--expert-steps", "400", "--out", str(root / "em"), "--policy-dir", sac_dir, *TINY_SAC]
     )
-    assert mr["transitions"] == 400 and em["transitions"] == 800
+    assert mr["transitions"] == 600 and em["transitions"] == 800
     return root
 
 
@@ -66,6 +67,11 @@ def test_make_dataset_recipe_and_refusal(data_dir):
         make.main(["--kind", "medium", "--out", str(data_dir / "mr"), *TINY_SAC])
     with pytest.raises(ValueError, match="make_dataset: --kind must be one of"):
         make.main(["--kind", "good", "--out", str(data_dir / "x"), *TINY_SAC])
+    with pytest.raises(ValueError, match="make_dataset: --replay-steps must be >= --medium-steps"):
+        make.main(
+            ["--kind", "medium-replay", "--medium-steps", "400", "--replay-steps", "300"]
+            + ["--out", str(data_dir / "y"), *TINY_SAC]
+        )
 
 
 COMMON = ["--total-steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--no-compile"]
