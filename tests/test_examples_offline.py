@@ -78,7 +78,7 @@ COMMON = ["--total-steps", "20", "--eval-every", "10", "--eval-episodes", "1", "
 COMMON += ["--no-progress", "--batch-size", "16", "--checkpoint-every", "10"]
 
 
-@pytest.mark.parametrize("name", ["iql", "cql", "td3_bc"])
+@pytest.mark.parametrize("name", ["iql", "cql", "td3_bc", "bc"])
 def test_offline_script_runs_and_resumes(name, data_dir, tmp_path):
     script = _load(name)
     out = str(tmp_path / name)
@@ -105,6 +105,15 @@ def test_dt_script(data_dir, tmp_path):
     result = script.main(argv)
     assert os.path.exists(os.path.join(out, "curve.png"))
     assert result["target_return"] == pytest.approx(max_episode_return(data_dir / "em"))
+
+
+def test_bc_script_nll_and_bad_loss_function(data_dir, tmp_path):
+    script = _load("bc")
+    argv = ["--dataset", str(data_dir / "mr"), "--num-cells", "16", "16", *COMMON]
+    result = script.main([*argv, "--loss-function", "nll", "--out", str(tmp_path / "nll")])
+    assert result["steps"] == 20
+    with pytest.raises(ValueError, match="bc example: --loss-function must be one of"):
+        script.main([*argv, "--loss-function", "l3", "--out", str(tmp_path / "bad")])
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -152,10 +161,12 @@ def test_offline_methods_beat_bc_and_the_behaviour_policy(kind, pendulum_dataset
     path, info = pendulum_datasets[kind]
     scores = {
         name: _median(_load(name), ["--dataset", str(path), "--out", str(tmp_path / name)])
-        for name in ("iql", "cql", "td3_bc")
+        for name in ("iql", "cql", "td3_bc", "bc")
     }
+    bc_score = scores.pop("bc")
     for name, score in scores.items():
         assert score > info["behaviour_return"], (name, score, info)
+        assert score > bc_score, (name, score, bc_score)
 
 
 @pytest.mark.slow

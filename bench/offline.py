@@ -1,0 +1,162 @@
+"""Offline RL learning targets on locally built Pendulum-v1 datasets, 3 seeds each.
+
+    python bench/offline.py                                  # everything below, seeds 0 1 2
+    python bench/offline.py --algos iql bc --kinds medium --seeds 0
+
+1. Builds the datasets with ``examples/make_dataset.py`` (defaults: SAC with 256x256 nets; medium
+   after 3,000 steps, expert after 15,000, 50k transitions each; medium-replay the buffer of a
+   50k-step run making the medium policy's updates; random for the normalisation) unless they
+   exist under ``--data``.
+2. Trains each offline method (``examples/<algo>.py``: bc, td3_bc, iql, cql) on medium and
+   medium-replay for ``--updates`` gradient updates, and the Decision Transformer (``examples/dt.py``)
+   on expert-medium conditioned on the expert policy's mean return, each seed a fresh
+   single-thread subprocess, every policy scored by ``funcrl.envs.evaluate`` (deterministic, 10
+   fixed-seed episodes).
+3. Prints a markdown table: per-seed returns, the medians, the behaviour policy's mean return and
+   each method's D4RL-normalised score ``100 (R - R_random) / (R_expert - R_random)``, and writes
+   ``bench/results/offline.json``.
+
+The targets (the offline issue's): on medium and medium-replay, IQL, CQL and TD3+BC each beat BC and
+the behaviour policy (medians); the Decision Transformer reaches 90% of the expert's return. On
+Pendulum-v1 returns are negative, so "90% of the expert return" is read as D4RL's normalised score
+>= 90 (the random policy's return is 0, the expert's 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench import _harness as H  # noqa: E402
+
+ALGOS = ("bc", "td3_bc", "iql", "cql")
+KINDS = ("medium", "medium-replay")
+
+
+def _run(cmd: list[str]) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def dataset(data: str, kind: str) -> dict:
+    """The recipe of ``<data>/pendulum-<kind>``, built first if missing."""
+    out = os.path.join(data, f"pendulum-{kind}")
+    if not os.path.exists(os.path.join(out, "recipe.json")):
+        cmd = [sys.executable, "examples/make_dataset.py", "--kind", kind, "--out", out]
+        _run(cmd + ["--policy-dir", os.path.join(data, "pendulum.sac"), "--no-progress"])
+    with open(os.path.join(out, "recipe.json")) as f:
+        return {**json.load(f), "path": out}
+
+
+def train(algo: str, path: str, seed: int, args, extra: list[str]) -> dict:
+    out = os.path.join(args.runs, f"{algo}-{os.path.basename(path)}-{seed}")
+    cmd = [sys.executable, f"examples/{algo}.py", "--dataset", path, "--seed", str(seed)]
+    cmd += ["--total-steps", str(args.updates), "--eval-every", "0", "--eval-episodes", "10"]
+    cmd += ["--out", out, "--overwrite", "--no-progress"]
+    if algo != "dt":  # the transformer has its own size flags
+        cmd += ["--num-cells", *map(str, args.num_cells)]
+    wall = _run(cmd + extra)
+    with open(os.path.join(out, "result.json")) as f:
+        res = json.load(f)
+    return {"return": res["eval_return"], "train_time": res["train_time"], "wall": wall}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    p.add_argument("--dt", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--updates", type=int, default=10_000, help="gradient updates per run")
+    p.add_argument("--dt-updates", type=int, default=10_000)
+    p.add_argument("--num-cells", nargs="+", type=int, default=[256, 256])
+    p.add_argument("--data", default="runs/datasets")
+    p.add_argument("--runs", default="runs/bench_offline")
+    args = p.parse_args(argv)
+
+    rand = dataset(args.data, "random")["behaviour_return"]
+    expert = dataset(args.data, "expert")["behaviour_return"]
+
+    def score(r: float) -> float:
+        return 100.0 * (r - rand) / (expert - rand)
+
+    rows = []
+    for kind in args.kinds:
+        info = dataset(args.data, kind)
+        for algo in args.algos:
+            runs = [train(algo, info["path"], s, args, []) for s in args.seeds]
+            rets = [r["return"] for r in runs]
+            rows.append(
+                {
+                    "dataset": kind,
+                    "algo": algo,
+                    "returns": rets,
+                    "runs": runs,
+                    "median": statistics.median(rets),
+                    "behaviour": info["behaviour_return"],
+                    "recipe": info["recipe"],
+                    "transitions": info["transitions"],
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    if args.dt:
+        info = dataset(args.data, "expert-medium")
+        extra = ["--no-target-from-dataset", "--target-return", repr(expert)]
+        extra_args = argparse.Namespace(**{**vars(args), "updates": args.dt_updates})
+        runs = [train("dt", info["path"], s, extra_args, extra) for s in args.seeds]
+        rets = [r["return"] for r in runs]
+        rows.append(
+            {
+                "dataset": "expert-medium",
+                "algo": "dt",
+                "returns": rets,
+                "runs": runs,
+                "median": statistics.median(rets),
+                "behaviour": info["behaviour_return"],
+                "recipe": info["recipe"],
+                "transitions": info["transitions"],
+                "target_return": expert,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    lines = [
+        "| dataset | method | returns per seed | median | normalised | behaviour | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        secs = statistics.median(x["train_time"] for x in r["runs"])
+        lines.append(
+            f"| {r['dataset']} | {r['algo']} | {', '.join(f'{x:.0f}' for x in r['returns'])} | "
+            f"**{r['median']:.0f}** | {score(r['median']):.0f} | {r['behaviour']:.0f} | {secs:.0f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    print(f"random policy {rand:.1f}, expert policy {expert:.1f}")
+    payload = {
+        "rows": rows,
+        "random_return": rand,
+        "expert_return": expert,
+        "args": vars(args),
+        "table": table,
+        "environment": H.environment(),
+    }
+    H.write_json("offline", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
