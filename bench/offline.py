@@ -8,10 +8,11 @@
    50k-step run making the medium policy's updates; random for the normalisation) unless they
    exist under ``--data``.
 2. Trains each offline method (``examples/<algo>.py``: bc, td3_bc, iql, cql) on medium and
-   medium-replay for ``--updates`` gradient updates, and the Decision Transformer (``examples/dt.py``)
-   on expert-medium conditioned on the expert policy's mean return, each seed a fresh
-   single-thread subprocess, every policy scored by ``funcrl.envs.evaluate`` (deterministic, 10
-   fixed-seed episodes).
+   medium-replay for ``--updates`` gradient updates (default 5,000, 64x64 nets: sized for a
+   2-core CPU), and the Decision Transformer (``examples/dt.py``) on expert-medium conditioned on
+   the expert policy's mean return, each seed a fresh single-thread subprocess (``--jobs`` at
+   once), every final policy scored by ``funcrl.envs.evaluate`` (deterministic,
+   ``--eval-episodes`` fixed-seed episodes, default 20).
 3. Prints a markdown table: per-seed returns, the medians, the behaviour policy's mean return and
    each method's D4RL-normalised score ``100 (R - R_random) / (R_expert - R_random)``, and writes
    ``bench/results/offline.json``.
@@ -25,6 +26,7 @@ Pendulum-v1 returns are negative, so "90% of the expert return" is read as D4RL'
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import statistics
@@ -64,7 +66,8 @@ def dataset(data: str, kind: str) -> dict:
 def train(algo: str, path: str, seed: int, args, extra: list[str]) -> dict:
     out = os.path.join(args.runs, f"{algo}-{os.path.basename(path)}-{seed}")
     cmd = [sys.executable, f"examples/{algo}.py", "--dataset", path, "--seed", str(seed)]
-    cmd += ["--total-steps", str(args.updates), "--eval-every", "0", "--eval-episodes", "10"]
+    cmd += ["--total-steps", str(args.updates), "--eval-every", "0"]
+    cmd += ["--eval-episodes", str(args.eval_episodes)]
     cmd += ["--out", out, "--overwrite", "--no-progress"]
     if algo != "dt":  # the transformer has its own size flags
         cmd += ["--num-cells", *map(str, args.num_cells)]
@@ -80,9 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--dt", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--updates", type=int, default=10_000, help="gradient updates per run")
-    p.add_argument("--dt-updates", type=int, default=10_000)
-    p.add_argument("--num-cells", nargs="+", type=int, default=[256, 256])
+    p.add_argument("--updates", type=int, default=5_000, help="gradient updates per run")
+    p.add_argument("--dt-updates", type=int, default=5_000)
+    p.add_argument("--num-cells", nargs="+", type=int, default=[64, 64])
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
     p.add_argument("--data", default="runs/datasets")
     p.add_argument("--runs", default="runs/bench_offline")
     args = p.parse_args(argv)
@@ -94,10 +99,15 @@ def main(argv: list[str] | None = None) -> dict:
         return 100.0 * (r - rand) / (expert - rand)
 
     rows = []
+    pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
+
+    def seeds(algo: str, path: str, a, extra: list[str]) -> list[dict]:
+        return list(pool.map(lambda s: train(algo, path, s, a, extra), args.seeds))
+
     for kind in args.kinds:
         info = dataset(args.data, kind)
         for algo in args.algos:
-            runs = [train(algo, info["path"], s, args, []) for s in args.seeds]
+            runs = seeds(algo, info["path"], args, [])
             rets = [r["return"] for r in runs]
             rows.append(
                 {
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         info = dataset(args.data, "expert-medium")
         extra = ["--no-target-from-dataset", "--target-return", repr(expert)]
         extra_args = argparse.Namespace(**{**vars(args), "updates": args.dt_updates})
-        runs = [train("dt", info["path"], s, extra_args, extra) for s in args.seeds]
+        runs = seeds("dt", info["path"], extra_args, extra)
         rets = [r["return"] for r in runs]
         rows.append(
             {

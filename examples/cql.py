@@ -39,6 +39,10 @@ class Config(_offline.OfflineConfig):
     num_cells: tuple[int, ...] = dataclasses.field(
         default=(256, 256), metadata={"help": "hidden sizes of actor and critics"}
     )
+    scale_lb: float = dataclasses.field(
+        default=0.1,
+        metadata={"help": "lower bound of the policy's scale (TorchRL's offline examples' 0.1)"},
+    )
     min_q_weight: float = dataclasses.field(
         default=5.0, metadata={"help": "weight of the conservative penalty"}
     )
@@ -59,7 +63,7 @@ def make_agent(cfg: Config) -> _offline.Agent:
         with_lagrange=cfg.with_lagrange,
         lagrange_thresh=cfg.lagrange_thresh,
     )
-    nets = cql.Nets(num_cells=cfg.num_cells)
+    nets = cql.Nets(num_cells=cfg.num_cells, scale_lb=cfg.scale_lb)
     env = envs.GymEnv(cfg.env)
     params = cql.init(
         _util.run_keys(cfg.seed).init, env.observation_spec, env.action_spec, loss_cfg, nets

@@ -39,6 +39,10 @@ class Config(_offline.OfflineConfig):
     num_cells: tuple[int, ...] = dataclasses.field(
         default=(256, 256), metadata={"help": "hidden sizes of actor, critics and value"}
     )
+    scale_lb: float = dataclasses.field(
+        default=0.1,
+        metadata={"help": "lower bound of the policy's scale (TorchRL's offline examples' 0.1)"},
+    )
     expectile: float = dataclasses.field(default=0.7, metadata={"help": "expectile of V"})
     temperature: float = dataclasses.field(
         default=3.0, metadata={"help": "inverse temperature beta of the advantage weights"}
@@ -50,7 +54,7 @@ def make_agent(cfg: Config) -> _offline.Agent:
     loss_cfg = iql.Config(
         gamma=cfg.gamma, expectile=cfg.expectile, temperature=cfg.temperature, loss_function="l2"
     )
-    nets = iql.Nets(num_cells=cfg.num_cells)
+    nets = iql.Nets(num_cells=cfg.num_cells, scale_lb=cfg.scale_lb)
     env = envs.GymEnv(cfg.env)
     params = iql.init(
         _util.run_keys(cfg.seed).init, env.observation_spec, env.action_spec, loss_cfg, nets
