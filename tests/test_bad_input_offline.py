@@ -377,3 +377,32 @@ def test_discrete_bare_function_net(module, name):
     nets = module.Nets(**{field: lambda p, x: x})
     with pytest.raises(TypeError, match=rf"{name}\.init: nets\.{field} must be a funcrl net"):
         module.init(0, OBS, specs.OneHot(N), nets=nets)
+
+
+# --- interop -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module,name,key", [(iql, "iql", "value"), (cql, "cql", "actor")])
+def test_to_torchrl_needs_default_mlp_params_without_observation_dim(module, name, key):
+    pytest.importorskip("torchrl")
+    nets = module.Nets(**SMALL)
+    params = module.init(0, OBS, ACT, nets=nets)
+    params[key] = {"w": torch.zeros(3)}
+    with pytest.raises(
+        TypeError, match=rf"{name}\.to_torchrl: params\['{key}'\] are not the default"
+    ):
+        module.to_torchrl(module.Config(), nets, params)
+
+
+def test_discrete_iql_from_torchrl_names_the_network_keys():
+    pytest.importorskip("torchrl")
+    import warnings
+
+    from tensordict.nn import TensorDictModule
+
+    warnings.filterwarnings("ignore")
+    config, nets, params = discrete_setup(discrete_iql)
+    m = discrete_iql.to_torchrl(config, nets, params)
+    m.value_network = TensorDictModule(torch.nn.Linear(OBS, 1), ["obs"], ["state_value"])
+    with pytest.raises(TypeError, match=r"discrete_iql\.from_torchrl: the value network's in_keys"):
+        discrete_iql.from_torchrl(m)

@@ -233,3 +233,31 @@ def test_dt_reaches_90_percent_of_the_expert_return(pendulum_datasets, tmp_path)
     score = _median(script, ["--dataset", str(path), "--out", str(tmp_path / "dt")])
     # Returns are negative on Pendulum: "90% of the expert's" is within 10% of |target| below it.
     assert score >= target - 0.1 * abs(target), (score, target)
+
+
+@pytest.fixture(scope="module")
+def cartpole_datasets(tmp_path_factory):
+    """50k-transition CartPole-v1 datasets from funcrl's DQN (examples/make_dataset.py defaults)."""
+    root = tmp_path_factory.mktemp("cartpole-slow")
+    make = _load("make_dataset")
+    out = {}
+    for kind in ("medium", "medium-replay"):
+        info = make.main(
+            ["--env", "CartPole-v1", "--kind", kind, "--out", str(root / kind)]
+            + ["--policy-dir", str(root / "dqn"), "--no-progress"]
+        )
+        out[kind] = (root / kind, info)
+    return out
+
+
+# The sanity target: the greedy offline policy keeps most of the behaviour policy's return.
+THRESHOLD = 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["discrete_iql", "discrete_cql"])
+def test_discrete_offline_methods_on_cartpole_medium(algo, cartpole_datasets, tmp_path):
+    path, info = cartpole_datasets["medium"]
+    script = _load("discrete_offline")
+    score = _median(script, ["--algo", algo, "--dataset", str(path), "--out", str(tmp_path / algo)])
+    assert score >= THRESHOLD * info["behaviour_return"], (algo, score, info)
