@@ -24,19 +24,21 @@ With ``--env CartPole-v1`` (any task with a discrete action space) the agents ar
 
     python examples/make_dataset.py --env CartPole-v1 --kind medium --out runs/datasets/cartpole-medium
 
-* ``random``: uniformly random actions (about 22 per episode on CartPole-v1).
+* ``random``: uniformly random actions (a behaviour return of 22 on CartPole-v1).
 * ``medium``: DQN trained for ``--dqn-medium-steps`` steps. On CartPole-v1 (seed 0) the default
-  6000 gives a behaviour return of 281 over the 50000 recorded steps (greedy: 304), about half
-  the expert's; ``recipe.json`` records it. DQN's return is not monotonic in its budget here:
+  6000 gives a behaviour return of 281 over the 50000 recorded steps (greedy: 304), 59% of the
+  expert's; ``recipe.json`` records it. DQN's return is not monotonic in its budget here:
   10000 steps gave 106.
 * ``expert``: DQN trained for ``--dqn-expert-steps`` (50000, the example's default): a behaviour
-  return of EXPERT (greedy: 420).
-* ``medium-replay``: the medium DQN run's whole replay buffer; ``expert-medium`` as above.
+  return of 474 (greedy: 420 over 2 episodes).
+* ``medium-replay``: the medium DQN run's whole replay buffer (5862 transitions, 45 per episode);
+  ``expert-medium`` as above.
 
 The SAC runs go to ``<out>.sac-medium`` / ``<out>.sac-expert`` (the DQN ones to ``<out>.dqn/...``)
-and are reused when they exist (``--policy-dir`` points at another folder). Every draw is seeded (``--seed``); nothing is
-downloaded. The dataset is a Minari directory (``funcrl.datasets.write_minari``) whose metadata
-description holds the recipe; ``<out>/recipe.json`` holds it too, with the behaviour policy's mean
+and are reused when they exist (``--policy-dir`` points at another folder). Every draw is seeded
+(``--seed``); nothing is downloaded. The dataset is a Minari directory
+(``funcrl.datasets.write_minari``) whose metadata description holds the recipe;
+``<out>/recipe.json`` holds it too, with the behaviour policy's mean
 return over the recorded episodes.
 """
 
