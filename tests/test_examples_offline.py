@@ -250,8 +250,9 @@ def cartpole_datasets(tmp_path_factory):
     return out
 
 
-# The sanity target: the greedy offline policy keeps most of the behaviour policy's return.
-THRESHOLD = 0.5
+# The sanity target: the greedy offline policy keeps the epsilon-greedy behaviour policy's return
+# (seed 0, 20000 updates: discrete IQL 292, discrete CQL 300 against the behaviour's 281).
+THRESHOLD = 0.9
 
 
 @pytest.mark.slow
