@@ -1,4 +1,4 @@
-"""Builds offline datasets locally and deterministically, from funcrl's own SAC agents.
+"""Builds offline datasets locally and deterministically, from funcrl's own SAC and DQN agents.
 
     python examples/make_dataset.py --kind medium --out runs/datasets/pendulum-medium
     python examples/make_dataset.py --kind expert --out runs/datasets/pendulum-expert
@@ -22,10 +22,27 @@ The recipes (D4RL's, on a gymnasium task with a continuous action box):
   on a task that SAC learns in 3,000 steps.
 * ``expert-medium``: half expert, half medium transitions (the Decision Transformer's mix).
 
-The SAC runs go to ``<out>.sac-medium`` / ``<out>.sac-expert`` and are reused when they exist
-(``--policy-dir`` points at another folder). Every draw is seeded (``--seed``); nothing is
-downloaded. The dataset is a Minari directory (``funcrl.datasets.write_minari``) whose metadata
-description holds the recipe; ``<out>/recipe.json`` holds it too, with the behaviour policy's mean
+With ``--env CartPole-v1`` (any task with a discrete action space) the agents are funcrl's DQN
+(``examples/dqn.py``, its RL Zoo settings) and the behaviour policies are epsilon-greedy
+(``--epsilon``, default 0.1):
+
+    python examples/make_dataset.py --env CartPole-v1 --kind medium --out runs/datasets/cartpole-medium
+
+* ``random``: uniformly random actions (a behaviour return of 22 on CartPole-v1).
+* ``medium``: DQN trained for ``--dqn-medium-steps`` steps. On CartPole-v1 (seed 0) the default
+  6000 gives a behaviour return of 281 over the 50000 recorded steps (greedy: 304), 59% of the
+  expert's; ``recipe.json`` records it. DQN's return is not monotonic in its budget here:
+  10000 steps gave 106.
+* ``expert``: DQN trained for ``--dqn-expert-steps`` (50000, the example's default): a behaviour
+  return of 474 (greedy: 420 over 2 episodes).
+* ``medium-replay``: the medium DQN run's whole replay buffer (5862 transitions, 45 per episode);
+  ``expert-medium`` as above.
+
+The SAC runs go to ``<out>.sac-medium`` / ``<out>.sac-expert`` (the DQN ones to ``<out>.dqn/...``)
+and are reused when they exist (``--policy-dir`` points at another folder). Every draw is seeded
+(``--seed``); nothing is downloaded. The dataset is a Minari directory
+(``funcrl.datasets.write_minari``) whose metadata description holds the recipe;
+``<out>/recipe.json`` holds it too, with the behaviour policy's mean
 return over the recorded episodes.
 """
 
@@ -38,11 +55,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _util  # noqa: E402
+import dqn as dqn_example  # noqa: E402
 import sac as sac_example  # noqa: E402
 import torch  # noqa: E402
 
 import funcrl  # noqa: E402
-from funcrl import checkpoint, datasets, sac  # noqa: E402
+from funcrl import checkpoint, datasets, dqn, sac  # noqa: E402
 from funcrl.record import Record  # noqa: E402
 
 KINDS = ("random", "medium", "expert", "medium-replay", "expert-medium")
@@ -67,8 +85,17 @@ class Config:
         default=50_000,
         metadata={"help": "environment steps of the medium-replay training run (its buffer)"},
     )
+    dqn_medium_steps: int = dataclasses.field(
+        default=6_000, metadata={"help": "DQN training steps of the medium policy (discrete envs)"}
+    )
+    dqn_expert_steps: int = dataclasses.field(
+        default=50_000, metadata={"help": "DQN training steps of the expert policy (discrete envs)"}
+    )
+    epsilon: float = dataclasses.field(
+        default=0.1, metadata={"help": "epsilon of the DQN behaviour policies (discrete envs)"}
+    )
     num_cells: tuple[int, ...] = dataclasses.field(
-        default=(256, 256), metadata={"help": "hidden sizes of the SAC nets"}
+        default=(256, 256), metadata={"help": "hidden sizes of the SAC (or DQN) nets"}
     )
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the agents and the data"})
     policy_dir: str = dataclasses.field(
@@ -137,6 +164,95 @@ def random_policy(cfg: Config):
     return policy
 
 
+# -- discrete action spaces: funcrl's DQN agents -------------------------------------------------
+
+
+def num_actions(env_id: str) -> int | None:
+    """The number of actions of a discrete task, ``None`` for a continuous one."""
+    env = funcrl.envs.GymEnv(env_id)
+    n = getattr(env.action_spec, "n", None)
+    env.close()
+    return None if n is None else int(n)
+
+
+def dqn_run(cfg: Config, level: str) -> str:
+    """The DQN run of ``level`` (``"medium"``/``"expert"``), trained unless its checkpoint exists."""
+    base = cfg.policy_dir or (cfg.out.rstrip("/") + ".dqn")
+    out = os.path.join(base, f"{level}-{cfg.seed}")
+    if not os.path.exists(os.path.join(out, "checkpoint.pt")):
+        steps = cfg.dqn_medium_steps if level == "medium" else cfg.dqn_expert_steps
+        argv = ["--env", cfg.env, "--total-steps", str(steps), "--seed", str(cfg.seed)]
+        argv += ["--out", out, "--num-cells", *map(str, cfg.num_cells), "--overwrite"]
+        argv += ["--learning-starts", str(min(1_000, steps // 4))]
+        argv += [] if cfg.progress else ["--no-progress"]
+        argv += [] if cfg.compile else ["--no-compile"]
+        argv += ["--eval-every", "0", "--eval-episodes", "2"]
+        dqn_example.main(argv)
+    return out
+
+
+def dqn_policy(cfg: Config, run: str):
+    """The run's Q-network, acting epsilon-greedily with ``cfg.epsilon`` (index actions)."""
+    params = checkpoint.load(os.path.join(run, "checkpoint.pt")).tree["params"]
+    loss_cfg = dqn.Config(action_space="categorical")
+    nets = dqn.Nets(num_cells=cfg.num_cells)
+
+    def policy(obs, key):
+        return dqn.act(
+            params, obs, config=loss_cfg, nets=nets, mode="random", epsilon=cfg.epsilon, key=key
+        )
+
+    return policy
+
+
+def random_discrete_policy(n: int):
+    def policy(obs, key):
+        return funcrl.random.randint(key, (), 0, n)
+
+    return policy
+
+
+def build_discrete(cfg: Config, n: int) -> tuple[Record, str]:
+    """:func:`build` for a discrete task: DQN agents instead of SAC ones."""
+    key = funcrl.random.key(cfg.seed)
+    if cfg.kind == "random":
+        data = datasets.record(random_discrete_policy(n), cfg.env, cfg.steps, key, seed=cfg.seed)
+        return data, f"uniform random actions, {cfg.steps} steps, seed {cfg.seed}"
+
+    def agent(level: str) -> str:
+        steps = cfg.dqn_medium_steps if level == "medium" else cfg.dqn_expert_steps
+        return (
+            f"epsilon-greedy ({cfg.epsilon}) DQN policy after {steps} training steps "
+            f"(examples/dqn.py, seed {cfg.seed}, num_cells {list(cfg.num_cells)})"
+        )
+
+    if cfg.kind in ("medium", "expert"):
+        policy = dqn_policy(cfg, dqn_run(cfg, cfg.kind))
+        data = datasets.record(policy, cfg.env, cfg.steps, key, seed=cfg.seed)
+        return data, f"{agent(cfg.kind)}, {cfg.steps} steps"
+    if cfg.kind == "medium-replay":
+        run = dqn_run(cfg, "medium")
+        state = checkpoint.load(os.path.join(run, "checkpoint.pt")).tree["buffer"]
+        return datasets.from_buffer(state), (
+            f"the replay buffer of DQN's {cfg.dqn_medium_steps}-step training run "
+            f"(examples/dqn.py, seed {cfg.seed}, random warm-up included)"
+        )
+    if cfg.kind == "expert-medium":
+        half = cfg.steps // 2
+        k1, k2 = funcrl.random.split(key, 2).unbind(0)
+        expert = datasets.record(
+            dqn_policy(cfg, dqn_run(cfg, "expert")), cfg.env, half, k1, seed=cfg.seed
+        )
+        medium = datasets.record(
+            dqn_policy(cfg, dqn_run(cfg, "medium")), cfg.env, half, k2, seed=cfg.seed + 1
+        )
+        parts = [d[: int(datasets.episode_ends(d)[-1]) + 1] for d in (expert, medium)]
+        return Record.cat(parts), (
+            f"{half} steps of the {agent('expert')} then {half} of the {agent('medium')}"
+        )
+    raise ValueError(f"make_dataset: --kind must be one of {KINDS}, got {cfg.kind!r}")
+
+
 def build(cfg: Config) -> tuple[Record, str]:
     """The dataset's transitions and its recipe line."""
     key = funcrl.random.key(cfg.seed)
@@ -198,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"make_dataset: --kind must be one of {KINDS}, got {cfg.kind!r}")
     if os.path.exists(cfg.out) and not cfg.overwrite:
         raise FileExistsError(f"--out {cfg.out} exists: pass --overwrite to replace it")
-    data, recipe = build(cfg)
+    n = num_actions(cfg.env)
+    data, recipe = build(cfg) if n is None else build_discrete(cfg, n)
     ret = mean_return(data)
     datasets.write_minari(
         data,
@@ -206,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
         env_id=cfg.env,
         unfinished="drop",
         overwrite=cfg.overwrite,
-        algorithm_name=f"funcrl SAC ({cfg.kind})",
+        algorithm_name=f"funcrl {'SAC' if n is None else 'DQN'} ({cfg.kind})",
         author="funcrl examples/make_dataset.py",
         description=recipe,
     )

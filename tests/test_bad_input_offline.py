@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from funcrl import bc, cql, dt, iql, online_dt, specs, td3_bc
+from funcrl import bc, cql, discrete_cql, discrete_iql, dt, iql, online_dt, specs, td3_bc
 from funcrl.nn import DTConfig
 from funcrl.record import Record
 
@@ -256,3 +256,153 @@ def test_sequence_act_context(module, name, nets):
 def test_sequence_configs(cls, field, value, match):
     with pytest.raises(ValueError, match=match):
         cls(**{field: value})
+
+
+# --- discrete IQL and CQL ------------------------------------------------------------------------
+
+N = 4
+DISCRETE = [(discrete_iql, "discrete_iql"), (discrete_cql, "discrete_cql")]
+
+
+def discrete_batch(over=None, space="one_hot") -> Record:
+    idx = torch.tensor([0, 1, 2, 3])
+    b = batch({"action": idx if space == "categorical" else torch.nn.functional.one_hot(idx, N)})
+    for k, v in (over or {}).items():
+        b = b.set(k, v)
+    return b
+
+
+def discrete_setup(module, space="one_hot", **cfg):
+    config = module.Config(action_space=space, **cfg)
+    nets = module.Nets(**SMALL)
+    spec = specs.Categorical(N) if space == "categorical" else specs.OneHot(N)
+    return config, nets, module.init(0, OBS, spec, config, nets)
+
+
+@pytest.mark.parametrize(
+    "module,field,value,match",
+    [
+        (discrete_iql, "action_space", "binary", r"discrete_iql\.Config: action_space must be one"),
+        (discrete_iql, "action_space", "multi", r"discrete_iql\.Config: action_space must be one"),
+        (discrete_iql, "expectile", 1.0, r"discrete_iql\.Config: expectile must be in \(0, 1\)"),
+        (discrete_iql, "temperature", -1.0, r"discrete_iql\.Config: temperature must be >= 0"),
+        (discrete_iql, "num_qvalue_nets", 0, r"discrete_iql\.Config: num_qvalue_nets must be >= 1"),
+        (discrete_iql, "value_estimator", "gae", r"discrete_iql\.Config: value_estimator"),
+        (discrete_cql, "action_space", "mult_one_hot", r"discrete_cql\.Config: action_space"),
+        (discrete_cql, "loss_function", "huber", r"discrete_cql\.Config: loss_function"),
+        (discrete_cql, "gamma", 1.5, r"discrete_cql\.Config: gamma must be in \[0, 1\], got 1\.5"),
+        (discrete_cql, "reduction", "max", r"discrete_cql\.Config: reduction"),
+        (discrete_cql, "lmbda", 2.0, r"discrete_cql\.Config: lmbda must be in \[0, 1\]"),
+        (discrete_cql, "use_prioritized_weights", "yes", r"discrete_cql\.Config: use_prioritized"),
+    ],
+)
+def test_discrete_configs(module, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        module.Config(**{field: value})
+
+
+@pytest.mark.parametrize("module,name", DISCRETE)
+def test_discrete_init_spec_mismatch(module, name):
+    with pytest.raises(ValueError, match=rf"{name}\.init: action_spec is a Categorical.*one_hot"):
+        module.init(0, OBS, specs.Categorical(N), nets=module.Nets(**SMALL))
+    with pytest.raises(TypeError, match=rf"{name}\.init: action_spec must be a discrete spec"):
+        module.init(0, OBS, specs.Unbounded(shape=(2,)), nets=module.Nets(**SMALL))
+
+
+@pytest.mark.parametrize("module,name", DISCRETE)
+def test_discrete_missing_params(module, name):
+    config, nets, params = discrete_setup(module)
+    key = "qvalue" if module is discrete_iql else "target_value"
+    del params[key]
+    with pytest.raises(KeyError, match=rf"{name}\.loss: params lack \['{key}'\]"):
+        module.loss(params, discrete_batch(), config=config, nets=nets)
+
+
+@pytest.mark.parametrize("module,name", DISCRETE)
+@pytest.mark.parametrize(
+    "space,key,value,exc,match",
+    [
+        ("categorical", "action", torch.tensor([0, 1, 2, 4]), ValueError, r"indices in \[0, 4\]"),
+        ("categorical", "action", torch.tensor([0.0, 1, 2, 3]), TypeError, r"integer indices"),
+        ("categorical", "action", torch.zeros(B, 2).long(), ValueError, r"'action'\] has shape"),
+        ("one_hot", "action", torch.ones(B, N).long(), ValueError, r"exactly one"),
+        ("one_hot", "action", torch.eye(N)[:, :3].long(), ValueError, r"'action'\] has shape"),
+        ("one_hot", "observation", torch.randn(B, OBS).double(), TypeError, r"observation"),
+        ("one_hot", ("next", "observation"), torch.randn(B, OBS + 1), ValueError, r"next"),
+        ("one_hot", ("next", "reward"), torch.randn(B), ValueError, r"reward"),
+        ("one_hot", ("next", "terminated"), torch.zeros(B, 2).bool(), ValueError, r"terminated"),
+        ("one_hot", "priority_weight", torch.ones(B, 1), ValueError, r"priority_weight"),
+    ],
+)
+def test_discrete_batch_entries(module, name, space, key, value, exc, match):
+    config, nets, params = discrete_setup(module, space)
+    bad = discrete_batch({key: value}, space)
+    with pytest.raises(exc, match=rf"{name}\.loss.*{match}"):
+        module.loss(params, bad, config=config, nets=nets)
+
+
+def test_discrete_cql_action_masks():
+    config, nets, params = discrete_setup(discrete_cql, action_mask_key="action_mask")
+    with pytest.raises(KeyError, match=r"discrete_cql\.loss.*action_mask"):
+        discrete_cql.loss(params, discrete_batch(), config=config, nets=nets)
+    masks = {"action_mask": torch.ones(B, N).bool(), ("next", "action_mask"): torch.ones(B, N)}
+    with pytest.raises(TypeError, match=r"discrete_cql\.loss: the action mask must be bool"):
+        discrete_cql.loss(params, discrete_batch(masks), config=config, nets=nets)
+    masks[("next", "action_mask")] = torch.ones(B, N + 1).bool()
+    with pytest.raises(ValueError, match=r"discrete_cql\.loss: batch\[\('next', 'action_mask'\)\]"):
+        discrete_cql.loss(params, discrete_batch(masks), config=config, nets=nets)
+    with pytest.raises(ValueError, match=r"discrete_cql\.act: config\.action_mask_key"):
+        discrete_cql.act(params, torch.randn(B, OBS), config=config, nets=nets)
+
+
+@pytest.mark.parametrize("module,name", DISCRETE)
+def test_discrete_act(module, name):
+    config, nets, params = discrete_setup(module)
+    with pytest.raises(ValueError, match=rf"{name}\.act: mode must be one of"):
+        module.act(params, torch.randn(B, OBS), config=config, nets=nets, mode="greedy")
+    with pytest.raises(TypeError, match=rf"{name}\.act: observation is torch\.float64"):
+        module.act(params, torch.randn(B, OBS).double(), config=config, nets=nets)
+    with pytest.raises(TypeError, match=rf"{name}\.act: the action mask must be bool"):
+        module.act(
+            params, torch.randn(B, OBS), config=config, nets=nets, action_mask=torch.ones(B, N)
+        )
+    with pytest.raises(ValueError, match=rf"{name}\.act: the action mask has shape \(4, 3\)"):
+        mask = torch.ones(B, N - 1).bool()
+        module.act(params, torch.randn(B, OBS), config=config, nets=nets, action_mask=mask)
+
+
+@pytest.mark.parametrize("module,name", DISCRETE)
+def test_discrete_bare_function_net(module, name):
+    field = "actor" if module is discrete_iql else "value"
+    nets = module.Nets(**{field: lambda p, x: x})
+    with pytest.raises(TypeError, match=rf"{name}\.init: nets\.{field} must be a funcrl net"):
+        module.init(0, OBS, specs.OneHot(N), nets=nets)
+
+
+# --- interop -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module,name,key", [(iql, "iql", "value"), (cql, "cql", "actor")])
+def test_to_torchrl_needs_default_mlp_params_without_observation_dim(module, name, key):
+    pytest.importorskip("torchrl")
+    nets = module.Nets(**SMALL)
+    params = module.init(0, OBS, ACT, nets=nets)
+    params[key] = {"w": torch.zeros(3)}
+    with pytest.raises(
+        TypeError, match=rf"{name}\.to_torchrl: params\['{key}'\] are not the default"
+    ):
+        module.to_torchrl(module.Config(), nets, params)
+
+
+def test_discrete_iql_from_torchrl_names_the_network_keys():
+    pytest.importorskip("torchrl")
+    import warnings
+
+    from tensordict.nn import TensorDictModule
+
+    warnings.filterwarnings("ignore")
+    config, nets, params = discrete_setup(discrete_iql)
+    m = discrete_iql.to_torchrl(config, nets, params)
+    m.value_network = TensorDictModule(torch.nn.Linear(OBS, 1), ["obs"], ["state_value"])
+    with pytest.raises(TypeError, match=r"discrete_iql\.from_torchrl: the value network's in_keys"):
+        discrete_iql.from_torchrl(m)

@@ -1,4 +1,5 @@
-"""The offline objectives (IQL, TD3+BC, CQL) through the objective protocol."""
+"""The offline objectives (IQL, TD3+BC, CQL, BC, the Decision Transformers and the discrete IQL
+and CQL) through the objective protocol."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from protocol_harness import ALL_CHECKS, Case
 
 import funcrl
 import funcrl.random  # noqa: F401 - funcrl.random.key in the harness
-from funcrl import bc, cql, dt, iql, online_dt, specs, td3_bc
+from funcrl import bc, cql, discrete_cql, discrete_iql, dt, iql, online_dt, specs, td3_bc
 from funcrl.nn import DTConfig
 from funcrl.record import Record
 
@@ -55,6 +56,30 @@ _CONTEXT = make_segments(0, 8)
 DT_ACT = (("action", _CONTEXT["action"]), ("return_to_go", _CONTEXT["return_to_go"]))
 TINY = DTConfig(n_embd=16, n_layer=1, n_head=2, n_inner=32, n_positions=12)
 
+
+def discrete_batch(space: str = "one_hot", *, time: int | None = None, mask: bool = False):
+    """A maker of ``b`` dataset transitions (or ``[b, time]`` trajectories) with ``N`` discrete
+    actions, one-hot or indices, with action masks that allow the data's action."""
+
+    def make(seed: int, b: int) -> Record:
+        batch = make_batch(seed, b, time=time)
+        g = torch.Generator().manual_seed(seed + 1000)
+        lead = tuple(batch.batch_size)
+        idx = torch.randint(0, N, lead, generator=g)
+        hot = torch.nn.functional.one_hot(idx, N)
+        batch = batch.set("action", idx if space == "categorical" else hot)
+        if mask:
+            batch = batch.set("action_mask", (torch.rand(*lead, N, generator=g) < 0.5) | hot.bool())
+            nxt = torch.rand(*lead, N, generator=g) < 0.5
+            nxt[..., 0] = True
+            batch = batch.set(("next", "action_mask"), nxt)
+        return batch
+
+    return make
+
+
+N = 4
+_MASK = discrete_batch("categorical", mask=True)(0, 8)["action_mask"]
 OBS_SPEC = specs.Unbounded(shape=(OBS,))
 ACT_SPEC = specs.Bounded(-1.0, 1.0, shape=(ACT,))
 SMALL = {"num_cells": (16, 16)}
@@ -125,6 +150,47 @@ CASES = [
         nets=online_dt.Nets(transformer_config=TINY),
         act_kwargs=DT_ACT,
     ),
+    Case(
+        "discrete_iql",
+        discrete_iql,
+        OBS_SPEC,
+        specs.OneHot(N),
+        discrete_batch(),
+        nets=discrete_iql.Nets(**SMALL),
+        stochastic_loss=False,
+    ),
+    Case(
+        "discrete_iql_categorical_td_lambda",
+        discrete_iql,
+        OBS_SPEC,
+        specs.Categorical(N),
+        discrete_batch("categorical", time=3),
+        config=discrete_iql.Config(
+            action_space="categorical", value_estimator="td_lambda", num_qvalue_nets=3
+        ),
+        nets=discrete_iql.Nets(**SMALL),
+        stochastic_loss=False,
+    ),
+    Case(
+        "discrete_cql",
+        discrete_cql,
+        OBS_SPEC,
+        specs.OneHot(N),
+        discrete_batch(),
+        nets=discrete_cql.Nets(**SMALL),
+        stochastic_loss=False,
+    ),
+    Case(
+        "discrete_cql_categorical_masked",
+        discrete_cql,
+        OBS_SPEC,
+        specs.Categorical(N),
+        discrete_batch("categorical", mask=True),
+        config=discrete_cql.Config(action_space="categorical", action_mask_key="action_mask"),
+        nets=discrete_cql.Nets(**SMALL),
+        stochastic_loss=False,
+        act_kwargs=(("action_mask", _MASK), ("epsilon", 0.5)),
+    ),
 ]
 
 
@@ -135,6 +201,6 @@ def test_protocol(case: Case, check) -> None:
 
 
 def test_registered():
-    for name in ("iql", "td3_bc", "cql", "bc", "dt", "online_dt"):
+    for name in ("iql", "discrete_iql", "td3_bc", "cql", "discrete_cql", "bc", "dt", "online_dt"):
         assert name in funcrl.objectives.OBJECTIVES
         assert getattr(funcrl, name) is getattr(funcrl.objectives, name)

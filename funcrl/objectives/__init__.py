@@ -15,7 +15,7 @@ OBJECTIVES = (
     # on-policy
     "ppo", "a2c", "reinforce",
     # offline
-    "iql", "td3_bc", "cql", "bc", "dt", "online_dt",
+    "iql", "discrete_iql", "td3_bc", "cql", "discrete_cql", "bc", "dt", "online_dt",
 )  # fmt: skip
 
 __all__ = ["OBJECTIVES"]

@@ -56,7 +56,17 @@ from funcrl.objectives.common import (
 from funcrl.objectives.offline import check_priority_flag
 from funcrl.record import Record
 
-__all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl", "LOSS_FUNCTIONS"]
+__all__ = [
+    "Config",
+    "Nets",
+    "init",
+    "loss",
+    "act",
+    "trainer",
+    "from_torchrl",
+    "to_torchrl",
+    "LOSS_FUNCTIONS",
+]
 
 Params = dict[str, Any]
 
@@ -272,3 +282,30 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
         nets = Nets(actor=actor)
     config = Config(loss_function=name, reduction=m.reduction)
     return config, nets, {"actor": actor_params, "action_bounds": box}
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
+    """A TorchRL ``BCLoss`` equal to ``loss(params, ., config=config, nets=nets)``: with
+    ``loss_function=None`` (NLL) TorchRL's SAC actor layout on the ``TanhNormal``'s bounds, else a
+    deterministic ``TensorDictModule`` actor (``TanhBounded(MLP)`` on ``[-1, 1]`` becomes
+    ``Sequential(MLP, Tanh)``), ``params["actor"]`` copied in. ``observation_dim`` sizes a default
+    actor (read from its params when ``None``)."""
+    from torchrl.objectives import BCLoss
+
+    from funcrl.objectives.actor_critic import (
+        deterministic_actor_to_torchrl,
+        torchrl_tanh_normal_actor,
+    )
+    from funcrl.objectives.offline import in_features
+
+    owner = "bc.to_torchrl"
+    require(params, ["actor", "action_bounds"], owner)
+    low, high = bounds(params, owner)
+    if observation_dim is None:
+        observation_dim = in_features(params["actor"], owner, "actor")
+    nets = _resolve(nets, config, observation_dim, low.shape[-1])
+    if config.stochastic:
+        actor = torchrl_tanh_normal_actor(nets.actor, params["actor"], low, high, nets)
+    else:
+        actor, _ = deterministic_actor_to_torchrl(nets.actor, params["actor"])
+    return BCLoss(actor, loss_function=config.loss_function, reduction=config.reduction)

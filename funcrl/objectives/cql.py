@@ -97,6 +97,7 @@ __all__ = [
     "project",
     "conservative_penalty",
     "from_torchrl",
+    "to_torchrl",
 ]
 
 Params = dict[str, Any]
@@ -486,3 +487,66 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
     if config.with_lagrange:
         params["log_alpha_prime"] = m.log_alpha_prime.detach().clone()
     return config, nets, params
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
+    """A TorchRL ``CQLLoss`` equal to ``loss(params, ., config=config, nets=nets)`` under the same
+    ``torch.manual_seed``: TorchRL modules built from the (resolved) nets with ``params`` copied in
+    (the SAC actor layout on the ``TanhNormal``'s bounds, ``ValueOperator`` critics), the target
+    critics, ``log_alpha``, ``log_alpha_prime`` and the value estimator from ``config``; on an
+    action box other than ``[-1, 1]`` the conservative penalty differs (TorchRL draws its uniform
+    actions on ``[-1, 1]``, see the module docstring). ``observation_dim`` sizes default nets (read
+    from the actor params when ``None``)."""
+    from torchrl.data import Bounded
+    from torchrl.objectives import CQLLoss
+
+    from funcrl.objectives.actor_critic import (
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        torchrl_tanh_normal_actor,
+        write_torchrl,
+    )
+    from funcrl.objectives.offline import in_features
+
+    owner = "cql.to_torchrl"
+    require(params, ["actor", "qvalue", "log_alpha", "action_bounds"], owner)
+    if config.delay_qvalue:
+        require(params, ["target_qvalue"], owner)
+    if config.with_lagrange:
+        require(params, ["log_alpha_prime"], owner)
+    low, high = bounds(params, owner)
+    if observation_dim is None:
+        observation_dim = in_features(params["actor"], owner, "actor")
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    kw = {} if config.target_entropy == "auto" else {"target_entropy": config.target_entropy}
+    m = CQLLoss(
+        torchrl_tanh_normal_actor(nets.actor, params["actor"], low, high, nets),
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
+        loss_function=config.loss_function,
+        alpha_init=config.alpha_init,
+        min_alpha=config.min_alpha,
+        max_alpha=config.max_alpha,
+        fixed_alpha=config.fixed_alpha,
+        delay_qvalue=config.delay_qvalue,
+        temperature=config.temperature,
+        min_q_weight=config.min_q_weight,
+        max_q_backup=config.max_q_backup,
+        deterministic_backup=config.deterministic_backup,
+        num_random=config.num_random,
+        with_lagrange=config.with_lagrange,
+        lagrange_thresh=config.lagrange_thresh,
+        reduction=config.reduction,
+        scalar_output_mode="non_tensor" if config.reduction == "none" else None,
+        **kw,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    with torch.no_grad():
+        m.log_alpha.copy_(params["log_alpha"])
+        if config.with_lagrange:
+            m.log_alpha_prime.copy_(params["log_alpha_prime"])
+    return m

@@ -82,6 +82,11 @@ __all__ = [
     "make_estimator",
     "torchrl_spec",
     "num_outputs",
+    "POLICY_SPACES",
+    "check_policy_space",
+    "ensemble_chosen_value",
+    "action_log_prob",
+    "act_categorical",
 ]
 
 ACTION_SPACES = ("one_hot", "categorical", "mult_one_hot", "binary")
@@ -782,3 +787,51 @@ def num_outputs(net: Any, given: int | None, owner: str) -> int:
     raise TypeError(
         f"{owner}: cannot read the number of actions from {type(net).__name__}; pass num_actions="
     )
+
+
+# --- categorical policies and critic ensembles (discrete SAC, discrete IQL, discrete CQL) -------
+
+POLICY_SPACES = ("one_hot", "categorical")
+
+
+def check_policy_space(owner: str, action_space: Any) -> str:
+    """The canonical name of ``action_space`` for a loss over one categorical choice: ``"one_hot"``
+    or ``"categorical"`` (TorchRL's discrete IQL/CQL/SAC losses raise for the other spaces).
+
+    Raises:
+        ValueError: naming ``owner`` and ``action_space``.
+    """
+    name = action_space_of(action_space, owner=owner)
+    if name not in POLICY_SPACES:
+        raise ValueError(
+            f"{owner}: action_space must be one of {POLICY_SPACES}, got {action_space!r}"
+        )
+    return name
+
+
+def ensemble_chosen_value(q: torch.Tensor, action: torch.Tensor, action_space: str) -> torch.Tensor:
+    """``Q_i(s, a)`` of the data's action for every member: ``q [N, *B, n] -> [N, *B]``."""
+    return chosen_action_value(q, action.expand(q.shape[0], *action.shape), action_space)
+
+
+def action_log_prob(logits: torch.Tensor, action: torch.Tensor, action_space: str) -> torch.Tensor:
+    """``log pi(a|s)`` of a categorical policy with ``logits [*B, n]`` at a valid one-hot or index
+    action: ``[*B]`` (``torch.distributions.Categorical``/``OneHotCategorical``'s ``log_prob``)."""
+    return chosen_action_value(torch.log_softmax(logits, -1), action, action_space)
+
+
+def act_categorical(
+    logits: torch.Tensor,
+    action_space: str,
+    *,
+    mode: str,
+    key: torch.Tensor | None,
+    action_mask: torch.Tensor | None = None,
+    owner: str = "act_categorical",
+) -> torch.Tensor:
+    """A draw from ``softmax(logits)`` (``mode="random"``) or its mode (``"deterministic"``), masked
+    actions never chosen: ``[*B, n] ->`` one-hot ``[*B, n]`` or index ``[*B]`` int64 actions."""
+    check_mode(owner, mode)
+    logits = mask_action_values(logits, action_mask, owner=owner)
+    index = logits.argmax(-1) if mode == "deterministic" else sample_categorical(logits, key)
+    return index if action_space == "categorical" else one_hot(index, logits.shape[-1])

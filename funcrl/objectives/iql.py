@@ -63,7 +63,17 @@ from funcrl.objectives.common import (
 from funcrl.objectives.offline import advantage_weights, check_expectile, expectile_loss
 from funcrl.record import Record
 
-__all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl", "expectile_loss"]
+__all__ = [
+    "Config",
+    "Nets",
+    "init",
+    "loss",
+    "act",
+    "trainer",
+    "from_torchrl",
+    "to_torchrl",
+    "expectile_loss",
+]
 
 Params = dict[str, Any]
 
@@ -325,3 +335,50 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
         },
     }
     return config, nets, params
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
+    """A TorchRL ``IQLLoss`` equal to ``loss(params, ., config=config, nets=nets)``: TorchRL
+    modules built from the (resolved) nets with ``params`` copied in (the SAC actor layout on the
+    ``TanhNormal``'s bounds, ``ValueOperator`` critics and value net), the target critics and the
+    value estimator from ``config``. ``observation_dim`` sizes default nets (read from the value
+    params when ``None``)."""
+    from torchrl.modules import ValueOperator
+    from torchrl.objectives import IQLLoss
+
+    from funcrl.objectives.actor_critic import (
+        make_torchrl_estimator,
+        torch_module,
+        torchrl_qvalue,
+        torchrl_tanh_normal_actor,
+        write_torchrl,
+    )
+    from funcrl.objectives.offline import in_features
+
+    owner = "iql.to_torchrl"
+    require(params, ["actor", "qvalue", "target_qvalue", "value", "action_bounds"], owner)
+    low, high = bounds(params, owner)
+    if observation_dim is None:
+        observation_dim = in_features(params["value"], owner, "value")
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    m = IQLLoss(
+        torchrl_tanh_normal_actor(nets.actor, params["actor"], low, high, nets),
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        ValueOperator(torch_module(nets.value, params["value"], owner)[0], ["observation"]),
+        num_qvalue_nets=config.num_qvalue_nets,
+        loss_function=config.loss_function,
+        temperature=config.temperature,
+        expectile=config.expectile,
+        reduction=config.reduction,
+        scalar_output_mode="non_tensor" if config.reduction == "none" else None,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    for name, td in (
+        ("qvalue", m.qvalue_network_params),
+        ("target_qvalue", m.target_qvalue_network_params),
+    ):
+        # One critic: TorchRL keeps it without the ensemble dim.
+        p = params[name] if td.batch_size else tree.map(lambda x: x[0], params[name])
+        write_torchrl(td, qmod, qmod.module, p)
+    return m

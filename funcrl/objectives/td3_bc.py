@@ -57,7 +57,7 @@ from funcrl.objectives.common import (
 from funcrl.objectives.td3 import clipped_double_q, target_policy_smoothing
 from funcrl.record import Record
 
-__all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl"]
+__all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl", "to_torchrl"]
 
 Params = dict[str, Any]
 
@@ -280,3 +280,57 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
     cfg, nets, params = td3.from_torchrl(m)
     config = Config(alpha=float(m.alpha), **dataclasses.asdict(cfg))
     return config, Nets(actor=nets.actor, qvalue=nets.qvalue), params
+
+
+def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
+    """A TorchRL ``TD3BCLoss`` equal to ``loss(params, ., config=config, nets=nets)`` under the
+    same ``torch.manual_seed``: the actor (``TanhBounded(MLP)`` on ``[-1, 1]`` becomes
+    ``Sequential(MLP, Tanh)``) and ``ValueOperator`` critics with ``params`` copied in, the targets,
+    the action bounds and the value estimator from ``config``. ``observation_dim`` sizes default
+    nets (read from the actor params when ``None``)."""
+    from torchrl.data import Bounded
+    from torchrl.objectives import TD3BCLoss
+
+    from funcrl.objectives.actor_critic import (
+        deterministic_actor_to_torchrl,
+        make_torchrl_estimator,
+        torchrl_qvalue,
+        write_torchrl,
+    )
+    from funcrl.objectives.offline import in_features
+
+    owner = "td3_bc.to_torchrl"
+    require(params, ["actor", "qvalue", "action_bounds"], owner)
+    require(
+        params,
+        (["target_actor"] if config.delay_actor else [])
+        + (["target_qvalue"] if config.delay_qvalue else []),
+        owner,
+    )
+    low, high = bounds(params, owner)
+    if observation_dim is None:
+        observation_dim = in_features(params["actor"], owner, "actor")
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
+    m = TD3BCLoss(
+        actor,
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
+        num_qvalue_nets=config.num_qvalue_nets,
+        policy_noise=config.policy_noise,
+        noise_clip=config.noise_clip,
+        alpha=config.alpha,
+        loss_function=config.loss_function,
+        delay_actor=config.delay_actor,
+        delay_qvalue=config.delay_qvalue,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    if config.delay_actor:
+        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
+    return m
