@@ -279,7 +279,9 @@ def loss(
     if cfg.normalize_advantage and adv.numel() > 1:
         adv = on_policy.normalize_advantage(adv, cfg.normalize_advantage_exclude_dims)
     dist, lp = on_policy.policy_log_prob(params, batch, nets=nets, owner=owner)
-    prev = on_policy.behaviour_log_prob(batch, cfg.sample_log_prob_key, owner=owner)
+    prev = on_policy.behaviour_log_prob(
+        batch, cfg.sample_log_prob_key, owner=owner, agent_shape=nets.agent_shape
+    )
     log_weight = (lp - prev).unsqueeze(-1)
     red = cfg.reduction
     out: dict[str, torch.Tensor] = {}
