@@ -146,6 +146,13 @@ def test_init_rejects_an_ungrouped_spec():
         ),
         (Unbounded(shape=(4,)), DiscreteSpec, {}, ValueError, "ppo_nets: observation_spec must"),
         (OBS_SPEC, type("S", (), {"shape": (NA, 2), "n": 4}), {}, ValueError, "ppo_nets: a disc"),
+        (
+            OBS_SPEC,
+            type("S", (), {"shape": (NA, 1), "n": 4}),
+            {},
+            ValueError,
+            r"\[n_agents\] \(one",
+        ),
         (OBS_SPEC, BoxSpec, {"distribution": "gamma"}, ValueError, "on_policy.Nets: distribution"),
     ],
 )

@@ -162,8 +162,8 @@ def ppo_nets(
 
     Args:
         observation_spec: ``[n_agents, d]``.
-        action_spec: ``[n_agents, a]`` bounded (continuous), or ``[n_agents]`` / ``[n_agents, 1]``
-            with ``.n`` actions (discrete: TorchRL's ``Categorical``).
+        action_spec: ``[n_agents, a]`` bounded (continuous), or ``[n_agents]`` with ``.n``
+            actions (discrete: TorchRL's ``Categorical``; the action is an index per agent).
         centralized_critic: MAPPO's critic (``True``) or IPPO's (``False``).
         share_params: one actor and one critic for all agents, else one per agent.
         depth, num_cells, activation: the MLPs' (TorchRL's ``MultiAgentMLP`` arguments).
@@ -184,10 +184,10 @@ def ppo_nets(
                 f"{action_spec!r}"
             )
         shape = tuple(getattr(action_spec, "shape", ()) or ())
-        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        if len(shape) != 1:
             raise ValueError(
-                f"{owner}: a discrete action_spec must have shape [n_agents] or [n_agents, 1], "
-                f"got {shape}"
+                f"{owner}: a discrete action_spec must have shape [n_agents] (one action index "
+                f"per agent), got {shape}"
             )
         obs_shape = tuple(getattr(observation_spec, "shape", ()) or ())
         if len(obs_shape) != 2:
