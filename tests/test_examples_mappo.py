@@ -28,10 +28,14 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("algo,share", [("mappo", True), ("ippo", False)])
-def test_smoke_writes_its_files_and_resumes(tmp_path, algo, share):
+@pytest.mark.parametrize(
+    "algo,extra",
+    [("mappo", []), ("ippo", ["--no-share-params"]), ("mappo", ["--no-continuous"])],
+    ids=["mappo", "ippo-independent", "mappo-discrete"],
+)
+def test_smoke_writes_its_files_and_resumes(tmp_path, algo, extra):
     out = str(tmp_path / algo)
-    flags = [*TINY, "--algo", algo, "--out", out] + ([] if share else ["--no-share-params"])
+    flags = [*TINY, "--algo", algo, "--out", out, *extra]
     result = mappo_example.main(["--total-steps", "40", *flags])
     for f in ("log.csv", "curve.png", "checkpoint.pt", "result.json"):
         assert os.path.getsize(os.path.join(out, f)) > 0, f
