@@ -1,7 +1,7 @@
 """Multi-agent networks, mixers and nets factories, gathered for existing imports.
 
 The networks and mixers live in :mod:`funcrl.nn.multiagent` (also exported by :mod:`funcrl.nn`),
-the MADDPG / MASAC nets factories in :mod:`funcrl.objectives.multiagent`; this module re-exports
+the MADDPG / MASAC / MAPPO nets factories in :mod:`funcrl.objectives.multiagent`; this module re-exports
 both so that ``from funcrl.multiagent import QMixer`` keeps working.
 """
 
@@ -17,7 +17,14 @@ from funcrl.nn.multiagent import (
     qmix_mix,
     vdn_mix,
 )
-from funcrl.objectives.multiagent import agent_dims, ddpg_nets, sac_nets, sac_target_entropy
+from funcrl.objectives.multiagent import (
+    agent_dims,
+    ddpg_nets,
+    ppo_config,
+    ppo_nets,
+    sac_nets,
+    sac_target_entropy,
+)
 
 __all__ = [
     "MultiAgentMLP",
@@ -30,6 +37,8 @@ __all__ = [
     "ddpg_nets",
     "group_view",
     "init_multiagent",
+    "ppo_config",
+    "ppo_nets",
     "qmix_mix",
     "sac_nets",
     "sac_target_entropy",

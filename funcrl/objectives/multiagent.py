@@ -1,9 +1,9 @@
-"""Multi-agent actor-critic nets: MADDPG / IDDPG and MASAC / ISAC, as TorchRL's
+"""Multi-agent actor-critic nets: MADDPG / IDDPG, MASAC / ISAC and MAPPO / IPPO, as TorchRL's
 ``sota-implementations/multiagent`` builds them, on :mod:`funcrl.nn.multiagent`'s networks.
 
 The factories return the objectives' own ``Nets`` (:class:`funcrl.ddpg.Nets`,
-:class:`funcrl.sac.Nets`), so the multi-agent runs use the single-agent losses unchanged on a
-group-viewed batch (:func:`funcrl.nn.multiagent.group_view`).
+:class:`funcrl.sac.Nets`, :class:`funcrl.ppo.Nets`), so the multi-agent runs use the single-agent
+losses unchanged on a group-viewed batch (:func:`funcrl.nn.multiagent.group_view`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from funcrl.nn.core import Activation
 from funcrl.nn.multiagent import MultiAgentMLP, TanhDeltaActor, _static_bound
 
-__all__ = ["agent_dims", "ddpg_nets", "sac_nets", "sac_target_entropy"]
+__all__ = ["agent_dims", "ddpg_nets", "ppo_config", "ppo_nets", "sac_nets", "sac_target_entropy"]
 
 
 def agent_dims(observation_spec: Any, action_spec: Any, owner: str) -> tuple[int, int, int]:
@@ -128,3 +128,106 @@ def sac_target_entropy(action_spec: Any) -> float:
             f"sac_target_entropy: action_spec must have shape [n_agents, a], got {shape}"
         )
     return -float(math.prod(shape[1:]))
+
+
+def ppo_nets(
+    observation_spec: Any,
+    action_spec: Any,
+    *,
+    centralized_critic: bool = True,
+    share_params: bool = True,
+    depth: int | None = 2,
+    num_cells: int | tuple[int, ...] = 256,
+    activation: Activation = "tanh",
+    distribution: str | None = None,
+):
+    """:class:`funcrl.ppo.Nets` for MAPPO (``centralized_critic=True``, Yu et al. 2022) or IPPO
+    (``False``, de Witt et al. 2020), as TorchRL's ``sota-implementations/multiagent/mappo_ippo.py``.
+
+    Actor: a decentralised :class:`MultiAgentMLP` ``o_i -> (loc_i, scale_i)`` (``2 a`` outputs,
+    a ``TanhNormal`` on ``params["action_bounds"]``, the action spec's per-agent bounds) or
+    ``o_i -> logits_i`` (``n`` outputs, a categorical policy, for a discrete spec with ``.n``).
+    Critic: a :class:`MultiAgentMLP` ``o -> V_i`` that sees every agent's observation when
+    centralized (MAPPO; with shared params every agent gets the same value) or only its own (IPPO).
+    Both use ``share_params``, ``depth`` layers of ``num_cells`` and ``activation`` (TorchRL's
+    example: 2 x 256, tanh). The single-agent PPO then runs per agent (:attr:`ppo.Nets.agent_shape`:
+    log-probs ``[*B, n_agents]``, values and advantages ``[*B, n_agents, 1]``)::
+
+        nets = ppo_nets(obs_spec, act_spec)                # specs [n_agents, d], [n_agents, a]
+        config = ppo_config()                              # TorchRL's MAPPOLoss defaults
+        params = ppo.init(0, obs_spec, act_spec, config, nets)
+        rollout = group_view(rollout)                      # [E, T]; ("agents", ...) keys lifted
+        losses = ppo.loss(params, rollout, config=config, nets=nets)
+        train = ppo.trainer(optim.adam(3e-4), config=config, nets=nets)
+
+    Args:
+        observation_spec: ``[n_agents, d]``.
+        action_spec: ``[n_agents, a]`` bounded (continuous), or ``[n_agents]`` with ``.n``
+            actions (discrete: TorchRL's ``Categorical``; the action is an index per agent).
+        centralized_critic: MAPPO's critic (``True``) or IPPO's (``False``).
+        share_params: one actor and one critic for all agents, else one per agent.
+        depth, num_cells, activation: the MLPs' (TorchRL's ``MultiAgentMLP`` arguments).
+        distribution: the policy (:data:`funcrl.objectives.on_policy.DISTRIBUTIONS`); ``None``:
+            ``"categorical"`` for a spec with ``.n``, else ``"tanh_normal"`` (TorchRL's example).
+    """
+    from funcrl import ppo
+
+    owner = "multiagent.ppo_nets"
+    n_actions = getattr(action_spec, "n", None)
+    if distribution is None:
+        distribution = "tanh_normal" if n_actions is None else "categorical"
+    discrete = distribution in ("categorical", "masked_categorical")
+    if discrete:
+        if n_actions is None:
+            raise TypeError(
+                f"{owner}: the {distribution} policy needs a discrete action_spec with .n, got "
+                f"{action_spec!r}"
+            )
+        shape = tuple(getattr(action_spec, "shape", ()) or ())
+        if len(shape) != 1:
+            raise ValueError(
+                f"{owner}: a discrete action_spec must have shape [n_agents] (one action index "
+                f"per agent), got {shape}"
+            )
+        obs_shape = tuple(getattr(observation_spec, "shape", ()) or ())
+        if len(obs_shape) != 2:
+            raise ValueError(
+                f"{owner}: observation_spec must have shape [n_agents, d] (one agent group), got "
+                f"{obs_shape}"
+            )
+        n, d_obs = obs_shape
+        if shape[0] != n:
+            raise ValueError(
+                f"{owner}: observation_spec has n_agents={n} but action_spec has "
+                f"n_agents={shape[0]}"
+            )
+        out = int(n_actions)
+    else:
+        n, d_obs, d_act = agent_dims(observation_spec, action_spec, owner)
+        out = 2 * d_act
+    mlp = dict(depth=depth, num_cells=num_cells, activation=activation, share_params=share_params)
+    return ppo.Nets(
+        actor=MultiAgentMLP(d_obs, out, n, centralized=False, **mlp),
+        critic=MultiAgentMLP(d_obs, 1, n, centralized=centralized_critic, **mlp),
+        distribution=distribution,
+    )
+
+
+def ppo_config(**overrides: Any):
+    """:class:`funcrl.ppo.Config` with TorchRL 0.14's ``MAPPOLoss`` / ``IPPOLoss`` defaults:
+    the clip variant, ``entropy_coeff=0.01`` and the advantage standardised per agent
+    (``normalize_advantage=True``, ``normalize_advantage_exclude_dims=(-2,)``: the agent dim of
+    ``[*B, n_agents, 1]``); ``overrides`` replace any field. The two losses differ only by the
+    critic (:func:`ppo_nets`' ``centralized_critic``). TorchRL's optional ``value_norm``
+    (PopArt) is not implemented.
+    """
+    from funcrl import ppo
+
+    fields = dict(
+        variant="clip",
+        entropy_coeff=0.01,
+        normalize_advantage=True,
+        normalize_advantage_exclude_dims=(-2,),
+    )
+    fields.update(overrides)
+    return ppo.Config(**fields)

@@ -78,6 +78,7 @@ __all__ = [
     "loss_inputs",
     "policy_log_prob",
     "behaviour_log_prob",
+    "sample_shape",
     "advantages",
     "normalize_advantage",
     "critic_loss",
@@ -112,6 +113,12 @@ class Nets:
         num_cells: hidden sizes of the default (ReLU MLP) actor and critic.
         scale_mapping, scale_lb: ``NormalParamExtractor``'s arguments (continuous policies).
         tanh_loc: ``TanhNormal``/``IndependentNormal``'s ``tanh_loc``.
+
+    Multi-agent (IPPO / MAPPO): an actor or critic with an ``n_agents`` attribute (a
+    :class:`funcrl.nn.MultiAgentMLP`) makes every per-sample entry carry an agent dim after the
+    batch dims: ``observation [*B, n_agents, o]``, ``action [*B, n_agents, a]``, log-probs
+    ``[*B, n_agents]``, rewards, flags, values and advantages ``[*B, n_agents, 1]``
+    (:attr:`agent_shape`; see :func:`funcrl.objectives.multiagent.ppo_nets`).
     """
 
     actor: Any = None
@@ -134,10 +141,25 @@ class Nets:
                 "on_policy.Nets: trunk must be a funcrl net (with .init), got "
                 f"{type(self.trunk).__name__}"
             )
+        n_actor = getattr(self.actor, "n_agents", None)
+        n_critic = getattr(self.critic, "n_agents", None)
+        if n_actor is not None and n_critic is not None and n_actor != n_critic:
+            raise ValueError(
+                f"on_policy.Nets: the actor has n_agents={n_actor} but the critic has "
+                f"n_agents={n_critic}; both nets must be for the same agents"
+            )
 
     @property
     def discrete(self) -> bool:
         return self.distribution in _DISCRETE
+
+    @property
+    def agent_shape(self) -> tuple[int, ...]:
+        """``(n_agents,)`` when the actor or the critic is multi-agent (has ``n_agents``), else
+        ``()``: the dims every per-sample entry has between the batch dims and its features."""
+        n = getattr(self.actor, "n_agents", None)
+        n = getattr(self.critic, "n_agents", None) if n is None else n
+        return () if n is None else (int(n),)
 
 
 # -- config checks ---------------------------------------------------------------------------------
@@ -216,6 +238,8 @@ def init(
 ) -> Params:
     """``actor``, ``critic`` (and ``trunk``, ``action_bounds``) params from the specs.
 
+    Multi-agent nets (:attr:`Nets.agent_shape`) need grouped specs ``[n_agents, ...]``.
+
     A discrete policy reads the number of actions from ``action_spec.n`` (gymnasium's
     ``Discrete``, TorchRL's ``Categorical``) or an int; a continuous one the last dim of the spec.
     """
@@ -223,6 +247,15 @@ def init(
 
     gen = make_generator(seed)
     kw = {"device": device, "dtype": dtype}
+    agents = nets.agent_shape
+    for name, spec in (("observation_spec", observation_spec), ("action_spec", action_spec)):
+        shape = tuple(getattr(spec, "shape", ()) or ())
+        if agents and shape[: len(agents)] != agents:
+            raise ValueError(
+                f"{owner}: {name} has shape {shape}, expected [n_agents={agents[0]}, ...]: the "
+                "nets are multi-agent, so the specs must be grouped (TorchRL's "
+                "('agents', ...) specs)"
+            )
     features = spec_size(observation_spec, owner, "observation_spec")
     params: Params = {}
     if nets.trunk is not None:
@@ -486,8 +519,30 @@ def loss_inputs(
     if "advantage" not in batch:
         require(params, ["critic"], owner)
         batch = advantages(params, batch, config=config, nets=nets, owner=owner)
-    flag_shape = tuple(batch.batch_size) + (1,)
+    flag_shape = sample_shape(batch, nets) + (1,)
     return batch, _flag_entry(batch, "advantage", flag_shape, owner)
+
+
+def sample_shape(batch: Record, nets: Nets) -> tuple[int, ...]:
+    """``(*B, *nets.agent_shape)``: one log-prob per sample (and per agent, multi-agent)."""
+    return tuple(batch.batch_size) + nets.agent_shape
+
+
+def _agent_entry(
+    batch: Record, key: NestedKey, nets: Nets, owner: str, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``batch[key]`` with the nets' agent dims right after the batch dims (multi-agent nets), so a
+    rollout of the wrong number of agents fails here, naming the key, not inside a net."""
+    x = get(batch, key, owner=owner, dtype=dtype)
+    agents = nets.agent_shape
+    b = batch.batch_ndim
+    if agents and (x.dim() <= b + len(agents) or tuple(x.shape[b : b + len(agents)]) != agents):
+        raise ValueError(
+            f"{owner}: batch[{key!r}] has shape {tuple(x.shape)}, expected "
+            f"{tuple(batch.batch_size) + agents + ('...',)} ([*B, n_agents, features]; the nets "
+            f"are for n_agents={agents[0]})"
+        )
+    return x
 
 
 def policy_log_prob(
@@ -495,10 +550,13 @@ def policy_log_prob(
 ) -> tuple[Any, torch.Tensor]:
     """``(pi_theta, log pi_theta(a) [*B])`` at the batch's ``observation`` and ``action``
     (``[*B, a]`` continuous, an integer index ``[*B]`` discrete; ``action_mask [*B, n]`` for a
-    masked policy), with the action's layout checked against the policy's."""
+    masked policy), with the action's layout checked against the policy's.
+
+    With multi-agent nets every entry has the agent dim after ``*B`` (``log pi [*B, n_agents]``).
+    """
     dtype = tree.leaves(params["actor"])[0].dtype
-    obs = get(batch, "observation", owner=owner, dtype=dtype)
-    bshape = tuple(batch.batch_size)
+    obs = _agent_entry(batch, "observation", nets, owner, dtype)
+    bshape = sample_shape(batch, nets)
     action = get(batch, "action", owner=owner)
     mask = None
     if nets.distribution == "masked_categorical":
@@ -521,13 +579,18 @@ def policy_log_prob(
     return dist, dist.log_prob(action)
 
 
-def behaviour_log_prob(batch: Record, key: NestedKey, *, owner: str) -> torch.Tensor:
-    """``batch[key]``: the behaviour policy's log-prob of the action, ``[*B]``, detached."""
+def behaviour_log_prob(
+    batch: Record, key: NestedKey, *, owner: str, agent_shape: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """``batch[key]``: the behaviour policy's log-prob of the action, ``[*B, *agent_shape]``
+    (``agent_shape``: :attr:`Nets.agent_shape`), detached."""
     prev = get(batch, key, owner=owner)
-    if tuple(prev.shape) != tuple(batch.batch_size):
+    want = tuple(batch.batch_size) + tuple(agent_shape)
+    if tuple(prev.shape) != want:
+        per = "sample and agent" if agent_shape else "sample"
         raise ValueError(
-            f"{owner}: batch[{key!r}] has shape {tuple(prev.shape)}, expected "
-            f"{tuple(batch.batch_size)} (one log-prob per sample)"
+            f"{owner}: batch[{key!r}] has shape {tuple(prev.shape)}, expected {want} (one "
+            f"log-prob per {per})"
         )
     return prev.detach()
 
@@ -535,9 +598,10 @@ def behaviour_log_prob(batch: Record, key: NestedKey, *, owner: str) -> torch.Te
 # -- advantages ------------------------------------------------------------------------------------
 
 
-def _value_time_dim(cfg: Any) -> int:
-    # Rollout batch dim -> tensor dim of a [*batch, 1] entry: -1 (last batch dim) is -2.
-    return -2 if cfg.time_dim == -1 else 0
+def _value_time_dim(cfg: Any, agent_shape: tuple[int, ...] = ()) -> int:
+    # Rollout batch dim -> tensor dim of a [*batch, *agents, 1] entry: -1 (the last batch dim) is
+    # -2 (or -3 past an agent dim); negative, so it holds under vmap too.
+    return -2 - len(agent_shape) if cfg.time_dim == -1 else 0
 
 
 def advantages(
@@ -550,6 +614,12 @@ def advantages(
     is ``config.value_estimator`` from :mod:`funcrl.values` along ``config.time_dim``. Only
     ``("next", "terminated")`` stops bootstrapping; ``("next", "done")`` cuts the trajectory.
 
+    Multi-agent GAE (TorchRL's ``MultiAgentGAE``): with multi-agent nets (:attr:`Nets.agent_shape`)
+    every entry is per agent, ``[*B, n_agents, 1]``, and each agent's advantage runs along the
+    time dim on its own; a team reward or done ``[*B, 1]`` is an error here (nothing is
+    broadcast): :func:`funcrl.nn.multiagent.group_view` broadcasts the team flags over the agents
+    first, as TorchRL's ``DoneTransform`` does.
+
     Args:
         rollout: ``[E, T]`` (``time_dim=-1``) or ``[T, E]`` (``time_dim=0``) transitions, or one
             trajectory ``[T]``.
@@ -561,7 +631,7 @@ def advantages(
             f"{owner}: rollout has no batch dims; advantages need a time dim ([E, T] or [T, E])"
         )
     dtype = tree.leaves(params["critic"])[0].dtype
-    obs = get(rollout, "observation", owner=owner, dtype=dtype)
+    obs = _agent_entry(rollout, "observation", nets, owner, dtype)
     next_obs = get(
         rollout,
         ("next", "observation"),
@@ -569,7 +639,7 @@ def advantages(
         shape=obs.shape[rollout.batch_ndim :],
         dtype=dtype,
     )
-    flag_shape = tuple(rollout.batch_size) + (1,)
+    flag_shape = sample_shape(rollout, nets) + (1,)
     reward = _flag_entry(rollout, ("next", "reward"), flag_shape, owner)
     done = _flag_entry(rollout, ("next", "done"), flag_shape, owner)
     terminated = _flag_entry(rollout, ("next", "terminated"), flag_shape, owner)
@@ -584,9 +654,10 @@ def advantages(
         )
     if value.shape != flag_shape:
         raise ValueError(
-            f"{owner}: the critic gave {tuple(value.shape)}, expected {flag_shape} ([*B, 1])"
+            f"{owner}: the critic gave {tuple(value.shape)}, expected {flag_shape} ([*B, 1], "
+            "[*B, n_agents, 1] multi-agent)"
         )
-    dim = _value_time_dim(config)
+    dim = _value_time_dim(config, nets.agent_shape)
     g, lam, est = config.gamma, config.lmbda, config.value_estimator
     reward = reward.to(value.dtype)
     if est == "gae":
@@ -615,7 +686,7 @@ def _flag_entry(batch: Record, key: NestedKey, shape: tuple[int, ...], owner: st
     if tuple(x.shape) != shape:
         raise ValueError(
             f"{owner}: batch[{key!r}] has shape {tuple(x.shape)}, expected {shape} (TorchRL's "
-            "layout: [*batch, 1])"
+            "layout: [*batch, 1], or [*batch, n_agents, 1] with multi-agent nets)"
         )
     return x
 
@@ -658,8 +729,8 @@ def critic_loss(
     With ``clip_value = c`` the loss is ``max(l(V, G), l(V_old + clip(V - V_old, -c, c),
     G))`` with ``V_old = batch["state_value"]`` (TorchRL's ``_clip_value_loss``).
     """
-    obs = get(batch, "observation", owner=owner)
-    flag_shape = tuple(batch.batch_size) + (1,)
+    obs = _agent_entry(batch, "observation", nets, owner)
+    flag_shape = sample_shape(batch, nets) + (1,)
     target = _flag_entry(batch, "value_target", flag_shape, owner).detach()
     v = state_value(params, obs, nets=nets, detach_trunk=detach_trunk)
     if v.shape != target.shape:

@@ -265,6 +265,11 @@ def loss(
         key: a :mod:`funcrl.random` key for the Monte-Carlo entropy draws (TanhNormal); ``None``
             draws from the global torch RNG as TorchRL does.
 
+    Multi-agent nets (MAPPO / IPPO, :func:`funcrl.objectives.multiagent.ppo_nets`) put an agent
+    dim after ``*B`` in every per-sample entry (``[*B, n_agents, ...]``, a group-viewed rollout);
+    the losses average over it and ``td_error``, ``kl``, ``ESS`` and ``explained_variance`` keep
+    it, as TorchRL's.
+
     Returns:
         ``loss_objective``, ``loss_entropy``, ``loss_critic`` (reduced), ``entropy``,
         ``kl_approx``, ``explained_variance``, ``value_clip_fraction`` and ``td_error`` where
@@ -279,7 +284,9 @@ def loss(
     if cfg.normalize_advantage and adv.numel() > 1:
         adv = on_policy.normalize_advantage(adv, cfg.normalize_advantage_exclude_dims)
     dist, lp = on_policy.policy_log_prob(params, batch, nets=nets, owner=owner)
-    prev = on_policy.behaviour_log_prob(batch, cfg.sample_log_prob_key, owner=owner)
+    prev = on_policy.behaviour_log_prob(
+        batch, cfg.sample_log_prob_key, owner=owner, agent_shape=nets.agent_shape
+    )
     log_weight = (lp - prev).unsqueeze(-1)
     red = cfg.reduction
     out: dict[str, torch.Tensor] = {}
