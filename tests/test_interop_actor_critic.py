@@ -131,7 +131,7 @@ def test_sac_to_torchrl(version):
     nets = sac.Nets(num_cells=(8, 8))
     params = sac.init(1, OBS, ACT, config, nets, dtype=torch.float64)
     params["target_qvalue"] = tree.map(lambda x: x + 0.05, params["target_qvalue"])
-    m = sac.to_torchrl(config, nets, params, observation_dim=OBS)
+    m = sac.to_torchrl(config, nets, params)  # observation size read from the params
     keys = ["loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"]
     keys += ["loss_value"] if version == 1 else []
     compare(lambda x: sac.loss(params, x, config=config, nets=nets), m, batch(), keys)
@@ -203,7 +203,7 @@ def test_deterministic_to_torchrl(kind):
         k: tree.map(lambda x: x + 0.03, v) if k.startswith("target_") else v
         for k, v in params.items()
     }
-    m = module.to_torchrl(config, nets, params, observation_dim=OBS)
+    m = module.to_torchrl(config, nets, params)  # observation size read from the params
     compare(lambda x: module.loss(params, x, config=config, nets=nets), m, batch(), KEYS[kind])
     _, _, again = module.from_torchrl(m)
     for k in params:
@@ -219,7 +219,7 @@ def test_redq_both_directions(monkeypatch):
     nets = redq.Nets(num_cells=(8,))
     params = redq.init(0, OBS, ACT, config, nets, dtype=torch.float64)
     params["target_qvalue"] = tree.map(lambda x: x + 0.05, params["target_qvalue"])
-    m = redq.to_torchrl(config, nets, params, observation_dim=OBS)
+    m = redq.to_torchrl(config, nets, params)  # observation size read from the params
     keys = ["loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy", "target_value"]
     compare(lambda x: redq.loss(params, x, config=config, nets=nets), m, batch(), keys)
     config2, nets2, again = redq.from_torchrl(m)

@@ -296,7 +296,7 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
         deterministic_actor_to_torchrl,
         torchrl_tanh_normal_actor,
     )
-    from funcrl.objectives.offline import in_features
+    from funcrl.objectives.common import in_features
 
     owner = "bc.to_torchrl"
     require(params, ["actor", "action_bounds"], owner)

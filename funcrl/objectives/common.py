@@ -14,6 +14,7 @@ from funcrl.record import NestedKey, Record
 Params = dict[str, Any]
 
 __all__ = [
+    "in_features",
     "distance_loss",
     "LOSS_FUNCTIONS",
     "REDUCTIONS",
@@ -301,3 +302,19 @@ def n_step_discount(
     return torch.pow(
         torch.as_tensor(gamma, dtype=like.dtype, device=like.device), steps.to(like.dtype)
     )
+
+
+def in_features(params: Any, owner: str, name: str) -> int:
+    """The input width of default-MLP ``params`` (``{"layers": [...]}``, an ensemble's stacked
+    too): its first layer's columns. ``to_torchrl`` sizes the default nets with it.
+
+    Raises:
+        TypeError: naming ``owner`` and ``params[name]`` for params of another layout.
+    """
+    try:
+        return int(params["layers"][0]["weight"].shape[-1])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise TypeError(
+            f"{owner}: params[{name!r}] are not the default MLP's {{'layers': [...]}} params (got "
+            f"{type(params).__name__}); pass observation_dim="
+        ) from None

@@ -506,7 +506,7 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
         torchrl_tanh_normal_actor,
         write_torchrl,
     )
-    from funcrl.objectives.offline import in_features
+    from funcrl.objectives.common import in_features
 
     owner = "cql.to_torchrl"
     require(params, ["actor", "qvalue", "log_alpha", "action_bounds"], owner)

@@ -353,7 +353,7 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
         torchrl_tanh_normal_actor,
         write_torchrl,
     )
-    from funcrl.objectives.offline import in_features
+    from funcrl.objectives.common import in_features
 
     owner = "iql.to_torchrl"
     require(params, ["actor", "qvalue", "target_qvalue", "value", "action_bounds"], owner)

@@ -4,7 +4,6 @@
 * :func:`advantage_weights`: IQL's (and AWR's) ``min(exp(beta A), 100)``.
 * :func:`read_sequences`, :func:`check_context`: the Decision Transformers' ``[*B, T]`` batches and
   contexts.
-* :func:`in_features`: the observation size of default-MLP params, for ``to_torchrl``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ __all__ = [
     "read_sequences",
     "check_context",
     "check_priority_flag",
-    "in_features",
     "MAX_ADVANTAGE_WEIGHT",
 ]
 
@@ -112,19 +110,3 @@ def check_priority_flag(owner: str, flag: Any) -> None:
         raise ValueError(
             f"{owner}: use_prioritized_weights must be True, False or 'auto', got {flag!r}"
         )
-
-
-def in_features(params: Any, owner: str, name: str) -> int:
-    """The input width of default-MLP ``params`` (``{"layers": [...]}``, an ensemble's stacked
-    too): its first layer's columns. ``to_torchrl`` sizes the default nets with it.
-
-    Raises:
-        TypeError: naming ``owner`` and ``params[name]`` for params of another layout.
-    """
-    try:
-        return int(params["layers"][0]["weight"].shape[-1])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        raise TypeError(
-            f"{owner}: params[{name!r}] are not the default MLP's {{'layers': [...]}} params (got "
-            f"{type(params).__name__}); pass observation_dim="
-        ) from None

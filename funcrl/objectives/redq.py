@@ -67,6 +67,7 @@ from funcrl.objectives.common import (
     check_mode,
     check_observation,
     distance_loss,
+    in_features,
     priority_weights,
     reduce_loss,
     require,
@@ -384,7 +385,7 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
 
     low, high = bounds(params, "redq.to_torchrl")
     if observation_dim is None:
-        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+        observation_dim = in_features(params["actor"], "redq.to_torchrl", "actor")
     nets = resolve(nets, observation_dim, low.shape[-1])
     kw = {} if config.target_entropy == "auto" else {"target_entropy": config.target_entropy}
     m = REDQLoss(

@@ -88,6 +88,7 @@ from funcrl.objectives.common import (
     check_observation,
     distance_loss,
     get_flag,
+    in_features,
     priority_weights,
     require,
     spec_size,
@@ -510,7 +511,7 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
     low, high = bounds(params, owner)
     act_dim = low.shape[-1]
     if observation_dim is None:
-        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+        observation_dim = in_features(params["actor"], "sac.to_torchrl", "actor")
     nets = resolve(nets, observation_dim, act_dim)
     actor = torchrl_tanh_normal_actor(nets.actor, params["actor"], low, high, nets)
     q0 = tree.map(lambda x: x[0], params["qvalue"])

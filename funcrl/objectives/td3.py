@@ -49,6 +49,7 @@ from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
     distance_loss,
+    in_features,
     priority_weights,
     reduce_loss,
     require,
@@ -379,7 +380,7 @@ def to_torchrl(
 
     low, high = bounds(params, "td3.to_torchrl")
     if observation_dim is None:
-        observation_dim = tree.leaves(params["actor"])[0].shape[-1]
+        observation_dim = in_features(params["actor"], "td3.to_torchrl", "actor")
     nets = resolve(nets, observation_dim, low.shape[-1])
     actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
     m = TD3Loss(

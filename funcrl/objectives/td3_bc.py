@@ -297,7 +297,7 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
         torchrl_qvalue,
         write_torchrl,
     )
-    from funcrl.objectives.offline import in_features
+    from funcrl.objectives.common import in_features
 
     owner = "td3_bc.to_torchrl"
     require(params, ["actor", "qvalue", "action_bounds"], owner)
