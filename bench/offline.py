@@ -15,7 +15,7 @@
    ``--eval-episodes`` fixed-seed episodes, default 20).
 3. Prints a markdown table: per-seed returns, the medians, the behaviour policy's mean return and
    each method's D4RL-normalised score ``100 (R - R_random) / (R_expert - R_random)``, and writes
-   ``bench/results/offline.json``.
+   ``bench/results/<--results>.json`` (default ``offline``).
 
 The targets (the offline issue's): on medium and medium-replay, IQL, CQL and TD3+BC each beat BC and
 the behaviour policy (medians); the Decision Transformer reaches 90% of the expert's return. On
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
     p.add_argument("--data", default="runs/datasets")
     p.add_argument("--runs", default="runs/bench_offline")
+    p.add_argument("--results", default="offline", help="bench/results/<name>.json")
     args = p.parse_args(argv)
 
     rand = dataset(args.data, "random")["behaviour_return"]
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         "table": table,
         "environment": H.environment(),
     }
-    H.write_json("offline", payload)
+    H.write_json(args.results, payload)
     return payload
 
 
