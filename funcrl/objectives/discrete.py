@@ -28,10 +28,11 @@ float.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from funcrl import tree
 from funcrl import values as _values
 from funcrl.jit import can_read_values
 from funcrl.objectives.common import (
@@ -73,6 +74,9 @@ __all__ = [
     "out_features",
     "check_value_estimator",
     "bootstrap_target",
+    "QLearning",
+    "value_net",
+    "q_learning",
     "torch_module",
     "read_params",
     "write_params",
@@ -622,6 +626,85 @@ def bootstrap_target(
             config.gamma, config.lmbda, v, reward, done, terminated
         )
     return y.squeeze(-1).detach()
+
+
+class QLearning(NamedTuple):
+    """The Q-learning terms of a batch (:func:`q_learning`).
+
+    Attributes:
+        raw_q: ``Q(s, .)`` ``[*B, n]`` before masking (gradients flow).
+        q: ``raw_q`` with the disallowed actions at the dtype's lowest value.
+        q_taken: ``Q(s, a)`` ``[*B]`` of the batch's action (gradients flow).
+        target: the detached value target ``y`` ``[*B]`` (:func:`bootstrap_target`).
+    """
+
+    raw_q: torch.Tensor
+    q: torch.Tensor
+    q_taken: torch.Tensor
+    target: torch.Tensor
+
+
+def value_net(params: Mapping[str, Any], obs: torch.Tensor, nets: Any, owner: str) -> Any:
+    """The concrete value net of a value-based objective's ``nets`` (``nets.resolve(obs_dim,
+    num_actions)``; the default net's output size read from ``params["value"]``)."""
+    n = out_features(params["value"], owner, "value") if nets.value is None else 0
+    return nets.resolve(obs.shape[-1], n).value
+
+
+def q_learning(
+    params: Mapping[str, Any],
+    batch: Record,
+    config: Any,
+    nets: Any,
+    *,
+    owner: str,
+    var_nums: Any = None,
+    double_dqn: bool = False,
+) -> QLearning:
+    """DQN's terms, shared by the value-based losses (``dqn``, ``discrete_cql``): reads and checks
+    the batch, ``Q(s, .)`` from ``params["value"]`` (masked by ``config.action_mask_key``),
+    ``Q(s, a)`` of the batch's action, and the target from ``params["target_value"]`` (or the
+    gradient-stopped online params without ``config.delay_value``): ``max_a' Q'(s', a')``, or
+    with ``double_dqn`` ``Q'(s', argmax_a' Q(s', a'))``, through :func:`bootstrap_target`.
+
+    Args:
+        params: ``{"value", "target_value"}`` (``"target_value"`` only with ``delay_value``).
+        batch: ``observation [*B, o]``, ``action``, ``("next", "observation")``, reward and
+            flags ``[*B, 1]``, the masks when ``config.action_mask_key`` is set.
+        config: has ``action_space``, ``action_mask_key``, ``delay_value`` and the value
+            estimator's fields.
+        nets: has ``value`` and ``resolve(obs_dim, num_actions)``.
+    """
+    space = config.action_space
+    dtype = float_dtype(params["value"], owner, "value")
+    lead = tuple(batch.batch_size)
+    obs = get(batch, "observation", owner=owner, dtype=dtype)
+    next_obs = get(batch, ("next", "observation"), owner=owner, dtype=dtype)
+    check_same_shape(owner, obs, next_obs, "observation", ("next", "observation"))
+    net = value_net(params, obs, nets, owner)
+    check_net_params(net, params, ("value", "target_value"), owner)
+
+    raw_q = action_values(net, params["value"], obs, lead, owner, "value")
+    mask = next_mask = None
+    if config.action_mask_key is not None:
+        n = (raw_q.shape[-1],)
+        mask = get(batch, config.action_mask_key, owner=owner, shape=n)
+        next_mask = get(batch, ("next", config.action_mask_key), owner=owner, shape=n)
+    q = mask_action_values(raw_q, mask, owner=owner)
+    action = get(batch, "action", owner=owner)
+    check_action(action, q.shape[-1], space, var_nums, batch_shape=lead, owner=owner, key="action")
+    q_taken = chosen_action_value(q, action, space)
+
+    online = tree.detach(params["value"])
+    target = tree.detach(params["target_value"]) if config.delay_value else online
+    q_next = mask_action_values(net(target, next_obs), next_mask, owner=owner)
+    if double_dqn:
+        q_next_online = mask_action_values(net(online, next_obs), next_mask, owner=owner)
+        next_value = double_q_value(q_next_online, q_next, space, var_nums)
+    else:
+        next_value = max_action_value(q_next, space, var_nums)
+    y = bootstrap_target(config, batch, next_value, owner=owner)
+    return QLearning(raw_q, q, q_taken, y)
 
 
 def _flag(batch: Record, key: NestedKey, shape: tuple[int, ...], owner: str) -> torch.Tensor:

@@ -51,7 +51,6 @@ from funcrl.objectives.common import (
     check_observation,
     check_reduction,
     distance_loss,
-    get,
     priority_weights,
     reduce_loss,
     require,
@@ -165,11 +164,6 @@ def init(
     return params
 
 
-def _value_net(params: Params, obs: torch.Tensor, nets: Nets, owner: str) -> Any:
-    n = discrete.out_features(params["value"], owner, "value") if nets.value is None else 0
-    return nets.resolve(obs.shape[-1], n).value
-
-
 def loss(
     params: Params,
     batch: Record,
@@ -196,34 +190,7 @@ def loss(
     owner = "discrete_cql.loss"
     batch = check_batch(batch, owner)
     require(params, ["value", "target_value"] if config.delay_value else ["value"], owner)
-    space = config.action_space
-    dtype = discrete.float_dtype(params["value"], owner, "value")
-    lead = tuple(batch.batch_size)
-    obs = get(batch, "observation", owner=owner, dtype=dtype)
-    next_obs = get(batch, ("next", "observation"), owner=owner, dtype=dtype)
-    discrete.check_same_shape(owner, obs, next_obs, "observation", ("next", "observation"))
-    net = _value_net(params, obs, nets, owner)
-    discrete.check_net_params(net, params, ("value", "target_value"), owner)
-
-    raw_q = discrete.action_values(net, params["value"], obs, lead, owner, "value")
-    mask = next_mask = None
-    if config.action_mask_key is not None:
-        mask = get(batch, config.action_mask_key, owner=owner, shape=(raw_q.shape[-1],))
-        next_mask = get(
-            batch, ("next", config.action_mask_key), owner=owner, shape=(raw_q.shape[-1],)
-        )
-    q = discrete.mask_action_values(raw_q, mask, owner=owner)
-    action = get(batch, "action", owner=owner)
-    discrete.check_action(
-        action, q.shape[-1], space, None, batch_shape=lead, owner=owner, key="action"
-    )
-    q_taken = discrete.chosen_action_value(q, action, space)
-
-    target = tree.detach(params["target_value"] if config.delay_value else params["value"])
-    q_next = discrete.mask_action_values(net(target, next_obs), next_mask, owner=owner)
-    y = discrete.bootstrap_target(
-        config, batch, discrete.max_action_value(q_next, space), owner=owner
-    )
+    raw_q, q, q_taken, y = discrete.q_learning(params, batch, config, nets, owner=owner)
 
     weights = priority_weights(batch, config, like=q_taken, owner=owner)
     loss_q = 0.5 * distance_loss(q_taken, y, config.loss_function)
@@ -263,7 +230,7 @@ def act(
     require(params, ["value"], owner)
     dtype = discrete.float_dtype(params["value"], owner, "value")
     obs = check_observation(owner, observation, dtype)
-    net = _value_net(params, obs, nets, owner)
+    net = discrete.value_net(params, obs, nets, owner)
     discrete.check_net_params(net, params, ("value",), owner)
     q = discrete.action_values(
         net, tree.detach(params["value"]), obs, tuple(obs.shape[:-1]), owner, "value"

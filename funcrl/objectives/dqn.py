@@ -39,7 +39,6 @@ from funcrl.objectives.common import (
     check_observation,
     check_reduction,
     distance_loss,
-    get,
     priority_weights,
     reduce_loss,
     require,
@@ -173,11 +172,6 @@ def init(
 # --- the loss ------------------------------------------------------------------------------------
 
 
-def _value_net(params: dict[str, Any], obs: torch.Tensor, nets: Nets, owner: str) -> Any:
-    n = discrete.out_features(params["value"], owner, "value") if nets.value is None else 0
-    return nets.resolve(obs.shape[-1], n).value
-
-
 def loss(
     params: dict[str, Any],
     batch: Record,
@@ -205,36 +199,10 @@ def loss(
     owner = "dqn.loss"
     batch = check_batch(batch, owner)
     require(params, ["value", "target_value"] if config.delay_value else ["value"], owner)
-    space, var_nums = config.action_space, config.var_nums
-    dtype = discrete.float_dtype(params["value"], owner, "value")
-    lead = tuple(batch.batch_size)
-    obs = get(batch, "observation", owner=owner, dtype=dtype)
-    next_obs = get(batch, ("next", "observation"), owner=owner, dtype=dtype)
-    discrete.check_same_shape(owner, obs, next_obs, "observation", ("next", "observation"))
-    net = _value_net(params, obs, nets, owner)
-    discrete.check_net_params(net, params, ("value", "target_value"), owner)
-
-    q = discrete.action_values(net, params["value"], obs, lead, owner, "value")
-    mask = next_mask = None
-    if config.action_mask_key is not None:
-        mask = get(batch, config.action_mask_key, owner=owner, shape=(q.shape[-1],))
-        next_mask = get(batch, ("next", config.action_mask_key), owner=owner, shape=(q.shape[-1],))
-    q = mask_action_values(q, mask, owner=owner)
-    action = get(batch, "action", owner=owner)
-    discrete.check_action(
-        action, q.shape[-1], space, var_nums, batch_shape=lead, owner=owner, key="action"
-    )
-    q_taken = chosen_action_value(q, action, space)
-
-    online = tree.detach(params["value"])
-    target = tree.detach(params["target_value"]) if config.delay_value else online
-    q_next = mask_action_values(net(target, next_obs), next_mask, owner=owner)
-    if config.double_dqn:
-        q_next_online = mask_action_values(net(online, next_obs), next_mask, owner=owner)
-        next_value = double_q_value(q_next_online, q_next, space, var_nums)
-    else:
-        next_value = max_action_value(q_next, space, var_nums)
-    y = discrete.bootstrap_target(config, batch, next_value, owner=owner)
+    _, _, q_taken, y = discrete.q_learning(
+        params, batch, config, nets, owner=owner, var_nums=config.var_nums,
+        double_dqn=config.double_dqn,
+    )  # fmt: skip
 
     weights = priority_weights(batch, config, like=q_taken, owner=owner)
     value_loss = reduce_loss(
@@ -276,7 +244,7 @@ def act(
     require(params, ["value"], owner)
     dtype = discrete.float_dtype(params["value"], owner, "value")
     obs = check_observation(owner, observation, dtype)
-    net = _value_net(params, obs, nets, owner)
+    net = discrete.value_net(params, obs, nets, owner)
     discrete.check_net_params(net, params, ("value",), owner)
     q = net(params["value"], obs)
     return discrete.act_on_values(
