@@ -44,6 +44,7 @@ from funcrl.objectives.common import (
     check_observation,
     get,
     get_flag,
+    in_features,
     n_step_discount,
     require,
 )
@@ -712,3 +713,110 @@ def deterministic_actor_to_torchrl(net: Any, params: Any) -> tuple[Any, Any]:
 
     module, inner = torch_module(net, params, "to_torchrl")
     return TensorDictModule(module, in_keys=["observation"], out_keys=["action"]), inner
+
+
+def td3_from_torchrl(m: Any) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
+    """A TorchRL ``TD3Loss``-shaped module (``TD3Loss``, ``TD3BCLoss``) read as ``(config fields,
+    actor, qvalue, params)``: TD3's hyperparameters and value estimator, the actor
+    (``Sequential(MLP, Tanh)`` becomes ``TanhBounded(MLP)``) and critic as funcrl nets, online and
+    target weights, and ``action_bounds`` from ``min_action`` / ``max_action``."""
+    actor, actor_params = deterministic_actor_from_torchrl(m.actor_network, m.actor_network_params)
+    qnet, qparams = critic_from_torchrl(m.qvalue_network, m.qvalue_network_params)
+    fields = {
+        "policy_noise": float(m.policy_noise),
+        "noise_clip": float(m.noise_clip),
+        "loss_function": m.loss_function,
+        "delay_actor": bool(m.delay_actor),
+        "delay_qvalue": bool(m.delay_qvalue),
+        "num_qvalue_nets": int(m.num_qvalue_nets),
+        "reduction": m.reduction,
+        "use_prioritized_weights": m.use_prioritized_weights,
+        **torchrl_estimator(m),
+    }
+    params: dict[str, Any] = {
+        "actor": actor_params,
+        "qvalue": qparams,
+        "action_bounds": {"low": m.min_action.clone(), "high": m.max_action.clone()},
+    }
+    if fields["delay_actor"]:
+        params["target_actor"] = deterministic_actor_from_torchrl(
+            m.actor_network, m.target_actor_network_params
+        )[1]
+    if fields["delay_qvalue"]:
+        params["target_qvalue"] = critic_from_torchrl(
+            m.qvalue_network, m.target_qvalue_network_params
+        )[1]
+    return fields, actor, qnet, params
+
+
+def td3_to_torchrl(
+    loss_cls: Any,
+    config: Any,
+    nets: Any,
+    params: Mapping[str, Any],
+    *,
+    observation_dim: int | None,
+    owner: str,
+    **extra: Any,
+) -> Any:
+    """The inverse of :func:`td3_from_torchrl`: a ``loss_cls`` (``TD3Loss``, ``TD3BCLoss``) with
+    the actor, critics, targets, action bounds and value estimator of ``config``/``params`` copied
+    in; ``extra`` are ``loss_cls``'s own arguments (TD3+BC's ``alpha``). ``observation_dim`` sizes
+    default nets (read from the actor's params when ``None``)."""
+    from torchrl.data import Bounded
+
+    require(
+        params,
+        ["actor", "qvalue", "action_bounds"]
+        + (["target_actor"] if config.delay_actor else [])
+        + (["target_qvalue"] if config.delay_qvalue else []),
+        owner,
+    )
+    low, high = bounds(params, owner)
+    if observation_dim is None:
+        observation_dim = in_features(params["actor"], owner, "actor")
+    nets = resolve(nets, observation_dim, low.shape[-1])
+    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
+    m = loss_cls(
+        actor,
+        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
+        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
+        num_qvalue_nets=config.num_qvalue_nets,
+        policy_noise=config.policy_noise,
+        noise_clip=config.noise_clip,
+        loss_function=config.loss_function,
+        delay_actor=config.delay_actor,
+        delay_qvalue=config.delay_qvalue,
+        reduction=config.reduction,
+        use_prioritized_weights=config.use_prioritized_weights,
+        **extra,
+    )
+    make_torchrl_estimator(m, config)
+    qmod = m.qvalue_network
+    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
+    if config.delay_qvalue:
+        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
+    if config.delay_actor:
+        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
+    return m
+
+
+# --- TD3's equations (td3, td3_bc) ---------------------------------------------------------------
+
+
+def target_policy_smoothing(
+    action: torch.Tensor,
+    noise: torch.Tensor,
+    policy_noise: float,
+    noise_clip: float,
+    low: torch.Tensor,
+    high: torch.Tensor,
+) -> torch.Tensor:
+    """``clip(a + clip(sigma * eps, -c, c), low, high)`` with ``eps`` a standard normal draw."""
+    smoothing = (noise * policy_noise).clamp(-noise_clip, noise_clip)
+    return torch.clamp(action + smoothing, low, high)
+
+
+def clipped_double_q(next_qs: torch.Tensor) -> torch.Tensor:
+    """``min_i Q'_i``: ``[num_qvalue_nets, *B] -> [*B]``."""
+    return next_qs.min(0).values

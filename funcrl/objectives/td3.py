@@ -39,17 +39,18 @@ from funcrl.objectives.actor_critic import (
     check_config,
     check_nets,
     check_tanh_actor_bounds,
+    clipped_double_q,
     ensemble_q,
     param_dtype,
     read_transitions,
     resolve,
+    target_policy_smoothing,
     value_target,
 )
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
 from funcrl.objectives.common import (
     check_batch,
     distance_loss,
-    in_features,
     priority_weights,
     reduce_loss,
     require,
@@ -169,24 +170,6 @@ def init(
 
 
 # --- the equations -------------------------------------------------------------------------------
-
-
-def target_policy_smoothing(
-    action: torch.Tensor,
-    noise: torch.Tensor,
-    policy_noise: float,
-    noise_clip: float,
-    low: torch.Tensor,
-    high: torch.Tensor,
-) -> torch.Tensor:
-    """``clip(a + clip(sigma * eps, -c, c), low, high)`` with ``eps`` a standard normal draw."""
-    smoothing = (noise * policy_noise).clamp(-noise_clip, noise_clip)
-    return torch.clamp(action + smoothing, low, high)
-
-
-def clipped_double_q(next_qs: torch.Tensor) -> torch.Tensor:
-    """``min_i Q'_i``: ``[num_qvalue_nets, *B] -> [*B]``."""
-    return next_qs.min(0).values
 
 
 # --- loss, act, trainer --------------------------------------------------------------------------
@@ -327,40 +310,10 @@ def from_torchrl(loss_module: Any) -> tuple[Config, Nets, dict[str, Any]]:
     funcrl nets, online and target weights, and ``action_bounds`` from its ``min_action`` /
     ``max_action``. ``loss(params, batch, ...)`` then equals ``loss_module(batch)`` under the same
     ``torch.manual_seed``."""
-    from funcrl.objectives.actor_critic import (
-        critic_from_torchrl,
-        deterministic_actor_from_torchrl,
-        torchrl_estimator,
-    )
+    from funcrl.objectives.actor_critic import td3_from_torchrl
 
-    m = loss_module
-    actor, actor_params = deterministic_actor_from_torchrl(m.actor_network, m.actor_network_params)
-    qnet, qparams = critic_from_torchrl(m.qvalue_network, m.qvalue_network_params)
-    config = Config(
-        policy_noise=float(m.policy_noise),
-        noise_clip=float(m.noise_clip),
-        loss_function=m.loss_function,
-        delay_actor=bool(m.delay_actor),
-        delay_qvalue=bool(m.delay_qvalue),
-        num_qvalue_nets=int(m.num_qvalue_nets),
-        reduction=m.reduction,
-        use_prioritized_weights=m.use_prioritized_weights,
-        **torchrl_estimator(m),
-    )
-    params: dict[str, Any] = {
-        "actor": actor_params,
-        "qvalue": qparams,
-        "action_bounds": {"low": m.min_action.clone(), "high": m.max_action.clone()},
-    }
-    if config.delay_actor:
-        params["target_actor"] = deterministic_actor_from_torchrl(
-            m.actor_network, m.target_actor_network_params
-        )[1]
-    if config.delay_qvalue:
-        params["target_qvalue"] = critic_from_torchrl(
-            m.qvalue_network, m.target_qvalue_network_params
-        )[1]
-    return config, Nets(actor=actor, qvalue=qnet), params
+    fields, actor, qnet, params = td3_from_torchrl(loss_module)
+    return Config(**fields), Nets(actor=actor, qvalue=qnet), params
 
 
 def to_torchrl(
@@ -368,39 +321,10 @@ def to_torchrl(
 ):
     """A TorchRL ``TD3Loss`` equal to ``loss(params, ., config=config, nets=nets)`` (weights,
     targets, bounds and value estimator copied). ``observation_dim`` sizes default nets."""
-    from torchrl.data import Bounded
     from torchrl.objectives import TD3Loss
 
-    from funcrl.objectives.actor_critic import (
-        deterministic_actor_to_torchrl,
-        make_torchrl_estimator,
-        torchrl_qvalue,
-        write_torchrl,
-    )
+    from funcrl.objectives.actor_critic import td3_to_torchrl
 
-    low, high = bounds(params, "td3.to_torchrl")
-    if observation_dim is None:
-        observation_dim = in_features(params["actor"], "td3.to_torchrl", "actor")
-    nets = resolve(nets, observation_dim, low.shape[-1])
-    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
-    m = TD3Loss(
-        actor,
-        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
-        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
-        num_qvalue_nets=config.num_qvalue_nets,
-        policy_noise=config.policy_noise,
-        noise_clip=config.noise_clip,
-        loss_function=config.loss_function,
-        delay_actor=config.delay_actor,
-        delay_qvalue=config.delay_qvalue,
-        reduction=config.reduction,
-        use_prioritized_weights=config.use_prioritized_weights,
+    return td3_to_torchrl(
+        TD3Loss, config, nets, params, observation_dim=observation_dim, owner="td3.to_torchrl"
     )
-    make_torchrl_estimator(m, config)
-    qmod = m.qvalue_network
-    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
-    if config.delay_qvalue:
-        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
-    if config.delay_actor:
-        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
-    return m

@@ -31,18 +31,19 @@ import torch
 from funcrl import tree
 from funcrl.distributions._utils import standard_normal
 from funcrl.nn import make_generator
-from funcrl.objectives import td3
 from funcrl.objectives.actor_critic import (
     act_bounded_actor,
     bounds,
     check_config,
     check_nets,
     check_tanh_actor_bounds,
+    clipped_double_q,
     ensemble_q,
     init_ensemble,
     param_dtype,
     read_transitions,
     resolve,
+    target_policy_smoothing,
     value_target,
 )
 from funcrl.objectives.actor_critic import action_bounds as spec_bounds
@@ -54,7 +55,6 @@ from funcrl.objectives.common import (
     require,
     spec_size,
 )
-from funcrl.objectives.td3 import clipped_double_q, target_policy_smoothing
 from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl", "to_torchrl"]
@@ -275,11 +275,11 @@ def trainer(
 
 def from_torchrl(loss_module: Any) -> tuple[Config, Nets, Params]:
     """``(config, nets, params)`` equal to a TorchRL ``TD3BCLoss`` (as
-    :func:`funcrl.td3.from_torchrl`, plus ``alpha``)."""
-    m = loss_module
-    cfg, nets, params = td3.from_torchrl(m)
-    config = Config(alpha=float(m.alpha), **dataclasses.asdict(cfg))
-    return config, Nets(actor=nets.actor, qvalue=nets.qvalue), params
+    :func:`funcrl.td3.from_torchrl`, plus ``alpha``; both read by ``actor_critic.td3_from_torchrl``)."""
+    from funcrl.objectives.actor_critic import td3_from_torchrl
+
+    fields, actor, qnet, params = td3_from_torchrl(loss_module)
+    return Config(alpha=float(loss_module.alpha), **fields), Nets(actor=actor, qvalue=qnet), params
 
 
 def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int | None = None):
@@ -288,49 +288,11 @@ def to_torchrl(config: Config, nets: Nets, params: Params, observation_dim: int 
     ``Sequential(MLP, Tanh)``) and ``ValueOperator`` critics with ``params`` copied in, the targets,
     the action bounds and the value estimator from ``config``. ``observation_dim`` sizes default
     nets (read from the actor params when ``None``)."""
-    from torchrl.data import Bounded
     from torchrl.objectives import TD3BCLoss
 
-    from funcrl.objectives.actor_critic import (
-        deterministic_actor_to_torchrl,
-        make_torchrl_estimator,
-        torchrl_qvalue,
-        write_torchrl,
-    )
-    from funcrl.objectives.common import in_features
+    from funcrl.objectives.actor_critic import td3_to_torchrl
 
-    owner = "td3_bc.to_torchrl"
-    require(params, ["actor", "qvalue", "action_bounds"], owner)
-    require(
-        params,
-        (["target_actor"] if config.delay_actor else [])
-        + (["target_qvalue"] if config.delay_qvalue else []),
-        owner,
-    )
-    low, high = bounds(params, owner)
-    if observation_dim is None:
-        observation_dim = in_features(params["actor"], owner, "actor")
-    nets = resolve(nets, observation_dim, low.shape[-1])
-    actor, inner = deterministic_actor_to_torchrl(nets.actor, params["actor"])
-    m = TD3BCLoss(
-        actor,
-        torchrl_qvalue(nets.qvalue, tree.map(lambda x: x[0], params["qvalue"])),
-        action_spec=Bounded(low, high, tuple(low.shape), dtype=low.dtype),
-        num_qvalue_nets=config.num_qvalue_nets,
-        policy_noise=config.policy_noise,
-        noise_clip=config.noise_clip,
-        alpha=config.alpha,
-        loss_function=config.loss_function,
-        delay_actor=config.delay_actor,
-        delay_qvalue=config.delay_qvalue,
-        reduction=config.reduction,
-        use_prioritized_weights=config.use_prioritized_weights,
-    )
-    make_torchrl_estimator(m, config)
-    qmod = m.qvalue_network
-    write_torchrl(m.qvalue_network_params, qmod, qmod.module, params["qvalue"])
-    if config.delay_qvalue:
-        write_torchrl(m.target_qvalue_network_params, qmod, qmod.module, params["target_qvalue"])
-    if config.delay_actor:
-        write_torchrl(m.target_actor_network_params, m.actor_network, inner, params["target_actor"])
-    return m
+    return td3_to_torchrl(
+        TD3BCLoss, config, nets, params, observation_dim=observation_dim,
+        owner="td3_bc.to_torchrl", alpha=config.alpha,
+    )  # fmt: skip
