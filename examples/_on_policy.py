@@ -47,7 +47,8 @@ from funcrl.record import Record  # noqa: E402
 from funcrl.training import Trainer  # noqa: E402
 
 __all__ = [
-    "OnPolicyConfig", "Agent", "make_nets", "learning_rate", "check_config", "collect", "train"
+    "OnPolicyConfig", "Agent", "make_nets", "learning_rate", "check_config", "collect",
+    "policy_step", "host_loop_update", "train",
 ]  # fmt: skip
 
 OUT_FILES = ("checkpoint.pt", "log.csv")
@@ -64,6 +65,8 @@ class OnPolicyConfig:
     total_steps: int = dataclasses.field(default=500_000, metadata={"help": "env steps"})
     num_envs: int = dataclasses.field(default=4, metadata={"help": "parallel environments"})
     num_steps: int = dataclasses.field(default=128, metadata={"help": "steps per env per rollout"})
+    epochs: int = dataclasses.field(default=4, metadata={"help": "passes over each rollout"})
+    num_minibatches: int = dataclasses.field(default=4, metadata={"help": "minibatches per epoch"})
     learning_rate: float = dataclasses.field(default=2.5e-4, metadata={"help": "step size"})
     anneal_lr: bool = dataclasses.field(default=True, metadata={"help": "lr linearly to 0"})
     max_grad_norm: float = dataclasses.field(default=0.5, metadata={"help": "global-norm clip"})
@@ -98,7 +101,11 @@ class OnPolicyConfig:
     progress: bool = dataclasses.field(default=True, metadata={"help": "progress bar"})
     threads: int = dataclasses.field(default=1, metadata={"help": "torch CPU threads"})
     compile: bool = dataclasses.field(
-        default=False, metadata={"help": "torch.compile the update (fullgraph; slow to compile)"}
+        default=False,
+        metadata={
+            "help": "torch.compile (fullgraph) the policy step and one minibatch update, looped "
+            "on the host (compiles in tens of seconds, then each call is one fused graph)"
+        },
     )
     device: str = dataclasses.field(
         default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]"}
@@ -110,12 +117,25 @@ class OnPolicyConfig:
 
 
 class Agent(NamedTuple):
-    """What an algorithm script gives :func:`train`: its nets (``on_policy.Nets``), fresh params
-    and the trainer (``funcrl.<algo>.trainer``)."""
+    """What an algorithm script gives :func:`train`.
+
+    Attributes:
+        nets: the objective's ``Nets``.
+        params: fresh params.
+        trainer: ``funcrl.<algo>.trainer(...)``: advantages, then ``epochs`` x
+            ``num_minibatches`` steps, one pure function of a rollout (the eager update).
+        advantages: ``(params, rollout [E, T]) -> rollout`` with ``advantage`` and
+            ``value_target`` (``on_policy.advantages`` bound to the loss config).
+        minibatch_trainer: ``on_policy.trainer(loss, optimizer, advantage_fn=None, epochs=1,
+            num_minibatches=1)``: one gradient step on one minibatch, the unit ``--compile``
+            compiles (its state has ``trainer``'s structure).
+    """
 
     nets: Any
     params: Any
     trainer: Trainer
+    advantages: Callable[[Any, Record], Record]
+    minibatch_trainer: Trainer
 
 
 def make_nets(cfg: OnPolicyConfig, observation_spec: Any, action_spec: Any) -> dict[str, Any]:
@@ -192,6 +212,7 @@ def collect(
     obs: torch.Tensor,
     num_steps: int,
     rollout_key: torch.Tensor,
+    explore: Callable | None = None,
 ) -> tuple[Record, torch.Tensor, dict]:
     """``num_steps`` steps of every env under the policy.
 
@@ -199,8 +220,11 @@ def collect(
         The rollout ``[E, T]`` (with the behaviour log-prob and distribution params the loss reads;
         observations normalised with the running statistics, rewards scaled, where switched on),
         the next raw observation ``[E, o]`` and the updated statistics. Step ``t``'s actions are
-        drawn from ``fold_in(rollout_key, t)``.
+        drawn from ``fold_in(rollout_key, t)`` (by ``explore``, :func:`policy_step`'s signature,
+        e.g. compiled; default :func:`policy_step` eager).
     """
+    explore = explore or policy_step(nets)
+    ts = torch.arange(num_steps, device=obs.device)
     steps = []
     for t in range(num_steps):
         if norm.observation is not None:
@@ -208,9 +232,7 @@ def collect(
                 **norm_state,
                 "observation": norm.observation.update(norm_state["observation"], obs),
             }
-        entries = on_policy.explore(
-            params, norm.obs(norm_state, obs), nets=nets, key=frandom.fold_in(rollout_key, t)
-        )
+        entries = explore(params, norm.obs(norm_state, obs), rollout_key, ts[t])
         transition, nxt = env.step(entries["action"])
         extras = {k: v for k, v in entries.items() if k != "action"}
         transition = transition.update(extras)
@@ -226,6 +248,54 @@ def collect(
         steps.append(transition)
         obs = nxt["observation"]
     return Record.stack(steps, dim=1), obs, norm_state
+
+
+def policy_step(nets: Any) -> Callable[..., dict[str, torch.Tensor]]:
+    """``(params, observation [E, o], rollout_key, t) -> entries``: ``on_policy.explore`` with
+    step ``t``'s key ``fold_in(rollout_key, t)``; ``t`` a 0-d int64 tensor, so one compiled graph
+    serves every step (a Python int would be a constant and recompile)."""
+
+    def step(params, observation, rollout_key, t):
+        key = frandom.fold_in(rollout_key, t)
+        return on_policy.explore(params, observation, nets=nets, key=key)
+
+    return step
+
+
+def host_loop_update(
+    agent: Agent, epochs: int, num_minibatches: int, minibatch_step: Callable
+) -> Callable:
+    """``(params, state, rollout, key) -> (params, state, metrics)``, the trainer's update with
+    the epochs and minibatches looped on the host around ``minibatch_step`` (a compiled
+    ``agent.minibatch_trainer.step``): advantages once with the params before the update,
+    ``epochs`` shuffles of the flattened rollout (``funcrl.random.permutation``), one compiled
+    call per minibatch. A graph of one minibatch compiles in seconds where the whole update
+    (``epochs x num_minibatches`` steps unrolled, 640 for rl-zoo's Pendulum) would take minutes.
+
+    ``state.step`` counts minibatch steps here (the eager trainer counts rollouts); ``metrics``
+    averages the last epoch's one-element losses, as the trainer does.
+    """
+
+    def update(params, state, rollout, key):
+        with torch.no_grad():
+            rollout = agent.advantages(params, rollout)
+        flat = rollout.reshape(-1)
+        n = flat.batch_size[0]
+        size = n // num_minibatches
+        sums: dict[str, torch.Tensor] = {}
+        for epoch_key in frandom.split(key, epochs).unbind(0):
+            keys = frandom.split(epoch_key, num_minibatches + 1).unbind(0)
+            perm = frandom.permutation(keys[0], n)
+            sums = {}
+            for m in range(num_minibatches):
+                mb = flat[perm[m * size : (m + 1) * size]]
+                params, state, losses = minibatch_step(params, state, mb, keys[m + 1])
+                for k, v in losses.items():
+                    if v.numel() == 1:
+                        sums[k] = sums[k] + v if k in sums else v
+        return params, state, {k: v / num_minibatches for k, v in sums.items()}
+
+    return update
 
 
 def evaluate(
@@ -254,7 +324,7 @@ def _eval_stats(rets: torch.Tensor) -> dict[str, float]:
     return {"eval_return": float(rets.mean()), "eval_std": std}
 
 
-def check_config(script: str, cfg: OnPolicyConfig, num_minibatches: int) -> None:
+def check_config(script: str, cfg: OnPolicyConfig) -> None:
     """Refuses a run shorter than one rollout, a rollout that does not split evenly into
     minibatches, or an initial std that is not positive (``_util.check_config`` has checked the
     other ranges when the config came from the command line).
@@ -268,10 +338,10 @@ def check_config(script: str, cfg: OnPolicyConfig, num_minibatches: int) -> None
             f"{script}: --total-steps {cfg.total_steps} is less than one rollout "
             f"(--num-envs x --num-steps = {per_iter})"
         )
-    if per_iter % num_minibatches:
+    if per_iter % cfg.num_minibatches:
         raise ValueError(
             f"{script}: a rollout of {per_iter} steps does not split into --num-minibatches "
-            f"{num_minibatches}"
+            f"{cfg.num_minibatches}"
         )
     if not cfg.init_scale > 0:
         raise ValueError(f"{script}: --init-scale must be > 0, got {cfg.init_scale}")
@@ -305,15 +375,18 @@ def train(
     root = frandom.key(cfg.seed)
     keys = _util.Keys(*(k.to(dev) for k in _util.run_keys(root)))
     env = envs.VecEnv(cfg.env, cfg.num_envs, device=dev)  # rollouts arrive on the device
-    nets, params, trainer = make_agent(cfg, env.observation_spec, env.action_spec)
+    agent = make_agent(cfg, env.observation_spec, env.action_spec)
+    nets, params, trainer = agent.nets, agent.params, agent.trainer
     params = _util.to_device(params, dev)
     norm, norm_state = make_normalizers(cfg, env)
     norm_state = _util.to_device(norm_state, dev)
     state = trainer.init(params)
-    mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
-    step_fn = (
-        torch.compile(trainer.step, fullgraph=True, mode=mode) if cfg.compile else trainer.step
-    )
+    explore, step_fn = policy_step(nets), trainer.step
+    if cfg.compile:
+        mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
+        explore = torch.compile(explore, fullgraph=True, mode=mode)
+        mb_step = torch.compile(agent.minibatch_trainer.step, fullgraph=True, mode=mode)
+        step_fn = host_loop_update(agent, cfg.epochs, cfg.num_minibatches, mb_step)
     obs = env.reset(seed=_util.int_seed(keys.env))["observation"]
     log = _util.CSVLogger(cfg.out, LOG_FIELDS + list(metrics), resume=False)
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
@@ -331,7 +404,7 @@ def train(
         with torch.no_grad():
             k_explore = frandom.fold_in(keys.explore, step // per_iter)
             rollout, obs, norm_state = collect(
-                env, params, nets, norm, norm_state, obs, cfg.num_steps, k_explore
+                env, params, nets, norm, norm_state, obs, cfg.num_steps, k_explore, explore
             )
         k_update = frandom.fold_in(keys.update, step // per_iter)
         params, state, out = step_fn(params, state, rollout, k_update)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,7 @@ import _on_policy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import a2c, optim  # noqa: E402
+from funcrl.objectives import on_policy  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -86,12 +88,16 @@ def make_agent(cfg: Config, observation_spec: Any, action_spec: Any) -> _on_poli
     train = a2c.trainer(
         opt, config=loss_cfg, nets=nets, epochs=cfg.epochs, num_minibatches=cfg.num_minibatches
     )
-    return _on_policy.Agent(nets, params, train)
+    # What --compile compiles: one minibatch step (the loop over minibatches stays on the host).
+    loss = partial(a2c.loss, config=loss_cfg, nets=nets)
+    one_step = on_policy.trainer(loss, opt, advantage_fn=None, epochs=1, num_minibatches=1)
+    advantages = partial(on_policy.advantages, config=loss_cfg, nets=nets)
+    return _on_policy.Agent(nets, params, train, advantages, one_step)
 
 
 def train(cfg: Config) -> dict[str, Any]:
     """Runs A2C and returns a summary (``eval_return``, ``train_time``, paths, final params)."""
-    _on_policy.check_config("a2c.py", cfg, cfg.num_minibatches)
+    _on_policy.check_config("a2c.py", cfg)
     return _on_policy.train(cfg, make_agent, title="A2C", metrics=METRICS)
 
 

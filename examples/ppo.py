@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,14 +31,13 @@ import _on_policy  # noqa: E402
 import _util  # noqa: E402
 
 from funcrl import optim, ppo  # noqa: E402
+from funcrl.objectives import on_policy  # noqa: E402
 
 
 @dataclasses.dataclass
 class Config(_on_policy.OnPolicyConfig):
     """PPO: the loop's settings and PureJaxRL's hyperparameters."""
 
-    epochs: int = dataclasses.field(default=4, metadata={"help": "passes over each rollout"})
-    num_minibatches: int = dataclasses.field(default=4, metadata={"help": "minibatches per epoch"})
     clip_epsilon: float = dataclasses.field(default=0.2, metadata={"help": "ratio clip"})
     clip_value: bool = dataclasses.field(
         default=True, metadata={"help": "clip the value to the rollout's +- clip_epsilon"}
@@ -70,12 +70,16 @@ def make_agent(cfg: Config, observation_spec: Any, action_spec: Any) -> _on_poli
     train = ppo.trainer(
         opt, config=loss_cfg, nets=nets, epochs=cfg.epochs, num_minibatches=cfg.num_minibatches
     )
-    return _on_policy.Agent(nets, params, train)
+    # What --compile compiles: one minibatch step (the loop over minibatches stays on the host).
+    loss = partial(ppo.loss, config=loss_cfg, nets=nets)
+    one_step = on_policy.trainer(loss, opt, advantage_fn=None, epochs=1, num_minibatches=1)
+    advantages = partial(on_policy.advantages, config=loss_cfg, nets=nets)
+    return _on_policy.Agent(nets, params, train, advantages, one_step)
 
 
 def train(cfg: Config) -> dict[str, Any]:
     """Runs PPO and returns a summary (``eval_return``, ``train_time``, paths, final params)."""
-    _on_policy.check_config("ppo.py", cfg, cfg.num_minibatches)
+    _on_policy.check_config("ppo.py", cfg)
     return _on_policy.train(cfg, make_agent, title="PPO", metrics=METRICS)
 
 

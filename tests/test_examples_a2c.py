@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from funcrl import envs, tree
+from funcrl import envs, random, tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -52,7 +52,7 @@ def test_agent_is_sb3s_a2c():
     # SB3's A2C: l2 critic weighted 0.5, no entropy term, GAE(1), RMSprop (alpha 0.99, eps 1e-5).
     cfg = a2c_example.Config()
     env = envs.VecEnv("CartPole-v1", 2)
-    nets, params, trainer = a2c_example.make_agent(cfg, env.observation_spec, env.action_spec)
+    nets, params, trainer, _, _ = a2c_example.make_agent(cfg, env.observation_spec, env.action_spec)
     env.close()
     assert (cfg.num_envs, cfg.num_steps, cfg.entropy_coeff, cfg.critic_coeff) == (8, 5, 0.0, 0.5)
     assert nets.distribution == "categorical"
@@ -123,3 +123,30 @@ def test_cartpole_learns_at_rl_zoo_budget(tmp_path):
         ["--total-steps", "500000", "--out", str(tmp_path), "--no-progress", "--threads", "1"]
     )
     assert result["eval_return"] >= 475, result["eval_returns"]
+
+
+def test_host_loop_update_takes_epochs_times_minibatches_steps():
+    # --compile's update: the host loops over epochs x minibatches around one minibatch step
+    # (eager here: compiling takes minutes on a CPU); each step sees size N / M.
+    cfg = ppo_example.Config(num_envs=2, num_steps=8, epochs=3, num_minibatches=4, num_cells=(8,))
+    env = envs.VecEnv("CartPole-v1", 2)
+    agent = ppo_example.make_agent(cfg, env.observation_spec, env.action_spec)
+    norm, norm_state = _on_policy.make_normalizers(cfg, env)
+    obs = env.reset(seed=0)["observation"]
+    rollout, _, _ = _on_policy.collect(
+        env, agent.params, agent.nets, norm, norm_state, obs, 8, random.key(1)
+    )
+    env.close()
+    sizes = []
+
+    def step(params, state, mb, key):
+        sizes.append(mb.batch_size[0])
+        return agent.minibatch_trainer.step(params, state, mb, key)
+
+    update = _on_policy.host_loop_update(agent, 3, 4, step)
+    state = agent.trainer.init(agent.params)
+    params, state, metrics = update(agent.params, state, rollout, random.key(2))
+    assert sizes == [4] * 12 and int(state.step) == 12
+    assert set(ppo_example.METRICS) <= set(metrics)
+    moved = [not torch.equal(a, b) for a, b in zip(tree.leaves(params), tree.leaves(agent.params))]
+    assert any(moved)
