@@ -324,14 +324,37 @@ def _eval_stats(rets: torch.Tensor) -> dict[str, float]:
     return {"eval_return": float(rets.mean()), "eval_std": std}
 
 
+# The on-policy settings _util.check_config does not know, by range (a flag it checks is skipped).
+_AT_LEAST_ONE = ("num_envs", "num_steps", "epochs", "num_minibatches", "total_steps")
+_NON_NEGATIVE = ("entropy_coeff", "critic_coeff", "learning_rate")
+_UNIT = ("gamma", "lmbda")
+
+
 def check_config(script: str, cfg: OnPolicyConfig) -> None:
-    """Refuses a run shorter than one rollout, a rollout that does not split evenly into
-    minibatches, or an initial std that is not positive (``_util.check_config`` has checked the
-    other ranges when the config came from the command line).
+    """Refuses settings that would run wrongly: counts below 1, negative weights, a discount or
+    lambda outside ``[0, 1]``, an initial std that is not positive, a run shorter than one
+    rollout, a rollout that does not split evenly into minibatches. The config may come from
+    Python, not only from the command line, so this repeats what ``_util.check_config`` checks.
 
     Raises:
-        ValueError: naming the script, the flags and their values.
+        ValueError: naming the script, the flag, the allowed range and the value.
     """
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name in _AT_LEAST_ONE:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{script}: {flag(name)} must be an int >= 1, got {v!r}")
+    for name in _NON_NEGATIVE:
+        if not getattr(cfg, name) >= 0:  # NaN fails too
+            raise ValueError(f"{script}: {flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    for name in _UNIT:
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{script}: {flag(name)} must be in [0, 1], got {getattr(cfg, name)}")
+    if not cfg.init_scale > 0:
+        raise ValueError(f"{script}: --init-scale must be > 0, got {cfg.init_scale}")
     per_iter = cfg.num_envs * cfg.num_steps
     if cfg.total_steps < per_iter:
         raise ValueError(
@@ -343,8 +366,6 @@ def check_config(script: str, cfg: OnPolicyConfig) -> None:
             f"{script}: a rollout of {per_iter} steps does not split into --num-minibatches "
             f"{cfg.num_minibatches}"
         )
-    if not cfg.init_scale > 0:
-        raise ValueError(f"{script}: --init-scale must be > 0, got {cfg.init_scale}")
 
 
 def train(

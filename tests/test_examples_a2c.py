@@ -116,6 +116,26 @@ def test_ppo_rejects_a_negative_init_scale(tmp_path):
         ppo_example.main(["--out", str(tmp_path), "--init-scale", "-1", "--no-progress"])
 
 
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("num_steps", 0, r"--num-steps must be an int >= 1, got 0"),  # looped forever before
+        ("epochs", 0, r"--epochs must be an int >= 1, got 0"),
+        ("num_minibatches", 2.0, r"--num-minibatches must be an int >= 1, got 2.0"),
+        ("entropy_coeff", -0.1, r"--entropy-coeff must be >= 0, got -0.1"),
+        ("critic_coeff", float("nan"), r"--critic-coeff must be >= 0, got nan"),
+        ("lmbda", 1.5, r"--lmbda must be in \[0, 1\], got 1.5"),
+        ("gamma", -0.5, r"--gamma must be in \[0, 1\], got -0.5"),
+    ],
+)
+def test_config_from_python_is_checked(tmp_path, field, value, match):
+    # A config built in Python skips the command line's checks; train() repeats them.
+    for script, name in ((a2c_example, "a2c.py"), (ppo_example, "ppo.py")):
+        cfg = script.Config(out=str(tmp_path), progress=False, **{field: value})
+        with pytest.raises(ValueError, match=rf"{name}: {match}"):
+            script.train(cfg)
+
+
 @pytest.mark.slow
 def test_cartpole_learns_at_rl_zoo_budget(tmp_path):
     # rl-zoo's a2c.yml CartPole-v1 settings are the defaults; SB3's A2C reaches ~500 there.
