@@ -58,7 +58,8 @@ The cases and their settings (SB3 2.x's defaults where a setting is not named):
 
 Known differences that remain: funcrl's continuous policy is a ``TanhNormal`` with a
 state-dependent std (SB3: a Gaussian with a state-independent log-std, actions clipped); funcrl
-anneals the learning rate per gradient step, SB3 per rollout.
+anneals the learning rate per gradient step, SB3 per rollout; with a value clip funcrl takes
+PureJaxRL's pessimistic ``max`` of the clipped and unclipped errors, SB3 the clipped error alone.
 
 Results: ``bench/results/on_policy.json`` (every run: seed, returns, times, load average, commit;
 written atomically, merged with the runs of other cases already there) and a markdown table.
