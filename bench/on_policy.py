@@ -227,7 +227,8 @@ CASES: dict[str, Case] = {
     ),  # fmt: skip
 }
 
-IMPLS = ("funcrl", "sb3", "sb3-nosde")
+# funcrl-compile: the example with --compile (policy step and one minibatch update compiled).
+IMPLS = ("funcrl", "funcrl-compile", "sb3", "sb3-nosde")
 
 
 def _eval_seed(seed: int) -> int:
@@ -248,13 +249,16 @@ def _git_commit() -> str:
 # ------------------------------------------------------------------------------------- commands
 
 
-def funcrl_command(case: Case, seed: int, steps: int, out: str, episodes: int) -> list[str]:
-    """The ``examples/<algo>.py`` command line of one run."""
+def funcrl_command(
+    case: Case, seed: int, steps: int, out: str, episodes: int, compile: bool = False
+) -> list[str]:
+    """The ``examples/<algo>.py`` command line of one run (``--compile`` with ``compile``)."""
     cmd = [sys.executable, os.path.join(ROOT, case.script), "--env", case.env]
     cmd += ["--num-envs", str(case.num_envs), "--num-steps", str(case.num_steps)]
     cmd += ["--total-steps", str(steps), "--seed", str(seed), "--threads", "1", "--out", out]
     cmd += ["--no-progress", "--eval-every", "0", "--checkpoint-every", "0", "--overwrite"]
     cmd += ["--eval-episodes", str(episodes), "--device", "cpu"]
+    cmd += ["--compile"] if compile else []
     for k, v in case.funcrl.items():
         flag = "--" + k.replace("_", "-")
         if isinstance(v, bool):
@@ -287,9 +291,13 @@ def sb3_kwargs(case: Case, impl: str, seed: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- workers
 
 
-def run_funcrl(name: str, case: Case, seed: int, steps: int, out: str, episodes: int) -> dict:
-    """funcrl's example in a subprocess; its ``result.json`` plus wall and CPU time."""
-    wall, cpu = _run(funcrl_command(case, seed, steps, out, episodes), 1)
+def run_funcrl(
+    name: str, case: Case, seed: int, steps: int, out: str, episodes: int, compile: bool = False
+) -> dict:
+    """funcrl's example in a subprocess; its ``result.json`` plus wall and CPU time. With
+    ``compile`` the compilation counts in the training time (Inductor's on-disk cache is as the
+    machine has it: warm after the first run of the same shapes)."""
+    wall, cpu = _run(funcrl_command(case, seed, steps, out, episodes, compile), 1)
     with open(os.path.join(out, "result.json")) as fh:
         res = json.load(fh)
     return {
@@ -416,7 +424,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Case, int, str, int]]:
         steps = case.rollout_budget(args.total_steps)
         for seed in args.seeds:
             for impl in args.impls:
-                if impl == "funcrl" or impl in case.sb3_variants:
+                if impl.startswith("funcrl") or impl in case.sb3_variants:
                     runs.append((name, case, seed, impl, steps))
     return runs
 
@@ -424,7 +432,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Case, int, str, int]]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=sorted(CASES))
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    p.add_argument("--impls", nargs="+", default=["funcrl", "sb3", "sb3-nosde"], choices=IMPLS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument(
         "--total-steps", type=int, default=None, help="override the cases' budgets (reduced runs)"
@@ -446,9 +454,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         for name, case, seed, impl, steps in todo:
             out = os.path.join(runs_dir, f"{name}_{impl}_seed{seed}")
+            compiled = impl == "funcrl-compile"
             what = (
-                " ".join(funcrl_command(case, seed, steps, out, args.eval_episodes))
-                if impl == "funcrl"
+                " ".join(funcrl_command(case, seed, steps, out, args.eval_episodes, compiled))
+                if impl.startswith("funcrl")
                 else f"{case.sb3_class}({case.env!r}, {case.sb3 | case.sb3_variants[impl]})"
             )
             print(f"{name} {impl} seed {seed} ({steps} steps): {what}")
@@ -461,8 +470,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, case, seed, impl, steps in todo:
         out = os.path.join(runs_dir, f"{name}_{impl}_seed{seed}")
         load_before = os.getloadavg()
-        if impl == "funcrl":
-            res = run_funcrl(name, case, seed, steps, out, args.eval_episodes)
+        if impl.startswith("funcrl"):
+            compiled = impl == "funcrl-compile"
+            res = run_funcrl(name, case, seed, steps, out, args.eval_episodes, compiled)
         else:
             res = run_sb3(name, case, seed, steps, out, args.eval_episodes, impl)
         row = {"case": name, "env": case.env, "impl": impl, "seed": seed, **res}
