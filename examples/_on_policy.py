@@ -104,7 +104,7 @@ class OnPolicyConfig:
         default=False,
         metadata={
             "help": "torch.compile (fullgraph) the policy step and one minibatch update, looped "
-            "on the host (minutes of compilation on a CPU: for long runs)"
+            "on the host (~50 s to compile on a CPU, then ~4x faster updates)"
         },
     )
     device: str = dataclasses.field(
@@ -271,8 +271,8 @@ def host_loop_update(
     ``epochs`` shuffles of the flattened rollout (``funcrl.random.permutation``), one compiled
     call per minibatch. One minibatch step is the graph compiled, not the whole update
     (``epochs x num_minibatches`` steps unrolled, 640 for rl-zoo's Pendulum, far too many to
-    compile). Measured on a loaded 2-core CPU: ~3 ms a minibatch compiled against ~10 ms eager,
-    but minutes of compilation, so it pays on long runs only.
+    compile). Measured on a loaded 2-core CPU (bench/on_policy.py, rl-zoo's Pendulum, 1e5 steps):
+    142 s eager, 31 s compiled with Inductor's cache warm, 84 s from a cold cache.
 
     ``state.step`` counts minibatch steps here (the eager trainer counts rollouts); ``metrics``
     averages the last epoch's one-element losses, as the trainer does.
