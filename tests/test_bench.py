@@ -80,3 +80,71 @@ def test_run_all_tables_render(tmp_path):
     from bench import run_all
 
     assert run_all.tables(tmp_path) == "\n"  # no results yet: nothing to render, no crash
+
+
+def test_on_policy_plan_parses_on_both_sides():
+    # --dry-run: every case's funcrl command parses with its script's config, and SB3's
+    # keyword arguments build its model; nothing trains.
+    pytest.importorskip("stable_baselines3")
+    import importlib
+
+    import stable_baselines3
+
+    from bench import on_policy
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    util = importlib.import_module("_util")
+    out = on_policy.main(["--dry-run", "--seeds", "3"])
+    assert ("ppo-pendulum", 3, "sb3-nosde", 102400) in out["planned"]  # 25 rollouts of 4096
+    assert ("a2c-cartpole", 3, "funcrl", 500_000) in out["planned"]
+    assert not any(impl == "funcrl-compile" for *_, impl, _ in out["planned"])  # asked for only
+    case = on_policy.CASES["ppo-pendulum"]
+    assert "--compile" in on_policy.funcrl_command(case, 0, 4096, "/unused", 1, compile=True)
+    assert "--compile" not in on_policy.funcrl_command(case, 0, 4096, "/unused", 1)
+    for name, case in on_policy.CASES.items():
+        cmd = on_policy.funcrl_command(case, 3, case.rollout_budget(), "/unused", 10)
+        script = importlib.import_module(Path(case.script).stem)
+        cfg = util.parse_config(script.Config, cmd[2:])
+        assert (cfg.env, cfg.seed, cfg.num_envs, cfg.num_steps) == (
+            case.env, 3, case.num_envs, case.num_steps
+        )  # fmt: skip
+        for k, v in case.funcrl.items():
+            assert getattr(cfg, k) == pytest.approx(v), (name, k)
+        if case.env.startswith("HalfCheetah"):
+            continue  # needs mujoco; the kwargs are the same code path
+        for impl in case.sb3_variants:
+            kw = on_policy.sb3_kwargs(case, impl, 3)
+            model = getattr(stable_baselines3, case.sb3_class)("MlpPolicy", case.env, **kw)
+            assert model.n_steps == case.num_steps, name
+
+
+def test_on_policy_summary_by_hand():
+    from bench import on_policy
+
+    runs = [
+        {"case": "c", "env": "E", "impl": i, "seed": s, "steps": 10, "eval_return": r,
+         "train_s": t, "wall_s": t + 1}
+        for i, s, r, t in [("funcrl", 0, 5.0, 2.0), ("funcrl", 1, 1.0, 4.0),
+                           ("funcrl", 2, 3.0, 9.0), ("sb3", 0, 2.0, 8.0)]
+    ]  # fmt: skip
+    rows = {r["impl"]: r for r in on_policy.summarize(runs)}
+    assert rows["funcrl"]["returns"] == [5.0, 1.0, 3.0]
+    assert rows["funcrl"]["return_median"] == 3.0
+    assert rows["funcrl"]["train_s_median"] == 4.0
+    assert rows["funcrl"]["train_vs_sb3"] == pytest.approx(0.5)  # 4 s against SB3's 8 s
+    table = on_policy.markdown(list(rows.values()))
+    assert "| c | E | 10 | funcrl | 5.0, 1.0, 3.0 | 3.0 | 2, 4, 9 | 4 | 0.50x sb3 | 5 |" in table
+
+
+def test_on_policy_rejects_bad_flags(capsys):
+    from bench import on_policy
+
+    with pytest.raises(SystemExit):
+        on_policy.main(["--total-steps", "0", "--dry-run"])
+    assert "--total-steps must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        on_policy.main(["--eval-episodes", "0", "--dry-run"])
+    assert "--eval-episodes must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        on_policy.main(["--cases", "ppo-mars"])
+    assert "--cases: invalid choice: 'ppo-mars'" in capsys.readouterr().err

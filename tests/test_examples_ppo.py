@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from funcrl import random, tree
+from funcrl import envs, random, tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -83,3 +83,19 @@ def test_same_seed_same_run(tmp_path):
     ]
     for a, b in zip(tree.leaves(runs[0]["params"]), tree.leaves(runs[1]["params"])):
         assert torch.equal(a, b)
+
+
+def test_rl_zoo_halfcheetah_flags_reach_the_nets():
+    # bench/on_policy.py's HalfCheetah settings: ReLU 256x256, default init, std exp(-2) at start.
+    cfg = _util.parse_config(
+        ppo_example.Config,
+        ["--activation", "relu", "--no-ortho-init", "--init-scale", "0.135", "--num-cells", "256",
+         "256", "--no-clip-value", "--out", "/unused"],
+    )  # fmt: skip
+    env = envs.VecEnv("Pendulum-v1", 1)
+    nets, params, *_ = ppo_example.make_agent(cfg, env.observation_spec, env.action_spec)
+    env.close()
+    assert nets.actor.activation == "relu" and nets.actor.num_cells == (256, 256)
+    assert nets.actor.last_layer_init_scale is None or nets.actor.last_layer_init_scale == 1.0
+    assert nets.scale_mapping == "biased_softplus_0.135" and not cfg.clip_value
+    assert params["actor"]["layers"][-1]["weight"].shape == (2, 256)  # loc and scale of 1 action
