@@ -287,8 +287,7 @@ class PPOTrain:
         ``step`` (GAE with the params before the update; per epoch a permutation and one key
         per minibatch split from ``key`` the same way; metrics the last epoch's means), but
         ``epochs x num_minibatches`` gradient steps compile as one scan body instead of that
-        many unrolled copies. Eagerly it is a Python loop over the same body (scan's eager
-        path does not run under ``vmap``).
+        many unrolled copies (:func:`funcrl.envs.pure.scan`).
 
         Args:
             params: ``actor`` and ``critic`` params.
@@ -296,8 +295,6 @@ class PPOTrain:
             rollout: a trajectory ``[T, E]`` from :func:`funcrl.envs.pure.collect`.
             key: the update's key (shuffles and the loss's draws).
         """
-        from torch._higher_order_ops import scan
-
         cfg = self.config
         epochs, mbs = cfg.update_epochs, cfg.num_minibatches
         rollout = on_policy.advantages(
@@ -306,13 +303,13 @@ class PPOTrain:
         flat = rollout.reshape(-1)
         n = flat.batch_size[0]
         size = n // mbs
-        index, keys = [], []
-        for epoch_key in _random.split(key, epochs).unbind(0):
-            perm_key, *mb_keys = _random.split(epoch_key, mbs + 1).unbind(0)
-            index.append(_random.permutation(perm_key, n).reshape(mbs, size))
-            keys.extend(mb_keys)
-        index = torch.cat(index)  # [epochs * mbs, size]
-        keys = torch.stack(keys)  # [epochs * mbs, 2]
+        # ppo.trainer's draws (per epoch: split into a permutation key and one key per
+        # minibatch), vectorised over the epochs: Threefry is elementwise, so the bits are the
+        # same, and the compiled graph holds one batched generator instead of one per epoch.
+        sub = torch.func.vmap(lambda k: _random.split(k, mbs + 1))(_random.split(key, epochs))
+        perms = torch.func.vmap(lambda k: _random.permutation(k, n))(sub[:, 0])
+        index = perms.reshape(epochs * mbs, size)
+        keys = sub[:, 1:].reshape(epochs * mbs, 2)
         trainable = {k: params[k] for k in ("actor", "critic")}
         leaves, spec = pytree.tree_flatten((trainable, state.opt))
         loss_fn = self.loss_fn
@@ -335,14 +332,7 @@ class PPOTrain:
             # scan's outputs may alias neither its inputs nor each other: copy them.
             return tuple(x.clone() for x in pytree.tree_leaves((new, opt_state))), out
 
-        if torch.compiler.is_compiling():
-            carry, outs = scan(body, tuple(leaves), (index, keys))
-        else:
-            carry, steps = tuple(leaves), []
-            for i in range(epochs * mbs):
-                carry, out = body(carry, (index[i], keys[i]))
-                steps.append(out)
-            outs = {k: torch.stack([o[k] for o in steps]) for k in steps[0]}
+        carry, outs = pure.scan(body, tuple(leaves), (index, keys))
         train_params, opt_state = pytree.tree_unflatten(list(carry), spec)
         metrics = {k: v[-mbs:].mean(0) for k, v in outs.items()}
         new_state = TrainState(opt_state, state.step + 1)
