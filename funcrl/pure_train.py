@@ -38,7 +38,14 @@ from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
 from funcrl.training import Trainer, TrainState, total_loss
 
-__all__ = ["PPOTrainConfig", "PPOTrainState", "TrainOutput", "PPOTrain", "make_train"]
+__all__ = [
+    "PPOTrainConfig",
+    "PPOTrainState",
+    "TrainOutput",
+    "PPOTrain",
+    "make_train",
+    "run_iterations",
+]
 
 _OWNER = "pure_train.PPOTrainConfig"
 
@@ -364,65 +371,96 @@ class PPOTrain:
         Returns:
             :class:`TrainOutput`; metrics ``[I]`` (one seed) or ``[S, I]``.
         """
-        if (
-            not isinstance(key, torch.Tensor)
-            or key.dtype != torch.int64
-            or key.ndim not in (1, 2)
-            or key.shape[-1] != 2
-        ):
-            got = (
-                f"dtype {key.dtype} shape {list(key.shape)}"
-                if isinstance(key, torch.Tensor)
-                else type(key).__name__
-            )
-            raise ValueError(
-                "pure_train.train: key must be an int64 funcrl.random key [2] or a stack of "
-                f"keys [S, 2], got {got}"
-            )
-        batched = key.ndim == 2
-        seeds = key if batched else key.unsqueeze(0)
-        k_init, k_iter = torch.func.vmap(lambda k: _random.split(k, 2))(seeds).unbind(1)
-        states = [self.init(k) for k in k_init]
-        state = pytree.tree_map(lambda *xs: torch.stack(xs).contiguous(), *states)
-        fn = torch.func.vmap(self.iteration, randomness="error")
-        if compile:
-            options = None
-            if backend == "inductor" and seeds.device.type == "cpu":
-                # The C++ wrapper: the rollout and update scans call their compiled bodies from
-                # C++, not Python (an iteration is 144 such calls). Measured on one seed, same
-                # shared machine: 14 ms per iteration instead of 83 ms; same compile time.
-                options = {"cpp_wrapper": True}
-            fn = torch.compile(fn, fullgraph=True, backend=backend, options=options)
-        n = self.config.num_updates
-        # keys[i] is [S, 2]: one key per seed for iteration i.
-        keys = torch.func.vmap(lambda k: _random.split(k, n))(k_iter).transpose(0, 1).contiguous()
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        return run_iterations(
+            self,
+            key,
+            num_iterations=self.config.num_updates,
+            steps_per_iteration=self.config.batch_size,
+            compile=compile,
+            backend=backend,
+            progress=progress,
+            callback=callback,
+            owner="pure_train.train",
+        )
 
-            bar = tqdm(total=n * self.config.batch_size, unit="step", dynamic_ncols=True)
-        history: list[dict[str, torch.Tensor]] = []
-        start = time.perf_counter()
-        compile_time = 0.0
-        for i in range(n):
-            state, metrics = fn(state, keys[i])
-            history.append(metrics)
-            if i == 0:
-                compile_time = time.perf_counter() - start
-                start = time.perf_counter()
-            if callback is not None:
-                callback(i, metrics)
-            if bar is not None:
-                bar.update(self.config.batch_size)
-                bar.set_postfix(ret=f"{float(metrics['episode_return'].mean()):.1f}", refresh=False)
-        train_time = time.perf_counter() - start
+
+def run_iterations(
+    algo: Any,
+    key: torch.Tensor,
+    *,
+    num_iterations: int,
+    steps_per_iteration: int,
+    compile: bool = True,
+    backend: str = "inductor",
+    progress: bool = False,
+    callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    owner: str = "pure_train.train",
+) -> TrainOutput:
+    """The host loop of a pure training run: ``algo.init`` per seed, then ``num_iterations``
+    calls of the (vmapped, compiled) ``algo.iteration(state, key)``.
+
+    Shared by PPO and DQN (:mod:`funcrl.pure_dqn`); see :meth:`PPOTrain.__call__` for the
+    arguments. ``steps_per_iteration`` env steps per seed advance the progress bar.
+    """
+    if (
+        not isinstance(key, torch.Tensor)
+        or key.dtype != torch.int64
+        or key.ndim not in (1, 2)
+        or key.shape[-1] != 2
+    ):
+        got = (
+            f"dtype {key.dtype} shape {list(key.shape)}"
+            if isinstance(key, torch.Tensor)
+            else type(key).__name__
+        )
+        raise ValueError(
+            f"{owner}: key must be an int64 funcrl.random key [2] or a stack of "
+            f"keys [S, 2], got {got}"
+        )
+    batched = key.ndim == 2
+    seeds = key if batched else key.unsqueeze(0)
+    k_init, k_iter = torch.func.vmap(lambda k: _random.split(k, 2))(seeds).unbind(1)
+    states = [algo.init(k) for k in k_init]
+    state = pytree.tree_map(lambda *xs: torch.stack(xs).contiguous(), *states)
+    fn = torch.func.vmap(algo.iteration, randomness="error")
+    if compile:
+        options = None
+        if backend == "inductor" and seeds.device.type == "cpu":
+            # The C++ wrapper: the rollout and update scans call their compiled bodies from
+            # C++, not Python (an iteration is 144 such calls). Measured on one seed, same
+            # shared machine: 14 ms per iteration instead of 83 ms; same compile time.
+            options = {"cpp_wrapper": True}
+        fn = torch.compile(fn, fullgraph=True, backend=backend, options=options)
+    n = num_iterations
+    # keys[i] is [S, 2]: one key per seed for iteration i.
+    keys = torch.func.vmap(lambda k: _random.split(k, n))(k_iter).transpose(0, 1).contiguous()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n * steps_per_iteration, unit="step", dynamic_ncols=True)
+    history: list[dict[str, torch.Tensor]] = []
+    start = time.perf_counter()
+    compile_time = 0.0
+    for i in range(n):
+        state, metrics = fn(state, keys[i])
+        history.append(metrics)
+        if i == 0:
+            compile_time = time.perf_counter() - start
+            start = time.perf_counter()
+        if callback is not None:
+            callback(i, metrics)
         if bar is not None:
-            bar.close()
-        stacked = {k: torch.stack([h[k] for h in history], dim=1) for k in history[0]}
-        if not batched:
-            state = pytree.tree_map(lambda x: x[0], state)
-            stacked = {k: v[0] for k, v in stacked.items()}
-        return TrainOutput(state, stacked, compile_time, train_time)
+            bar.update(steps_per_iteration)
+            bar.set_postfix(ret=f"{float(metrics['episode_return'].mean()):.1f}", refresh=False)
+    train_time = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    stacked = {k: torch.stack([h[k] for h in history], dim=1) for k in history[0]}
+    if not batched:
+        state = pytree.tree_map(lambda x: x[0], state)
+        stacked = {k: v[0] for k, v in stacked.items()}
+    return TrainOutput(state, stacked, compile_time, train_time)
 
 
 def _episode_stats(
