@@ -15,8 +15,9 @@ The pieces are funcrl's own, not a second PPO: :func:`funcrl.envs.pure.collect` 
 and :func:`funcrl.objectives.ppo.trainer` (TorchRL's ``ClipPPOLoss`` with PureJaxRL's settings:
 value clipping, per-minibatch advantage normalisation, global-norm clip, Adam annealed to 0).
 
-``train`` loops the iterations in Python, calling the compiled (vmapped) iteration, so a progress
-bar can update between them; the per-iteration metrics come back as tensors ``[S, I]``.
+``train`` loops the iterations in Python (:func:`run_iterations`, shared with DQN's
+:mod:`funcrl.pure_dqn`), calling the compiled (vmapped) iteration, so a progress bar can update
+between them; the per-iteration metrics come back as tensors ``[S, I]``.
 """
 
 from __future__ import annotations
@@ -174,10 +175,11 @@ class TrainOutput(NamedTuple):
     envs of each env's last finished episode's return), ``episodes_finished`` and
     ``finished_return_sum`` (the returns of the episodes that ended in that iteration). Times
     are host wall-clock seconds: ``compile_time`` the first iteration's (compile included),
-    ``train_time`` the rest (see :attr:`PPOTrain.__call__`).
+    ``train_time`` the rest (see :attr:`PPOTrain.__call__`). ``state`` is a
+    :class:`PPOTrainState`, or a :class:`funcrl.pure_dqn.DQNTrainState` for DQN.
     """
 
-    state: PPOTrainState
+    state: Any
     metrics: dict[str, torch.Tensor]
     compile_time: float
     train_time: float
