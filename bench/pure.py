@@ -86,6 +86,9 @@ def worker_funcrl(
         if i == 0:
             cpu["first"] = _cpu_s()
 
+    # Host-side init first: its eager draws compile funcrl.random's fused kernels once per
+    # process (seconds), which is not the training graph's compile.
+    run.init(keys[0])
     cpu["start"] = _cpu_s()
     load = os.getloadavg()[0]
     out = run(keys, callback=mark)
