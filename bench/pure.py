@@ -10,7 +10,9 @@ minibatches, tanh 64x64, lr 2.5e-4 annealed), one CPU thread each, each side in 
 * SB3: ``stable_baselines3.PPO`` on gymnasium's CartPole-v1 (one seed; ``--sb3-steps`` env
   steps, its env-steps/s extrapolates).
 
-Per framework and seed count (``--seeds``, default 1 16 64): compile s, train s, env-steps/s
+Per framework and seed count (``--seeds``, default 1 16 64): compile s, train s (wall, and the
+process's CPU seconds with its compiler children: on a shared machine the wall time measures the
+load, the CPU time the work), env-steps/s
 (all seeds together), per-agent s, final returns (median and min over seeds: the mean of the
 last 10 iterations' mean episode return, PureJaxRL's metric). Prints the ratios against the
 issue's targets and writes ``bench/results/pure.json`` with the machine's load average.
