@@ -229,7 +229,9 @@ def test_env_step_equals_a_one_step_collect():
 
 @pytest.mark.slow
 def test_dqn_learns_cartpole_16_seeds():
-    # PureJaxRL's DQN budget and settings (5e5 steps); see the report for the measured level.
+    # PureJaxRL's DQN budget and settings (5e5 steps). Measured 2026-11-29 (examples/dqn_pure.py,
+    # 16 seeds): median 500.0, min 385.0; bench/purejaxrl_dqn.py on the same budget: median
+    # 500.0, min 498.6.
     torch.set_num_threads(1)
     train = pure_dqn.make_train(DQNTrainConfig(), pure.make("CartPole-v1"))
     out = train(funcrl.random.split(funcrl.random.key(0), 16))
