@@ -10,7 +10,9 @@ minibatches, tanh 64x64, lr 2.5e-4 annealed), one CPU thread each, each side in 
 * SB3: ``stable_baselines3.PPO`` on gymnasium's CartPole-v1 (one seed; ``--sb3-steps`` env
   steps, its env-steps/s extrapolates).
 
-Per framework and seed count (``--seeds``, default 1 16 64): compile s, train s, env-steps/s
+Per framework and seed count (``--seeds``, default 1 16 64): compile s, train s (wall, and the
+process's CPU seconds with its compiler children: on a shared machine the wall time measures the
+load, the CPU time the work), env-steps/s
 (all seeds together), per-agent s, final returns (median and min over seeds: the mean of the
 last 10 iterations' mean episode return, PureJaxRL's metric). Prints the ratios against the
 issue's targets and writes ``bench/results/pure.json`` with the machine's load average.
@@ -51,25 +53,61 @@ def _final(returns: Any) -> list[float]:
     return [float(sum(r[-FINAL_ITERS:]) / len(r[-FINAL_ITERS:])) for r in returns]
 
 
-def worker_funcrl(seeds: int, total_steps: int) -> dict[str, Any]:
-    from bench import _harness as H
+def _cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (the C++ compiler runs)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
-    H.setup_torch(threads=1)
+
+def worker_funcrl(
+    seeds: int, total_steps: int, algo: str = "ppo", cache: str = ""
+) -> dict[str, Any]:
+    # Inductor's on-disk caches (FX graph, AOTAutograd) in `cache`: empty for a cold compile,
+    # filled by an earlier worker for a warm one. A fresh temporary folder by default.
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache or tempfile.mkdtemp(prefix="funcrl-pure-")
+    import torch
+
+    torch.set_num_threads(1)
     import funcrl
     from funcrl.envs import pure
-    from funcrl.pure_train import PPOTrainConfig, make_train
 
-    run = make_train(PPOTrainConfig(total_timesteps=total_steps), pure.make("CartPole-v1"))
+    if algo == "dqn":
+        from funcrl.pure_dqn import DQNTrainConfig, make_train
+
+        run = make_train(DQNTrainConfig(total_timesteps=total_steps), pure.make("CartPole-v1"))
+    else:
+        from funcrl.pure_train import PPOTrainConfig, make_train
+
+        run = make_train(PPOTrainConfig(total_timesteps=total_steps), pure.make("CartPole-v1"))
     keys = funcrl.random.split(funcrl.random.key(0), seeds)
-    out = run(keys)
+    cpu: dict[str, float] = {}
+
+    def mark(i: int, metrics: Any) -> None:
+        if i == 0:
+            cpu["first"] = _cpu_s()
+
+    # Host-side init first: its eager draws compile funcrl.random's fused kernels once per
+    # process (seconds), which is not the training graph's compile.
+    run.init(keys[0])
+    cpu["start"] = _cpu_s()
+    load = os.getloadavg()[0]
+    out = run(keys, callback=mark)
+    cpu["end"] = _cpu_s()
     iters = out.metrics["episode_return"].shape[1]
     # The first iteration's time is compile + one iteration: count the rest, scaled to all.
-    train = out.train_time * iters / max(iters - 1, 1)
+    per_iter = out.train_time / max(iters - 1, 1)
+    cpu_per_iter = (cpu["end"] - cpu["first"]) / max(iters - 1, 1)
     return {
-        "compile_s": out.compile_time - out.train_time / max(iters - 1, 1),
-        "train_s": train,
+        "compile_s": out.compile_time - per_iter,
+        "compile_cpu_s": cpu["first"] - cpu["start"] - cpu_per_iter,
+        "train_s": out.train_time * iters / max(iters - 1, 1),
+        "train_cpu_s": cpu_per_iter * iters,
         "final_returns": _final(out.metrics["episode_return"].tolist()),
         "iterations": iters,
+        "loadavg_start": load,
+        "loadavg_end": os.getloadavg()[0],
     }
 
 
@@ -82,19 +120,24 @@ def worker_jax(seeds: int, total_steps: int) -> dict[str, Any]:
 
     train = jax.vmap(make_train({"TOTAL_TIMESTEPS": total_steps}))
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    t = time.perf_counter()
+    load = os.getloadavg()[0]
+    t, c = time.perf_counter(), _cpu_s()
     compiled = jax.jit(train).lower(keys).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
+    compile_s, compile_cpu_s = time.perf_counter() - t, _cpu_s() - c
+    t, c = time.perf_counter(), _cpu_s()
     out = compiled(keys)
     jax.block_until_ready(out)
-    train_s = time.perf_counter() - t
+    train_s, train_cpu_s = time.perf_counter() - t, _cpu_s() - c
     per_iter = jnp.mean(out["metrics"], axis=(-1, -2))  # [S, updates]
     return {
         "compile_s": compile_s,
+        "compile_cpu_s": compile_cpu_s,
         "train_s": train_s,
+        "train_cpu_s": train_cpu_s,
         "final_returns": _final(per_iter.tolist()),
         "iterations": int(per_iter.shape[1]),
+        "loadavg_start": load,
+        "loadavg_end": os.getloadavg()[0],
     }
 
 
@@ -111,12 +154,14 @@ def worker_sb3(steps: int) -> dict[str, Any]:
         max_grad_norm=0.5, seed=0, device="cpu", verbose=0,
         policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh},
     )  # fmt: skip
-    t = time.perf_counter()
+    load = os.getloadavg()[0]
+    t, c = time.perf_counter(), _cpu_s()
     model.learn(total_timesteps=steps)
-    train_s = time.perf_counter() - t
+    train_s, train_cpu_s = time.perf_counter() - t, _cpu_s() - c
     eps = [e["r"] for e in model.ep_info_buffer]
-    return {"compile_s": 0.0, "train_s": train_s, "steps": steps, "final_returns": [
-        float(sum(eps) / len(eps)) if eps else float("nan")]}  # fmt: skip
+    return {"compile_s": 0.0, "compile_cpu_s": 0.0, "train_s": train_s, "train_cpu_s": train_cpu_s,
+            "steps": steps, "loadavg_start": load, "loadavg_end": os.getloadavg()[0],
+            "final_returns": [float(sum(eps) / len(eps)) if eps else float("nan")]}  # fmt: skip
 
 
 def _spawn(args: list[str], pin: str | None) -> dict[str, Any]:
@@ -138,6 +183,7 @@ def _row(res: dict[str, Any], seeds: int, steps: int) -> dict[str, Any]:
         "seeds": seeds,
         "env_steps_per_s": seeds * steps / res["train_s"],
         "per_agent_s": res["train_s"] / seeds,
+        "per_agent_cpu_s": res["train_cpu_s"] / seeds,
         "median_return": fin[len(fin) // 2],
         "min_return": fin[0],
     }
@@ -151,14 +197,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip", nargs="*", default=[], choices=["funcrl", "purejaxrl", "sb3"])
     ap.add_argument("--pin", default="0", help="taskset CPU list for the workers ('' = none)")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="rerun funcrl's 1-seed run on the caches the cold one left (torch 2.13 never caches "
+        "a graph holding a scan: warm measured as cold, so off by default)",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--algo", default="ppo", choices=["ppo", "dqn"], help=argparse.SUPPRESS)
+    ap.add_argument("--cache", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
-        fn = {"funcrl": worker_funcrl, "purejaxrl": worker_jax}
         if args.worker == "sb3":
             res = worker_sb3(args.sb3_steps)
+        elif args.worker == "funcrl":
+            res = worker_funcrl(args.seeds[0], args.total_steps, args.algo, args.cache)
         else:
-            res = fn[args.worker](args.seeds[0], args.total_steps)
+            res = worker_jax(args.seeds[0], args.total_steps)
         print("RESULT " + json.dumps(res))
         return res
 
@@ -166,20 +221,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     rows: dict[str, dict[str, Any]] = {}
     common = ["--total-steps", str(args.total_steps)]
-    for name in ("purejaxrl", "funcrl"):
-        if name in args.skip:
+    import tempfile
+
+    warm_cache = tempfile.mkdtemp(prefix="funcrl-pure-warm-")
+    runs = [(name, s, "") for name in ("purejaxrl", "funcrl") for s in args.seeds]
+    if args.warm and 1 in args.seeds:
+        # funcrl's 1-seed run again on the caches the cold one left: the warm compile time.
+        at = runs.index(("funcrl", 1, ""))
+        runs[at] = ("funcrl", 1, warm_cache)
+        runs.insert(at + 1, ("funcrl_warm", 1, warm_cache))
+    for name, s, cache in runs:
+        if name.split("_")[0] in args.skip:
             continue
-        for s in args.seeds:
-            res = _spawn(["--worker", name, "--seeds", str(s), *common], pin)
-            rows[f"{name}_{s}"] = _row(res, s, args.total_steps)
-            r = rows[f"{name}_{s}"]
-            print(
-                f"{name:9s} seeds={s:3d} compile {r['compile_s']:7.1f} s  train "
-                f"{r['train_s']:7.1f} s  {r['env_steps_per_s']:9.0f} env-steps/s  per agent "
-                f"{r['per_agent_s']:6.2f} s  return median {r['median_return']:.1f} min "
-                f"{r['min_return']:.1f}",
-                flush=True,
-            )
+        extra = ["--cache", cache] if cache else []
+        res = _spawn(["--worker", name.split("_")[0], "--seeds", str(s), *common, *extra], pin)
+        rows[f"{name}_{s}"] = _row(res, s, args.total_steps)
+        r = rows[f"{name}_{s}"]
+        print(
+            f"{name:11s} seeds={s:3d} compile {r['compile_s']:6.1f} s ({r['compile_cpu_s']:6.1f} "
+            f"CPU s)  train {r['train_s']:6.1f} s ({r['train_cpu_s']:6.1f} CPU s)  "
+            f"{r['env_steps_per_s']:8.0f} env-steps/s  per agent {r['per_agent_s']:6.2f} s  "
+            f"return median {r['median_return']:.1f} min {r['min_return']:.1f}  load "
+            f"{r['loadavg_start']:.1f}-{r['loadavg_end']:.1f}",
+            flush=True,
+        )
     if "sb3" not in args.skip:
         res = _spawn(["--worker", "sb3", "--sb3-steps", str(args.sb3_steps)], pin)
         rows["sb3_1"] = _row(res, 1, args.sb3_steps)
@@ -197,6 +262,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio("env_steps_per_s_1_vs_sb3 (target >= 10)", "funcrl_1", "sb3_1", "env_steps_per_s")
     ratio("per_agent_16_vs_purejaxrl (target <= 1)", "funcrl_16", "purejaxrl_16", "per_agent_s")
     ratio("per_agent_16_over_64 (target >= 1.3)", "funcrl_16", "funcrl_64", "per_agent_s")
+    # The same by CPU seconds (what a busy shared machine distorts least).
+    ratio("train_cpu_1_vs_purejaxrl (target <= 1.5)", "funcrl_1", "purejaxrl_1", "train_cpu_s")
+    ratio("compile_cpu_1_vs_purejaxrl (target <= 1.5)", "funcrl_1", "purejaxrl_1", "compile_cpu_s")
+    ratio("warm_compile_cpu_1_vs_purejaxrl", "funcrl_warm_1", "purejaxrl_1", "compile_cpu_s")
+    ratio(
+        "per_agent_cpu_16_vs_purejaxrl (target <= 1)",
+        "funcrl_16",
+        "purejaxrl_16",
+        "per_agent_cpu_s",
+    )
+    ratio("per_agent_cpu_16_over_64 (target >= 1.3)", "funcrl_16", "funcrl_64", "per_agent_cpu_s")
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}")
     payload = {

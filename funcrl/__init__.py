@@ -25,6 +25,7 @@ _SUBMODULES = {
     "objectives",
     "training",
     "pure_train",
+    "pure_dqn",
     "autodiff",
     "jit",
     "buffers",

@@ -1,4 +1,4 @@
-"""Bad input to funcrl.pure_train: every error names the function and the argument."""
+"""Bad input to funcrl.pure_train and funcrl.pure_dqn: every error names the function and the argument."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from funcrl.envs import pure
+from funcrl.pure_dqn import DQNTrainConfig
+from funcrl.pure_dqn import make_train as dqn_make_train
 from funcrl.pure_train import PPOTrainConfig, make_train
 
 
@@ -61,3 +63,51 @@ def test_bad_key(key, match):
     with pytest.raises(ValueError, match=r"pure_train.train: key must be an int64 funcrl.random "
                        r"key \[2\] or a stack of keys \[S, 2\], " + match):  # fmt: skip
         run(key, compile=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_envs": 0}, ValueError, r"DQNTrainConfig: num_envs must be an int >= 1, got 0"),
+        ({"buffer_size": 1.5}, ValueError, r"DQNTrainConfig: buffer_size must be an int >= 1"),
+        ({"steps_per_iteration": True}, ValueError, r"DQNTrainConfig: steps_per_iteration must"),
+        ({"learning_starts": -1}, ValueError, r"DQNTrainConfig: learning_starts must be an int "
+         r">= 0, got -1"),
+        ({"lr": "1e-3"}, TypeError, r"DQNTrainConfig: lr must be a finite number, got '1e-3'"),
+        ({"lr": 0.0}, ValueError, r"DQNTrainConfig: lr must be > 0, got 0.0"),
+        ({"gamma": 1.5}, ValueError, r"DQNTrainConfig: gamma must be in \[0, 1\], got 1.5"),
+        ({"epsilon_finish": -0.1}, ValueError, r"DQNTrainConfig: epsilon_finish must be in"),
+        ({"tau": 0.0}, ValueError, r"DQNTrainConfig: tau must be in \(0, 1\], got 0.0"),
+        ({"tau": float("inf")}, TypeError, r"DQNTrainConfig: tau must be a finite number"),
+        ({"target_update_interval": 55}, ValueError, r"DQNTrainConfig: target_update_interval"
+         r"=55 is not a multiple of num_envs=10"),
+        ({"training_interval": 5}, ValueError, r"DQNTrainConfig: training_interval=5 is not a "
+         r"multiple of num_envs=10"),
+        ({"batch_size": 20_000}, ValueError, r"DQNTrainConfig: batch_size=20000 is larger than "
+         r"buffer_size=10000"),
+        ({"total_timesteps": 100}, ValueError, r"DQNTrainConfig: total_timesteps=100 is less than "
+         r"one iteration \(num_envs x steps_per_iteration = 500\)"),
+        ({"hidden": (120, -1)}, ValueError, r"DQNTrainConfig: hidden must be a non-empty tuple"),
+        ({"dtype": torch.int64}, TypeError, r"DQNTrainConfig: dtype must be a float torch.dtype"),
+    ],
+)  # fmt: skip
+def test_bad_dqn_config(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        DQNTrainConfig(**kwargs)
+
+
+def test_bad_dqn_make_train_arguments():
+    with pytest.raises(TypeError, match=r"pure_dqn.make_train: config must be a DQNTrainConfig"):
+        dqn_make_train(PPOTrainConfig(), pure.make("CartPole-v1"))
+    with pytest.raises(TypeError, match=r"pure_dqn.make_train: env must be a funcrl.envs.pure"):
+        dqn_make_train(DQNTrainConfig(), "CartPole-v1")
+    with pytest.raises(ValueError, match=r"pure_dqn.make_train: DQN needs discrete actions; "
+                       r"Pendulum-v1's action_spec is"):  # fmt: skip
+        dqn_make_train(DQNTrainConfig(), pure.make("Pendulum-v1"))
+
+
+def test_bad_dqn_key():
+    run = dqn_make_train(DQNTrainConfig(total_timesteps=500), pure.make("CartPole-v1"))
+    with pytest.raises(ValueError, match=r"pure_dqn.train: key must be an int64 funcrl.random "
+                       r"key \[2\] or a stack of keys \[S, 2\], got dtype torch.float32"):  # fmt: skip
+        run(torch.zeros(2), compile=False)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -55,6 +56,8 @@ __all__ = [
     "RolloutState",
     "init_rollout",
     "collect",
+    "step",
+    "scan",
 ]
 
 
@@ -546,6 +549,110 @@ def init_rollout(env: PureEnv, key: torch.Tensor, num_envs: int) -> RolloutState
     return RolloutState(states, obs.clone(), zeros, lengths)
 
 
+def scan(
+    body: Callable[[tuple[torch.Tensor, ...], Any], tuple[tuple[torch.Tensor, ...], Any]],
+    init: tuple[torch.Tensor, ...],
+    xs: Any,
+) -> tuple[tuple[torch.Tensor, ...], Any]:
+    """``body`` over the leading dim of ``xs``: ``torch._higher_order_ops.scan`` under
+    ``torch.compile``, a Python loop over the same body otherwise.
+
+    Compiled, the body is one subgraph whatever the length (unrolled, 128 rollout steps or 16
+    minibatch updates take minutes to compile); eagerly the loop runs under ``vmap`` (scan's
+    eager path does not) and draws the same numbers.
+
+    Args:
+        body: ``body(carry, x) -> (carry, y)``; the carry a flat tuple of tensors with fixed
+            shapes, dtypes and strides (scan's body may not return NamedTuples), ``y`` a pytree of
+            tensors. Under compile neither may alias the inputs or each other: return copies.
+        init: the first carry.
+        xs: a pytree of tensors ``[L, ...]``.
+
+    Returns:
+        ``(carry, ys)``: the last carry and the outputs stacked ``[L, ...]``.
+    """
+    import torch.utils._pytree as pytree
+
+    if torch.compiler.is_compiling():
+        from torch._higher_order_ops import scan as _scan
+
+        return _scan(body, init, xs)
+    leaves, spec = pytree.tree_flatten(xs)
+    carry, outs = init, []
+    for i in range(leaves[0].shape[0]):
+        carry, out = body(carry, pytree.tree_unflatten([x[i] for x in leaves], spec))
+        outs.append(out)
+    return carry, pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
+
+
+def _step(
+    policy: Any, params: Any, env: PureEnv, carry: tuple[torch.Tensor, ...], key: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+    """One step of ``E`` environments on a flat carry ``(physics, t, obs, ep_ret, ep_len)``:
+    the new carry (finished episodes reset) and the transition's entries (see :func:`collect`)."""
+    physics, t, obs, ep_ret, ep_len = carry
+    num_envs = obs.shape[0]
+    k_policy, k_env = random.split(key, 2).unbind(0)
+    action, extras = policy(params, obs, k_policy)
+    env_keys = random.split(k_env, num_envs)
+    new_state, next_obs, reward, terminated, truncated = torch.func.vmap(env.step)(
+        EnvState(physics, t), action, env_keys
+    )
+    done = terminated | truncated
+    ep_ret = ep_ret + reward
+    ep_len = ep_len + 1
+    out = {
+        "observation": obs,
+        "action": action,
+        **extras,
+        "next": {
+            "observation": next_obs,
+            "reward": reward.unsqueeze(-1),
+            "terminated": terminated.unsqueeze(-1),
+            "truncated": truncated.unsqueeze(-1),
+            "done": done.unsqueeze(-1),
+            "episode_return": ep_ret,
+            "episode_length": ep_len,
+        },
+    }
+    new_carry = (
+        new_state.physics,
+        new_state.t,
+        torch.func.vmap(env.observe)(new_state.physics),
+        torch.where(done, torch.zeros_like(ep_ret), ep_ret),
+        torch.where(done, torch.zeros_like(ep_len), ep_len),
+    )
+    return new_carry, out
+
+
+def step(
+    policy: Any, params: Any, env: PureEnv, state: RolloutState, key: torch.Tensor
+) -> tuple[RolloutState, Any]:
+    """One step of ``E`` environments under ``policy``: :func:`collect` with ``T = 1`` and no
+    time dim, for loops that interleave acting and learning (DQN's).
+
+    Args:
+        policy, params, env, state: as for :func:`collect`.
+        key: this step's key (split into the policy's and the environments' keys exactly as
+            :func:`collect` splits each of its per-step keys).
+
+    Returns:
+        ``(state, transition)``: the transition a :class:`funcrl.Record` ``[E]`` with
+        :func:`collect`'s keys; finished episodes are reset in ``state``.
+    """
+    from funcrl.record import Record
+
+    carry = (
+        state.env.physics,
+        state.env.t,
+        state.observation,
+        state.episode_return,
+        state.episode_length,
+    )
+    (physics, t, obs, ep_ret, ep_len), out = _step(policy, params, env, carry, key)
+    return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(out, batch_ndim=1)
+
+
 def collect(
     policy: Any,
     params: Any,
@@ -573,56 +680,20 @@ def collect(
         ``[T, E, 1]`` (bool), ``episode_return`` and ``episode_length`` ``[T, E]`` (the running
         totals including this step; read them where ``done``).
 
-    Under ``torch.compile`` the loop is ``torch._higher_order_ops.scan``: its body compiles once
-    whatever ``T`` (unrolling 128 steps takes minutes to compile), and it vmaps over seeds.
-    Eagerly it is a Python loop over the same body, so eager, compiled and vmapped runs draw
-    the same numbers.
+    The loop is :func:`scan`: one compiled body whatever ``T``, and it vmaps over seeds.
     """
     import torch.utils._pytree as pytree
-    from torch._higher_order_ops import scan
 
     from funcrl.record import Record
 
     if num_steps < 1:
         raise ValueError(f"envs.pure.collect: num_steps must be >= 1, got {num_steps}")
-    num_envs = state.observation.shape[0]
 
     def body(carry, step_key):
         # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
-        physics, t, obs, ep_ret, ep_len = carry
-        k_policy, k_env = random.split(step_key, 2).unbind(0)
-        action, extras = policy(params, obs, k_policy)
-        env_keys = random.split(k_env, num_envs)
-        new_state, next_obs, reward, terminated, truncated = torch.func.vmap(env.step)(
-            EnvState(physics, t), action, env_keys
-        )
-        done = terminated | truncated
-        ep_ret = ep_ret + reward
-        ep_len = ep_len + 1
-        out = {
-            "observation": obs,
-            "action": action,
-            **extras,
-            "next": {
-                "observation": next_obs,
-                "reward": reward.unsqueeze(-1),
-                "terminated": terminated.unsqueeze(-1),
-                "truncated": truncated.unsqueeze(-1),
-                "done": done.unsqueeze(-1),
-                "episode_return": ep_ret,
-                "episode_length": ep_len,
-            },
-        }
+        new, out = _step(policy, params, env, carry, step_key)
         # scan's outputs may alias neither its inputs nor each other (nor be views): copy them.
-        out = pytree.tree_map(torch.clone, out)
-        carry = (
-            new_state.physics.clone(),
-            new_state.t.clone(),
-            torch.func.vmap(env.observe)(new_state.physics).clone(),
-            torch.where(done, torch.zeros_like(ep_ret), ep_ret),
-            torch.where(done, torch.zeros_like(ep_len), ep_len),
-        )
-        return carry, out
+        return tuple(x.clone() for x in new), pytree.tree_map(torch.clone, out)
 
     keys = random.split(key, num_steps)
     init = (
@@ -635,15 +706,5 @@ def collect(
     # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
     # observation is its physics) and their strides must match the body's outputs.
     init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
-    if torch.compiler.is_compiling():
-        (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
-    else:
-        # Eagerly, a Python loop: scan would compile its body on every call, and its eager
-        # path does not run under vmap.
-        carry, outs = init, []
-        for i in range(num_steps):
-            carry, out = body(carry, keys[i])
-            outs.append(out)
-        (physics, t, obs, ep_ret, ep_len) = carry
-        traj = pytree.tree_map(lambda *xs: torch.stack(xs), *outs)
+    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)

@@ -605,7 +605,13 @@ def _value_time_dim(cfg: Any, agent_shape: tuple[int, ...] = ()) -> int:
 
 
 def advantages(
-    params: Params, rollout: Record, *, config: Any, nets: Nets = Nets(), owner: str = "advantages"
+    params: Params,
+    rollout: Record,
+    *,
+    config: Any,
+    nets: Nets = Nets(),
+    owner: str = "advantages",
+    method: str = "scan",
 ) -> Record:
     """``rollout`` with ``advantage``, ``value_target`` and ``state_value`` (``[*B, 1]``) added.
 
@@ -623,6 +629,9 @@ def advantages(
     Args:
         rollout: ``[E, T]`` (``time_dim=-1``) or ``[T, E]`` (``time_dim=0``) transitions, or one
             trajectory ``[T]``.
+        method: the recursion of :func:`funcrl.values.discounted_cumsum`: ``"scan"`` (a loop
+            over T) or ``"matrix"`` (one ``[T, T]`` product: a few ops instead of ``T`` unrolled
+            steps in a compiled graph).
     """
     if not isinstance(rollout, Record):
         raise TypeError(f"{owner}: rollout must be a funcrl.Record, got {type(rollout).__name__}")
@@ -662,18 +671,18 @@ def advantages(
     reward = reward.to(value.dtype)
     if est == "gae":
         adv, target = _values.generalized_advantage_estimate(
-            g, lam, value, next_value, reward, done, terminated, time_dim=dim
+            g, lam, value, next_value, reward, done, terminated, time_dim=dim, method=method
         )
     else:
         if est == "td0":
             target = _values.td0_return_estimate(g, next_value, reward, terminated)
         elif est == "td1":
             target = _values.td1_return_estimate(
-                g, next_value, reward, done, terminated, time_dim=dim
+                g, next_value, reward, done, terminated, time_dim=dim, method=method
             )
         else:
             target = _values.td_lambda_return_estimate(
-                g, lam, next_value, reward, done, terminated, time_dim=dim
+                g, lam, next_value, reward, done, terminated, time_dim=dim, method=method
             )
         adv = target - value
     return rollout.update(
