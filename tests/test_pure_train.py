@@ -237,3 +237,13 @@ def test_dqn_learns_cartpole_16_seeds():
     out = train(funcrl.random.split(funcrl.random.key(0), 16))
     final = out.metrics["episode_return"][:, -10:].mean(1)
     assert final.median().item() >= 475.0, final.tolist()
+
+
+def test_objectives_reexport_make_train():
+    from funcrl import dqn, ppo, pure_dqn, pure_train
+
+    env = pure.make("CartPole-v1")
+    assert type(dqn.make_train(pure_dqn.DQNTrainConfig(), env)) is type(
+        pure_dqn.make_train(pure_dqn.DQNTrainConfig(), env)
+    )
+    assert type(ppo.make_train(TINY, env)) is type(pure_train.make_train(TINY, env))

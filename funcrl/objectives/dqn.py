@@ -62,6 +62,7 @@ __all__ = [
     "trainer",
     "from_torchrl",
     "to_torchrl",
+    "make_train",
     "chosen_action_value",
     "greedy_action",
     "mask_action_values",
@@ -353,3 +354,11 @@ def to_torchrl(
         td = loss_module.target_value_network_params
         discrete.write_params(params["target_value"], td, actor, inner, net)
     return loss_module
+
+
+def make_train(config: Any, env: Any) -> Any:
+    """A whole DQN run on a pure environment as one compiled, vmappable function of a key
+    (PureJaxRL's design): :func:`funcrl.pure_dqn.make_train`, re-exported here."""
+    from funcrl.pure_dqn import make_train as _make_train
+
+    return _make_train(config, env)
