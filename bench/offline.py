@@ -8,9 +8,10 @@
    50k-step run making the medium policy's updates; random for the normalisation) unless they
    exist under ``--data``.
 2. Trains each offline method (``examples/<algo>.py``: bc, td3_bc, iql, cql) on medium and
-   medium-replay for ``--updates`` gradient updates (default 5,000, 64x64 nets: sized for a
-   2-core CPU), and the Decision Transformer (``examples/dt.py``) on expert-medium conditioned on
-   the expert policy's mean return, each seed a fresh single-thread subprocess (``--jobs`` at
+   medium-replay for ``--updates`` gradient updates (default 20,000, 64x64 nets: sized for a
+   2-core CPU), and the Decision Transformer (``examples/dt.py``, :data:`DT_SIZE`) on
+   expert-medium for ``--dt-updates`` (default 3,000) conditioned on the expert policy's mean
+   return, each seed a fresh single-thread subprocess (``--jobs`` at
    once), every final policy scored by ``funcrl.envs.evaluate`` (deterministic,
    ``--eval-episodes`` fixed-seed episodes, default 20).
 3. Prints a markdown table: per-seed returns, the medians, the behaviour policy's mean return and
@@ -40,6 +41,9 @@ sys.path.insert(0, ROOT)
 from bench import _harness as H  # noqa: E402
 
 ALGOS = ("bc", "td3_bc", "iql", "cql")
+# A smaller transformer than examples/dt.py's default (width 128, 3 layers, batch 64), to fit a
+# 2-core CPU: width 64, 2 layers, 32 segments of 20 steps per update.
+DT_SIZE = ["--n-embd", "64", "--n-layer", "2", "--batch-size", "32"]
 KINDS = ("medium", "medium-replay")
 
 
@@ -83,8 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--dt", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--updates", type=int, default=5_000, help="gradient updates per run")
-    p.add_argument("--dt-updates", type=int, default=5_000)
+    p.add_argument("--updates", type=int, default=20_000, help="gradient updates per run")
+    p.add_argument("--dt-updates", type=int, default=3_000)
     p.add_argument("--num-cells", nargs="+", type=int, default=[64, 64])
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps(rows[-1]), flush=True)
     if args.dt:
         info = dataset(args.data, "expert-medium")
-        extra = ["--no-target-from-dataset", "--target-return", repr(expert)]
+        extra = ["--no-target-from-dataset", "--target-return", repr(expert), *DT_SIZE]
         extra_args = argparse.Namespace(**{**vars(args), "updates": args.dt_updates})
         runs = seeds("dt", info["path"], extra_args, extra)
         rets = [r["return"] for r in runs]
