@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _util  # noqa: E402
-from ppo_pure import OUT_FILES, _write_csv, plot_seeds  # noqa: E402
+from ppo_pure import OUT_FILES, report, write_results  # noqa: E402
 
 import funcrl  # noqa: E402
 from funcrl.envs import pure  # noqa: E402
@@ -96,38 +96,13 @@ def train(cfg: Config) -> dict[str, Any]:
     run = make_train(tcfg, pure.make(cfg.env))
     keys = funcrl.random.split(funcrl.random.key(cfg.seed), cfg.seeds)
     out = run(keys, compile=cfg.compile, progress=cfg.progress)
-    returns = out.metrics["episode_return"]  # [S, I]
-    per_iter = tcfg.timesteps_per_iteration
-    steps = [(i + 1) * per_iter for i in range(returns.shape[1])]
-    final = returns[:, -cfg.final_iterations :].mean(1)
-    png = os.path.join(cfg.out, "curve.png")
-    plot_seeds(steps, returns, png, f"DQN on pure {cfg.env}, {cfg.seeds} seeds (vmap)")
-    _write_csv(os.path.join(cfg.out, "returns.csv"), steps, returns)
-    env_steps = cfg.seeds * per_iter * max(returns.shape[1] - 1, 0)
-    result = {
-        "env": cfg.env,
-        "final_returns": final.tolist(),
-        "median_final_return": float(final.median()),
-        "compile_time": out.compile_time,
-        "train_time": out.train_time,
-        "env_steps_per_s": env_steps / out.train_time if out.train_time > 0 else None,
-        "steps_per_seed": steps[-1],
-        "png": png,
-        "config": dataclasses.asdict(cfg),
-    }
-    _util.write_json(os.path.join(cfg.out, "result.json"), result)
-    return result
+    return write_results(cfg, out, tcfg.timesteps_per_iteration, "DQN")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = _util.parse_config(Config, argv)
     result = train(cfg)
-    for i, r in enumerate(result["final_returns"]):
-        print(f"seed {i}: final return {r:.1f}")
-    print(
-        f"DQN pure {cfg.env}, {cfg.seeds} seeds: median {result['median_final_return']:.1f}; "
-        f"compile {result['compile_time']:.1f} s, train {result['train_time']:.1f} s"
-    )
+    report(result, cfg, "DQN")
     return result
 
 

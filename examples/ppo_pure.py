@@ -117,13 +117,20 @@ def train(cfg: Config) -> dict[str, Any]:
     run = make_train(tcfg, pure.make(cfg.env))
     keys = funcrl.random.split(funcrl.random.key(cfg.seed), cfg.seeds)
     out = run(keys, compile=cfg.compile, progress=cfg.progress)
+    return write_results(cfg, out, tcfg.batch_size, "PPO")
+
+
+def write_results(cfg: Any, out: Any, per_iteration: int, algo: str) -> dict[str, Any]:
+    """The curve, ``returns.csv`` and ``result.json`` of a pure run (``out`` from ``make_train``'s
+    ``train``, ``per_iteration`` env steps per seed and iteration); returns the summary. Shared
+    by ``ppo_pure.py`` and ``dqn_pure.py``."""
     returns = out.metrics["episode_return"]  # [S, I]
-    steps = [(i + 1) * tcfg.batch_size for i in range(returns.shape[1])]
+    steps = [(i + 1) * per_iteration for i in range(returns.shape[1])]
     final = returns[:, -cfg.final_iterations :].mean(1)
     png = os.path.join(cfg.out, "curve.png")
-    plot_seeds(steps, returns, png, f"PPO on pure {cfg.env}, {cfg.seeds} seeds (vmap)")
+    plot_seeds(steps, returns, png, f"{algo} on pure {cfg.env}, {cfg.seeds} seeds (vmap)")
     _write_csv(os.path.join(cfg.out, "returns.csv"), steps, returns)
-    env_steps = cfg.seeds * tcfg.batch_size * max(returns.shape[1] - 1, 0)
+    env_steps = cfg.seeds * per_iteration * max(returns.shape[1] - 1, 0)
     result = {
         "env": cfg.env,
         "final_returns": final.tolist(),
@@ -139,15 +146,20 @@ def train(cfg: Config) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = _util.parse_config(Config, argv)
-    result = train(cfg)
+def report(result: dict[str, Any], cfg: Any, algo: str) -> None:
+    """Prints each seed's final return and the summary line."""
     for i, r in enumerate(result["final_returns"]):
         print(f"seed {i}: final return {r:.1f}")
     print(
-        f"PPO pure {cfg.env}, {cfg.seeds} seeds: median {result['median_final_return']:.1f}; "
+        f"{algo} pure {cfg.env}, {cfg.seeds} seeds: median {result['median_final_return']:.1f}; "
         f"compile {result['compile_time']:.1f} s, train {result['train_time']:.1f} s"
     )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = _util.parse_config(Config, argv)
+    result = train(cfg)
+    report(result, cfg, "PPO")
     return result
 
 
