@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, NamedTuple
 
 import torch
@@ -38,6 +37,7 @@ from funcrl import random as _random
 from funcrl import targets as _targets
 from funcrl.envs import pure
 from funcrl.objectives import dqn
+from funcrl.pure_train import check_finite, check_ints, check_net
 from funcrl.record import Record
 from funcrl.training import Trainer, TrainState, update
 
@@ -93,26 +93,22 @@ class DQNTrainConfig:
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
-        for name in (
-            "total_timesteps",
-            "num_envs",
-            "buffer_size",
-            "batch_size",
-            "epsilon_anneal_time",
-            "target_update_interval",
-            "training_interval",
-            "steps_per_iteration",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{_OWNER}: {name} must be an int >= 1, got {v!r}")
-        v = self.learning_starts
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{_OWNER}: learning_starts must be an int >= 0, got {v!r}")
-        for name in ("epsilon_start", "epsilon_finish", "gamma", "tau", "lr"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"{_OWNER}: {name} must be a finite number, got {v!r}")
+        check_ints(
+            _OWNER,
+            self,
+            (
+                "total_timesteps",
+                "num_envs",
+                "buffer_size",
+                "batch_size",
+                "epsilon_anneal_time",
+                "target_update_interval",
+                "training_interval",
+                "steps_per_iteration",
+            ),
+        )
+        check_ints(_OWNER, self, ("learning_starts",), low=0)
+        check_finite(_OWNER, self, ("epsilon_start", "epsilon_finish", "gamma", "tau", "lr"))
         for name in ("epsilon_start", "epsilon_finish", "gamma"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -139,18 +135,7 @@ class DQNTrainConfig:
                 f"{_OWNER}: total_timesteps={self.total_timesteps} is less than one iteration "
                 f"(num_envs x steps_per_iteration = {self.timesteps_per_iteration})"
             )
-        if (
-            not isinstance(self.hidden, tuple)
-            or not self.hidden
-            or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden
-            )
-        ):
-            raise ValueError(
-                f"{_OWNER}: hidden must be a non-empty tuple of positive ints, got {self.hidden!r}"
-            )
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
-            raise TypeError(f"{_OWNER}: dtype must be a float torch.dtype, got {self.dtype!r}")
+        check_net(_OWNER, self.hidden, self.dtype)
 
     @property
     def timesteps_per_iteration(self) -> int:

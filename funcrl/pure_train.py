@@ -51,6 +51,36 @@ __all__ = [
 _OWNER = "pure_train.PPOTrainConfig"
 
 
+def check_ints(owner: str, cfg: Any, names: tuple[str, ...], low: int = 1) -> None:
+    """Each ``cfg.<name>`` is an int (not a bool) ``>= low``; a ``ValueError`` names it."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{owner}: {name} must be an int >= {low}, got {v!r}")
+
+
+def check_finite(owner: str, cfg: Any, names: tuple[str, ...]) -> None:
+    """Each ``cfg.<name>`` is a finite real number (not a bool); a ``TypeError`` names it."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"{owner}: {name} must be a finite number, got {v!r}")
+
+
+def check_net(owner: str, hidden: Any, dtype: Any) -> None:
+    """``hidden`` is a non-empty tuple of positive ints and ``dtype`` a float ``torch.dtype``."""
+    if (
+        not isinstance(hidden, tuple)
+        or not hidden
+        or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)
+    ):
+        raise ValueError(
+            f"{owner}: hidden must be a non-empty tuple of positive ints, got {hidden!r}"
+        )
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{owner}: dtype must be a float torch.dtype, got {dtype!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOTrainConfig:
     """PureJaxRL's PPO settings (its ``ppo.py`` for CartPole-v1) as defaults.
@@ -90,20 +120,12 @@ class PPOTrainConfig:
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
-        for name in (
-            "total_timesteps",
-            "num_envs",
-            "num_steps",
-            "update_epochs",
-            "num_minibatches",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{_OWNER}: {name} must be an int >= 1, got {v!r}")
-        for name in ("lr", "ent_coef", "vf_coef", "max_grad_norm", "clip_eps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"{_OWNER}: {name} must be a finite number, got {v!r}")
+        check_ints(
+            _OWNER,
+            self,
+            ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches"),
+        )
+        check_finite(_OWNER, self, ("lr", "ent_coef", "vf_coef", "max_grad_norm", "clip_eps"))
         for name, low, strict in (
             ("lr", 0.0, True),
             ("max_grad_norm", 0.0, True),
@@ -129,22 +151,11 @@ class PPOTrainConfig:
                 f"{_OWNER}: a rollout of num_envs x num_steps = {self.batch_size} transitions "
                 f"does not split into num_minibatches={self.num_minibatches} equal minibatches"
             )
-        if (
-            not isinstance(self.hidden, tuple)
-            or not self.hidden
-            or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden
-            )
-        ):
-            raise ValueError(
-                f"{_OWNER}: hidden must be a non-empty tuple of positive ints, got {self.hidden!r}"
-            )
+        check_net(_OWNER, self.hidden, self.dtype)
         if self.activation not in ("tanh", "relu"):
             raise ValueError(
                 f"{_OWNER}: activation must be 'tanh' or 'relu', got {self.activation!r}"
             )
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
-            raise TypeError(f"{_OWNER}: dtype must be a float torch.dtype, got {self.dtype!r}")
 
     @property
     def batch_size(self) -> int:
