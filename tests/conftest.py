@@ -49,7 +49,15 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"reference package missing under make test: {reason}"
 
 
-REFERENCE_PACKAGES = ("torchrl", "tensordict", "transformers", "vmas", "mujoco", "minari")
+REFERENCE_PACKAGES = (
+    "torchrl",
+    "tensordict",
+    "transformers",
+    "vmas",
+    "mujoco",
+    "minari",
+    "stable_baselines3",
+)
 # A skip whose reason says it "needs" one of these is a missing install: under make test it fails.
 # Other skips (no CUDA device, a TorchRL build without its C++ extension) stay skips.
 OPTIONAL_PACKAGES = (
