@@ -47,6 +47,12 @@ class Config(_offline.OfflineConfig):
     temperature: float = dataclasses.field(
         default=3.0, metadata={"help": "inverse temperature beta of the advantage weights"}
     )
+    actor_cosine: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "decay the actor's step size to 0 by a cosine over the run (the paper's)"
+        },
+    )
 
 
 def make_agent(cfg: Config) -> _offline.Agent:
@@ -60,7 +66,17 @@ def make_agent(cfg: Config) -> _offline.Agent:
         _util.run_keys(cfg.seed).init, env.observation_spec, env.action_spec, loss_cfg, nets
     )
     env.close()
-    trainer = iql.trainer(optim.adam(cfg.learning_rate), config=loss_cfg, nets=nets, tau=cfg.tau)
+    actor_lr = (
+        optim.cosine_decay_schedule(cfg.learning_rate, cfg.total_steps)
+        if cfg.actor_cosine
+        else cfg.learning_rate
+    )
+    optimizer = {
+        "actor": optim.adam(actor_lr),
+        "qvalue": optim.adam(cfg.learning_rate),
+        "value": optim.adam(cfg.learning_rate),
+    }
+    trainer = iql.trainer(optimizer, config=loss_cfg, nets=nets, tau=cfg.tau)
 
     def step(params, opt_state, buffer, key):
         k_sample, k_loss = funcrl_random.split(key)

@@ -53,6 +53,7 @@ __all__ = [
     "rmsprop",
     "apply_updates",
     "linear_schedule",
+    "cosine_decay_schedule",
 ]
 
 Params = Any
@@ -605,5 +606,23 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int) 
     def schedule(count: torch.Tensor) -> torch.Tensor:
         frac = torch.clamp(count.float() / transition_steps, 0.0, 1.0)
         return init_value + frac * (end_value - init_value)
+
+    return schedule
+
+
+def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    """optax's cosine decay: ``init_value * ((1 - alpha) (1 + cos(pi t / decay_steps)) / 2 +
+    alpha)`` for ``t <= decay_steps``, then ``init_value * alpha`` (IQL's actor schedule,
+    PyTorch's ``CosineAnnealingLR`` with ``eta_min = alpha * init_value``)."""
+    owner = "cosine_decay_schedule"
+    if not isinstance(decay_steps, int) or isinstance(decay_steps, bool) or decay_steps <= 0:
+        raise ValueError(f"{owner}: decay_steps must be an int > 0, got {decay_steps!r}")
+    init_value = _check_range(owner, "init_value", init_value, -math.inf)
+    alpha = _check_range(owner, "alpha", alpha, 0.0, 1.0)
+
+    def schedule(count: torch.Tensor) -> torch.Tensor:
+        frac = torch.clamp(count.float() / decay_steps, 0.0, 1.0)
+        cosine = 0.5 * (1.0 + torch.cos(math.pi * frac))
+        return init_value * ((1.0 - alpha) * cosine + alpha)
 
     return schedule
