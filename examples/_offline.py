@@ -35,7 +35,15 @@ import _util  # noqa: E402
 from funcrl import checkpoint, datasets, envs  # noqa: E402
 from funcrl import random as funcrl_random  # noqa: E402
 
-__all__ = ["Agent", "OfflineConfig", "train", "load_dataset", "evaluate", "summary_line"]
+__all__ = [
+    "Agent",
+    "OfflineConfig",
+    "train",
+    "load_dataset",
+    "normalize",
+    "evaluate",
+    "summary_line",
+]
 
 
 @dataclasses.dataclass
@@ -74,6 +82,13 @@ class OfflineConfig:
         default=False, metadata={"help": "replace the checkpoint and log of an earlier run"}
     )
     progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+    normalize_obs: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "train on observations standardised by the dataset's mean and std, and "
+            "standardise the policy's input alike (TD3+BC's and IQL's state normalisation)"
+        },
+    )
 
 
 class Agent(NamedTuple):
@@ -84,12 +99,16 @@ class Agent(NamedTuple):
         update: ``(params, opt_state, buffer, key) -> (params, opt_state, metrics)``: samples a batch
             from the dataset's buffer and takes one training step (compiled if wanted).
         evaluate: ``params -> returns [episodes]``: the online evaluation.
+        obs_stats: the dataset's :class:`funcrl.datasets.ObservationStats` the policy's input is
+            standardised by (``None``: raw observations); saved in the checkpoint beside the
+            params, since the policy is useless without them.
     """
 
     params: Any
     opt_state: Any
     update: Callable[..., tuple[Any, Any, dict[str, torch.Tensor]]]
     evaluate: Callable[[Any], torch.Tensor]
+    obs_stats: datasets.ObservationStats | None = None
 
 
 def load_dataset(cfg: OfflineConfig):
@@ -102,10 +121,28 @@ def load_dataset(cfg: OfflineConfig):
     return datasets.read_minari(cfg.dataset)
 
 
-def evaluate(cfg: OfflineConfig, act: Callable[[Any, torch.Tensor], torch.Tensor], params: Any):
-    """Deterministic returns of ``act`` over ``cfg.eval_episodes`` episodes (fixed seeds)."""
+def normalize(cfg: OfflineConfig, data) -> tuple[Any, datasets.ObservationStats | None]:
+    """``(data, stats)``: with ``--normalize-obs`` the dataset with standardised observations and
+    the statistics that did it, else ``(data, None)``."""
+    if not cfg.normalize_obs:
+        return data, None
+    stats = datasets.observation_stats(data)
+    return datasets.normalize_observations(data, stats), stats
+
+
+def evaluate(
+    cfg: OfflineConfig,
+    act: Callable[[Any, torch.Tensor], torch.Tensor],
+    params: Any,
+    obs_stats: datasets.ObservationStats | None = None,
+):
+    """Deterministic returns of ``act`` over ``cfg.eval_episodes`` episodes (fixed seeds); the
+    environment's observations go through ``obs_stats`` first when given."""
     seed = 1_000_000 + 1_000 * cfg.seed
-    return envs.evaluate(lambda o: act(params, o), cfg.env, cfg.eval_episodes, seed=seed)["return"]
+    norm = (lambda o: o) if obs_stats is None else obs_stats
+    return envs.evaluate(lambda o: act(params, norm(o)), cfg.env, cfg.eval_episodes, seed=seed)[
+        "return"
+    ]
 
 
 LOG_FIELDS = ["step", "time", "sps", "eval_return", "eval_std"]
@@ -140,6 +177,7 @@ def train(
             "step": 0,
             "elapsed": 0.0,
             "key": root,
+            "obs_stats": agent.obs_stats,
         }
         ck = _util.load_checkpoint(ckpt_path, like=like).tree
         params, opt_state, step, elapsed = ck["params"], ck["opt_state"], ck["step"], ck["elapsed"]
@@ -167,6 +205,7 @@ def train(
             "step": at,
             "elapsed": float(t),
             "key": root,
+            "obs_stats": agent.obs_stats,
         }
         _util.save_checkpoint(ckpt_path, state, cfg)
 

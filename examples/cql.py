@@ -53,7 +53,7 @@ class Config(_offline.OfflineConfig):
     lagrange_thresh: float = dataclasses.field(default=5.0, metadata={"help": "target gap"})
 
 
-def make_agent(cfg: Config) -> _offline.Agent:
+def make_agent(cfg: Config, obs_stats: datasets.ObservationStats | None = None) -> _offline.Agent:
     """CQL's params, optimizer state, compiled update (keyed draws) and online evaluation."""
     loss_cfg = cql.Config(
         gamma=cfg.gamma,
@@ -83,15 +83,16 @@ def make_agent(cfg: Config) -> _offline.Agent:
         params,
         trainer.init(params),
         _offpolicy.compile_step(step, cfg),
-        lambda p: _offline.evaluate(cfg, act, p),
+        lambda p: _offline.evaluate(cfg, act, p, obs_stats),
+        obs_stats,
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = _util.parse_config(Config, argv)
     _offpolicy.set_threads(cfg.threads)
-    data = _offline.load_dataset(cfg)
-    agent = make_agent(cfg)
+    data, obs_stats = _offline.normalize(cfg, _offline.load_dataset(cfg))
+    agent = make_agent(cfg, obs_stats)
     result = _offline.train(
         cfg,
         agent,

@@ -63,7 +63,7 @@ class Config(_offline.OfflineConfig):
     )
 
 
-def make_agent(cfg: Config) -> _offline.Agent:
+def make_agent(cfg: Config, obs_stats: datasets.ObservationStats | None = None) -> _offline.Agent:
     """The algorithm's params, optimizer state, compiled update and online evaluation."""
     if cfg.algo not in ALGOS:
         raise ValueError(f"discrete_offline: --algo must be one of {ALGOS}, got {cfg.algo!r}")
@@ -102,15 +102,16 @@ def make_agent(cfg: Config) -> _offline.Agent:
         params,
         trainer.init(params),
         _offpolicy.compile_step(step, cfg),
-        lambda p: _offline.evaluate(cfg, act, p),
+        lambda p: _offline.evaluate(cfg, act, p, obs_stats),
+        obs_stats,
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = _util.parse_config(Config, argv)
     _offpolicy.set_threads(cfg.threads)
-    agent = make_agent(cfg)
-    data = _offline.load_dataset(cfg)
+    data, obs_stats = _offline.normalize(cfg, _offline.load_dataset(cfg))
+    agent = make_agent(cfg, obs_stats)
     keys = ("loss_qvalue", "loss_value", "loss_actor")
     result = _offline.train(
         cfg,

@@ -57,6 +57,10 @@ class Config(_offline.OfflineConfig):
     target_return: float = dataclasses.field(
         default=0.0, metadata={"help": "return to condition on with --no-target-from-dataset"}
     )
+    normalize_obs: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "standardise observations by the dataset's mean and std (train and act)"},
+    )
 
 
 def best_return(data) -> float:
@@ -66,15 +70,24 @@ def best_return(data) -> float:
     return float(datasets.return_to_go(data)[starts].max())
 
 
-def rollout(cfg: Config, nets: dt.Nets, params, target: float, seed: int) -> float:
-    """One episode conditioned on ``target``: the transformer reads the last ``--context`` steps."""
+def rollout(
+    cfg: Config,
+    nets: dt.Nets,
+    params,
+    target: float,
+    seed: int,
+    obs_stats: datasets.ObservationStats | None = None,
+) -> float:
+    """One episode conditioned on ``target``: the transformer reads the last ``--context`` steps
+    (observations standardised by ``obs_stats`` when given)."""
     env = gymnasium.make(cfg.env)
     obs, _ = env.reset(seed=seed)
     k, total, done = cfg.context, 0.0, False
     obs_h, act_h, rtg_h = [], [], []
     act_dim = int(params["action_bounds"]["low"].shape[-1])
     while not done:
-        obs_h.append(torch.as_tensor(obs, dtype=torch.float32))
+        o = torch.as_tensor(obs, dtype=torch.float32)
+        obs_h.append(o if obs_stats is None else obs_stats(o))
         act_h.append(torch.zeros(act_dim))  # the current action: never read (causal mask)
         rtg_h.append(torch.tensor([(target - total) / cfg.rtg_scale]))
         o, a, r = (torch.stack(h[-k:]) for h in (obs_h, act_h, rtg_h))
@@ -87,7 +100,9 @@ def rollout(cfg: Config, nets: dt.Nets, params, target: float, seed: int) -> flo
     return total
 
 
-def make_agent(cfg: Config, target: float) -> tuple[_offline.Agent, dt.Nets]:
+def make_agent(
+    cfg: Config, target: float, obs_stats: datasets.ObservationStats | None = None
+) -> tuple[_offline.Agent, dt.Nets]:
     """DT's params, optimizer state, compiled update and online evaluation."""
     tc = DTConfig(
         n_embd=cfg.n_embd,
@@ -118,11 +133,14 @@ def make_agent(cfg: Config, target: float) -> tuple[_offline.Agent, dt.Nets]:
     def evaluate(params):
         seed = 1_000_000 + 1_000 * cfg.seed
         with torch.no_grad():
-            rets = [rollout(cfg, nets, params, target, seed + i) for i in range(cfg.eval_episodes)]
+            rets = [
+                rollout(cfg, nets, params, target, seed + i, obs_stats)
+                for i in range(cfg.eval_episodes)
+            ]
         return torch.tensor(rets, dtype=torch.float64)
 
     agent = _offline.Agent(
-        params, trainer.init(params), _offpolicy.compile_step(step, cfg), evaluate
+        params, trainer.init(params), _offpolicy.compile_step(step, cfg), evaluate, obs_stats
     )
     return agent, nets
 
@@ -130,11 +148,11 @@ def make_agent(cfg: Config, target: float) -> tuple[_offline.Agent, dt.Nets]:
 def main(argv: list[str] | None = None) -> dict:
     cfg = _util.parse_config(Config, argv)
     _offpolicy.set_threads(cfg.threads)
-    data = _offline.load_dataset(cfg)
+    data, obs_stats = _offline.normalize(cfg, _offline.load_dataset(cfg))
     target = best_return(data) if cfg.target_from_dataset else cfg.target_return
     segs = datasets.segments(data, cfg.context, stride=1, scale=cfg.rtg_scale)
     segs = segs.select("observation", "action", "return_to_go").apply(lambda t: t, batch_ndim=1)
-    agent, _ = make_agent(cfg, target)
+    agent, _ = make_agent(cfg, target, obs_stats)
     result = _offline.train(
         cfg,
         agent,

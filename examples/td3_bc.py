@@ -52,7 +52,7 @@ class Config(_offline.OfflineConfig):
     )
 
 
-def make_agent(cfg: Config) -> _offline.Agent:
+def make_agent(cfg: Config, obs_stats: datasets.ObservationStats | None = None) -> _offline.Agent:
     """TD3+BC's params, optimizer state, compiled update and online evaluation. The default
     actor is tanh on [-1, 1]: for another box, a TanhBounded actor on the spec's bounds."""
     loss_cfg = td3_bc.Config(gamma=cfg.gamma, alpha=cfg.alpha, loss_function="l2")
@@ -86,15 +86,16 @@ def make_agent(cfg: Config) -> _offline.Agent:
         params,
         trainer.init(params),
         _offpolicy.compile_step(step, cfg),
-        lambda p: _offline.evaluate(cfg, act, p),
+        lambda p: _offline.evaluate(cfg, act, p, obs_stats),
+        obs_stats,
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = _util.parse_config(Config, argv)
     _offpolicy.set_threads(cfg.threads)
-    data = _offline.load_dataset(cfg)
-    agent = make_agent(cfg)
+    data, obs_stats = _offline.normalize(cfg, _offline.load_dataset(cfg))
+    agent = make_agent(cfg, obs_stats)
     result = _offline.train(
         cfg,
         agent,

@@ -154,6 +154,7 @@ _BUILTIN = (
     "funcrl.objectives.on_policy.RewardScaleState",
     "funcrl.buffers.ReplayState",
     "funcrl.buffers.PriorityState",
+    "funcrl.datasets.ObservationStats",
     "funcrl.checkpoint.Checkpoint",
 )
 _REGISTRY: dict[str, type] = {}

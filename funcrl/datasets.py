@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ __all__ = [
     "episode_ends",
     "return_to_go",
     "segments",
+    "ObservationStats",
+    "observation_stats",
+    "normalize_observations",
 ]
 
 _KEYS = (
@@ -220,6 +223,71 @@ def segments(data: Record, length: int, *, stride: int | None = None, scale: flo
         lambda t: t.reshape(len(starts), length, *t.shape[1:]), batch_ndim=2
     )
     return out.set("timestep", torch.tensor(times).unsqueeze(-1) + torch.arange(length))
+
+
+# -- observation normalisation -------------------------------------------------------------------
+
+
+class ObservationStats(NamedTuple):
+    """Per-feature mean and standard deviation of a dataset's observations (``[o]`` each).
+
+    Calling it normalises: ``stats(obs) = (obs - mean) / std`` for ``obs [..., o]``, so the one
+    object normalises the dataset before training and the policy's input at evaluation. A
+    checkpoint holds it as a pytree of two tensors.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __call__(self, observation: torch.Tensor) -> torch.Tensor:
+        o = self.mean.shape[-1]
+        if observation.ndim == 0 or observation.shape[-1] != o:
+            raise ValueError(
+                f"ObservationStats: observation has shape {tuple(observation.shape)}, expected "
+                f"[..., {o}]"
+            )
+        if not observation.is_floating_point():
+            raise TypeError(f"ObservationStats: observation is {observation.dtype}, expected float")
+        mean = self.mean.to(observation.dtype)
+        return (observation - mean) / self.std.to(observation.dtype)
+
+
+def observation_stats(data: Record, *, epsilon: float = 1e-3) -> ObservationStats:
+    """The mean and standard deviation of ``data["observation"]`` over the transitions (TD3+BC's
+    state normalisation; D4RL's convention uses ``epsilon = 1e-3``).
+
+    Args:
+        data: Record ``[N]`` of transitions, ``observation [N, o]`` floating point.
+        epsilon: added to the standard deviation, so a constant feature maps to 0 instead of NaN.
+
+    Returns:
+        :class:`ObservationStats` with ``mean, std [o]`` in the observation's dtype.
+    """
+    owner = "datasets.observation_stats"
+    data = _check_transitions(data, owner)
+    obs = data["observation"]
+    if obs.ndim != 2 or not obs.is_floating_point():
+        raise ValueError(
+            f"{owner}: data['observation'] must be a float [N, o] tensor, got "
+            f"{obs.dtype} of shape {tuple(obs.shape)}"
+        )
+    if not float(epsilon) > 0:
+        raise ValueError(f"{owner}: epsilon must be > 0, got {epsilon!r}")
+    if not bool(torch.isfinite(obs).all()):
+        raise ValueError(f"{owner}: data['observation'] holds a NaN or inf")
+    return ObservationStats(obs.mean(0), obs.std(0, correction=0) + epsilon)
+
+
+def normalize_observations(data: Record, stats: ObservationStats) -> Record:
+    """A copy of ``data`` whose ``observation`` and ``("next", "observation")`` are
+    ``stats(...)``; everything else is shared, ``data`` is not changed."""
+    owner = "datasets.normalize_observations"
+    data = _check_transitions(data, owner)
+    if not isinstance(stats, ObservationStats):
+        raise TypeError(f"{owner}: stats must be an ObservationStats, got {type(stats).__name__}")
+    return data.set("observation", stats(data["observation"])).set(
+        ("next", "observation"), stats(data["next", "observation"])
+    )
 
 
 # -- Minari ----------------------------------------------------------------------------------------

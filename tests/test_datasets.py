@@ -131,3 +131,83 @@ def test_bad_input():
         datasets.return_to_go(bad)
     with pytest.raises(FileNotFoundError, match=r"datasets\.read_minari: .* is not a Minari"):
         datasets.read_minari("/nonexistent/dataset")
+
+
+def _transitions(obs: torch.Tensor, next_obs: torch.Tensor) -> Record:
+    n = obs.shape[0]
+    return Record(
+        {
+            "observation": obs,
+            "action": torch.zeros(n, 1),
+            ("next", "observation"): next_obs,
+            ("next", "reward"): torch.zeros(n, 1),
+            ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
+            ("next", "truncated"): torch.zeros(n, 1, dtype=torch.bool),
+        },
+        batch_ndim=1,
+    )
+
+
+def test_observation_stats_and_normalisation_by_hand():
+    obs = torch.tensor([[1.0, 10.0], [3.0, 10.0]])
+    data = _transitions(obs, obs + 2.0)
+    stats = datasets.observation_stats(data, epsilon=1e-3)
+    # Feature 0: mean 2, population std 1; feature 1 is constant: std 0 + epsilon.
+    torch.testing.assert_close(stats.mean, torch.tensor([2.0, 10.0]))
+    torch.testing.assert_close(stats.std, torch.tensor([1.001, 1e-3]))
+    out = datasets.normalize_observations(data, stats)
+    torch.testing.assert_close(out["observation"][:, 0], torch.tensor([-1.0, 1.0]) / 1.001)
+    torch.testing.assert_close(out["observation"][:, 1], torch.zeros(2))  # constant -> 0, no NaN
+    torch.testing.assert_close(out["next", "observation"][:, 0], torch.tensor([1.0, 3.0]) / 1.001)
+    assert torch.equal(data["observation"], obs)  # the caller's data is not changed
+    assert out["action"] is data["action"]
+    # The same object standardises one observation at evaluation, in its dtype.
+    one = stats(torch.tensor([4.0, 10.0], dtype=torch.float64))
+    assert one.dtype == torch.float64
+    torch.testing.assert_close(one, torch.tensor([2.0 / 1.001, 0.0], dtype=torch.float64))
+
+
+def test_normalised_pendulum_data_is_standard(pendulum):
+    stats = datasets.observation_stats(pendulum)
+    out = datasets.normalize_observations(pendulum, stats)
+    torch.testing.assert_close(out["observation"].mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out["observation"].std(0, correction=0), torch.ones(3), atol=1e-2, rtol=0
+    )
+
+
+def test_observation_stats_bad_input():
+    obs = torch.zeros(3, 2)
+    data = _transitions(obs, obs)
+    stats = datasets.observation_stats(data)
+    with pytest.raises(
+        ValueError, match=r"ObservationStats: observation has shape \(3,\), expected \[\.\.\., 2\]"
+    ):
+        stats(torch.zeros(3))
+    with pytest.raises(
+        TypeError, match="ObservationStats: observation is torch.int64, expected float"
+    ):
+        stats(torch.zeros(2, dtype=torch.long))
+    with pytest.raises(
+        ValueError, match=r"datasets\.observation_stats: epsilon must be > 0, got 0"
+    ):
+        datasets.observation_stats(data, epsilon=0)
+    nan = _transitions(torch.tensor([[0.0, float("nan")]] * 3), obs)
+    with pytest.raises(
+        ValueError, match=r"datasets\.observation_stats: data\['observation'\] holds a NaN"
+    ):
+        datasets.observation_stats(nan)
+    discrete = _transitions(
+        torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long)
+    )
+    with pytest.raises(ValueError, match=r"must be a float \[N, o\] tensor, got torch.int64"):
+        datasets.observation_stats(discrete)
+    with pytest.raises(
+        TypeError,
+        match=r"datasets\.normalize_observations: stats must be an ObservationStats, got tuple",
+    ):
+        datasets.normalize_observations(data, (torch.zeros(2), torch.ones(2)))
+    with pytest.raises(
+        TypeError, match=r"datasets\.normalize_observations: data must be a funcrl\.Record"
+    ):
+        datasets.normalize_observations({"observation": obs}, stats)

@@ -99,6 +99,21 @@ def test_offline_script_runs_and_resumes(name, data_dir, tmp_path):
         script.main([*argv[:2], "--num-cells", "8", *argv[5:], "--resume"])
 
 
+def test_observation_stats_are_checkpointed(data_dir, tmp_path):
+    from funcrl import checkpoint, datasets
+
+    script = _load("td3_bc")
+    argv = ["--dataset", str(data_dir / "mr"), "--num-cells", "16", "16", *COMMON]
+    script.main([*argv, "--out", str(tmp_path / "norm")])
+    saved = checkpoint.load(str(tmp_path / "norm" / "checkpoint.pt")).tree["obs_stats"]
+    expected = datasets.observation_stats(datasets.read_minari(data_dir / "mr"))
+    assert isinstance(saved, datasets.ObservationStats)
+    torch.testing.assert_close(saved.mean, expected.mean)
+    torch.testing.assert_close(saved.std, expected.std)
+    script.main([*argv, "--no-normalize-obs", "--out", str(tmp_path / "raw")])
+    assert checkpoint.load(str(tmp_path / "raw" / "checkpoint.pt")).tree["obs_stats"] is None
+
+
 def test_dt_script(data_dir, tmp_path):
     script = _load("dt")
     out = str(tmp_path / "dt")
