@@ -81,6 +81,31 @@ def train(algo: str, path: str, seed: int, args, extra: list[str]) -> dict:
     return {"return": res["eval_return"], "train_time": res["train_time"], "wall": wall}
 
 
+def targets(rows: list[dict], expert: float, rand: float) -> list[str]:
+    """The offline issue's targets against the rows: on each dataset IQL, CQL and TD3+BC beat BC
+    and the behaviour policy (medians); the Decision Transformer reaches D4RL-normalised 90."""
+    out = []
+    by = {(r["dataset"], r["algo"]): r for r in rows}
+    for kind in sorted({r["dataset"] for r in rows if r["algo"] != "dt"}):
+        bc = by.get((kind, "bc"))
+        for algo in ("iql", "cql", "td3_bc"):
+            r = by.get((kind, algo))
+            if r is None:
+                continue
+            bar = r["behaviour"] if bc is None else max(r["behaviour"], bc["median"])
+            verdict = "met" if r["median"] > bar else "MISSED"
+            against = "the behaviour policy" if bc is None else "BC and the behaviour policy"
+            out.append(f"{kind}: {algo} {r['median']:.1f} against {against} ({bar:.1f}): {verdict}")
+    dt = by.get(("expert-medium", "dt"))
+    if dt is not None:
+        norm = 100.0 * (dt["median"] - rand) / (expert - rand)
+        verdict = "met" if norm >= 90.0 else "MISSED"
+        out.append(
+            f"expert-medium: dt {dt['median']:.1f}, normalised {norm:.1f} (>= 90): {verdict}"
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
@@ -161,12 +186,16 @@ def main(argv: list[str] | None = None) -> dict:
     table = "\n".join(lines)
     print(table)
     print(f"random policy {rand:.1f}, expert policy {expert:.1f}")
+    verdicts = targets(rows, expert, rand)
+    for line in verdicts:
+        print(line)
     payload = {
         "rows": rows,
         "random_return": rand,
         "expert_return": expert,
         "args": vars(args),
         "table": table,
+        "targets": verdicts,
         "environment": H.environment(),
     }
     H.write_json(args.results, payload)

@@ -148,3 +148,24 @@ def test_on_policy_rejects_bad_flags(capsys):
     with pytest.raises(SystemExit):
         on_policy.main(["--cases", "ppo-mars"])
     assert "--cases: invalid choice: 'ppo-mars'" in capsys.readouterr().err
+
+
+def test_offline_targets_verdicts():
+    from bench import offline
+
+    def row(kind, algo, median, behaviour=-655.0):
+        return {"dataset": kind, "algo": algo, "median": median, "behaviour": behaviour}
+
+    rows = [
+        row("medium", "bc", -600.0),
+        row("medium", "iql", -500.0),  # beats BC (-600) and the behaviour (-655)
+        row("medium", "cql", -620.0),  # beats the behaviour only
+        row("medium", "td3_bc", -700.0),
+        row("expert-medium", "dt", -230.0, behaviour=-408.0),
+    ]
+    lines = offline.targets(rows, expert=-140.0, rand=-1220.0)
+    assert lines[0] == "medium: iql -500.0 against BC and the behaviour policy (-600.0): met"
+    assert lines[1].endswith("(-600.0): MISSED") and lines[1].startswith("medium: cql")
+    assert lines[2].startswith("medium: td3_bc") and lines[2].endswith("MISSED")
+    # DT: 100 (-230 + 1220) / (-140 + 1220) = 91.7.
+    assert lines[3] == "expert-medium: dt -230.0, normalised 91.7 (>= 90): met"
