@@ -3,6 +3,7 @@ option), the trainer."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import funcrl
-from funcrl import cql, optim, tree
+from funcrl import cql, optim, testing, tree
 from funcrl.record import Record
 
 OBS, ACT, B = 3, 2, 6
@@ -130,6 +131,10 @@ def test_parity_with_torchrl(options):
         ref = m(td)
         a_td, q_td = m.actor_network_params, m.qvalue_network_params
         a_leaves, q_leaves = list(a_td.values(True, True)), list(q_td.values(True, True))
+        if m.with_lagrange:
+            # funcrl applies the paper's alpha' (gap - tau) per critic (TorchRL never scales it).
+            alpha_prime = m.log_alpha_prime.detach().exp()
+            ref.set("loss_cql", alpha_prime * (ref["loss_cql"] - 2 * m.target_action_gap))
         total_ref = sum(
             ref[k] for k in ("loss_actor", "loss_actor_bc", "loss_qvalue", "loss_cql", "loss_alpha")
         )
@@ -180,3 +185,26 @@ def test_trainer_trains_alpha_prime_and_reports_bc():
     assert "actor_bc" in metrics and "loss_actor_bc" not in metrics
     # The gap is far below the threshold: alpha' shrinks.
     assert float(new["log_alpha_prime"]) < float(params["log_alpha_prime"])
+
+
+def test_lagrangian_scales_the_penalty_on_the_critics():
+    # The paper's Lagrangian reaches the critics: L_cql = sum_i alpha' (gap_i - tau), so its
+    # gradient doubles with alpha' (TorchRL 0.14's is unscaled: alpha' never acts).
+    cfg = cql.Config(with_lagrange=True, lagrange_thresh=3.0, num_random=2)
+    params = cql.init(0, OBS, ACT, cfg, SMALL)
+    batch, key = make_batch(), funcrl.random.key(1)
+
+    def penalty(q, log_alpha_prime):
+        out = cql.loss(
+            {**params, "qvalue": q, "log_alpha_prime": log_alpha_prime},
+            batch, config=cfg, nets=SMALL, key=key,
+        )  # fmt: skip
+        return out["loss_cql"]
+
+    g1 = torch.func.grad(penalty)(params["qvalue"], torch.tensor(0.0))
+    g2 = torch.func.grad(penalty)(params["qvalue"], torch.tensor(math.log(2.0)))
+    testing.assert_trees_all_close(tree.scale(g1, 2.0), g2, rtol=1e-5, atol=1e-7)
+    plain = cql.loss(params, batch, config=dataclasses.replace(cfg, with_lagrange=False),
+                     nets=SMALL, key=key)["loss_cql"]  # fmt: skip
+    # alpha' = 1: the plain penalty minus tau per critic.
+    torch.testing.assert_close(penalty(params["qvalue"], torch.tensor(0.0)), plain - 2 * 3.0)

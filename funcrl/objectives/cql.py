@@ -16,7 +16,8 @@ penalty on the critics. With ``R = num_random`` draws per state, ``T`` the tempe
     L_Q   = sum_i l(Q_i(s, a), y)
     lse_i = w T logsumexp_k [Q_i(s, u_j) - log p_U,  Q_i(s', a'_j) - log pi(a'_j|s'),
                              Q_i(s, a_j) - log pi(a_j|s)] / T,   u_j ~ U(box), a_j ~ pi(s)
-    L_cql = sum_i mean_{B, j}(lse_i) - w Q_i(s, a)
+    L_cql = sum_i mean_{B, j}(lse_i) - w Q_i(s, a)                     (gap_i: critic i's term)
+    L_cql = sum_i sg(alpha') (gap_i - lagrange_thresh)                          (with_lagrange)
     L_pi  = alpha log pi(a~|s) - min_i Q_i(s, a~)          (critics gradient-stopped)
     L_bc  = alpha log pi(a~|s) - log pi(a|s)               (``loss_actor_bc``: BC warm-up)
     L_alpha  = -log_alpha (log pi(a~|s) + H)
@@ -34,8 +35,11 @@ Intentional differences from TorchRL:
 
 * ``u`` is uniform on the action box ``params["action_bounds"]`` with its density ``p_U``
   (TorchRL: always ``[-1, 1]`` and ``0.5^a``; the same on that box).
-* ``L_alpha'`` trains ``log_alpha_prime`` only (the gap is gradient-stopped; TorchRL's examples
-  step it with its own optimizer) and ``L_cql`` is not scaled by ``alpha'``, as TorchRL.
+* With ``with_lagrange``, ``L_cql`` is ``alpha' (gap - lagrange_thresh)``, as in the paper and
+  its code: TorchRL 0.14 trains ``alpha'`` but leaves ``L_cql`` unscaled, so its Lagrangian never
+  reaches the critics (the option changes nothing but a logged loss). ``L_alpha'`` trains
+  ``log_alpha_prime`` only (the gap is gradient-stopped; TorchRL's examples step it with its own
+  optimizer).
 * ``batch["priority_weight"]`` weights the reductions (``use_prioritized_weights``); TorchRL's
   ``CQLLoss`` ignores it. ``td_error`` (``[*B]``, absolute) is returned, not written.
 * ``num_qvalue_nets`` may differ from 2 (TorchRL fixes it); the target actor of TorchRL's
@@ -339,18 +343,23 @@ def loss(
     loss_bc = actor_objective(alpha, lp_bc, pi.log_prob(action))
     a_pi, lp_pi = pi.rsample_and_log_prob(key=k_actor)
     q_pi = ensemble_q(nets.qvalue, tree.detach(params["qvalue"]), obs, a_pi).min(0).values
+    loss_cql = penalty.sum(0)
+    if config.with_lagrange:
+        # The paper's Lagrangian: alpha' (gap - tau) per critic, alpha' gradient-stopped here
+        # (trained by loss_alpha_prime alone). TorchRL 0.14 trains alpha' but never applies it.
+        alpha_prime = params["log_alpha_prime"].exp().clamp_max(MAX_ALPHA_PRIME)
+        loss_cql = (alpha_prime.detach() * (penalty - config.lagrange_thresh)).sum(0)
     out = {
         "loss_actor": reduce_loss(actor_objective(alpha, lp_pi, q_pi), red, weights),
         "loss_actor_bc": reduce_loss(loss_bc, red, weights),
         "loss_qvalue": reduce_loss(loss_q, red, weights),
-        "loss_cql": reduce_loss(penalty.sum(0), red, weights),
+        "loss_cql": reduce_loss(loss_cql, red, weights),
         "loss_alpha": reduce_loss(temperature_loss(log_alpha, lp_pi.detach(), h), red, weights),
         "alpha": alpha,
         "entropy": -lp_pi.detach().mean(),
         "td_error": (qs.detach() - y).abs().max(0).values,
     }
     if config.with_lagrange:
-        alpha_prime = params["log_alpha_prime"].exp().clamp_max(MAX_ALPHA_PRIME)
         gaps = torch.stack([reduce_loss(p, "mean", weights) for p in penalty.detach().unbind(0)])
         out["loss_alpha_prime"] = -0.5 * (alpha_prime * (gaps - config.lagrange_thresh)).sum()
     return out
