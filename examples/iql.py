@@ -50,7 +50,8 @@ class Config(_offline.OfflineConfig):
     actor_cosine: bool = dataclasses.field(
         default=True,
         metadata={
-            "help": "decay the actor's step size to 0 by a cosine over the run (the paper's)"
+            "help": "decay the actor's step size to 0 by a cosine over --total-steps (the "
+            "paper's); --resume with a new --total-steps stretches the cosine to it"
         },
     )
 
