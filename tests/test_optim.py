@@ -557,3 +557,11 @@ def test_cosine_decay_schedule_drives_adam_and_compiles():
 def test_cosine_decay_schedule_bad_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         optim.cosine_decay_schedule(*args)
+
+
+def test_cosine_decay_schedule_vmaps_over_per_seed_counts():
+    # Seeds at different steps (a vmapped optimizer state): each gets its own step size.
+    sched = optim.cosine_decay_schedule(2.0, 8)
+    counts = torch.tensor([0, 4, 8, 12])
+    got = torch.func.vmap(sched)(counts)
+    torch.testing.assert_close(got, torch.tensor([2.0, 1.0, 0.0, 0.0]), atol=1e-6, rtol=0)
