@@ -3,10 +3,10 @@ PureJaxRL's settings, one seed, one thread).
 
     taskset -c 0 python bench/pure_iteration.py
 
-Compiles the vmapped iteration exactly as :func:`funcrl.pure_train.run_iterations` does
-(inductor, C++ wrapper), then times back-to-back calls in steady state, alternating blocks with
-dynamo's guards evaluated (the default) and skipped (``torch.compiler.set_stance(
-skip_guard_eval_unsafe=True)``, safe here: every call has the same shapes), and profiles one
+Compiles the vmapped iteration as :func:`funcrl.pure_train.run_iterations` does
+(:func:`funcrl.pure_train.seeded_iteration`: inductor, C++ wrapper), then times back-to-back
+calls in steady state, alternating blocks with dynamo's guards evaluated (the default) and
+skipped (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, safe here: every call has the same shapes), and profiles one
 block with ``torch.profiler`` to split the compiled graph's own time from what runs around it.
 Prints milliseconds per iteration; nothing is written.
 """
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import funcrl
     from funcrl import random as frandom
     from funcrl.envs import pure
-    from funcrl.pure_train import PPOTrainConfig, make_train
+    from funcrl.pure_train import PPOTrainConfig, make_train, seeded_iteration
 
     algo = make_train(PPOTrainConfig(), pure.make("CartPole-v1"))
     seeds = frandom.split(frandom.key(0), 1)
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     state = pytree.tree_map(
         lambda *xs: torch.stack(xs).contiguous(), *[algo.init(k) for k in k_init]
     )
-    fn = torch.func.vmap(algo.iteration, randomness="error")
-    fn = torch.compile(fn, fullgraph=True, options={"cpp_wrapper": True})
+    fn = seeded_iteration(algo)
     n = 1 + (2 * args.rounds + 1) * args.block
     keys = torch.func.vmap(lambda k: frandom.split(k, n))(k_iter).transpose(0, 1).contiguous()
     t = time.perf_counter()

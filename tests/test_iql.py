@@ -216,3 +216,27 @@ def test_act_deterministic_is_the_policy_mode_inside_bounds():
     assert a.shape == (5, ACT) and bool((a > -2).all()) and bool((a < 3).all())
     r = iql.act(params, obs, nets=SMALL, key=funcrl.random.key(0))
     assert not torch.equal(a, r)
+
+
+def test_iql_losses_by_hand():
+    from funcrl.objectives.offline import iql_losses
+
+    cfg = iql.Config(expectile=0.7, temperature=2.0, loss_function="l2")
+    min_q = torch.tensor([1.0, 0.0])
+    v = torch.tensor([0.5, 1.0], requires_grad=True)
+    qs = torch.tensor([[2.0, 0.0], [1.0, 1.0]], requires_grad=True)  # [N=2, B=2]
+    y = torch.tensor([1.0, 0.5])
+    log_prob = torch.tensor([-1.0, -2.0], requires_grad=True)
+    out = iql_losses(min_q, v, qs, y, log_prob, cfg, None)
+    # Value: u = (0.5, -1): 0.7 * 0.25 and 0.3 * 1 -> mean 0.2375.
+    torch.testing.assert_close(out["loss_value"], torch.tensor(0.2375))
+    # Critics: per sample sum_i (q_i - y)^2 = (1 + 0, 0.25 + 0.25) -> mean 0.75.
+    torch.testing.assert_close(out["loss_qvalue"], torch.tensor(0.75))
+    # Actor: w = exp(2 u) = (e, e^-2), loss -w log pi = (e, 2 e^-2) -> mean.
+    e = torch.tensor(1.0).exp()
+    torch.testing.assert_close(out["loss_actor"], (e + 2 * e.pow(-2)) / 2)
+    torch.testing.assert_close(out["entropy"], torch.tensor(1.5))
+    torch.testing.assert_close(out["td_error"], torch.tensor([1.0, 0.5]))
+    # The advantage weights are gradient-stopped: the actor loss does not reach V.
+    (g,) = torch.autograd.grad(out["loss_actor"], v, allow_unused=True)
+    assert g is None

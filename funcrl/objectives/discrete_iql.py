@@ -44,14 +44,12 @@ from funcrl.objectives.actor_critic import check_config, ensemble, init_ensemble
 from funcrl.objectives.common import (
     check_batch,
     check_observation,
-    distance_loss,
     get,
     priority_weights,
-    reduce_loss,
     require,
     spec_size,
 )
-from funcrl.objectives.offline import advantage_weights, check_expectile, expectile_loss
+from funcrl.objectives.offline import check_expectile, iql_losses
 from funcrl.record import Record
 
 __all__ = ["Config", "Nets", "init", "loss", "act", "trainer", "from_torchrl", "to_torchrl"]
@@ -210,32 +208,18 @@ def loss(
         action, logits.shape[-1], space, None, batch_shape=lead, owner=owner, key="action"
     )
     weights = priority_weights(batch, config, like=logits[..., 0], owner=owner)
-    red = config.reduction
 
     # min_i Q'_i(s, a) at the data's action: the value's target and the actor's advantage.
     q_target = ensemble(net.qvalue, tree.detach(params["target_qvalue"]), obs)
     min_q = discrete.ensemble_chosen_value(q_target, action, space).min(0).values
     v = net.value(params["value"], obs).squeeze(-1)
-    loss_value = expectile_loss(min_q - v, config.expectile)
-
     # Critics: TD towards r + gamma V(s'), V gradient-stopped.
     next_v = net.value(tree.detach(params["value"]), next_obs).squeeze(-1)
     y = discrete.bootstrap_target(config, batch, next_v, owner=owner)
     qs = discrete.ensemble_chosen_value(ensemble(net.qvalue, params["qvalue"], obs), action, space)
-    loss_q = distance_loss(qs, y.expand_as(qs), config.loss_function).sum(0)
-
     # Actor: advantage-weighted log-likelihood of the data's action.
     log_prob = discrete.action_log_prob(logits, action, space)
-    w = advantage_weights((min_q - v).detach(), config.temperature)
-    loss_actor = -(w * log_prob)
-
-    return {
-        "loss_actor": reduce_loss(loss_actor, red, weights),
-        "loss_qvalue": reduce_loss(loss_q, red, weights),
-        "loss_value": reduce_loss(loss_value, red, weights),
-        "entropy": -log_prob.detach().mean(),
-        "td_error": (qs.detach() - y).abs().max(0).values,
-    }
+    return iql_losses(min_q, v, qs, y, log_prob, config, weights)
 
 
 def act(

@@ -54,13 +54,11 @@ from funcrl.objectives.common import (
     check_batch,
     check_mode,
     check_observation,
-    distance_loss,
     priority_weights,
-    reduce_loss,
     require,
     spec_size,
 )
-from funcrl.objectives.offline import advantage_weights, check_expectile, expectile_loss
+from funcrl.objectives.offline import check_expectile, expectile_loss, iql_losses
 from funcrl.record import Record
 
 __all__ = [
@@ -205,33 +203,18 @@ def loss(
     obs, action = t.observation, t.action
     nets = resolve(nets, obs.shape[-1], action.shape[-1])
     weights = priority_weights(batch, config, like=t.reward.squeeze(-1), owner=owner)
-    red = config.reduction
 
     # min_i Q'_i(s, a) at the data's action: the target of V and the actor's advantage.
     q_target = ensemble_q(nets.qvalue, tree.detach(params["target_qvalue"]), obs, action)
     min_q = q_target.min(0).values
     v = nets.value(params["value"], obs).squeeze(-1)
-    loss_value = expectile_loss(min_q - v, config.expectile)
-
     # Critics: TD towards r + gamma V(s'), V gradient-stopped.
     next_v = nets.value(tree.detach(params["value"]), t.next_observation).squeeze(-1)
     y = value_target(config, batch, t, next_v, owner=owner)
     qs = ensemble_q(nets.qvalue, params["qvalue"], obs, action)
-    loss_q = distance_loss(qs, y.expand_as(qs), config.loss_function).sum(0)
-
     # Actor: advantage-weighted log-likelihood of the data's action.
-    dist = tanh_normal(nets.actor(params["actor"], obs), low, high, nets)
-    log_prob = dist.log_prob(action)
-    w = advantage_weights((min_q - v).detach(), config.temperature)
-    loss_actor = -(w * log_prob)
-
-    return {
-        "loss_actor": reduce_loss(loss_actor, red, weights),
-        "loss_qvalue": reduce_loss(loss_q, red, weights),
-        "loss_value": reduce_loss(loss_value, red, weights),
-        "entropy": -log_prob.detach().mean(),
-        "td_error": (qs.detach() - y).abs().max(0).values,
-    }
+    log_prob = tanh_normal(nets.actor(params["actor"], obs), low, high, nets).log_prob(action)
+    return iql_losses(min_q, v, qs, y, log_prob, config, weights)
 
 
 def act(

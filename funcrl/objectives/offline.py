@@ -2,6 +2,7 @@
 
 * :func:`expectile_loss`: IQL's asymmetric squared loss ``|tau - 1(u < 0)| u^2``.
 * :func:`advantage_weights`: IQL's (and AWR's) ``min(exp(beta A), 100)``.
+* :func:`iql_losses`: IQL's three losses from its five quantities (continuous and discrete IQL).
 * :func:`read_sequences`, :func:`check_context`: the Decision Transformers' ``[*B, T]`` batches and
   contexts.
 """
@@ -12,9 +13,12 @@ from typing import Any
 
 import torch
 
+from funcrl.objectives.common import distance_loss, reduce_loss
+
 __all__ = [
     "expectile_loss",
     "advantage_weights",
+    "iql_losses",
     "check_expectile",
     "read_sequences",
     "check_context",
@@ -45,6 +49,44 @@ def advantage_weights(advantage: torch.Tensor, temperature: float) -> torch.Tens
     """``min(exp(temperature * A), 100)``: the weight of the data's action in an advantage-
     weighted regression. ``advantage`` must already be detached; shape is kept."""
     return torch.exp(advantage * temperature).clamp_max(MAX_ADVANTAGE_WEIGHT)
+
+
+def iql_losses(
+    min_q: torch.Tensor,
+    v: torch.Tensor,
+    qs: torch.Tensor,
+    y: torch.Tensor,
+    log_prob: torch.Tensor,
+    config: Any,
+    weights: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """IQL's losses, the same for continuous and discrete actions.
+
+    Args:
+        min_q: ``min_i Q'_i(s, a) [*B]`` of the target critics at the data's action (no grad).
+        v: ``V(s) [*B]`` (with grad).
+        qs: ``Q_i(s, a) [N, *B]`` of the online critics (with grad).
+        y: ``r + gamma V(s') [*B]`` (or a TD(lambda) target), ``V`` gradient-stopped.
+        log_prob: ``log pi(a|s) [*B]`` of the data's action (with grad).
+        config: reads ``expectile``, ``temperature``, ``loss_function`` and ``reduction``.
+        weights: per-sample priority weights ``[*B]`` or ``None``.
+
+    Returns:
+        ``loss_actor`` (``-w log pi``, ``w`` the gradient-stopped advantage weights),
+        ``loss_qvalue``, ``loss_value`` (expectile of ``min_q - v``), reduced; ``entropy``
+        (``-mean log pi`` detached) and ``td_error [*B]`` (detached).
+    """
+    red = config.reduction
+    loss_value = expectile_loss(min_q - v, config.expectile)
+    loss_q = distance_loss(qs, y.expand_as(qs), config.loss_function).sum(0)
+    w = advantage_weights((min_q - v).detach(), config.temperature)
+    return {
+        "loss_actor": reduce_loss(-(w * log_prob), red, weights),
+        "loss_qvalue": reduce_loss(loss_q, red, weights),
+        "loss_value": reduce_loss(loss_value, red, weights),
+        "entropy": -log_prob.detach().mean(),
+        "td_error": (qs.detach() - y).abs().max(0).values,
+    }
 
 
 def check_expectile(owner: str, expectile: float, temperature: float) -> None:
