@@ -227,8 +227,10 @@ CASES: dict[str, Case] = {
     ),  # fmt: skip
 }
 
-# funcrl-compile: the example with --compile (policy step and one minibatch update compiled).
-IMPLS = ("funcrl", "funcrl-compile", "sb3", "sb3-nosde")
+# funcrl's variants and the example's flags for each: eager; the rollout step and one minibatch
+# update compiled by torch.compile (--compile) or by funcrl.jit (--jit).
+FUNCRL_FLAGS = {"funcrl": (), "funcrl-compile": ("--compile",), "funcrl-jit": ("--jit",)}
+IMPLS = (*FUNCRL_FLAGS, "sb3", "sb3-nosde")
 
 
 def _eval_seed(seed: int) -> int:
@@ -250,15 +252,16 @@ def _git_commit() -> str:
 
 
 def funcrl_command(
-    case: Case, seed: int, steps: int, out: str, episodes: int, compile: bool = False
+    case: Case, seed: int, steps: int, out: str, episodes: int, impl: str = "funcrl"
 ) -> list[str]:
-    """The ``examples/<algo>.py`` command line of one run (``--compile`` with ``compile``)."""
+    """The ``examples/<algo>.py`` command line of one run of funcrl variant ``impl``
+    (:data:`FUNCRL_FLAGS`)."""
     cmd = [sys.executable, os.path.join(ROOT, case.script), "--env", case.env]
     cmd += ["--num-envs", str(case.num_envs), "--num-steps", str(case.num_steps)]
     cmd += ["--total-steps", str(steps), "--seed", str(seed), "--threads", "1", "--out", out]
     cmd += ["--no-progress", "--eval-every", "0", "--checkpoint-every", "0", "--overwrite"]
     cmd += ["--eval-episodes", str(episodes), "--device", "cpu"]
-    cmd += ["--compile"] if compile else []
+    cmd += FUNCRL_FLAGS[impl]
     for k, v in case.funcrl.items():
         flag = "--" + k.replace("_", "-")
         if isinstance(v, bool):
@@ -292,12 +295,13 @@ def sb3_kwargs(case: Case, impl: str, seed: int) -> dict[str, Any]:
 
 
 def run_funcrl(
-    name: str, case: Case, seed: int, steps: int, out: str, episodes: int, compile: bool = False
+    name: str, case: Case, seed: int, steps: int, out: str, episodes: int, impl: str = "funcrl"
 ) -> dict:
-    """funcrl's example in a subprocess; its ``result.json`` plus wall and CPU time. With
-    ``compile`` the compilation counts in the training time (Inductor's on-disk cache is as the
-    machine has it: warm after the first run of the same shapes)."""
-    wall, cpu = _run(funcrl_command(case, seed, steps, out, episodes, compile), 1)
+    """funcrl's example in a subprocess; its ``result.json`` plus wall and CPU time. Compiling
+    (``funcrl-compile``, ``funcrl-jit``) counts in the training time; Inductor's on-disk cache is
+    as the machine has it (``TORCHINDUCTOR_CACHE_DIR`` in the environment picks it: a fresh
+    directory makes the first seed compile from scratch and the later ones load its kernels)."""
+    wall, cpu = _run(funcrl_command(case, seed, steps, out, episodes, impl), 1)
     with open(os.path.join(out, "result.json")) as fh:
         res = json.load(fh)
     return {
@@ -454,9 +458,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         for name, case, seed, impl, steps in todo:
             out = os.path.join(runs_dir, f"{name}_{impl}_seed{seed}")
-            compiled = impl == "funcrl-compile"
             what = (
-                " ".join(funcrl_command(case, seed, steps, out, args.eval_episodes, compiled))
+                " ".join(funcrl_command(case, seed, steps, out, args.eval_episodes, impl))
                 if impl.startswith("funcrl")
                 else f"{case.sb3_class}({case.env!r}, {case.sb3 | case.sb3_variants[impl]})"
             )
@@ -471,8 +474,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = os.path.join(runs_dir, f"{name}_{impl}_seed{seed}")
         load_before = os.getloadavg()
         if impl.startswith("funcrl"):
-            compiled = impl == "funcrl-compile"
-            res = run_funcrl(name, case, seed, steps, out, args.eval_episodes, compiled)
+            res = run_funcrl(name, case, seed, steps, out, args.eval_episodes, impl)
         else:
             res = run_sb3(name, case, seed, steps, out, args.eval_episodes, impl)
         row = {"case": name, "env": case.env, "impl": impl, "seed": seed, **res}

@@ -26,6 +26,7 @@ shuffles (``fold_in(keys.update, i)``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from collections import deque
@@ -40,6 +41,7 @@ import _util  # noqa: E402
 
 from funcrl import envs, optim  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
+from funcrl.jit import jit as funcrl_jit  # noqa: E402
 from funcrl.modules.value_norm import RunningValueNorm  # noqa: E402
 from funcrl.nn import MLP  # noqa: E402
 from funcrl.objectives import on_policy  # noqa: E402
@@ -48,7 +50,7 @@ from funcrl.training import Trainer  # noqa: E402
 
 __all__ = [
     "OnPolicyConfig", "Agent", "make_nets", "learning_rate", "check_config", "collect",
-    "policy_step", "host_loop_update", "train",
+    "StepFns", "step_fns", "host_loop_update", "train",
 ]  # fmt: skip
 
 OUT_FILES = ("checkpoint.pt", "log.csv")
@@ -105,6 +107,13 @@ class OnPolicyConfig:
         metadata={
             "help": "torch.compile (fullgraph) the policy step and one minibatch update, looped "
             "on the host (~50 s to compile on a CPU, then ~4x faster updates)"
+        },
+    )
+    jit: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "like --compile, with funcrl.jit in place of torch.compile (traced once per "
+            "input signature, called without dynamo's guards: a shorter compile and cheaper calls)"
         },
     )
     device: str = dataclasses.field(
@@ -203,95 +212,162 @@ def make_normalizers(cfg: OnPolicyConfig, env: envs.VecEnv) -> tuple[Normalizers
     return norm, state
 
 
+class StepFns(NamedTuple):
+    """The pure functions a rollout step calls around the env (each compiled as one graph with
+    ``--compile`` / ``--jit``).
+
+    Attributes:
+        act: ``(params, norm_state, raw_observation [E, o], rollout_key, t) -> (entries,
+            observation [E, o], norm_state)``: folds the raw observation into the running
+            statistics, normalises it with them (clipped to +-10) and draws the policy's entries
+            (``on_policy.explore``) with key ``fold_in(rollout_key, t)``; ``t`` is a 0-d int64
+            tensor, so one graph serves every step (a Python int would recompile).
+        observe: ``(norm_state, (next_raw_observation [E, o], reward [E], terminated [E])) ->
+            (next_observation [E, o], reward [E], norm_state)``: the transition's next observation
+            normalised with the statistics its own step used, the reward scaled
+            (``RewardScaling``); ``None`` when neither normaliser is on.
+        observe_act: ``observe`` of step ``t - 1``'s transition, then ``act`` at step ``t``, in
+            one call (one compiled call per env step instead of two): ``(params, norm_state,
+            previous, raw_observation, rollout_key, t) -> ((next_observation, reward), entries,
+            observation, norm_state)``; ``None`` with ``observe``.
+    """
+
+    act: Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor, dict]]
+    observe: Callable[..., tuple[torch.Tensor, torch.Tensor, dict]] | None
+    observe_act: Callable[..., tuple] | None
+
+
+def step_fns(nets: Any, norm: Normalizers) -> StepFns:
+    """The :class:`StepFns` of a policy's ``nets`` and the run's normalisers."""
+
+    def act(params, norm_state, raw_observation, rollout_key, t):
+        if norm.observation is not None:
+            stats = norm.observation.update(norm_state["observation"], raw_observation)
+            norm_state = {**norm_state, "observation": stats}
+        observation = norm.obs(norm_state, raw_observation)
+        key = frandom.fold_in(rollout_key, t)
+        return on_policy.explore(params, observation, nets=nets, key=key), observation, norm_state
+
+    def observe(norm_state, previous):
+        next_raw_observation, reward, terminated = previous
+        next_observation = norm.obs(norm_state, next_raw_observation)
+        if norm.reward is not None:
+            rs, reward = norm.reward(norm_state["reward"], reward, terminated)
+            norm_state = {**norm_state, "reward": rs}
+        return next_observation, reward, norm_state
+
+    def observe_act(params, norm_state, previous, raw_observation, rollout_key, t):
+        next_observation, reward, norm_state = observe(norm_state, previous)
+        entries, observation, norm_state = act(params, norm_state, raw_observation, rollout_key, t)
+        return (next_observation, reward), entries, observation, norm_state
+
+    if norm.observation is None and norm.reward is None:
+        return StepFns(act, None, None)
+    return StepFns(act, observe, observe_act)
+
+
 def collect(
     env: envs.VecEnv,
     params: Any,
-    nets: Any,
-    norm: Normalizers,
+    fns: StepFns,
     norm_state: dict,
     obs: torch.Tensor,
     num_steps: int,
     rollout_key: torch.Tensor,
-    explore: Callable | None = None,
 ) -> tuple[Record, torch.Tensor, dict]:
     """``num_steps`` steps of every env under the policy.
+
+    Per step the host makes one call (``fns.act``, or ``fns.observe_act`` finishing the previous
+    transition) and one env step, keeping their tensors in lists; the rollout is stacked once at
+    the end (a Record built per step cost ~0.1 ms a step).
 
     Returns:
         The rollout ``[E, T]`` (with the behaviour log-prob and distribution params the loss reads;
         observations normalised with the running statistics, rewards scaled, where switched on),
-        the next raw observation ``[E, o]`` and the updated statistics. Step ``t``'s actions are
-        drawn from ``fold_in(rollout_key, t)`` (by ``explore``, :func:`policy_step`'s signature,
-        e.g. compiled; default :func:`policy_step` eager).
+        the next raw observation ``[E, o]`` and the updated statistics.
     """
-    explore = explore or policy_step(nets)
     ts = torch.arange(num_steps, device=obs.device)
-    steps = []
+    steps, entries, observations, next_observations, rewards = [], [], [], [], []
+    previous = None  # the last transition's raw (next observation, reward, terminated)
     for t in range(num_steps):
-        if norm.observation is not None:
-            norm_state = {
-                **norm_state,
-                "observation": norm.observation.update(norm_state["observation"], obs),
-            }
-        entries = explore(params, norm.obs(norm_state, obs), rollout_key, ts[t])
-        transition, nxt = env.step(entries["action"])
-        extras = {k: v for k, v in entries.items() if k != "action"}
-        transition = transition.update(extras)
-        if norm.observation is not None:
-            for key in ("observation", ("next", "observation")):
-                transition = transition.set(key, norm.obs(norm_state, transition[key]))
-        if norm.reward is not None:
-            reward = transition["next", "reward"].squeeze(-1)
-            terminated = transition["next", "terminated"].squeeze(-1)
-            rs, scaled = norm.reward(norm_state["reward"], reward, terminated)
-            norm_state = {**norm_state, "reward": rs}
-            transition = transition.set(("next", "reward"), scaled.unsqueeze(-1))
+        if previous is None:
+            out, observation, norm_state = fns.act(params, norm_state, obs, rollout_key, ts[t])
+        else:
+            (next_obs, reward), out, observation, norm_state = fns.observe_act(
+                params, norm_state, previous, obs, rollout_key, ts[t]
+            )
+            next_observations.append(next_obs)
+            rewards.append(reward)
+        transition, nxt = env.step(out["action"])
         steps.append(transition)
+        entries.append(out)
+        if fns.observe is not None:
+            observations.append(observation)
+            previous = (
+                transition["next", "observation"],
+                transition["next", "reward"].squeeze(-1),
+                transition["next", "terminated"].squeeze(-1),
+            )
         obs = nxt["observation"]
-    return Record.stack(steps, dim=1), obs, norm_state
+    if previous is not None:
+        next_obs, reward, norm_state = fns.observe(norm_state, previous)
+        next_observations.append(next_obs)
+        rewards.append(reward)
+    rollout = Record.stack(steps, dim=1)
+    extras = {k: torch.stack([e[k] for e in entries], dim=1) for k in entries[0] if k != "action"}
+    rollout = rollout.update(extras)
+    if fns.observe is not None:
+        rollout = rollout.set("observation", torch.stack(observations, dim=1))
+        rollout = rollout.set(("next", "observation"), torch.stack(next_observations, dim=1))
+        rollout = rollout.set(("next", "reward"), torch.stack(rewards, dim=1).unsqueeze(-1))
+    return rollout, obs, norm_state
 
 
-def policy_step(nets: Any) -> Callable[..., dict[str, torch.Tensor]]:
-    """``(params, observation [E, o], rollout_key, t) -> entries``: ``on_policy.explore`` with
-    step ``t``'s key ``fold_in(rollout_key, t)``; ``t`` a 0-d int64 tensor, so one compiled graph
-    serves every step (a Python int would be a constant and recompile)."""
-
-    def step(params, observation, rollout_key, t):
-        key = frandom.fold_in(rollout_key, t)
-        return on_policy.explore(params, observation, nets=nets, key=key)
-
-    return step
+def compiler(cfg: OnPolicyConfig) -> Callable[[Callable], Callable]:
+    """What ``--jit`` / ``--compile`` wrap the rollout step and the minibatch step in:
+    ``funcrl.jit`` (traced once per signature, called without guards) or
+    ``torch.compile(fullgraph=True)``; CUDA graphs with ``--cudagraphs``."""
+    if cfg.jit:
+        return functools.partial(funcrl_jit, cudagraphs=cfg.cudagraphs)
+    mode = "reduce-overhead" if cfg.cudagraphs else None
+    return functools.partial(torch.compile, fullgraph=True, mode=mode)
 
 
 def host_loop_update(
-    agent: Agent, epochs: int, num_minibatches: int, minibatch_step: Callable
+    agent: Agent,
+    epochs: int,
+    num_minibatches: int,
+    compile_fn: Callable[[Callable], Callable] = lambda f: f,
 ) -> Callable:
     """``(params, state, rollout, key) -> (params, state, metrics)``, the trainer's update with
-    the epochs and minibatches looped on the host around ``minibatch_step`` (a compiled
-    ``agent.minibatch_trainer.step``): advantages once with the params before the update,
-    ``epochs`` shuffles of the flattened rollout (``funcrl.random.permutation``), one compiled
-    call per minibatch. One minibatch step is the graph compiled, not the whole update
+    the epochs and minibatches looped on the host around one minibatch step compiled by
+    ``compile_fn`` (:func:`compiler`): advantages once with the params before the update, every
+    epoch's shuffle and minibatch keys in one call (``on_policy.minibatch_draws``: the trainer's
+    draws), then one call per minibatch that gathers its rows from the flattened rollout inside
+    the compiled graph. One minibatch step is the graph compiled, not the whole update
     (``epochs x num_minibatches`` steps unrolled, 640 for rl-zoo's Pendulum, far too many to
-    compile). Measured on a loaded 2-core CPU (bench/on_policy.py, rl-zoo's Pendulum, 1e5 steps):
-    142 s eager, 31 s compiled with Inductor's cache warm, 84 s from a cold cache.
+    compile).
 
     ``state.step`` counts minibatch steps here (the eager trainer counts rollouts); ``metrics``
     averages the last epoch's one-element losses, as the trainer does.
     """
 
+    def minibatch(params, state, flat, index, key):
+        return agent.minibatch_trainer.step(params, state, flat[index], key)
+
+    step = compile_fn(minibatch)
+    draws = compile_fn(on_policy.minibatch_draws)
+
     def update(params, state, rollout, key):
         with torch.no_grad():
             rollout = agent.advantages(params, rollout)
         flat = rollout.reshape(-1)
-        n = flat.batch_size[0]
-        size = n // num_minibatches
+        index, keys = draws(key, epochs, num_minibatches, flat.batch_size[0])
+        last = (epochs - 1) * num_minibatches
         sums: dict[str, torch.Tensor] = {}
-        for epoch_key in frandom.split(key, epochs).unbind(0):
-            keys = frandom.split(epoch_key, num_minibatches + 1).unbind(0)
-            perm = frandom.permutation(keys[0], n)
-            sums = {}
-            for m in range(num_minibatches):
-                mb = flat[perm[m * size : (m + 1) * size]]
-                params, state, losses = minibatch_step(params, state, mb, keys[m + 1])
+        for i in range(epochs * num_minibatches):
+            params, state, losses = step(params, state, flat, index[i], keys[i])
+            if i >= last:  # the metrics are the last epoch's
                 for k, v in losses.items():
                     if v.numel() == 1:
                         sums[k] = sums[k] + v if k in sums else v
@@ -404,12 +480,11 @@ def train(
     norm, norm_state = make_normalizers(cfg, env)
     norm_state = _util.to_device(norm_state, dev)
     state = trainer.init(params)
-    explore, step_fn = policy_step(nets), trainer.step
-    if cfg.compile:
-        mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
-        explore = torch.compile(explore, fullgraph=True, mode=mode)
-        mb_step = torch.compile(agent.minibatch_trainer.step, fullgraph=True, mode=mode)
-        step_fn = host_loop_update(agent, cfg.epochs, cfg.num_minibatches, mb_step)
+    fns, step_fn = step_fns(nets, norm), trainer.step
+    if cfg.compile or cfg.jit:
+        compile_fn = compiler(cfg)
+        fns = StepFns(*(None if f is None else compile_fn(f) for f in fns))
+        step_fn = host_loop_update(agent, cfg.epochs, cfg.num_minibatches, compile_fn)
     obs = env.reset(seed=_util.int_seed(keys.env))["observation"]
     log = _util.CSVLogger(cfg.out, LOG_FIELDS + list(metrics), resume=False)
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
@@ -427,7 +502,7 @@ def train(
         with torch.no_grad():
             k_explore = frandom.fold_in(keys.explore, step // per_iter)
             rollout, obs, norm_state = collect(
-                env, params, nets, norm, norm_state, obs, cfg.num_steps, k_explore, explore
+                env, params, fns, norm_state, obs, cfg.num_steps, k_explore
             )
         k_update = frandom.fold_in(keys.update, step // per_iter)
         params, state, out = step_fn(params, state, rollout, k_update)

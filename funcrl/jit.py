@@ -144,8 +144,7 @@ class Jitted:
         if self.backend == "eager":
             compiled = gm
         else:
-            inductor = importlib.import_module("torch._inductor")
-            compiled = inductor.compile(gm, example)
+            compiled = _inductor_compile(gm, example)
         if self.cudagraphs:
             return _cuda_graph(compiled, example), box["spec"]
 
@@ -153,6 +152,20 @@ class Jitted:
             return compiled(*tensors)
 
         return run, box["spec"]
+
+
+def _inductor_compile(gm: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
+    """Inductor on a traced aten graph, inside a tracing context whose fake mode has a
+    ``ShapeEnv``: Inductor's on-disk FX graph cache and AOTAutograd's cache key their entries on
+    the shape environment and bypass both without one, so without it every process would compile
+    the graph from scratch (a minute and more for a PPO update on a CPU)."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    inductor = importlib.import_module("torch._inductor")
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        return inductor.compile(gm, example)
 
 
 def _check_cuda_inputs(example: list[torch.Tensor]) -> None:

@@ -330,14 +330,7 @@ class PPOTrain:
         )
         flat = rollout.reshape(-1)
         n = flat.batch_size[0]
-        size = n // mbs
-        # ppo.trainer's draws (per epoch: split into a permutation key and one key per
-        # minibatch), vectorised over the epochs: Threefry is elementwise, so the bits are the
-        # same, and the compiled graph holds one batched generator instead of one per epoch.
-        sub = torch.func.vmap(lambda k: _random.split(k, mbs + 1))(_random.split(key, epochs))
-        perms = torch.func.vmap(lambda k: _random.permutation(k, n))(sub[:, 0])
-        index = perms.reshape(epochs * mbs, size)
-        keys = sub[:, 1:].reshape(epochs * mbs, 2)
+        index, keys = on_policy.minibatch_draws(key, epochs, mbs, n)
         trainable = {k: params[k] for k in ("actor", "critic")}
         leaves, spec = pytree.tree_flatten((trainable, state.opt))
         loss_fn = self.loss_fn

@@ -99,8 +99,10 @@ def test_on_policy_plan_parses_on_both_sides():
     assert ("a2c-cartpole", 3, "funcrl", 500_000) in out["planned"]
     assert not any(impl == "funcrl-compile" for *_, impl, _ in out["planned"])  # asked for only
     case = on_policy.CASES["ppo-pendulum"]
-    assert "--compile" in on_policy.funcrl_command(case, 0, 4096, "/unused", 1, compile=True)
-    assert "--compile" not in on_policy.funcrl_command(case, 0, 4096, "/unused", 1)
+    assert "--compile" in on_policy.funcrl_command(case, 0, 4096, "/unused", 1, "funcrl-compile")
+    assert "--jit" in on_policy.funcrl_command(case, 0, 4096, "/unused", 1, "funcrl-jit")
+    eager = on_policy.funcrl_command(case, 0, 4096, "/unused", 1)
+    assert "--compile" not in eager and "--jit" not in eager
     for name, case in on_policy.CASES.items():
         cmd = on_policy.funcrl_command(case, 3, case.rollout_budget(), "/unused", 10)
         script = importlib.import_module(Path(case.script).stem)

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from funcrl import envs, random, tree
+from funcrl.objectives import on_policy
+from funcrl.record import Record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -146,27 +148,86 @@ def test_cartpole_learns_at_rl_zoo_budget(tmp_path):
 
 
 def test_host_loop_update_takes_epochs_times_minibatches_steps():
-    # --compile's update: the host loops over epochs x minibatches around one minibatch step
-    # (eager here: compiling takes minutes on a CPU); each step sees size N / M.
+    # --compile / --jit's update: the host loops over epochs x minibatches around one compiled
+    # minibatch step (eager here: compiling takes minutes on a CPU); each step sees N / M rows.
     cfg = ppo_example.Config(num_envs=2, num_steps=8, epochs=3, num_minibatches=4, num_cells=(8,))
     env = envs.VecEnv("CartPole-v1", 2)
     agent = ppo_example.make_agent(cfg, env.observation_spec, env.action_spec)
     norm, norm_state = _on_policy.make_normalizers(cfg, env)
     obs = env.reset(seed=0)["observation"]
-    rollout, _, _ = _on_policy.collect(
-        env, agent.params, agent.nets, norm, norm_state, obs, 8, random.key(1)
-    )
+    fns = _on_policy.step_fns(agent.nets, norm)
+    rollout, _, _ = _on_policy.collect(env, agent.params, fns, norm_state, obs, 8, random.key(1))
     env.close()
     sizes = []
 
-    def step(params, state, mb, key):
-        sizes.append(mb.batch_size[0])
-        return agent.minibatch_trainer.step(params, state, mb, key)
+    def compile_fn(fn):
+        def recorded(*args):
+            if fn.__name__ == "minibatch":
+                sizes.append(args[3].shape[0])
+            return fn(*args)
 
-    update = _on_policy.host_loop_update(agent, 3, 4, step)
+        return recorded
+
+    update = _on_policy.host_loop_update(agent, 3, 4, compile_fn)
     state = agent.trainer.init(agent.params)
     params, state, metrics = update(agent.params, state, rollout, random.key(2))
     assert sizes == [4] * 12 and int(state.step) == 12
     assert set(ppo_example.METRICS) <= set(metrics)
+    # The same draws and steps as the eager trainer (which counts rollouts, not minibatches).
+    want, _, want_metrics = agent.trainer.step(
+        agent.params, agent.trainer.init(agent.params), rollout, random.key(2)
+    )
+    for a, b in zip(tree.leaves(params), tree.leaves(want)):
+        torch.testing.assert_close(a, b)
+    for k in ppo_example.METRICS:
+        torch.testing.assert_close(metrics[k], want_metrics[k])
     moved = [not torch.equal(a, b) for a, b in zip(tree.leaves(params), tree.leaves(agent.params))]
     assert any(moved)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_collect_equals_a_step_by_step_rollout(normalize):
+    # collect batches its work (one fused call per step, the rollout stacked once); a plain
+    # per-step loop with the same semantics must give the same rollout: observations folded into
+    # the statistics, then normalised with them; the transition's next observation normalised
+    # with the same statistics; rewards scaled through terminations (CartPole ends episodes).
+    cfg = ppo_example.Config(
+        num_envs=2, num_cells=(8,), normalize_observations=normalize, scale_rewards=normalize
+    )
+    env = envs.VecEnv("CartPole-v1", 2)
+    agent = ppo_example.make_agent(cfg, env.observation_spec, env.action_spec)
+    norm, norm_state = _on_policy.make_normalizers(cfg, env)
+    fns = _on_policy.step_fns(agent.nets, norm)
+    obs = env.reset(seed=3)["observation"]
+    rollout, last_obs, state = _on_policy.collect(
+        env, agent.params, fns, norm_state, obs, 40, random.key(5)
+    )
+    assert bool(rollout["next", "terminated"].any())  # the reward scaling's reset is exercised
+
+    obs, ns, steps = env.reset(seed=3)["observation"], norm_state, []
+    for t in range(40):
+        if norm.observation is not None:
+            ns = {**ns, "observation": norm.observation.update(ns["observation"], obs)}
+        key = random.fold_in(random.key(5), torch.tensor(t))
+        out = on_policy.explore(agent.params, norm.obs(ns, obs), nets=agent.nets, key=key)
+        transition, nxt = env.step(out["action"])
+        transition = transition.update({k: v for k, v in out.items() if k != "action"})
+        for k in ("observation", ("next", "observation")):
+            transition = transition.set(k, norm.obs(ns, transition[k]))
+        if norm.reward is not None:
+            r, term = transition["next", "reward"][:, 0], transition["next", "terminated"][:, 0]
+            rs, scaled = norm.reward(ns["reward"], r, term)
+            ns = {**ns, "reward": rs}
+            transition = transition.set(("next", "reward"), scaled[:, None])
+        steps.append(transition)
+        obs = nxt["observation"]
+    env.close()
+    want = Record.stack(steps, dim=1)
+    assert sorted(map(str, rollout.keys(include_nested=True))) == sorted(
+        map(str, want.keys(include_nested=True))
+    )
+    for k in want.keys(include_nested=True, leaves_only=True):
+        torch.testing.assert_close(rollout[k], want[k], msg=lambda m, k=k: f"{k}: {m}")
+    torch.testing.assert_close(last_obs, obs)
+    for a, b in zip(tree.leaves(state), tree.leaves(ns)):
+        torch.testing.assert_close(a, b)

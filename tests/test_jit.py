@@ -247,3 +247,21 @@ def test_can_read_values_only_eagerly_on_cpu():
     torch.func.grad(lambda x: seen.append(can_read_values(x)) or x.sum())(t)
     torch.compile(lambda x: seen.append(can_read_values(x)) or x + 1, backend="eager")(t)
     assert seen == [False, False, False]
+
+
+def test_a_second_compile_of_the_same_graph_loads_it_from_inductors_cache():
+    # Inductor's FX graph cache needs a ShapeEnv in the tracing context and bypasses the cache
+    # without one; jit provides it, so a new process (here: a new Jitted) reuses the kernels.
+    from torch._dynamo.utils import counters
+
+    def f(x, c):
+        return {"y": x.sin() * c + x.cos()}
+
+    x, c = torch.randn(5, 3), torch.tensor(2.0)
+    counters.clear()
+    first = jit(f)(x, c)["y"]
+    second = jit(f)(x, c)["y"]
+    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
+    assert counters["inductor"]["fxgraph_cache_hit"] >= 1
+    torch.testing.assert_close(first, f(x, c)["y"])
+    torch.testing.assert_close(second, first)

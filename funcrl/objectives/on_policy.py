@@ -87,6 +87,7 @@ __all__ = [
     "RewardScaling",
     "RewardScaleState",
     "KLAdaptiveLRState",
+    "minibatch_draws",
     "trainer",
 ]
 
@@ -927,6 +928,40 @@ def _permutation(key: torch.Tensor | None, n: int, device: Any) -> torch.Tensor:
     if key is None:
         return torch.randperm(n, device=device)
     return _random.permutation(key, n)
+
+
+def minibatch_draws(
+    key: torch.Tensor, epochs: int, num_minibatches: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`trainer`'s shuffles and minibatch keys for one update, drawn in one batched call.
+
+    Per epoch ``e``, ``trainer`` splits ``split(key, epochs)[e]`` into a permutation key and
+    ``num_minibatches`` loss keys; minibatch ``m`` takes rows ``perm[m * size:(m + 1) * size]``
+    (``size = n / num_minibatches``). Threefry is elementwise, so drawing every epoch at once
+    under ``vmap`` gives the same bits, and a compiled graph holds one generator, not one per
+    epoch.
+
+    Args:
+        key: the update's key ``[2]``.
+        epochs: passes over the rollout.
+        num_minibatches: minibatches per epoch (must divide ``n``).
+        n: samples in the flattened rollout.
+
+    Returns:
+        ``(index [epochs * num_minibatches, size] int64, keys [epochs * num_minibatches, 2])``
+        in step order.
+    """
+    if n % num_minibatches:
+        raise ValueError(
+            f"on_policy.minibatch_draws: n={n} samples do not split into "
+            f"num_minibatches={num_minibatches} equal minibatches"
+        )
+    sub = torch.func.vmap(lambda k: _random.split(k, num_minibatches + 1))(
+        _random.split(key, epochs)
+    )
+    perms = torch.func.vmap(lambda k: _random.permutation(k, n))(sub[:, 0])
+    index = perms.reshape(epochs * num_minibatches, n // num_minibatches)
+    return index, sub[:, 1:].reshape(epochs * num_minibatches, *key.shape)
 
 
 def trainer(
