@@ -10,7 +10,11 @@ every on-policy method shares:
 * optional running observation normalisation (``RunningValueNorm``, clipped to +-10) and reward
   scaling (``on_policy.RewardScaling``), gymnasium's / SB3's ``VecNormalize`` as pure states;
 * one ``trainer.step(params, state, rollout, key)`` per rollout (advantages, then epochs of
-  minibatch steps; ``--compile`` wraps it in ``torch.compile(fullgraph=True)``);
+  minibatch steps);
+* with ``--jit`` (``funcrl.jit``, the faster) or ``--compile`` (``torch.compile``), the rollout's
+  per-step function (:class:`StepFns`) and one minibatch step are compiled and the epochs and
+  minibatches looped on the host (:func:`host_loop_update`), with the same draws and results as
+  the eager trainer;
 * a tqdm progress bar with steps/s and the recent training return;
 * a deterministic evaluation every ``eval_every`` steps and at the end (``funcrl.envs.evaluate``,
   seeds ``1_000_000 + 1_000 * seed``, disjoint from training), with the clock paused;
@@ -112,8 +116,9 @@ class OnPolicyConfig:
     jit: bool = dataclasses.field(
         default=False,
         metadata={
-            "help": "like --compile, with funcrl.jit in place of torch.compile (traced once per "
-            "input signature, called without dynamo's guards: a shorter compile and cheaper calls)"
+            "help": "like --compile, with funcrl.jit in place of torch.compile: traced once per "
+            "input signature, called without dynamo's guards (cheaper calls), kernels reused from "
+            "Inductor's on-disk cache by later runs"
         },
     )
     device: str = dataclasses.field(
@@ -135,9 +140,9 @@ class Agent(NamedTuple):
             ``num_minibatches`` steps, one pure function of a rollout (the eager update).
         advantages: ``(params, rollout [E, T]) -> rollout`` with ``advantage`` and
             ``value_target`` (``on_policy.advantages`` bound to the loss config).
-        minibatch_trainer: ``on_policy.trainer(loss, optimizer, advantage_fn=None, epochs=1,
-            num_minibatches=1)``: one gradient step on one minibatch, the unit ``--compile``
-            compiles (its state has ``trainer``'s structure).
+        minibatch_trainer: ``on_policy.minibatch_trainer(loss, optimizer)``: one gradient step
+            on one minibatch, exactly ``trainer``'s; the unit ``--jit`` / ``--compile`` compile
+            (its state has ``trainer``'s structure).
     """
 
     nets: Any

@@ -88,9 +88,9 @@ def make_agent(cfg: Config, observation_spec: Any, action_spec: Any) -> _on_poli
     train = a2c.trainer(
         opt, config=loss_cfg, nets=nets, epochs=cfg.epochs, num_minibatches=cfg.num_minibatches
     )
-    # What --compile compiles: one minibatch step (the loop over minibatches stays on the host).
+    # What --compile / --jit compile: one minibatch step (the minibatch loop stays on the host).
     loss = partial(a2c.loss, config=loss_cfg, nets=nets)
-    one_step = on_policy.trainer(loss, opt, advantage_fn=None, epochs=1, num_minibatches=1)
+    one_step = on_policy.minibatch_trainer(loss, opt)
     advantages = partial(on_policy.advantages, config=loss_cfg, nets=nets)
     return _on_policy.Agent(nets, params, train, advantages, one_step)
 

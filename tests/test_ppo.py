@@ -411,6 +411,41 @@ def test_trainer_step_updates_and_counts():
     assert {"loss_objective", "loss_critic", "loss_entropy", "kl_beta"} <= set(m)
 
 
+@pytest.mark.parametrize("distribution", ["categorical", "tanh_normal"])
+def test_host_loop_of_minibatch_steps_is_the_trainer(distribution):
+    # minibatch_draws + minibatch_trainer, looped on the host (what examples/ppo.py --jit
+    # compiles), is trainer.step: the same shuffles, the same loss keys (TanhNormal's Monte-Carlo
+    # entropy reads them), kl_beta written back after each minibatch.
+    train, p, state, rollout = _trainer_inputs("kl", distribution)
+    cfg = ppo.Config(variant="kl")
+    nets = ppo.Nets(distribution=distribution, num_cells=(H,))
+    one = on_policy.minibatch_trainer(
+        functools.partial(ppo.loss, config=cfg, nets=nets),
+        optim.adam(1e-3),
+        state_keys=("kl_beta",),
+    )
+    key = funcrl.random.key(7)
+    want, want_state, _ = train.step(p, state, rollout, key)
+    flat = on_policy.advantages(p, rollout, config=cfg, nets=nets).reshape(-1)
+    index, keys = on_policy.minibatch_draws(key, 2, 3, flat.batch_size[0])
+    assert index.shape == (6, flat.batch_size[0] // 3) and keys.shape == (6, 2)
+    for e in range(2):  # each epoch's rows are a permutation of the whole rollout
+        assert torch.equal(
+            index[3 * e : 3 * e + 3].flatten().sort().values, torch.arange(flat.batch_size[0])
+        )
+    got, got_state = p, one.init(p)
+    for i in range(6):
+        got, got_state, _ = one.step(got, got_state, flat[index[i]], keys[i])
+    assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_close(got_state.opt, want_state.opt, rtol=1e-5, atol=1e-6)
+    assert int(got_state.step) == 6 and int(want_state.step) == 1  # minibatches vs rollouts
+
+
+def test_minibatch_draws_rejects_indivisible_counts():
+    with pytest.raises(ValueError, match="minibatch_draws: n=10 .* num_minibatches=3"):
+        on_policy.minibatch_draws(funcrl.random.key(0), 2, 3, 10)
+
+
 def test_trainer_rejects_indivisible_rollout():
     train, p, state, rollout = _trainer_inputs()
     with pytest.raises(ValueError, match="on_policy.trainer.step.*num_minibatches=3"):

@@ -88,6 +88,7 @@ __all__ = [
     "RewardScaleState",
     "KLAdaptiveLRState",
     "minibatch_draws",
+    "minibatch_trainer",
     "trainer",
 ]
 
@@ -998,24 +999,17 @@ def trainer(
         ``Trainer(init, step)``; ``metrics`` holds every loss entry averaged over the
         minibatches of the last epoch, detached.
     """
-    from funcrl.optim import apply_updates, multi_transform
 
     for name, v in (("epochs", epochs), ("num_minibatches", num_minibatches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"on_policy.trainer: {name} must be an int >= 1, got {v!r}")
-    trainable = tuple(trainable)
-    state_keys = tuple(state_keys)
-    opt = multi_transform(optimizer) if isinstance(optimizer, Mapping) else optimizer
-
-    def init(params: Params) -> TrainState:
-        missing = [k for k in trainable if k not in params]
-        if missing:
-            raise KeyError(f"on_policy.trainer: params lack {missing}; they have {sorted(params)}")
-        first = tree.leaves({k: params[k] for k in trainable})[0]
-        return TrainState(
-            opt.init({k: params[k] for k in trainable}),
-            torch.zeros((), dtype=torch.int64, device=first.device),
-        )
+    one = minibatch_trainer(
+        loss_fn,
+        optimizer,
+        trainable=trainable,
+        state_keys=state_keys,
+        kl_adaptive_lr=kl_adaptive_lr,
+    )
 
     def step(params: Params, state: TrainState, rollout: Record, key: Any = None):
         if not isinstance(rollout, Record) or rollout.batch_ndim == 0:
@@ -1034,7 +1028,7 @@ def trainer(
                 f"num_minibatches={num_minibatches} equal minibatches"
             )
         size = n // num_minibatches
-        opt_state = state.opt
+        inner = state
         metrics: dict[str, torch.Tensor] = {}
         epoch_keys = _random.split_optional(key, epochs)
         device = tree.leaves(params)[0].device
@@ -1044,25 +1038,67 @@ def trainer(
             sums: dict[str, torch.Tensor] = {}
             for m in range(num_minibatches):
                 mb = flat[perm[m * size : (m + 1) * size]]
-                train_params = {k: params[k] for k in trainable}
-
-                def objective(p, params=params, mb=mb, k=mb_keys[m]):
-                    losses = loss_fn({**params, **p}, mb, key=k)
-                    return total_loss(losses), losses
-
-                grads, losses = grad(objective, has_aux=True)(train_params)
-                updates, opt_state = opt.update(grads, opt_state, train_params)
-                params = {**params, **apply_updates(train_params, updates)}
-                for k in state_keys:
-                    params[k] = losses[k].detach()
-                if kl_adaptive_lr is not None:
-                    opt_state = kl_adaptive_lr.adapt(opt_state, losses["kl_approx"])
+                params, inner, losses = one.step(params, inner, mb, mb_keys[m])
                 for k, v in losses.items():
                     # Per-sample entries (td_error, kl) are not averaged; one-element ones are.
                     if v.numel() == 1:
                         v = v.detach().reshape(())
                         sums[k] = sums[k] + v if k in sums else v
             metrics = {k: v / num_minibatches for k, v in sums.items()}
-        return params, TrainState(opt_state, state.step + 1), metrics
+        return params, TrainState(inner.opt, state.step + 1), metrics
+
+    return Trainer(one.init, step)
+
+
+def minibatch_trainer(
+    loss_fn: Callable[..., Mapping[str, torch.Tensor]],
+    optimizer: Any,
+    *,
+    trainable: Sequence[str] = ("actor", "critic"),
+    state_keys: Sequence[str] = (),
+    kl_adaptive_lr: KLAdaptiveLR | None = None,
+) -> Trainer:
+    """One gradient step of :func:`trainer` on one minibatch, as a ``Trainer`` of its own.
+
+    ``step(params, state, minibatch, key)`` is exactly what :func:`trainer` does per minibatch
+    (the same function: the loss with ``key``, the optimizer, ``state_keys``, ``kl_adaptive_lr``)
+    and counts ``state.step`` per minibatch; ``init`` is :func:`trainer`'s. A host loop that calls
+    it over :func:`minibatch_draws`'s rows and keys reproduces :func:`trainer`'s update, with
+    one small graph to compile instead of ``epochs x num_minibatches`` unrolled steps.
+
+    Returns:
+        ``Trainer(init, step)``; ``step`` returns the minibatch's loss dict as its metrics.
+    """
+    from funcrl.optim import apply_updates, multi_transform
+
+    trainable = tuple(trainable)
+    state_keys = tuple(state_keys)
+    opt = multi_transform(optimizer) if isinstance(optimizer, Mapping) else optimizer
+
+    def init(params: Params) -> TrainState:
+        missing = [k for k in trainable if k not in params]
+        if missing:
+            raise KeyError(f"on_policy.trainer: params lack {missing}; they have {sorted(params)}")
+        first = tree.leaves({k: params[k] for k in trainable})[0]
+        return TrainState(
+            opt.init({k: params[k] for k in trainable}),
+            torch.zeros((), dtype=torch.int64, device=first.device),
+        )
+
+    def step(params: Params, state: TrainState, minibatch: Record, key: Any = None):
+        train_params = {k: params[k] for k in trainable}
+
+        def objective(p):
+            losses = loss_fn({**params, **p}, minibatch, key=key)
+            return total_loss(losses), losses
+
+        grads, losses = grad(objective, has_aux=True)(train_params)
+        updates, opt_state = opt.update(grads, state.opt, train_params)
+        params = {**params, **apply_updates(train_params, updates)}
+        for k in state_keys:
+            params[k] = losses[k].detach()
+        if kl_adaptive_lr is not None:
+            opt_state = kl_adaptive_lr.adapt(opt_state, losses["kl_approx"])
+        return params, TrainState(opt_state, state.step + 1), losses
 
     return Trainer(init, step)
