@@ -49,14 +49,16 @@ The cases and their settings (SB3 2.x's defaults where a setting is not named):
   n_epochs: 20, gae_lambda: 0.92, max_grad_norm: 0.8, vf_coef: 0.58096, policy_kwargs:
   dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, net_arch=[dict(pi=[256, 256],
   vf=[256, 256])])``, on ``HalfCheetah-v5``; ``normalize`` is SB3's ``VecNormalize`` (observations
-  and rewards), funcrl's ``--normalize-observations --scale-rewards``. ``--total-steps`` runs a
+  and rewards), funcrl's ``--normalize-observations --scale-rewards``; funcrl's policy is SB3's
+  (``--distribution normal --state-independent-std``: a Gaussian whose std is ``exp`` of a
+  parameter starting at -2, actions clipped to the bounds for the env). ``--total-steps`` runs a
   reduced budget (the table says which).
 * ``a2c-cartpole``: rl-baselines3-zoo ``hyperparams/a2c.yml``: ``CartPole-v1: n_envs: 8,
   n_timesteps: 5e5, policy: 'MlpPolicy', ent_coef: 0.0`` with SB3's A2C defaults (n_steps 5,
   lr 7e-4, gamma 0.99, GAE 1.0, vf_coef 0.5, grad-norm 0.5, RMSprop alpha 0.99 eps 1e-5), which
   are ``examples/a2c.py``'s defaults.
 
-Known differences that remain: funcrl's continuous policy is a ``TanhNormal`` with a
+Known differences that remain: on Pendulum funcrl's continuous policy is a ``TanhNormal`` with a
 state-dependent std (SB3: a Gaussian with a state-independent log-std, actions clipped); funcrl
 anneals the learning rate per gradient step, SB3 per rollout; with a value clip funcrl takes
 PureJaxRL's pessimistic ``max`` of the clipped and unclipped errors, SB3 the clipped error alone.
@@ -192,6 +194,9 @@ CASES: dict[str, Case] = {
             activation="relu",
             ortho_init=False,
             init_scale=math.exp(-2.0),
+            # SB3's policy: a Gaussian with a state-independent log-std, actions clipped.
+            distribution="normal",
+            state_independent_std=True,
             normalize_observations=True,
             scale_rewards=True,
         ),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 from collections import deque
@@ -47,7 +48,7 @@ from funcrl import envs, optim  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 from funcrl.modules.value_norm import RunningValueNorm  # noqa: E402
-from funcrl.nn import MLP  # noqa: E402
+from funcrl.nn import MLP, StateIndependentScale  # noqa: E402
 from funcrl.objectives import on_policy  # noqa: E402
 from funcrl.record import Record  # noqa: E402
 from funcrl.training import Trainer  # noqa: E402
@@ -92,6 +93,22 @@ class OnPolicyConfig:
     )
     init_scale: float = dataclasses.field(
         default=1.0, metadata={"help": "continuous policies: the initial action std"}
+    )
+    distribution: str = dataclasses.field(
+        default="tanh_normal",
+        metadata={
+            "help": "continuous policies: tanh_normal (squashed into the action bounds) or "
+            "normal (a Gaussian; its samples are clipped to the bounds for the env and stored "
+            "unclipped, as SB3 does)"
+        },
+    )
+    state_independent_std: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "continuous policies: a learned std that does not depend on the observation, "
+            "exp of a parameter starting at log(--init-scale) (SB3's and the PPO paper's MuJoCo "
+            "policy; funcrl.nn.StateIndependentScale)"
+        },
     )
     normalize_observations: bool = dataclasses.field(
         default=False, metadata={"help": "running mean/std of observations"}
@@ -169,10 +186,25 @@ def make_nets(cfg: OnPolicyConfig, observation_spec: Any, action_spec: Any) -> d
     if cfg.ortho_init:
         mlp["init_method"] = "orthogonal"
         head["last_layer_init_scale"] = 0.01
+    critic = MLP(obs_dim, 1, **mlp)
+    if discrete and (cfg.state_independent_std or cfg.distribution != "tanh_normal"):
+        raise ValueError(
+            "--distribution and --state-independent-std are for continuous action spaces; this "
+            f"env's actions are discrete ({action_spec.n})"
+        )
+    if discrete:
+        return dict(
+            actor=MLP(obs_dim, out, **mlp, **head), critic=critic, distribution="categorical"
+        )
+    if cfg.state_independent_std:
+        a = action_spec.shape[-1]
+        actor = StateIndependentScale(MLP(obs_dim, a, **mlp, **head), a, math.log(cfg.init_scale))
+        # exp of the parameter is the std: it starts at cfg.init_scale.
+        return dict(actor=actor, critic=critic, distribution=cfg.distribution, scale_mapping="exp")
     return dict(
         actor=MLP(obs_dim, out, **mlp, **head),
-        critic=MLP(obs_dim, 1, **mlp),
-        distribution="categorical" if discrete else "tanh_normal",
+        critic=critic,
+        distribution=cfg.distribution,
         # biased_softplus_b maps a zero output to std b, so the initial std is cfg.init_scale.
         scale_mapping=f"biased_softplus_{cfg.init_scale}",
     )
@@ -279,8 +311,13 @@ def collect(
     obs: torch.Tensor,
     num_steps: int,
     rollout_key: torch.Tensor,
+    action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[Record, torch.Tensor, dict]:
     """``num_steps`` steps of every env under the policy.
+
+    With ``action_bounds`` ``(low, high)`` (an unbounded Gaussian policy) the env gets each
+    action clipped to them and the rollout keeps the sampled action, whose log-prob the loss
+    compares (SB3's clipping).
 
     Per step the host makes one call (``fns.act``, or ``fns.observe_act`` finishing the previous
     transition) and one env step, keeping their tensors in lists; the rollout is stacked once at
@@ -303,7 +340,10 @@ def collect(
             )
             next_observations.append(next_obs)
             rewards.append(reward)
-        transition, nxt = env.step(out["action"])
+        action = out["action"]
+        transition, nxt = env.step(
+            action if action_bounds is None else action.clamp(*action_bounds)
+        )
         steps.append(transition)
         entries.append(out)
         if fns.observe is not None:
@@ -319,7 +359,8 @@ def collect(
         next_observations.append(next_obs)
         rewards.append(reward)
     rollout = Record.stack(steps, dim=1)
-    extras = {k: torch.stack([e[k] for e in entries], dim=1) for k in entries[0] if k != "action"}
+    keep = ("action",) if action_bounds is None else ()  # else: the unclipped samples
+    extras = {k: torch.stack([e[k] for e in entries], dim=1) for k in entries[0] if k not in keep}
     rollout = rollout.update(extras)
     if fns.observe is not None:
         rollout = rollout.set("observation", torch.stack(observations, dim=1))
@@ -382,13 +423,20 @@ def host_loop_update(
 
 
 def evaluate(
-    cfg: OnPolicyConfig, params: Any, nets: Any, norm: Normalizers, norm_state: dict
+    cfg: OnPolicyConfig,
+    params: Any,
+    nets: Any,
+    norm: Normalizers,
+    norm_state: dict,
+    action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Deterministic returns ``[eval_episodes]`` (seeds disjoint from training), observations
-    normalised with the statistics frozen at their current values."""
+    normalised with the statistics frozen at their current values, actions clipped to
+    ``action_bounds`` where given."""
 
     def act(o):
-        return on_policy.act(params, norm.obs(norm_state, o), nets=nets, mode="deterministic")
+        a = on_policy.act(params, norm.obs(norm_state, o), nets=nets, mode="deterministic")
+        return a if action_bounds is None else a.clamp(*action_bounds)
 
     seed = 1_000_000 + 1_000 * cfg.seed
     dev = _util.resolve_device(cfg.device)
@@ -438,6 +486,10 @@ def check_config(script: str, cfg: OnPolicyConfig) -> None:
             raise ValueError(f"{script}: {flag(name)} must be in [0, 1], got {getattr(cfg, name)}")
     if not cfg.init_scale > 0:
         raise ValueError(f"{script}: --init-scale must be > 0, got {cfg.init_scale}")
+    if cfg.distribution not in ("tanh_normal", "normal"):
+        raise ValueError(
+            f"{script}: --distribution must be 'tanh_normal' or 'normal', got {cfg.distribution!r}"
+        )
     per_iter = cfg.num_envs * cfg.num_steps
     if cfg.total_steps < per_iter:
         raise ValueError(
@@ -486,6 +538,9 @@ def train(
     norm_state = _util.to_device(norm_state, dev)
     state = trainer.init(params)
     fns, step_fn = step_fns(nets, norm), trainer.step
+    bounds = None  # a Gaussian's actions are clipped to the bounds for the env
+    if not nets.discrete and nets.distribution == "normal":
+        bounds = (env.action_spec.low.to(dev), env.action_spec.high.to(dev))
     if cfg.compile or cfg.jit:
         compile_fn = compiler(cfg)
         fns = StepFns(*(None if f is None else compile_fn(f) for f in fns))
@@ -507,7 +562,7 @@ def train(
         with torch.no_grad():
             k_explore = frandom.fold_in(keys.explore, step // per_iter)
             rollout, obs, norm_state = collect(
-                env, params, fns, norm_state, obs, cfg.num_steps, k_explore
+                env, params, fns, norm_state, obs, cfg.num_steps, k_explore, bounds
             )
         k_update = frandom.fold_in(keys.update, step // per_iter)
         params, state, out = step_fn(params, state, rollout, k_update)
@@ -529,7 +584,7 @@ def train(
             bar.set_postfix(sps=f"{sps:.0f}", ret=f"{mean:.1f}", refresh=False)
         if next_eval is not None and step >= next_eval and step + per_iter <= cfg.total_steps:
             with timer.paused():
-                ev = evaluate(cfg, params, nets, norm, norm_state)
+                ev = evaluate(cfg, params, nets, norm, norm_state, bounds)
             log.log({"step": step, "time": now, "sps": sps, **_eval_stats(ev)})
             next_eval += cfg.eval_every
         if next_ckpt is not None and step >= next_ckpt:
@@ -540,7 +595,7 @@ def train(
         bar.close()
     env.close()
     train_time = timer.elapsed()
-    ev = evaluate(cfg, params, nets, norm, norm_state)
+    ev = evaluate(cfg, params, nets, norm, norm_state, bounds)
     log.log({"step": step, "time": train_time, "sps": sps, **_eval_stats(ev)})
     log.close()
     _save(ckpt, cfg, params, state, norm_state, step, train_time, root)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import math
 import os
 import sys
 
@@ -130,3 +131,47 @@ def test_compiled_loop_trains_like_the_eager_one(tmp_path, monkeypatch, flag):
     assert sorted(traced) == ["act", "minibatch", "minibatch_draws", "observe", "observe_act"]
     assert tree.allclose(compiled["params"], eager["params"], rtol=1e-5, atol=1e-6)
     assert compiled["eval_returns"] == pytest.approx(eager["eval_returns"], rel=1e-4)
+
+
+def test_state_independent_gaussian_policy_clips_for_the_env_only(tmp_path):
+    # SB3's continuous policy: Normal(loc(obs), exp(log_std)), log_std a parameter starting at
+    # log(--init-scale); the env gets the sample clipped to the bounds, the rollout keeps it
+    # unclipped (its log-prob is the one the loss compares).
+    _on_policy = importlib.import_module("_on_policy")
+    from funcrl.nn import StateIndependentScale
+
+    cfg = ppo_example.Config(
+        env="Pendulum-v1", num_envs=2, num_cells=(8,), distribution="normal",
+        state_independent_std=True, init_scale=5.0,
+    )  # fmt: skip
+    env = envs.VecEnv("Pendulum-v1", 2)
+    agent = ppo_example.make_agent(cfg, env.observation_spec, env.action_spec)
+    assert isinstance(agent.nets.actor, StateIndependentScale)
+    assert agent.nets.distribution == "normal" and agent.nets.scale_mapping == "exp"
+    torch.testing.assert_close(agent.params["actor"]["scale"], torch.full((1,), math.log(5.0)))
+    norm, norm_state = _on_policy.make_normalizers(cfg, env)
+    fns = _on_policy.step_fns(agent.nets, norm)
+    bounds = (env.action_spec.low, env.action_spec.high)
+    obs = env.reset(seed=0)["observation"]
+    rollout, _, _ = _on_policy.collect(
+        env, agent.params, fns, norm_state, obs, 32, random.key(1), bounds
+    )
+    env.close()
+    action = rollout["action"]
+    torch.testing.assert_close(rollout["scale"], torch.full_like(action, 5.0))
+    assert float(action.abs().max()) > 2.0  # std 5: many samples leave [-2, 2], kept as drawn
+    # Pendulum's torque is the clipped action: its reward is -(th^2 + 0.1 thdot^2 + 0.001 u^2)
+    # with |u| <= 2, so no reward goes below -(pi^2 + 0.1 * 8^2 + 0.001 * 4).
+    assert float(rollout["next", "reward"].min()) >= -(math.pi**2 + 6.4 + 0.004) - 1e-4
+    result = ppo_example.main(
+        ["--env", "Pendulum-v1", "--total-steps", "128", "--out", str(tmp_path), *TINY,
+         "--distribution", "normal", "--state-independent-std"]
+    )  # fmt: skip
+    assert result["steps"] == 128 and math.isfinite(result["eval_return"])
+
+
+def test_rejects_policy_options_that_do_not_fit_the_env(tmp_path):
+    with pytest.raises(ValueError, match="ppo.py: --distribution must be 'tanh_normal' or"):
+        ppo_example.main(["--out", str(tmp_path), *TINY, "--distribution", "beta"])
+    with pytest.raises(ValueError, match="--state-independent-std are for continuous"):
+        ppo_example.main(["--out", str(tmp_path), *TINY, "--state-independent-std"])

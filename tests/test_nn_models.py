@@ -116,3 +116,52 @@ def test_vmap_ensemble_and_compile():
     net = ens.net
     p0 = net.init(1)
     torch.testing.assert_close(torch.compile(net, fullgraph=True)(p0, x), net(p0, x))
+
+
+def test_state_independent_scale_output_and_gradient():
+    from funcrl.nn import MLP, StateIndependentScale
+
+    net = StateIndependentScale(MLP(3, 2, num_cells=(8,)), 2, init_value=-2.0)
+    p = net.init(0)
+    torch.testing.assert_close(p["scale"], torch.full((2,), -2.0))
+    x = torch.randn(5, 4, 3)
+    out = net(p, x)
+    assert out.shape == (5, 4, 4)
+    torch.testing.assert_close(out[..., :2], MLP(3, 2, num_cells=(8,))(p["net"], x))
+    torch.testing.assert_close(out[..., 2:], torch.full((5, 4, 2), -2.0))  # input-independent
+    g = torch.func.grad(lambda s: net({**p, "scale": s}, x)[..., 2:].sum())(p["scale"])
+    torch.testing.assert_close(g, torch.full((2,), 20.0))  # one per sample: 5 x 4
+
+
+def test_state_independent_scale_is_sb3s_diagonal_gaussian():
+    # SB3's continuous policy: Normal(action_net(latent), exp(log_std)), log_std a parameter
+    # (log_std_init); with scale_mapping="exp" the same log-prob and entropy.
+    from stable_baselines3.common.distributions import DiagGaussianDistribution
+
+    from funcrl.distributions import IndependentNormal, NormalParamExtractor
+    from funcrl.nn import MLP, StateIndependentScale
+
+    torch.manual_seed(0)
+    net = StateIndependentScale(MLP(3, 2, num_cells=(8,)), 2, init_value=-2.0)
+    p = {**net.init(1), "scale": torch.tensor([-2.0, -0.5])}
+    x, a = torch.randn(6, 3), torch.randn(6, 2)
+    loc, scale = NormalParamExtractor("exp", 1e-4)(net(p, x))
+    ours = IndependentNormal(loc, scale)
+    ref = DiagGaussianDistribution(2).proba_distribution(loc, p["scale"])
+    torch.testing.assert_close(ours.log_prob(a), ref.log_prob(a))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+
+
+def test_state_independent_scale_rejects_bad_config_and_output():
+    from funcrl.nn import MLP, StateIndependentScale
+
+    with pytest.raises(ValueError, match="StateIndependentScale: action_dim must be >= 1, got 0"):
+        StateIndependentScale(MLP(3, 2), 0)
+    with pytest.raises(TypeError, match="StateIndependentScale: action_dim must be an int"):
+        StateIndependentScale(MLP(3, 2), 2.0)
+    with pytest.raises(TypeError, match="StateIndependentScale: net must be a funcrl net"):
+        StateIndependentScale(torch.nn.Linear(3, 2), 2)
+    net = StateIndependentScale(MLP(3, 3, num_cells=(4,)), 2)
+    p = {"net": MLP(3, 3, num_cells=(4,)).init(0), "scale": torch.zeros(2)}
+    with pytest.raises(ValueError, match="StateIndependentScale"):
+        net(p, torch.randn(2, 3))

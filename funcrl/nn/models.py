@@ -36,6 +36,7 @@ __all__ = [
     "ddpg_init_last_layer",
     "dueling_combine",
     "distributional_log_softmax",
+    "StateIndependentScale",
 ]
 
 
@@ -376,3 +377,58 @@ class DistributionalDQNnet(Module):
     def __call__(self, params: Params, logits: torch.Tensor) -> torch.Tensor:
         self.check_params(params)
         return distributional_log_softmax(logits)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateIndependentScale(Module):
+    """A location net plus a learned scale that does not depend on the input (TorchRL's
+    ``AddStateIndependentNormalScale``; SB3's and the PPO paper's MuJoCo policies).
+
+    ``net`` maps the input to the location ``[*b, action_dim]``; the output is ``[loc, s]`` with
+    ``s = params["scale"]`` broadcast to ``loc``'s shape, ``[*b, 2 action_dim]``, for a
+    ``NormalParamExtractor`` to map: with ``scale_mapping="exp"`` the std is ``exp(s)``, so
+    ``init_value`` is SB3's ``log_std_init``.
+
+    Params: ``{"net": net's params, "scale": [action_dim]}``.
+
+    Args:
+        net: a funcrl net ``(params, x [*b, f]) -> [*b, action_dim]``.
+        action_dim: the location's (and the scale's) last dim.
+        init_value: the scale parameter's initial value (before the mapping).
+    """
+
+    net: Any
+    action_dim: int
+    init_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.action_dim, bool) or not isinstance(self.action_dim, int):
+            raise TypeError(
+                f"StateIndependentScale: action_dim must be an int, got {self.action_dim!r}"
+            )
+        if self.action_dim < 1:
+            raise ValueError(
+                f"StateIndependentScale: action_dim must be >= 1, got {self.action_dim}"
+            )
+        if not hasattr(self.net, "init"):
+            raise TypeError(
+                f"StateIndependentScale: net must be a funcrl net, got {type(self.net).__name__}"
+            )
+
+    def init(self, seed: Seed = 0, *, device=None, dtype=torch.float32) -> Params:
+        return {
+            "net": self.net.init(seed, device=device, dtype=dtype),
+            "scale": torch.full(
+                (self.action_dim,), float(self.init_value), device=device, dtype=dtype
+            ),
+        }
+
+    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        self.check_params(params)
+        loc = self.net(params["net"], x)
+        if loc.shape[-1:] != (self.action_dim,):
+            raise ValueError(
+                f"StateIndependentScale: net's output has shape {tuple(loc.shape)}, expected "
+                f"[..., {self.action_dim}] (action_dim)"
+            )
+        return torch.cat([loc, params["scale"].expand_as(loc)], dim=-1)
