@@ -165,3 +165,21 @@ def test_state_independent_scale_rejects_bad_config_and_output():
     p = {"net": MLP(3, 3, num_cells=(4,)).init(0), "scale": torch.zeros(2)}
     with pytest.raises(ValueError, match="StateIndependentScale"):
         net(p, torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("mapping", ["exp", "softplus", "biased_softplus_1.0"])
+def test_state_independent_scale_matches_tensordicts_module(mapping):
+    # tensordict.nn.AddStateIndependentNormalScale (TorchRL's): (loc, mapping(param).clamp_min(lb)).
+    from tensordict.nn import AddStateIndependentNormalScale
+
+    from funcrl.distributions import NormalParamExtractor
+    from funcrl.nn import MLP, StateIndependentScale
+
+    net = StateIndependentScale(MLP(3, 2, num_cells=(8,)), 2, init_value=-0.7)
+    p = net.init(2)
+    ref = AddStateIndependentNormalScale(2, scale_mapping=mapping, scale_lb=1e-4, init_value=-0.7)
+    x = torch.randn(5, 3)
+    loc, scale = NormalParamExtractor(mapping, 1e-4)(net(p, x))
+    want_loc, want_scale = ref(MLP(3, 2, num_cells=(8,))(p["net"], x))
+    torch.testing.assert_close(loc, want_loc)
+    torch.testing.assert_close(scale, want_scale)
