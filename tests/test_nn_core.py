@@ -51,6 +51,11 @@ def test_linear_options():
     assert torch.equal(o["bias"], torch.zeros(4))
     tall = Linear(3, 6, init_method="orthogonal").init(1)["weight"]
     testing.assert_trees_all_close(tall.T @ tall, torch.eye(3), atol=1e-5)
+    # Contiguous whatever QR's layout: a step's fresh params then have the strides of the ones it
+    # returns, so funcrl.jit and torch.compile trace it once, not twice.
+    for shape in ((8, 4), (3, 6), (5, 5)):
+        w = Linear(shape[1], shape[0], init_method="orthogonal").init(0)["weight"]
+        assert w.is_contiguous(), (shape, w.stride())
     assert torch.equal(Linear(3, 2, bias_init=0.5).init(0)["bias"], torch.full((2,), 0.5))
     d = Linear(3, 2).init(0, dtype=torch.float64, device="cpu")
     assert d["weight"].dtype == torch.float64

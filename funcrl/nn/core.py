@@ -453,7 +453,10 @@ def _orthogonal(shape: tuple[int, int], gain: float, gen: torch.Generator) -> to
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
     if rows < cols:
         q = q.T
-    return gain * q[:rows, :cols]
+    # LAPACK's Q is column-major: without the copy the weight would have transposed strides, and
+    # funcrl.jit / torch.compile would trace a step twice (once for the fresh params, once for
+    # the contiguous ones every update returns).
+    return (gain * q[:rows, :cols]).contiguous()
 
 
 @dataclasses.dataclass(frozen=True)
