@@ -249,19 +249,38 @@ def test_can_read_values_only_eagerly_on_cpu():
     assert seen == [False, False, False]
 
 
-def test_a_second_compile_of_the_same_graph_loads_it_from_inductors_cache():
+_CACHE_PROBE = """
+import torch
+from torch._dynamo.utils import counters
+from funcrl.jit import jit
+
+def f(x, c):
+    return {"y": x.sin() * c + x.cos()}
+
+x, c = torch.arange(15.0).reshape(5, 3), torch.tensor(2.0)
+y = jit(f)(x, c)["y"]
+torch.testing.assert_close(y, f(x, c)["y"])
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_bypass"])
+"""
+
+
+def test_a_new_process_loads_the_compiled_graph_from_inductors_cache(tmp_path):
     # Inductor's FX graph cache needs a ShapeEnv in the tracing context and bypasses the cache
-    # without one; jit provides it, so a new process (here: a new Jitted) reuses the kernels.
-    from torch._dynamo.utils import counters
+    # without one; jit provides it, so a second process reuses the first one's kernels. Run in
+    # fresh processes with their own cache directory: no state from other tests.
+    import os
+    import subprocess
+    import sys
 
-    def f(x, c):
-        return {"y": x.sin() * c + x.cos()}
-
-    x, c = torch.randn(5, 3), torch.tensor(2.0)
-    counters.clear()
-    first = jit(f)(x, c)["y"]
-    second = jit(f)(x, c)["y"]
-    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
-    assert counters["inductor"]["fxgraph_cache_hit"] >= 1
-    torch.testing.assert_close(first, f(x, c)["y"])
-    torch.testing.assert_close(second, first)
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True
+        )
+        for _ in range(2)
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    (hit_1, bypass_1), (hit_2, bypass_2) = (map(int, r.stdout.split()[-2:]) for r in runs)
+    assert (hit_1, bypass_1) == (0, 0)  # compiled and stored
+    assert hit_2 >= 1 and bypass_2 == 0  # loaded
