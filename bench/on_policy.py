@@ -4,6 +4,7 @@ Stable-Baselines3's PPO / A2C, same settings, same budget, same scorer.
     python bench/on_policy.py --cases a2c-cartpole                  # 3 seeds, both sides
     python bench/on_policy.py --cases ppo-pendulum --impls funcrl sb3 sb3-nosde
     python bench/on_policy.py --cases ppo-halfcheetah --total-steps 200000
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python bench/on_policy.py --impls funcrl-jit sb3
     python bench/on_policy.py --dry-run                             # print the runs, run nothing
 
 Each run is a fresh single-thread subprocess (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``),
