@@ -241,3 +241,33 @@ def test_reward_scaling_rejects():
         scaler(state, torch.zeros(3, 1), torch.zeros(3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"RewardScaling: terminated has shape \(2,\)"):
         scaler(state, torch.zeros(3), torch.zeros(2, dtype=torch.bool))
+
+
+# -- the host loop's pieces ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((0, 4, 16), "on_policy.minibatch_draws: epochs must be an int >= 1, got 0"),
+        ((2, 0, 16), "on_policy.minibatch_draws: num_minibatches must be an int >= 1, got 0"),
+        ((2, 4, 0), "on_policy.minibatch_draws: n must be an int >= 1, got 0"),
+        ((2.0, 4, 16), "on_policy.minibatch_draws: epochs must be an int >= 1, got 2.0"),
+        ((True, 4, 16), "on_policy.minibatch_draws: epochs must be an int >= 1, got True"),
+        ((2, 3, 16), "on_policy.minibatch_draws: n=16 samples do not split into"),
+    ],
+)
+def test_minibatch_draws_rejects_bad_counts(args, match):
+    from funcrl import random
+
+    with pytest.raises(ValueError, match=match):
+        on_policy.minibatch_draws(random.key(0), *args)
+
+
+def test_minibatch_trainer_init_names_missing_params():
+    p, _, cfg, nets = _setup()
+    one = on_policy.minibatch_trainer(
+        lambda params, mb, key=None: ppo.loss(params, mb, config=cfg, nets=nets), optim.adam(1e-3)
+    )
+    with pytest.raises(KeyError, match=r"on_policy.trainer: params lack \['critic'\]"):
+        one.init({"actor": p["actor"]})

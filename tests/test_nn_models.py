@@ -183,3 +183,18 @@ def test_state_independent_scale_matches_tensordicts_module(mapping):
     want_loc, want_scale = ref(MLP(3, 2, num_cells=(8,))(p["net"], x))
     torch.testing.assert_close(loc, want_loc)
     torch.testing.assert_close(scale, want_scale)
+
+
+def test_state_independent_scale_vmaps_over_members_and_compiles():
+    from funcrl import tree
+    from funcrl.nn import MLP, StateIndependentScale
+
+    net = StateIndependentScale(MLP(3, 2, num_cells=(8,)), 2, init_value=-1.0)
+    members = [{**net.init(s), "scale": torch.full((2,), float(s))} for s in (0, 1, 2)]
+    x = torch.randn(4, 3)
+    batched = torch.func.vmap(net, in_dims=(0, None))(tree.stack(members), x)
+    for s, p in enumerate(members):
+        torch.testing.assert_close(batched[s], net(p, x))
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(members[1], x), net(members[1], x))

@@ -620,3 +620,41 @@ def test_on_policy_states_round_trip_through_checkpoints(tmp_path):
     assert isinstance(back["opt"][1], on_policy.KLAdaptiveLRState)
     assert isinstance(back["rewards"], on_policy.RewardScaleState)
     assert_close(back, state)
+
+
+def test_minibatch_draws_and_step_vmap_over_seeds_and_compile():
+    # The host loop's pieces inside a training step: vmapped over seeds (each seed its own key
+    # and params), and under torch.compile(fullgraph=True), they give the solo eager results.
+    from funcrl import random
+
+    _, p, _, rollout = _trainer_inputs()
+    cfg, nets = ppo.Config(), ppo.Nets(distribution="categorical", num_cells=(H,))
+    one = on_policy.minibatch_trainer(
+        functools.partial(ppo.loss, config=cfg, nets=nets), optim.adam(1e-3)
+    )
+    flat = on_policy.advantages(p, rollout, config=cfg, nets=nets).reshape(-1)
+    n = flat.batch_size[0]
+    keys = torch.stack([random.key(0), random.key(1)])
+    idx, ks = torch.func.vmap(lambda k: on_policy.minibatch_draws(k, 2, 3, n))(keys)
+    for s in range(2):
+        want_idx, want_ks = on_policy.minibatch_draws(keys[s], 2, 3, n)
+        assert torch.equal(idx[s], want_idx) and torch.equal(ks[s], want_ks)
+    compiled = torch.compile(
+        lambda k: on_policy.minibatch_draws(k, 2, 3, n), fullgraph=True, backend="eager"
+    )
+    assert torch.equal(compiled(keys[0])[0], idx[0])
+
+    def step(params, key):
+        return one.step(params, one.init(params), flat[idx[0, 0]], key)[0]
+
+    params = [ppo.init(s, OBS, N, cfg, nets) for s in (0, 1)]
+    solo = [step(q, ks[s, 0]) for s, q in enumerate(params)]
+    batched = torch.func.vmap(step)(tree.stack(params), ks[:, 0])
+    assert_close(batched, tree.stack(solo), rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+    assert_close(
+        torch.compile(step, fullgraph=True, backend="eager")(params[0], ks[0, 0]),
+        solo[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )

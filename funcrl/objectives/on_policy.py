@@ -952,6 +952,9 @@ def minibatch_draws(
         ``(index [epochs * num_minibatches, size] int64, keys [epochs * num_minibatches, 2])``
         in step order.
     """
+    for name, v in (("epochs", epochs), ("num_minibatches", num_minibatches), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"on_policy.minibatch_draws: {name} must be an int >= 1, got {v!r}")
     if n % num_minibatches:
         raise ValueError(
             f"on_policy.minibatch_draws: n={n} samples do not split into "
