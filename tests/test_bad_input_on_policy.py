@@ -200,7 +200,7 @@ def test_trainer_rejects():
         with pytest.raises(ValueError, match=f"on_policy.trainer: {name} must be an int >= 1"):
             ppo.trainer(optim.adam(1e-3), nets=nets, **{name: 0})
     train = ppo.trainer(optim.adam(1e-3), nets=nets, num_minibatches=4)
-    with pytest.raises(KeyError, match=r"on_policy.trainer: params lack \['critic'\]"):
+    with pytest.raises(KeyError, match=r"on_policy.trainer: params lack \[.critic.\]"):
         train.init({k: v for k, v in p.items() if k != "critic"})
     state = train.init(p)
     with pytest.raises(ValueError, match="on_policy.trainer.step: rollout must be a funcrl.Record"):
@@ -269,5 +269,5 @@ def test_minibatch_trainer_init_names_missing_params():
     one = on_policy.minibatch_trainer(
         lambda params, mb, key=None: ppo.loss(params, mb, config=cfg, nets=nets), optim.adam(1e-3)
     )
-    with pytest.raises(KeyError, match=r"on_policy.trainer: params lack \['critic'\]"):
+    with pytest.raises(KeyError, match=r"on_policy.minibatch_trainer: params lack \[.critic.\]"):
         one.init({"actor": p["actor"]})

@@ -190,9 +190,8 @@ class RunningValueNorm:
         g = value_target.detach()
         dims = _reduce_dims(g, self.shape, "RunningValueNorm.update")
         if dims:
-            n = float(
-                math.prod([g.shape[d] for d in dims])
-            )  # a list: dynamo cannot trace a genexpr here
+            # A list, not a generator expression: dynamo cannot trace the latter here.
+            n = float(math.prod([g.shape[d] for d in dims]))
             batch_mean = g.mean(dim=dims)
             batch_var = g.var(dim=dims, unbiased=False)
         else:

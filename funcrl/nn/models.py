@@ -381,8 +381,9 @@ class DistributionalDQNnet(Module):
 
 @dataclasses.dataclass(frozen=True)
 class StateIndependentScale(Module):
-    """A location net plus a learned scale that does not depend on the input (TorchRL's
-    ``AddStateIndependentNormalScale``; SB3's and the PPO paper's MuJoCo policies).
+    """A location net plus a learned scale that does not depend on the input
+    (``tensordict.nn.AddStateIndependentNormalScale``, which TorchRL's PPO examples use; SB3's
+    and the PPO paper's MuJoCo policies).
 
     ``net`` maps the input to the location ``[*b, action_dim]``; the output is ``[loc, s]`` with
     ``s = params["scale"]`` broadcast to ``loc``'s shape, ``[*b, 2 action_dim]``, for a

@@ -1002,16 +1002,11 @@ def trainer(
         ``Trainer(init, step)``; ``metrics`` holds every loss entry averaged over the
         minibatches of the last epoch, detached.
     """
-
     for name, v in (("epochs", epochs), ("num_minibatches", num_minibatches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"on_policy.trainer: {name} must be an int >= 1, got {v!r}")
-    one = minibatch_trainer(
-        loss_fn,
-        optimizer,
-        trainable=trainable,
-        state_keys=state_keys,
-        kl_adaptive_lr=kl_adaptive_lr,
+    one = _minibatch_trainer(
+        "on_policy.trainer", loss_fn, optimizer, trainable, state_keys, kl_adaptive_lr
     )
 
     def step(params: Params, state: TrainState, rollout: Record, key: Any = None):
@@ -1072,6 +1067,20 @@ def minibatch_trainer(
     Returns:
         ``Trainer(init, step)``; ``step`` returns the minibatch's loss dict as its metrics.
     """
+    return _minibatch_trainer(
+        "on_policy.minibatch_trainer", loss_fn, optimizer, trainable, state_keys, kl_adaptive_lr
+    )
+
+
+def _minibatch_trainer(
+    owner: str,
+    loss_fn: Callable[..., Mapping[str, torch.Tensor]],
+    optimizer: Any,
+    trainable: Sequence[str],
+    state_keys: Sequence[str],
+    kl_adaptive_lr: KLAdaptiveLR | None,
+) -> Trainer:
+    # owner: the public function whose name the errors carry.
     from funcrl.optim import apply_updates, multi_transform
 
     trainable = tuple(trainable)
@@ -1081,7 +1090,7 @@ def minibatch_trainer(
     def init(params: Params) -> TrainState:
         missing = [k for k in trainable if k not in params]
         if missing:
-            raise KeyError(f"on_policy.trainer: params lack {missing}; they have {sorted(params)}")
+            raise KeyError(f"{owner}: params lack {missing}; they have {sorted(params)}")
         first = tree.leaves({k: params[k] for k in trainable})[0]
         return TrainState(
             opt.init({k: params[k] for k in trainable}),
