@@ -145,6 +145,13 @@ class OnPolicyConfig:
         default=False,
         metadata={"help": 'CUDA graphs for the update (torch.compile mode="reduce-overhead")'},
     )
+    flush_denormal: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "flush denormal floats to zero on the CPU while training (FTZ/DAZ, "
+            "TensorFlow's default): Adam's tiny second moments otherwise slow the update ~10%%"
+        },
+    )
 
 
 class Agent(NamedTuple):
@@ -522,6 +529,18 @@ def train(
         A summary (``eval_return``, ``eval_returns``, ``train_time`` in seconds with evaluations
         and checkpoints excluded, ``steps``, paths, ``config``) and the final ``params``.
     """
+    with _util.flush_denormal(cfg.flush_denormal), _util.heap_freezer() as freeze_heap:
+        return _train(cfg, make_agent, freeze_heap, title=title, metrics=metrics)
+
+
+def _train(
+    cfg: OnPolicyConfig,
+    make_agent: Callable[[Any, Any, Any], Agent],
+    freeze_heap: Callable[[], None],
+    *,
+    title: str,
+    metrics: tuple[str, ...],
+) -> dict[str, Any]:
     per_iter = cfg.num_envs * cfg.num_steps
     _util.prepare_out(cfg.out, None, cfg.overwrite, OUT_FILES)
     torch.set_num_threads(cfg.threads)
@@ -566,6 +585,8 @@ def train(
             )
         k_update = frandom.fold_in(keys.update, step // per_iter)
         params, state, out = step_fn(params, state, rollout, k_update)
+        if step == 0:
+            freeze_heap()  # the steps are compiled now
         step += per_iter
         now = timer.elapsed()
         sps = step / max(now, 1e-9)

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import gc
 import io
 import json
 import math
@@ -375,6 +376,55 @@ def _json_config(cfg: Any) -> dict[str, Any]:
 def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` as indented JSON, atomically."""
     checkpoint.atomic_write(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+@contextlib.contextmanager
+def heap_freezer():
+    """Yields ``freeze()``, which collects garbage once and then moves every object alive to the
+    collector's permanent generation (``gc.freeze``); the block's exit unfreezes them.
+
+    A loop calls ``freeze()`` once its first step has been compiled: torch's compiler leaves
+    ~600k long-lived objects that every full collection would otherwise scan again (~0.3 s
+    each, every few thousand env steps: ~9% of a HalfCheetah PPO run). Objects made later are
+    collected as usual.
+    """
+    frozen = False
+
+    def freeze() -> None:
+        nonlocal frozen
+        if not frozen:
+            gc.collect()
+            gc.freeze()
+            frozen = True
+
+    try:
+        yield freeze
+    finally:
+        if frozen:
+            gc.unfreeze()
+
+
+def flushes_denormals() -> bool:
+    """Whether this thread's CPU flushes denormal floats to zero (a denormal input reads as 0)."""
+    return float(torch.tensor([1e-39], dtype=torch.float32) * 1.0) == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormal(enabled: bool):
+    """Denormal floats (below ~1.2e-38 in float32) flushed to zero on the CPU inside the block
+    (``torch.set_flush_denormal``: x86's FTZ/DAZ, what TensorFlow's CPU threads set by default),
+    restored on exit.
+
+    Adam's second moments of weights whose gradients are nearly zero decay into the denormal
+    range; x86 takes ~100x longer on each such operand. In a HalfCheetah PPO run that made the
+    update ~10% slower after ~40 iterations.
+    """
+    was = flushes_denormals()
+    torch.set_flush_denormal(enabled)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was)
 
 
 class Timer:

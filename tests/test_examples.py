@@ -47,6 +47,37 @@ def _check_outputs(out):
 # ------------------------------------------------------------------------------------ _util
 
 
+def test_flush_denormal_is_scoped_and_restored():
+    tiny = torch.tensor([1e-39])  # a float32 denormal
+    assert not _util.flushes_denormals() and float(tiny * 1.0) > 0
+    with _util.flush_denormal(True):
+        assert _util.flushes_denormals() and float(tiny * 1.0) == 0.0
+        with _util.flush_denormal(False):
+            assert not _util.flushes_denormals()
+        assert _util.flushes_denormals()
+    assert not _util.flushes_denormals() and float(tiny * 1.0) > 0
+    with pytest.raises(RuntimeError, match="inside"), _util.flush_denormal(True):
+        raise RuntimeError("inside")
+    assert not _util.flushes_denormals()
+
+
+def test_heap_freezer_freezes_once_and_unfreezes_on_exit():
+    import gc
+
+    with _util.heap_freezer() as freeze:
+        assert gc.get_freeze_count() == 0  # nothing until the loop asks
+        freeze()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        freeze()  # a second call is a no-op
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError, match="inside"), _util.heap_freezer() as freeze:
+        freeze()
+        raise RuntimeError("inside")
+    assert gc.get_freeze_count() == 0
+
+
 def test_parse_config_tuples_bools_and_defaults():
     @dataclasses.dataclass
     class C:

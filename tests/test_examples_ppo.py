@@ -27,9 +27,37 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_smoke_cartpole(tmp_path):
+def test_smoke_cartpole(tmp_path, monkeypatch):
+    import gc
+
+    _on_policy = importlib.import_module("_on_policy")
+    seen = []  # what the loop's first finished iteration sees: a flushing CPU, then a freeze
+    real_freezer = _util.heap_freezer
+
+    def freezer():
+        ctx = real_freezer()
+        freeze = ctx.__enter__()
+
+        def spy():
+            seen.append(_util.flushes_denormals())
+            freeze()
+            seen.append(gc.get_freeze_count() > 0)
+
+        class Ctx:
+            def __enter__(self):
+                return spy
+
+            def __exit__(self, *exc):
+                return ctx.__exit__(*exc)
+
+        return Ctx()
+
+    monkeypatch.setattr(_on_policy._util, "heap_freezer", freezer)
     out = str(tmp_path / "run")
     result = ppo_example.main(["--total-steps", "320", "--out", out, *TINY])
+    assert seen == [True, True]  # called once, after the first rollout and update
+    # Both are undone when the run returns.
+    assert not _util.flushes_denormals() and gc.get_freeze_count() == 0
     for f in ("log.csv", "curve.png", "checkpoint.pt", "result.json"):
         assert os.path.getsize(os.path.join(out, f)) > 0, f
     assert result["steps"] == 320  # 5 rollouts of 2 envs x 32 steps

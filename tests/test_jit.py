@@ -68,6 +68,44 @@ def test_static_leaves_are_part_of_the_signature():
 
 
 @pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_fast_path_replays_only_the_signature_it_checked(backend):
+    # Every call after the first is matched by the C++ tensor check (no signature tuple): the
+    # replayed graph must be the one of this exact signature, and each change retraces.
+    traces = []
+
+    def f(x, y, k):
+        traces.append((x.dtype, x.requires_grad, k))
+        return {"z": x * y + k}
+
+    g = jit(f, backend=backend)
+    x, y = torch.randn(4), torch.randn(4)
+    for _ in range(3):
+        torch.testing.assert_close(g(x, y, 2)["z"], x * y + 2)
+    assert len(traces) == 1 and len(g.cache) == 1
+    # The same tensor in both places (an alias): the same graph of a pure function, replayed.
+    torch.testing.assert_close(g(x, x, 2)["z"], x * x + 2)
+    torch.testing.assert_close(g(y, y, 2)["z"], y * y + 2)
+    assert len(traces) == 1
+    # True == 1 and hash alike, but a static leaf's type is part of the signature.
+    g(x, y, True)
+    assert len(traces) == 2
+    xd = x.double()
+    torch.testing.assert_close(g(xd, y.double(), 2)["z"], xd * y.double() + 2)
+    assert len(traces) == 3
+    g(x.clone().requires_grad_(), y, 2)
+    assert len(traces) == 4
+    g(torch.randn(5), torch.randn(5), 2)
+    assert len(traces) == 5
+    assert len(g.cache) == 5
+    # A tensor where a static leaf was, and the reverse, are other structures' signatures.
+    torch.testing.assert_close(g(x, y, torch.tensor(3.0))["z"], x * y + 3)
+    assert len(traces) == 6
+    for _ in range(2):  # each signature seen before is replayed, not traced again
+        g(x, y, 2), g(xd, y.double(), 2), g(x, x, 2), g(x, y, True)
+    assert len(traces) == 6
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
 def test_strides_are_part_of_the_signature_and_outputs_are_contiguous(backend):
     # A step that returns a transposed layout: its output fed back in must not trip the graph's
     # stride assumptions (inductor asserts them), and should not need a second trace.

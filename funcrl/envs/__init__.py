@@ -37,6 +37,7 @@ Conversions: float observations become float32 (integer ones keep their integer 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,7 @@ class _Converter:
         self.act_shape = (*batch, *act_space.shape)  # what gymnasium takes
         self.stored_act_shape = (*batch, *_obs_shape(act_space))  # a scalar Box is stored [1]
         self.act_dtype = _obs_dtype(act_space)
+        self.act_numel = math.prod(self.act_shape)
         self.one_hot_actions = one_hot_actions
         self.discrete_n = int(act_space.n) if isinstance(act_space, spaces.Discrete) else None
         self.flag_shape = (*batch, 1)
@@ -121,9 +123,13 @@ class _Converter:
     def flag(self, f: Any) -> torch.Tensor:
         return self._dev(torch.from_numpy(np.asarray(f, dtype=np.bool_).reshape(self.flag_shape)))
 
-    def flags(self, terminated: Any, truncated: Any) -> tuple[torch.Tensor, ...]:
-        """``(done, terminated, truncated)`` as ``[*batch, 1]`` bool, from one host copy."""
-        done = np.logical_or(terminated, truncated)
+    def flags(
+        self, terminated: Any, truncated: Any, done: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """``(done, terminated, truncated)`` as ``[*batch, 1]`` bool, from one host copy
+        (``done``, their OR, when the caller has it)."""
+        if done is None:
+            done = np.logical_or(terminated, truncated)
         flags = np.array((done, terminated, truncated), dtype=np.bool_).reshape(self.flags_shape)
         return self._dev(torch.from_numpy(flags)).unbind(0)
 
@@ -157,7 +163,10 @@ class _Converter:
                 return torch.nn.functional.one_hot(index, n), np_action
             return index, np_action
         shape = self.act_shape
-        if t.numel() != int(np.prod(shape)):
+        if t.shape == self.stored_act_shape and t.dtype == self.act_dtype:
+            # The policy's own layout (every step of a rollout): no reshape or cast to make.
+            return t, t.cpu().numpy().reshape(shape).astype(self.act_np_dtype, copy=False)
+        if t.numel() != self.act_numel:
             raise ValueError(
                 f"action must have shape {shape} for action space {self.act_space!r}, got "
                 f"{tuple(t.shape)}"
@@ -460,7 +469,7 @@ class VecEnv(_Base):
             act_t,
             final,
             conv.reward(reward),
-            conv.flags(terminated, truncated),
+            conv.flags(terminated, truncated, done),
             1,
         )
         self._stats.update(np.asarray(reward, dtype=np.float64), done)
