@@ -335,7 +335,10 @@ def collect(
         observations normalised with the running statistics, rewards scaled, where switched on),
         the next raw observation ``[E, o]`` and the updated statistics.
     """
-    ts = torch.arange(num_steps, device=obs.device)
+    ts = torch.arange(num_steps, device=obs.device).unbind()
+    # The policy acts without the critic: its tensors would be flattened, checked and passed
+    # into every step's compiled call for nothing.
+    params = {k: v for k, v in params.items() if k != "critic"}
     steps, entries, observations, next_observations, rewards = [], [], [], [], []
     previous = None  # the last transition's raw (next observation, reward, terminated)
     for t in range(num_steps):

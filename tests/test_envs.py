@@ -145,6 +145,34 @@ def test_user_vector_env_in_other_autoreset_modes_gives_the_same_transitions(mod
     assert traj.equal(ref_traj) and nexts.equal(ref_next)
 
 
+@pytest.mark.parametrize(
+    "env_id, actions, T",
+    [("CartPole-v1", cartpole_actions, 150), ("Pendulum-v1", pendulum_actions, 430)],
+)
+def test_direct_sync_stepping_equals_gymnasiums_vector_step(env_id, actions, T):
+    # VecEnv steps gymnasium's SyncVectorEnv's sub-envs itself (same-step autoreset); behind a
+    # wrapper the same env goes through SyncVectorEnv.step: every transition, reset
+    # observation and finished episode must be the same.
+    acts = actions(T, seed=2)
+
+    def make(wrap):
+        venv = gym.make_vec(
+            env_id, N, vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        )  # fmt: skip
+        return envs.VecEnv(gym.vector.VectorWrapper(venv) if wrap else venv)
+
+    direct, through = make(False), make(True)
+    assert direct._sync_envs is not None and through._sync_envs is None
+    traj, nexts = funcrl_rollout(direct, acts, seed=7)
+    ref_traj, ref_nexts = funcrl_rollout(through, acts, seed=7)
+    assert ref_traj["next", "done"].any()  # episodes ended (and were reset) inside the run
+    assert traj.equal(ref_traj) and nexts.equal(ref_nexts)
+    a, b = direct.completed_episodes(), through.completed_episodes()
+    assert len(a["return"]) > 0
+    assert torch.equal(a["return"], b["return"]) and torch.equal(a["length"], b["length"])
+
+
 def test_vec_actions_one_hot_and_index_forms():
     env = envs.VecEnv("CartPole-v1", N, one_hot_actions=True)
     env.reset(seed=0)
