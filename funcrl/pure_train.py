@@ -34,10 +34,9 @@ import torch.utils._pytree as pytree
 
 from funcrl import optim
 from funcrl import random as _random
-from funcrl.autodiff import grad
 from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
-from funcrl.training import Trainer, TrainState, total_loss
+from funcrl.training import Trainer, TrainState
 
 __all__ = [
     "PPOTrainConfig",
@@ -50,6 +49,7 @@ __all__ = [
 ]
 
 _OWNER = "pure_train.PPOTrainConfig"
+_TRAINABLE = ("actor", "critic")
 
 
 def check_ints(owner: str, cfg: Any, names: tuple[str, ...], low: int = 1) -> None:
@@ -331,23 +331,21 @@ class PPOTrain:
         flat = rollout.reshape(-1)
         n = flat.batch_size[0]
         index, keys = on_policy.minibatch_draws(key, epochs, mbs, n)
-        trainable = {k: params[k] for k in ("actor", "critic")}
+        trainable = {k: params[k] for k in _TRAINABLE}
         leaves, spec = pytree.tree_flatten((trainable, state.opt))
-        loss_fn = self.loss_fn
+        # The trainer's own minibatch step (its loss, gradient and optimizer update), scanned.
+        minibatch = on_policy.minibatch_trainer(self.loss_fn, self.optimizer, trainable=_TRAINABLE)
 
         def body(carry, xs):
             # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
             train_params, opt_state = pytree.tree_unflatten(list(carry), spec)
             idx, k = xs
-            mb = flat[idx]
-
-            def objective(p):
-                losses = loss_fn({**params, **p}, mb, key=k)
-                return total_loss(losses), losses
-
-            grads, losses = grad(objective, has_aux=True)(train_params)
-            updates, opt_state = self.optimizer.update(grads, opt_state, train_params)
-            new = optim.apply_updates(train_params, updates)
+            # A fresh step counter (the scan counts nothing): the body capturing ``state.step``
+            # from outside made Inductor's compiled scan crash (a segfault, torch 2.13).
+            stepped, mb_state, losses = minibatch.step(
+                {**params, **train_params}, TrainState(opt_state, idx.new_zeros(())), flat[idx], k
+            )
+            new, opt_state = {n: stepped[n] for n in _TRAINABLE}, mb_state.opt
             # Per-sample entries (td_error) are not averaged; one-element ones are.
             out = {k: v.detach().reshape(()).clone() for k, v in losses.items() if v.numel() == 1}
             # scan's outputs may alias neither its inputs nor each other: copy them.
