@@ -345,7 +345,7 @@ class PPOTrain:
             stepped, mb_state, losses = minibatch.step(
                 {**params, **train_params}, TrainState(opt_state, idx.new_zeros(())), flat[idx], k
             )
-            new, opt_state = {n: stepped[n] for n in _TRAINABLE}, mb_state.opt
+            new, opt_state = {name: stepped[name] for name in _TRAINABLE}, mb_state.opt
             # Per-sample entries (td_error) are not averaged; one-element ones are.
             out = {k: v.detach().reshape(()).clone() for k, v in losses.items() if v.numel() == 1}
             # scan's outputs may alias neither its inputs nor each other: copy them.
