@@ -1,7 +1,9 @@
 """Whole PPO training runs: funcrl (pure torch env, compiled + vmapped) vs PureJaxRL vs SB3.
 
 Same settings for all (PureJaxRL's CartPole-v1 PPO: 4 envs x 128 steps, 4 epochs x 4
-minibatches, tanh 64x64, lr 2.5e-4 annealed), one CPU thread each, each side in its own process:
+minibatches, tanh 64x64, lr 2.5e-4 annealed), one CPU thread each, each side in its own process
+(all with glibc's per-thread cache enlarged, as funcrl's pure examples run: ``examples/_util.py``'s
+``MALLOC_TUNABLES``):
 
 * funcrl: :func:`funcrl.pure_train.make_train` on :mod:`funcrl.envs.pure` CartPole; the vmapped
   iteration compiled with inductor, iterations looped in Python.
@@ -168,7 +170,12 @@ def _spawn(args: list[str], pin: str | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, *args]
     if pin is not None:
         cmd = ["taskset", "-c", pin, *cmd]
-    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+    sys.path.insert(0, str(ROOT / "examples"))
+    from _util import malloc_tunables_env  # the parent only: workers import no extra torch
+
+    # Every side, not only funcrl, runs with the larger glibc thread cache funcrl's examples
+    # relaunch with (examples/_util.py: MALLOC_TUNABLES), so the allocator is the same for all.
+    env = malloc_tunables_env({**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)})
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:

@@ -164,4 +164,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    _util.relaunch_with_malloc_tunables()
     main()

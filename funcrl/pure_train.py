@@ -318,15 +318,16 @@ class PPOTrain:
         """
         cfg = self.config
         epochs, mbs = cfg.update_epochs, cfg.num_minibatches
-        # GAE as a [T, T] product, not T unrolled steps: the compiled iteration's graph is 13%
-        # smaller and compiles ~10% faster (measured, one seed, cold cache).
+        # GAE in log2(T) rounds of shifted products, not T unrolled steps (a graph ~13% larger
+        # that compiled ~10% slower) nor a [T, T] product (its cumprod and T^2 reduction were
+        # ~8% of a 16-seed iteration; perf).
         rollout = on_policy.advantages(
             params,
             rollout,
             config=self.loss,
             nets=self.nets,
             owner="pure_train.update",
-            method="matrix",
+            method="associative",
         )
         flat = rollout.reshape(-1)
         n = flat.batch_size[0]
@@ -409,7 +410,10 @@ def seeded_iteration(
         # The C++ wrapper: the rollout and update scans call their compiled bodies from
         # C++, not Python (an iteration is 144 such calls). Measured on one seed, same
         # shared machine: 14 ms per iteration instead of 83 ms; same compile time.
-        options = {"cpp_wrapper": True}
+        # tanh as 2 / (1 + exp(-2x)) - 1: Sleef's tanh was ~10% of a one-seed iteration (perf);
+        # the formula is within ~1e-7 of it in absolute terms (its relative error near 0,
+        # pytorch#148241, does not matter for activations). 6.4 -> 6.0 ms per iteration.
+        options = {"cpp_wrapper": True, "cpp.use_decompose_tanh": True}
     return torch.compile(fn, fullgraph=True, backend=backend, options=options)
 
 
@@ -464,7 +468,17 @@ def run_iterations(
     start = time.perf_counter()
     compile_time = 0.0
     for i in range(n):
-        state, metrics = fn(state, keys[i])
+        if compile and i >= 2:
+            # From the third call on, every input is the previous call's output (same shapes,
+            # dtypes and strides) or keys[i]: dynamo's guards, ~0.2 ms of a ~5 ms one-seed
+            # iteration, are skipped around this call only (the callback's own compiled code
+            # keeps its guards). The first two calls ran guarded, so any recompile for the
+            # outputs' layout happened then, and with more than one graph dynamo still checks
+            # what tells them apart.
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                state, metrics = fn(state, keys[i])
+        else:
+            state, metrics = fn(state, keys[i])
         history.append(metrics)
         if i == 0:
             compile_time = time.perf_counter() - start

@@ -34,7 +34,10 @@ be constant.
 The reverse recursions are computed by ``discounted_cumsum``: ``method="scan"`` is a Python loop
 over the static ``T`` (unrolled by ``torch.compile``, fine under ``vmap``); ``method="matrix"``
 builds the ``[T, T]`` discount matrix with a ``cumprod`` and does one reduction, which has no
-sequential dependency (better for long windows on an accelerator; ``O(T^2)`` memory).
+sequential dependency (better for long windows on an accelerator; ``O(T^2)`` memory);
+``method="associative"`` combines steps ``1, 2, 4, ...`` apart (Hillis-Steele, as
+``jax.lax.associative_scan``): ``log2 T`` rounds of shifted products, ``O(T log T)`` work and
+``O(T)`` memory, which a compiler fuses into a few kernels.
 """
 
 from __future__ import annotations
@@ -184,6 +187,22 @@ def _matrix(x: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
     return (a * x.unsqueeze(0)).sum(1)
 
 
+def _associative(x: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
+    # (a_t, y_t) -> (a_t a_{t+k}, y_t + a_t y_{t+k}) for k = 1, 2, 4, ...: after the round with
+    # shift k, y_t sums x over [t, t + 2k) and a_t is the discount across that span. Past T the
+    # padding is (0, 0): y_T = 0, and a zero a_t stops a span that has already reached T.
+    y, a = x, discount
+    k, T = 1, x.shape[0]
+    while k < T:
+        y = y + a * torch.cat([y[k:], torch.zeros_like(y[:k])], 0)
+        a = a * torch.cat([a[k:], torch.zeros_like(a[:k])], 0)
+        k *= 2
+    return y
+
+
+_METHODS = {"scan": _scan, "matrix": _matrix, "associative": _associative}
+
+
 def discounted_cumsum(
     x: torch.Tensor,
     discount: Scalar,
@@ -199,7 +218,8 @@ def discounted_cumsum(
         discount: a float, a 0-dim tensor, or a tensor of ``x``'s shape (``discount_t``; put a 0
             where the sum must not carry over).
         time_dim: the time dimension of ``x``.
-        method: ``"scan"`` (loop over T) or ``"matrix"`` (``[T, T]`` discount matrix).
+        method: ``"scan"`` (loop over T), ``"matrix"`` (``[T, T]`` discount matrix) or
+            ``"associative"`` (``log2 T`` rounds of shifted products).
 
     Returns:
         ``y`` of ``x``'s shape.
@@ -217,16 +237,13 @@ def discounted_cumsum(
 
 
 def _check_method(owner: str, method: str) -> None:
-    if method not in ("scan", "matrix"):
-        raise ValueError(f"{owner}: method must be 'scan' or 'matrix', got {method!r}")
+    if not isinstance(method, str) or method not in _METHODS:
+        raise ValueError(f"{owner}: method must be one of {sorted(_METHODS)}, got {method!r}")
 
 
 def _cumsum_tm(x: torch.Tensor, discount: torch.Tensor, method: str, owner: str) -> torch.Tensor:
-    if method == "scan":
-        return _scan(x, discount)
-    if method == "matrix":
-        return _matrix(x, discount)
-    raise ValueError(f"{owner}: method must be 'scan' or 'matrix', got {method!r}")
+    _check_method(owner, method)
+    return _METHODS[method](x, discount)
 
 
 # ------------------------------------------------------------------------------ TD(0)
@@ -351,7 +368,7 @@ def td_lambda_return_estimate(
         done: trajectory ends, same shape.
         terminated: terminal next states, same shape.
         time_dim: the time dimension (``-2`` batch-major, ``0`` time-major).
-        method: ``"scan"`` or ``"matrix"`` (see ``discounted_cumsum``).
+        method: ``"scan"``, ``"matrix"`` or ``"associative"`` (see ``discounted_cumsum``).
 
     Returns:
         ``G_t`` of the inputs' shape.
@@ -473,7 +490,7 @@ def generalized_advantage_estimate(
         done: trajectory ends, same shape.
         terminated: terminal next states, same shape.
         time_dim: the time dimension (``-2`` batch-major, ``0`` time-major).
-        method: ``"scan"`` or ``"matrix"`` (see ``discounted_cumsum``).
+        method: ``"scan"``, ``"matrix"`` or ``"associative"`` (see ``discounted_cumsum``).
 
     Returns:
         ``(advantage, value_target)`` with ``value_target = advantage + value``, both of the

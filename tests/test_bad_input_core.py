@@ -295,7 +295,10 @@ def test_values_layout_and_ranges():
         V.td1_return_estimate(-1, nv, r, d, t)
     with pytest.raises(ValueError, match=r"td0_advantage_estimate: terminated has shape \(4, 6\)"):
         V.td0_advantage_estimate(0.9, v, nv, r, t[..., 0])
-    with pytest.raises(ValueError, match="discounted_cumsum: method must be 'scan' or 'matrix'"):
+    with pytest.raises(
+        ValueError,
+        match=r"discounted_cumsum: method must be one of \['associative', 'matrix', 'scan'\]",
+    ):
         V.discounted_cumsum(r, 0.9, method="fft")
     with pytest.raises(
         ValueError, match=r"td_lambda_return_estimate: time_dim=True is out of range"

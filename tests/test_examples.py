@@ -78,6 +78,46 @@ def test_heap_freezer_freezes_once_and_unfreezes_on_exit():
     assert gc.get_freeze_count() == 0
 
 
+def test_malloc_tunables_env_adds_the_tcache_count_once():
+    env = _util.malloc_tunables_env({"A": "1"})
+    assert env == {"A": "1", "GLIBC_TUNABLES": _util.MALLOC_TUNABLES}
+    kept = _util.malloc_tunables_env({"GLIBC_TUNABLES": "glibc.malloc.mxfast=0"})
+    assert kept["GLIBC_TUNABLES"] == "glibc.malloc.mxfast=0:" + _util.MALLOC_TUNABLES
+    own = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}
+    assert _util.malloc_tunables_env(own) == own  # the user's own count wins
+
+
+@pytest.mark.skipif(
+    __import__("platform").libc_ver()[0] != "glibc", reason="glibc's tunables only exist on glibc"
+)
+def test_relaunch_with_malloc_tunables_reexecutes_once_with_them(tmp_path):
+    import subprocess
+
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {os.path.join(ROOT, 'examples')!r})\n"
+        "import _util\n"
+        "print('start', flush=True)\n"
+        "_util.relaunch_with_malloc_tunables()\n"
+        "print('run', os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "FUNCRL_NO_RELAUNCH")}
+    out = subprocess.run(
+        [sys.executable, str(script), "--x", "1"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    # Started twice (the relaunch), ran once, with the tunables and the same arguments.
+    assert out.stdout.splitlines() == [
+        "start",
+        "start",
+        f"run {_util.MALLOC_TUNABLES} ['--x', '1']",
+    ]
+    env["FUNCRL_NO_RELAUNCH"] = "1"
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert out.stdout.splitlines() == ["start", "run None []"]
+
+
 def test_parse_config_tuples_bools_and_defaults():
     @dataclasses.dataclass
     class C:

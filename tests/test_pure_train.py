@@ -92,14 +92,21 @@ def test_same_key_same_run_and_continuous_env():
 
 def test_compiled_iteration_matches_eager():
     # aot_eager: the same graph as inductor (one fullgraph capture, the rollout a scan) at a
-    # fraction of the compile time.
+    # fraction of the compile time. Four iterations: from the third on, the compiled calls skip
+    # dynamo's guards, but not inside the callback.
+    from torch._dynamo.eval_frame import _is_skip_guard_eval_unsafe_stance as skipping
+
     cfg = PPOTrainConfig(
-        total_timesteps=2 * 8, num_envs=2, num_steps=8, update_epochs=1, num_minibatches=2
+        total_timesteps=4 * 2 * 8, num_envs=2, num_steps=8, update_epochs=1, num_minibatches=2
     )
     train = make_train(cfg, pure.make("CartPole-v1"))
     keys = funcrl.random.split(funcrl.random.key(0), 2)
     eager = train(keys, compile=False)
-    compiled = train(keys, compile=True, backend="aot_eager")
+    seen = []
+    compiled = train(
+        keys, compile=True, backend="aot_eager", callback=lambda i, m: seen.append(skipping())
+    )
+    assert seen == [False] * 4 and not skipping()
     _close(compiled.state, eager.state, rtol=1e-4, atol=1e-5)
     _close(compiled.metrics, eager.metrics, rtol=1e-4, atol=1e-5)
 

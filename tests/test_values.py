@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from funcrl import values as V
 
-METHODS = ("scan", "matrix")
+METHODS = ("scan", "matrix", "associative")
 
 
 def col(*xs: float) -> torch.Tensor:
@@ -204,16 +204,32 @@ def test_n_step_matches_definition(traj, gamma, n):
         torch.testing.assert_close(out, V.td0_return_estimate(gamma, nv, r, term))
 
 
+@pytest.mark.parametrize("method", ["matrix", "associative"])
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), gamma=st.floats(0, 1), lmbda=st.floats(0, 1))
-def test_scan_equals_matrix(seed, gamma, lmbda):
-    r, v, nv, done, term = random_inputs(seed, batch=(2, 3), T=7)
+@given(
+    seed=st.integers(0, 10_000),
+    gamma=st.floats(0, 1),
+    lmbda=st.floats(0, 1),
+    T=st.sampled_from([1, 2, 7, 16, 33]),
+)
+def test_scan_equals_matrix_and_associative(method, seed, gamma, lmbda, T):
+    # Every T: powers of two and not (the associative rounds pad past T), and T = 1.
+    r, v, nv, done, term = random_inputs(seed, batch=(2, 3), T=T)
     a = V.td_lambda_return_estimate(gamma, lmbda, nv, r, done, term, method="scan")
-    b = V.td_lambda_return_estimate(gamma, lmbda, nv, r, done, term, method="matrix")
+    b = V.td_lambda_return_estimate(gamma, lmbda, nv, r, done, term, method=method)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     a, _ = V.generalized_advantage_estimate(gamma, lmbda, v, nv, r, done, term, method="scan")
-    b, _ = V.generalized_advantage_estimate(gamma, lmbda, v, nv, r, done, term, method="matrix")
+    b, _ = V.generalized_advantage_estimate(gamma, lmbda, v, nv, r, done, term, method=method)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_associative_by_hand():
+    # y_t = x_t + d_t y_{t+1} over T = 5 with a cut at t = 2 (d_2 = 0).
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]).unsqueeze(-1)
+    d = torch.tensor([0.5, 0.5, 0.0, 0.5, 0.5]).unsqueeze(-1)
+    y = V.discounted_cumsum(x, d, time_dim=0, method="associative")
+    # y_4 = 5, y_3 = 4 + 2.5 = 6.5, y_2 = 3, y_1 = 2 + 1.5 = 3.5, y_0 = 1 + 1.75 = 2.75
+    torch.testing.assert_close(y.squeeze(-1), torch.tensor([2.75, 3.5, 3.0, 6.5, 5.0]))
 
 
 @pytest.mark.parametrize("method", METHODS)

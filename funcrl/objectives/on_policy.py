@@ -632,8 +632,9 @@ def advantages(
         rollout: ``[E, T]`` (``time_dim=-1``) or ``[T, E]`` (``time_dim=0``) transitions, or one
             trajectory ``[T]``.
         method: the recursion of :func:`funcrl.values.discounted_cumsum`: ``"scan"`` (a loop
-            over T) or ``"matrix"`` (one ``[T, T]`` product: a few ops instead of ``T`` unrolled
-            steps in a compiled graph).
+            over T), ``"matrix"`` (one ``[T, T]`` product) or ``"associative"`` (``log2 T``
+            rounds of shifted products); the last two are a few ops instead of ``T`` unrolled
+            steps in a compiled graph.
     """
     if not isinstance(rollout, Record):
         raise TypeError(f"{owner}: rollout must be a funcrl.Record, got {type(rollout).__name__}")
