@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.utils._pytree as pytree
 
-from funcrl import optim
+from funcrl import optim, tree
 from funcrl import random as _random
 from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
@@ -334,26 +334,36 @@ class PPOTrain:
         index, keys = on_policy.minibatch_draws(key, epochs, mbs, n)
         trainable = {k: params[k] for k in _TRAINABLE}
         leaves, spec = pytree.tree_flatten((trainable, state.opt))
+        # One buffer per dtype for the carry (params, optimizer state) and for the rollout's
+        # rows: Inductor's scan allocates and wraps every carried or captured tensor anew each
+        # step, so ~60 tensors crossing the loop became ~4 (and a minibatch is one gather per
+        # dtype).
+        carry0, layout = tree.pack(leaves)
+        row_leaves, row_spec = pytree.tree_flatten(flat)
+        rows, row_layout = tree.pack(row_leaves, batch_ndim=1)
         # The trainer's own minibatch step (its loss, gradient and optimizer update), scanned.
         minibatch = on_policy.minibatch_trainer(self.loss_fn, self.optimizer, trainable=_TRAINABLE)
+        # Only what the body reads is captured (a captured tensor is one more per step).
+        frozen = {k: v for k, v in params.items() if k not in _TRAINABLE}
 
         def body(carry, xs):
-            # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
-            train_params, opt_state = pytree.tree_unflatten(list(carry), spec)
+            train_params, opt_state = pytree.tree_unflatten(tree.unpack(carry, layout), spec)
             idx, k = xs
+            batch = pytree.tree_unflatten(tree.unpack([r[idx] for r in rows], row_layout), row_spec)
             # A fresh step counter (the scan counts nothing): the body capturing ``state.step``
             # from outside made Inductor's compiled scan crash (a segfault, torch 2.13).
             stepped, mb_state, losses = minibatch.step(
-                {**params, **train_params}, TrainState(opt_state, idx.new_zeros(())), flat[idx], k
+                {**frozen, **train_params}, TrainState(opt_state, idx.new_zeros(())), batch, k
             )
             new, opt_state = {name: stepped[name] for name in _TRAINABLE}, mb_state.opt
             # Per-sample entries (td_error) are not averaged; one-element ones are.
             out = {k: v.detach().reshape(()).clone() for k, v in losses.items() if v.numel() == 1}
-            # scan's outputs may alias neither its inputs nor each other: copy them.
-            return tuple(x.clone() for x in pytree.tree_leaves((new, opt_state))), out
+            # pack's buffers are fresh tensors: scan's outputs may not alias its inputs.
+            return tree.pack(pytree.tree_leaves((new, opt_state)))[0], out
 
-        carry, outs = pure.scan(body, tuple(leaves), (index, keys))
-        train_params, opt_state = pytree.tree_unflatten(list(carry), spec)
+        carry, outs = pure.scan(body, carry0, (index, keys))
+        # Copies, not views of one buffer: the next call's inputs keep their strides.
+        train_params, opt_state = pytree.tree_unflatten(tree.unpack(carry, layout, copy=True), spec)
         metrics = {k: v[-mbs:].mean(0) for k, v in outs.items()}
         new_state = TrainState(opt_state, state.step + 1)
         return {**params, **train_params}, new_state, metrics

@@ -6,8 +6,9 @@ subtree (not a leaf), as in JAX.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import optree
 import torch
@@ -38,6 +39,10 @@ __all__ = [
     "same_structure",
     "check_same_structure",
     "any_batched",
+    "Packing",
+    "pack",
+    "packing",
+    "unpack",
 ]
 
 _NS = "funcrl"
@@ -240,3 +245,90 @@ def any_batched(*trees: Any) -> bool:
     """
     is_batched = torch._C._functorch.is_batchedtensor
     return any(isinstance(x, torch.Tensor) and is_batched(x) for t in trees for x in leaves(t))
+
+
+class Packing(NamedTuple):
+    """The static layout :func:`pack` returns and :func:`unpack` reads.
+
+    Attributes:
+        dtypes: one per buffer, in order of first appearance among the leaves.
+        slots: per leaf ``(buffer, offset, width, shape)``: its columns ``[offset, offset +
+            width)`` of that buffer hold it, reshaped from ``shape`` (its dims after the batch).
+        batch_ndim: leading dims every leaf and buffer share.
+    """
+
+    dtypes: tuple[torch.dtype, ...]
+    slots: tuple[tuple[int, int, int, tuple[int, ...]], ...]
+    batch_ndim: int
+
+
+def packing(metas: Sequence[tuple[Sequence[int], torch.dtype]], batch_ndim: int = 0) -> Packing:
+    """The :class:`Packing` :func:`pack` gives leaves of these ``(shape, dtype)`` (shapes
+    without the batch dims): for a loop whose outputs' layout is known before it runs."""
+    dtypes: list[torch.dtype] = []
+    widths: list[int] = []
+    slots = []
+    for shape, dtype in metas:
+        if dtype not in dtypes:
+            dtypes.append(dtype)
+            widths.append(0)
+        g = dtypes.index(dtype)
+        width = math.prod(shape)
+        slots.append((g, widths[g], width, tuple(shape)))
+        widths[g] += width
+    return Packing(tuple(dtypes), tuple(slots), batch_ndim)
+
+
+def pack(
+    leaves_: Sequence[torch.Tensor], batch_ndim: int = 0
+) -> tuple[tuple[torch.Tensor, ...], Packing]:
+    """Concatenates tensors into one buffer per dtype: ``[*batch, F]`` each.
+
+    Compiled loops pay per tensor that crosses an iteration (Inductor's ``scan`` allocates and
+    wraps each carried tensor anew every step): packing a pytree's leaves into a few buffers
+    before a loop and :func:`unpack`-ing views of them inside makes that cost per dtype.
+
+    Args:
+        leaves_: tensors sharing their first ``batch_ndim`` dims ``batch``.
+        batch_ndim: how many leading dims stay dims of the buffers.
+
+    Returns:
+        ``(buffers, packing)``: fresh tensors (never views of the leaves) and the layout.
+    """
+    owner = "tree.pack"
+    if not leaves_:
+        raise ValueError(f"{owner}: no tensors to pack")
+    batch = tuple(leaves_[0].shape[:batch_ndim])
+    for i, x in enumerate(leaves_):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{owner}: leaf {i} is a {type(x).__name__}, not a tensor")
+        if x.ndim < batch_ndim or tuple(x.shape[:batch_ndim]) != batch:
+            raise ValueError(
+                f"{owner}: leaf {i} has shape {list(x.shape)}; expected leading dims "
+                f"{list(batch)} like leaf 0 (batch_ndim={batch_ndim})"
+            )
+    layout = packing([(x.shape[batch_ndim:], x.dtype) for x in leaves_], batch_ndim)
+    columns: list[list[torch.Tensor]] = [[] for _ in layout.dtypes]
+    for x, (g, _, width, _) in zip(leaves_, layout.slots):
+        columns[g].append(x.reshape((*batch, width)))
+    buffers = tuple(torch.cat(c, dim=batch_ndim) for c in columns)
+    return buffers, layout
+
+
+def unpack(
+    buffers: Sequence[torch.Tensor], packing: Packing, *, copy: bool = False
+) -> list[torch.Tensor]:
+    """The leaves :func:`pack` concatenated, as views of ``buffers`` (whose leading dims may
+    differ from the packed ones, e.g. after indexing rows), or with ``copy`` as fresh tensors.
+
+    ``copy`` is for a compiled function's outputs: Inductor drops a ``clone`` of a view as a
+    no-op, so cloned views would come back as views of one buffer (other strides than the
+    inputs they replace: a recompile); ``narrow_copy`` is a copy it keeps.
+    """
+    nb = packing.batch_ndim
+    out = []
+    for g, offset, width, shape in packing.slots:
+        buf = buffers[g]
+        col = torch.narrow_copy(buf, nb, offset, width) if copy else buf.narrow(nb, offset, width)
+        out.append(col.reshape((*buf.shape[:nb], *shape)))
+    return out

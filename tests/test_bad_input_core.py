@@ -397,3 +397,17 @@ def test_targets_errors_name_the_path():
 def test_composite_duplicate_keys(data, match):
     with pytest.raises(ValueError, match=match):
         S.Composite(data)
+
+
+def test_tree_pack_bad_leaves():
+    with pytest.raises(ValueError, match="tree.pack: no tensors to pack"):
+        tree.pack([])
+    with pytest.raises(TypeError, match="tree.pack: leaf 1 is a float, not a tensor"):
+        tree.pack([torch.zeros(2), 1.0])
+    with pytest.raises(
+        ValueError,
+        match=r"tree.pack: leaf 1 has shape \[3, 2\]; expected leading dims \[4\] like leaf 0",
+    ):
+        tree.pack([torch.zeros(4, 2), torch.zeros(3, 2)], batch_ndim=1)
+    with pytest.raises(ValueError, match=r"tree.pack: leaf 1 has shape \[\]; expected leading"):
+        tree.pack([torch.zeros(4), torch.zeros(())], batch_ndim=1)

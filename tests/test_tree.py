@@ -207,3 +207,71 @@ def test_where_and_unstack_refuse_silent_broadcasts():
         tree.where(torch.tensor([True, False, True]), p, p)
     with pytest.raises(ValueError, match=r"tree.unstack: leaf \['y'\] has size 2 along dim 0"):
         tree.unstack({"x": torch.zeros(3), "y": torch.zeros(2)})
+
+
+def test_pack_groups_by_dtype_and_unpacks_views():
+    a = torch.arange(6.0).reshape(2, 3)
+    b = torch.tensor(7, dtype=torch.int64)
+    c = torch.tensor([0.5, 1.5])
+    d = torch.tensor([[1, 2]], dtype=torch.int64)
+    buffers, packing = tree.pack([a, b, c, d])
+    # Floats first (leaf 0's dtype), then int64, each in leaf order.
+    assert [x.dtype for x in buffers] == [torch.float32, torch.int64]
+    torch.testing.assert_close(buffers[0], torch.tensor([0.0, 1, 2, 3, 4, 5, 0.5, 1.5]))
+    torch.testing.assert_close(buffers[1], torch.tensor([7, 1, 2]))
+    assert packing.slots == ((0, 0, 6, (2, 3)), (1, 0, 1, ()), (0, 6, 2, (2,)), (1, 1, 2, (1, 2)))
+    out = tree.unpack(buffers, packing)
+    for x, y in zip(out, [a, b, c, d]):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    # The buffers are fresh (writing them leaves the leaves alone); unpack gives their views.
+    buffers[0].zero_()
+    assert a.sum() == 15 and out[0].sum() == 0
+
+
+def test_pack_rows_then_index_then_unpack():
+    n = 5
+    obs = torch.randn(n, 3)
+    act = torch.arange(n)
+    rew = torch.randn(n, 1)
+    buffers, packing = tree.pack([obs, act, rew], batch_ndim=1)
+    assert [list(x.shape) for x in buffers] == [[n, 4], [n, 1]]
+    idx = torch.tensor([4, 0, 2])
+    got = tree.unpack([x[idx] for x in buffers], packing)
+    for x, y in zip(got, [obs[idx], act[idx], rew[idx]]):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_pack_under_vmap_and_compile():
+    def roundtrip(w, s):
+        bufs, packing = tree.pack([w, s])
+        w2, s2 = tree.unpack(bufs, packing)
+        return w2 * 2, s2 + 1
+
+    w, s = torch.randn(3, 2, 2), torch.arange(3)
+    expect = (w * 2, s + 1)
+    for fn in (torch.func.vmap(roundtrip), torch.compile(roundtrip, fullgraph=True)):
+        got = fn(w, s)
+        torch.testing.assert_close(got[0], expect[0])
+        torch.testing.assert_close(got[1], expect[1])
+
+
+def test_packing_from_shapes_equals_packs_layout():
+    leaves = [torch.zeros(4, 3), torch.zeros(4, dtype=torch.bool), torch.zeros(4, 2, 2)]
+    _, got = tree.pack(leaves, batch_ndim=1)
+    assert got == tree.packing([((3,), torch.float32), ((), torch.bool), ((2, 2), torch.float32)], 1)
+
+
+def test_unpack_copy_gives_separate_contiguous_tensors_under_compile():
+    # Inductor drops a clone of a view as a no-op; unpack(copy=True) must still give each leaf
+    # its own storage with the leaf's own (contiguous) strides, vmapped and compiled.
+    def f(a, b, c):
+        bufs, packing = tree.pack([a, b, c])
+        return tree.unpack(tuple(x * 2 for x in bufs), packing, copy=True)
+
+    a, b, c = torch.randn(3, 64, 4), torch.randn(3, 64), torch.arange(9).view(3, 3)
+    out = torch.compile(torch.func.vmap(f), fullgraph=True)(a, b, c)
+    assert [o.stride() for o in out] == [a.stride(), b.stride(), c.stride()]
+    assert len({o.untyped_storage().data_ptr() for o in out}) == 3
+    for o, x in zip(out, (a, b, c)):
+        torch.testing.assert_close(o, x * 2)
