@@ -39,7 +39,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from funcrl import random, specs, tree
+from funcrl import random, specs
 from funcrl.jit import can_read_values
 
 __all__ = [
@@ -585,18 +585,6 @@ def scan(
     return carry, pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
 
 
-# The environment's entries of a step under "next", in the order collect packs them.
-_NEXT_KEYS = (
-    "observation",
-    "reward",
-    "terminated",
-    "truncated",
-    "done",
-    "episode_return",
-    "episode_length",
-)
-
-
 def _step(
     policy: Any, params: Any, env: PureEnv, carry: tuple[torch.Tensor, ...], key: torch.Tensor
 ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
@@ -701,6 +689,12 @@ def collect(
     if num_steps < 1:
         raise ValueError(f"envs.pure.collect: num_steps must be >= 1, got {num_steps}")
 
+    def body(carry, step_key):
+        # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
+        new, out = _step(policy, params, env, carry, step_key)
+        # scan's outputs may alias neither its inputs nor each other (nor be views): copy them.
+        return tuple(x.clone() for x in new), pytree.tree_map(torch.clone, out)
+
     keys = random.split(key, num_steps)
     init = (
         state.env.physics,
@@ -709,53 +703,8 @@ def collect(
         state.episode_return,
         state.episode_length,
     )
-    # What crosses the loop is packed into one buffer per dtype (funcrl.tree.pack): Inductor's
-    # scan allocates and wraps every carried, captured or stacked tensor anew each step, so the
-    # carry (5 tensors), the params (one per weight) and the environment's entries of each step
-    # (8) cross as ~6 buffers. The policy's own entries (action, extras) cross as they are.
-    carry0, carry_layout = tree.pack(list(init))  # fresh buffers: no aliasing between entries
-    p_leaves, p_spec = pytree.tree_flatten(params)
-    at = [i for i, x in enumerate(p_leaves) if isinstance(x, torch.Tensor)]
-    p_bufs, p_layout = tree.pack([p_leaves[i] for i in at]) if at else ((), None)
-
-    def body_params() -> Any:
-        if not at:
-            return params
-        leaves = list(p_leaves)
-        for i, x in zip(at, tree.unpack(p_bufs, p_layout)):
-            leaves[i] = x
-        return pytree.tree_unflatten(leaves, p_spec)
-
-    obs, ep_ret = state.observation, state.episode_return
-    o = tuple(obs.shape[1:])
-    flag = ((1,), torch.bool)
-    env_layout = tree.packing(
-        [(o, obs.dtype), (o, obs.dtype), ((1,), ep_ret.dtype), flag, flag, flag]
-        + [((), ep_ret.dtype), ((), state.episode_length.dtype)],
-        batch_ndim=1,
-    )
-
-    def body(carry, step_key):
-        new, out = _step(
-            policy, body_params(), env, tuple(tree.unpack(carry, carry_layout)), step_key
-        )
-        nxt = out.pop("next")
-        env_out = [out.pop("observation")] + [nxt[k] for k in _NEXT_KEYS]
-        env_bufs, layout = tree.pack(env_out, batch_ndim=1)
-        new_bufs, new_layout = tree.pack(list(new))
-        if layout != env_layout or new_layout != carry_layout:
-            raise TypeError(
-                f"envs.pure.collect: {env.name}'s step changed the dtype or shape of its "
-                f"observation, reward or episode statistics (expected {env_layout} and "
-                f"{carry_layout}, got {layout} and {new_layout})"
-            )
-        # scan's outputs may alias neither its inputs nor each other (nor be views): pack's
-        # buffers are fresh; the policy's entries are copied.
-        return new_bufs, (env_bufs, pytree.tree_map(torch.clone, out))
-
-    carry, (env_ys, policy_ys) = scan(body, carry0, keys)
-    # Copies, not views of one buffer: the next call's inputs keep their strides.
-    physics, t, obs, ep_ret, ep_len = tree.unpack(carry, carry_layout, copy=True)
-    stacked = tree.unpack(env_ys, env_layout._replace(batch_ndim=2))
-    traj = {"observation": stacked[0], **policy_ys, "next": dict(zip(_NEXT_KEYS, stacked[1:]))}
+    # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
+    # observation is its physics) and their strides must match the body's outputs.
+    init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
+    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)
