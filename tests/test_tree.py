@@ -259,7 +259,9 @@ def test_pack_under_vmap_and_compile():
 def test_packing_from_shapes_equals_packs_layout():
     leaves = [torch.zeros(4, 3), torch.zeros(4, dtype=torch.bool), torch.zeros(4, 2, 2)]
     _, got = tree.pack(leaves, batch_ndim=1)
-    assert got == tree.packing([((3,), torch.float32), ((), torch.bool), ((2, 2), torch.float32)], 1)
+    assert got == tree.packing(
+        [((3,), torch.float32), ((), torch.bool), ((2, 2), torch.float32)], 1
+    )
 
 
 def test_unpack_copy_gives_separate_contiguous_tensors_under_compile():
