@@ -10,6 +10,10 @@ PureJaxRL's CartPole DQN settings.
 
 Writes ``<out>/curve.png``, ``<out>/returns.csv`` and ``<out>/result.json`` as
 ``examples/ppo_pure.py`` does; prints each seed's final return.
+
+Run as a script, it re-executes itself once with glibc's per-thread allocation cache enlarged
+(``_util.MALLOC_TUNABLES``: a one-seed PPO iteration 6.0 -> 5.0 ms);
+``FUNCRL_NO_RELAUNCH=1`` opts out.
 """
 
 from __future__ import annotations
