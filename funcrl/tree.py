@@ -325,7 +325,22 @@ def unpack(
     no-op, so cloned views would come back as views of one buffer (other strides than the
     inputs they replace: a recompile); ``narrow_copy`` is a copy it keeps.
     """
+    owner = "tree.unpack"
     nb = packing.batch_ndim
+    if len(buffers) != len(packing.dtypes):
+        raise ValueError(
+            f"{owner}: the packing has {len(packing.dtypes)} buffers "
+            f"({', '.join(map(str, packing.dtypes))}), got {len(buffers)}"
+        )
+    widths = [0] * len(buffers)
+    for g, offset, width, _ in packing.slots:
+        widths[g] = max(widths[g], offset + width)
+    for g, (buf, dtype) in enumerate(zip(buffers, packing.dtypes)):
+        if buf.dtype != dtype or buf.ndim != nb + 1 or buf.shape[-1] != widths[g]:
+            raise ValueError(
+                f"{owner}: buffer {g} must be {dtype} [*batch ({nb} dims), {widths[g]}], got "
+                f"{buf.dtype} {list(buf.shape)}"
+            )
     out = []
     for g, offset, width, shape in packing.slots:
         buf = buffers[g]

@@ -411,3 +411,17 @@ def test_tree_pack_bad_leaves():
         tree.pack([torch.zeros(4, 2), torch.zeros(3, 2)], batch_ndim=1)
     with pytest.raises(ValueError, match=r"tree.pack: leaf 1 has shape \[\]; expected leading"):
         tree.pack([torch.zeros(4), torch.zeros(())], batch_ndim=1)
+
+
+def test_tree_unpack_rejects_buffers_that_do_not_match_the_packing():
+    bufs, packing = tree.pack([torch.zeros(2, 3), torch.zeros(2, dtype=torch.int64)], batch_ndim=1)
+    with pytest.raises(ValueError, match=r"tree.unpack: the packing has 2 buffers .*, got 1"):
+        tree.unpack(bufs[:1], packing)
+    with pytest.raises(
+        ValueError, match=r"tree.unpack: buffer 0 must be torch.float32 \[\*batch \(1 dims\), 3\]"
+    ):
+        tree.unpack((bufs[0][:, :2], bufs[1]), packing)
+    with pytest.raises(ValueError, match=r"buffer 1 must be torch.int64 .*, got torch.float32"):
+        tree.unpack((bufs[0], bufs[1].float()), packing)
+    with pytest.raises(ValueError, match=r"buffer 0 must be .*got torch.float32 \[6\]"):
+        tree.unpack((bufs[0].reshape(-1), bufs[1]), packing)

@@ -377,6 +377,9 @@ def test_compile_fullgraph():
             V.td_lambda_return_estimate(0.9, 0.8, nv, r, done, term),
             V.td_lambda_return_estimate(0.9, 0.8, nv, r, done, term, method="matrix"),
             V.generalized_advantage_estimate(0.9, 0.8, v, nv, r, done, term)[0],
+            V.generalized_advantage_estimate(0.9, 0.8, v, nv, r, done, term, method="associative")[
+                0
+            ],
             V.n_step_return(0.9, 3, nv, r, done, term),
         )
 
