@@ -170,7 +170,8 @@ def _spawn(args: list[str], pin: str | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, *args]
     if pin is not None:
         cmd = ["taskset", "-c", pin, *cmd]
-    sys.path.insert(0, str(ROOT / "examples"))
+    if str(ROOT / "examples") not in sys.path:
+        sys.path.insert(0, str(ROOT / "examples"))
     from _util import malloc_tunables_env  # the parent only: workers import no extra torch
 
     # Every side, not only funcrl, runs with the larger glibc thread cache funcrl's examples

@@ -41,7 +41,6 @@ __all__ = [
     "any_batched",
     "Packing",
     "pack",
-    "packing",
     "unpack",
 ]
 
@@ -262,9 +261,8 @@ class Packing(NamedTuple):
     batch_ndim: int
 
 
-def packing(metas: Sequence[tuple[Sequence[int], torch.dtype]], batch_ndim: int = 0) -> Packing:
-    """The :class:`Packing` :func:`pack` gives leaves of these ``(shape, dtype)`` (shapes
-    without the batch dims): for a loop whose outputs' layout is known before it runs."""
+def _packing(metas: Sequence[tuple[Sequence[int], torch.dtype]], batch_ndim: int) -> Packing:
+    # The layout of leaves of these (shape after the batch dims, dtype), in order.
     dtypes: list[torch.dtype] = []
     widths: list[int] = []
     slots = []
@@ -296,6 +294,8 @@ def pack(
         ``(buffers, packing)``: fresh tensors (never views of the leaves) and the layout.
     """
     owner = "tree.pack"
+    if isinstance(batch_ndim, bool) or not isinstance(batch_ndim, int) or batch_ndim < 0:
+        raise ValueError(f"{owner}: batch_ndim must be an int >= 0, got {batch_ndim!r}")
     if not leaves_:
         raise ValueError(f"{owner}: no tensors to pack")
     batch = tuple(leaves_[0].shape[:batch_ndim])
@@ -307,7 +307,7 @@ def pack(
                 f"{owner}: leaf {i} has shape {list(x.shape)}; expected leading dims "
                 f"{list(batch)} like leaf 0 (batch_ndim={batch_ndim})"
             )
-    layout = packing([(x.shape[batch_ndim:], x.dtype) for x in leaves_], batch_ndim)
+    layout = _packing([(x.shape[batch_ndim:], x.dtype) for x in leaves_], batch_ndim)
     columns: list[list[torch.Tensor]] = [[] for _ in layout.dtypes]
     for x, (g, _, width, _) in zip(leaves_, layout.slots):
         columns[g].append(x.reshape((*batch, width)))

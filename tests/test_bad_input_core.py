@@ -402,6 +402,9 @@ def test_composite_duplicate_keys(data, match):
 def test_tree_pack_bad_leaves():
     with pytest.raises(ValueError, match="tree.pack: no tensors to pack"):
         tree.pack([])
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ValueError, match=r"tree.pack: batch_ndim must be an int >= 0, got"):
+            tree.pack([torch.zeros(2)], batch_ndim=bad)
     with pytest.raises(TypeError, match="tree.pack: leaf 1 is a float, not a tensor"):
         tree.pack([torch.zeros(2), 1.0])
     with pytest.raises(

@@ -256,14 +256,6 @@ def test_pack_under_vmap_and_compile():
         torch.testing.assert_close(got[1], expect[1])
 
 
-def test_packing_from_shapes_equals_packs_layout():
-    leaves = [torch.zeros(4, 3), torch.zeros(4, dtype=torch.bool), torch.zeros(4, 2, 2)]
-    _, got = tree.pack(leaves, batch_ndim=1)
-    assert got == tree.packing(
-        [((3,), torch.float32), ((), torch.bool), ((2, 2), torch.float32)], 1
-    )
-
-
 def test_unpack_copy_gives_separate_contiguous_tensors_under_compile():
     # Inductor drops a clone of a view as a no-op; unpack(copy=True) must still give each leaf
     # its own storage with the leaf's own (contiguous) strides, vmapped and compiled.
