@@ -41,6 +41,8 @@ from typing import Any
 import optree
 import torch
 
+from funcrl import _inductor
+
 __all__ = ["jit", "Jitted", "is_tracing", "can_read_values"]
 
 _NS = "funcrl"
@@ -236,7 +238,8 @@ def _inductor_compile(gm: torch.fx.GraphModule, example: list[torch.Tensor]) -> 
     # the caller's signature check already pins every input's sizes and strides (the asserts
     # cost ~0.3 us per input per call, a quarter of a small policy step's compiled call).
     fake = [fake_mode.from_tensor(x, static_shapes=True) for x in example]
-    options = {"size_asserts": False}
+    _inductor.prepare()
+    options = {"size_asserts": False, **_inductor.CACHEABLE_LOOPS}
     if all(x.device.type == "cpu" for x in example):
         # The graph's host code as C++ too, where Python would spend ~0.1 us per buffer and
         # kernel launch: ~25 us of a PPO minibatch step's ~0.9 ms.

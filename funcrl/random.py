@@ -41,6 +41,7 @@ from typing import Union
 
 import torch
 
+from funcrl import _inductor
 from funcrl.jit import is_tracing
 
 __all__ = [
@@ -229,6 +230,7 @@ def _compiled(kind: str) -> Callable[..., torch.Tensor]:
         with _LOCK:
             fn = _COMPILED.get(kind)
             if fn is None:
+                _inductor.prepare()
                 # dynamic=True: one compile per kind/dtype/device serves every size.
                 fn = torch.compile(_KERNELS[kind], dynamic=True, fullgraph=True)
                 _COMPILED[kind] = fn
