@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--pin", default="0", help="taskset CPU list for the workers ('' = none)")
     ap.add_argument("--no-json", action="store_true")
     ap.add_argument(
+        "--name", default="pure", help="results file bench/results/NAME.json (default: pure)"
+    )
+    ap.add_argument(
         "--warm",
         action="store_true",
         help="rerun the 1-seed runs of funcrl and PureJaxRL on the on-disk compile caches their "
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from bench import _harness as H
 
         payload["environment"] = H.environment()
-        print("wrote", H.write_json("pure", payload))
+        print("wrote", H.write_json(args.name, payload))
     return payload
 
 
