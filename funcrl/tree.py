@@ -47,9 +47,112 @@ __all__ = [
 _NS = "funcrl"
 _tree_map = optree.tree_map
 
+# ---------------------------------------------------------------------------------------------
+# The traced path. Under torch.compile, dynamo runs optree's functions as Python polyfills that
+# build a spec object per node: about half of the ~10 s dynamo spends tracing a PPO iteration
+# (cProfile). Trees of plain dicts (string keys), lists, tuples, NamedTuples, None and tensors --
+# parameter and optimizer trees -- are flattened here instead into a spec of nested tuples, in
+# optree's leaf order (dict keys sorted, NamedTuple fields in order, None an empty node).
+# Anything else (a Record, an OrderedDict, a custom node) takes optree's path, as eagerly.
+# ---------------------------------------------------------------------------------------------
+
+# A traced-path spec: ("funcrl.tree.traced", node, number of leaves).
+_FAST = "funcrl.tree.traced"
+_LEAF, _NONE = 0, 1
+_UNSUPPORTED = None
+
+
+def _node(x: Any, out: list[Any], orders: list[tuple[str, ...]]) -> Any:
+    # The spec of x's subtree (appending its leaves to out and, per dict in pre-order, its keys'
+    # own order to orders), or _UNSUPPORTED.
+    if isinstance(x, torch.Tensor):
+        out.append(x)
+        return _LEAF
+    t = type(x)
+    if t is dict:
+        for k in x:  # a loop, not all(<generator>): dynamo traces generators slowly
+            if type(k) is not str:
+                return _UNSUPPORTED
+        keys = tuple(sorted(x))
+        orders.append(tuple(x))
+        children = []
+        for k in keys:
+            c = _node(x[k], out, orders)
+            if c is _UNSUPPORTED:
+                return c
+            children.append(c)
+        return ("d", keys, tuple(children))
+    if t is list or t is tuple or (isinstance(x, tuple) and _is_namedtuple(t)):
+        children = []
+        for v in x:
+            c = _node(v, out, orders)
+            if c is _UNSUPPORTED:
+                return c
+            children.append(c)
+        kind = "l" if t is list else ("t" if t is tuple else t)
+        return (kind, tuple(children))
+    if x is None:
+        return _NONE
+    if t is int or t is float or t is bool or t is str:
+        out.append(x)
+        return _LEAF
+    return _UNSUPPORTED
+
+
+def _is_namedtuple(t: type) -> bool:
+    fields = getattr(t, "_fields", None)
+    return type(fields) is tuple and hasattr(t, "_make")
+
+
+def _build(node: Any, it: Any, orders: Any) -> Any:
+    if node == _LEAF:
+        return next(it)
+    if node == _NONE:
+        return None
+    if node[0] == "d":
+        # Leaves in sorted-key order, the dict in its keys' own order: optree's behaviour.
+        order = next(orders)
+        by_key = {k: _build(c, it, orders) for k, c in zip(node[1], node[2])}
+        return {k: by_key[k] for k in order}
+    children = [_build(c, it, orders) for c in node[1]]
+    if node[0] == "l":
+        return children
+    if node[0] == "t":
+        return tuple(children)
+    return node[0](*children)
+
+
+def _traced_flatten(tree: Any) -> tuple[list[Any], Any] | None:
+    out: list[Any] = []
+    orders: list[tuple[str, ...]] = []
+    node = _node(tree, out, orders)
+    return None if node is _UNSUPPORTED else (out, (_FAST, node, len(out), tuple(orders)))
+
+
+def _is_traced_spec(treedef: Any) -> bool:
+    return type(treedef) is tuple and len(treedef) == 4 and treedef[0] == _FAST
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Spec equality as optree's: dict key order is not part of the structure.
+    if _is_traced_spec(a) and _is_traced_spec(b):
+        return a[:3] == b[:3]
+    return a == b
+
 
 def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     """Applies ``fn`` leaf-wise over one or more trees of the same structure."""
+    if torch.compiler.is_compiling():
+        first = _traced_flatten(tree)
+        if first is not None:
+            others = []
+            for t in rest:  # loops, not generators: dynamo traces generators slowly
+                f = _traced_flatten(t)
+                if f is None or not _same(f[1], first[1]):
+                    break  # optree's path: its own error for a mismatch
+                others.append(f[0])
+            else:
+                return unflatten(first[1], [fn(*xs) for xs in zip(first[0], *others)])
     return _tree_map(fn, tree, *rest, namespace=_NS)
 
 
@@ -59,24 +162,50 @@ def map_with_path(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
 
 
 def leaves(tree: Any) -> list[Any]:
+    if torch.compiler.is_compiling():
+        flat = _traced_flatten(tree)
+        if flat is not None:
+            return flat[0]
     return optree.tree_leaves(tree, namespace=_NS)
 
 
 def flatten(tree: Any) -> tuple[list[Any], Any]:
-    """Returns ``(leaves, treedef)``; :func:`unflatten` inverts it."""
+    """Returns ``(leaves, treedef)``; :func:`unflatten` inverts it.
+
+    Under ``torch.compile`` the treedef of a tree of dicts, lists, tuples, NamedTuples and
+    tensors is funcrl's own (nested tuples, cheap to trace) rather than optree's; the leaves and
+    their order are the same, and :func:`unflatten` takes either.
+    """
+    if torch.compiler.is_compiling():
+        flat = _traced_flatten(tree)
+        if flat is not None:
+            return flat
     return optree.tree_flatten(tree, namespace=_NS)
 
 
 def unflatten(treedef: Any, leaves_: Sequence[Any]) -> Any:
+    if _is_traced_spec(treedef):
+        leaves_ = list(leaves_)
+        n = treedef[2]
+        if len(leaves_) != n:
+            raise ValueError(f"tree.unflatten: the treedef has {n} leaves, got {len(leaves_)}")
+        return _build(treedef[1], iter(leaves_), iter(treedef[3]))
+    n = getattr(treedef, "num_leaves", None)
+    if n is not None and len(leaves_) != n:
+        raise ValueError(f"tree.unflatten: the treedef has {n} leaves, got {len(leaves_)}")
     return optree.tree_unflatten(treedef, leaves_)
 
 
 def structure(tree: Any) -> Any:
+    if torch.compiler.is_compiling():
+        flat = _traced_flatten(tree)
+        if flat is not None:
+            return flat[1]
     return optree.tree_structure(tree, namespace=_NS)
 
 
 def same_structure(a: Any, b: Any) -> bool:
-    return structure(a) == structure(b)
+    return _same(structure(a), structure(b))
 
 
 def _describe(path: tuple) -> str:
@@ -112,7 +241,7 @@ def check_same_structure(
     la, ta = flatten(a)
     lb, tb = flatten(b)
     suffix = f"; {hint}" if hint else ""
-    if ta != tb:
+    if not _same(ta, tb):
         pa = optree.tree_paths(a, namespace=_NS)
         pb = optree.tree_paths(b, namespace=_NS)
         only_a = [p for p in pa if p not in set(pb)]
@@ -122,7 +251,9 @@ def check_same_structure(
         elif only_b:
             where = f"{_describe(only_b[0])} is in {nb} but not in {na}"
         else:  # same leaf paths, different node types (list vs tuple, dict vs Record)
-            where = f"same paths, different node types: {ta} vs {tb}"
+            sa = optree.tree_structure(a, namespace=_NS)
+            sb = optree.tree_structure(b, namespace=_NS)
+            where = f"same paths, different node types: {sa} vs {sb}"
         raise ValueError(f"{owner}: {na} and {nb} differ in structure: {where}{suffix}")
     if not (shapes or dtypes):
         return
@@ -147,7 +278,7 @@ def stack(trees: Sequence[Any], dim: int = 0) -> Any:
         raise ValueError("tree.stack needs at least one tree")
     first = structure(trees[0])
     for i, t in enumerate(trees[1:], 1):
-        if structure(t) != first:
+        if not _same(structure(t), first):
             raise ValueError(f"tree.stack: tree {i} has structure {structure(t)}, tree 0 {first}")
         check_same_structure(trees[0], t, owner="tree.stack", names=("tree 0", f"tree {i}"))
     return map(lambda *xs: torch.stack(xs, dim), *trees)
@@ -219,7 +350,7 @@ def allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
     """True when ``a`` and ``b`` have the same structure, shapes and close leaves."""
     la, ta = flatten(a)
     lb, tb = flatten(b)
-    if ta != tb:
+    if not _same(ta, tb):
         return False
     return all(x.shape == y.shape and torch.allclose(x, y, rtol, atol) for x, y in zip(la, lb))
 

@@ -428,3 +428,20 @@ def test_tree_unpack_rejects_buffers_that_do_not_match_the_packing():
         tree.unpack((bufs[0], bufs[1].float()), packing)
     with pytest.raises(ValueError, match=r"buffer 0 must be .*got torch.float32 \[6\]"):
         tree.unpack((bufs[0].reshape(-1), bufs[1]), packing)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_tree_unflatten_rejects_a_wrong_leaf_count(traced):
+    # Eagerly the treedef is optree's; under torch.compile it is funcrl's traced spec.
+    def f(p, drop):
+        leaves, treedef = tree.flatten(p)
+        return tree.unflatten(treedef, leaves[:-1] if drop else [*leaves, leaves[0]])
+
+    if traced:
+        f = torch.compile(f, fullgraph=True, backend="eager")
+    p = {"a": torch.ones(1), "b": torch.ones(1)}
+    for drop, got in ((True, 1), (False, 3)):
+        with pytest.raises(
+            Exception, match=rf"tree\.unflatten: the treedef has 2 leaves, got {got}"
+        ):
+            f(p, drop)

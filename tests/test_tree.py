@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -269,3 +270,98 @@ def test_unpack_copy_gives_separate_contiguous_tensors_under_compile():
     assert len({o.untyped_storage().data_ptr() for o in out}) == 3
     for o, x in zip(out, (a, b, c)):
         torch.testing.assert_close(o, x * 2)
+
+
+class _Pair(NamedTuple):
+    first: Any
+    second: Any
+
+
+def _traced(fn):
+    # dynamo with no backend compile: tree's traced path (torch.compiler.is_compiling()) runs.
+    return torch.compile(fn, fullgraph=True, backend="eager")
+
+
+def _mixed_tree():
+    return {
+        "z": [torch.ones(2), (torch.zeros(1), None)],
+        "a": _Pair(torch.arange(3.0), {"y": torch.full((2,), 3.0), "b": torch.tensor(2.0)}),
+        "m": None,
+    }
+
+
+def test_traced_path_flattens_in_optree_order_and_round_trips():
+    p = _mixed_tree()
+    want_leaves, want_def = tree.flatten(p)  # eagerly: optree
+
+    def f(p):
+        leaves, treedef = tree.flatten(p)
+        assert tree._is_traced_spec(treedef)  # the traced path, not optree's
+        doubled = tree.unflatten(treedef, [x * 2 for x in leaves])
+        summed = tree.map(lambda a, b: a + b, p, doubled)
+        return leaves, doubled, summed, tree.leaves(summed)
+
+    leaves, doubled, summed, summed_leaves = _traced(f)(p)
+    assert len(leaves) == len(want_leaves)
+    for got, want in zip(leaves, want_leaves):
+        torch.testing.assert_close(got, want)
+    assert tree.structure(doubled) == want_def and isinstance(doubled["a"], _Pair)
+    testing.assert_trees_all_close(summed, tree.map(lambda x: 3 * x, p))
+    for got, want in zip(summed_leaves, want_leaves):
+        torch.testing.assert_close(got, 3 * want)
+
+
+@given(testing.param_trees())
+def test_traced_flatten_matches_optree(p):
+    torch._dynamo.reset()  # a new structure per example: no recompile limit across examples
+    want, want_def = tree.flatten(p)
+    got, spec = _traced(tree.flatten)(p)
+    assert len(got) == len(want) and all(a is b for a, b in zip(got, want))
+    testing.assert_trees_all_equal(tree.unflatten(spec, got), tree.unflatten(want_def, want))
+
+
+def test_traced_path_hands_other_nodes_to_optree():
+    # A Record, an OrderedDict and non-string keys are optree's: the same results, optree specs.
+    from collections import OrderedDict
+
+    p = {
+        "r": Record({"obs": torch.ones(2, 3)}, batch_ndim=1),
+        "o": OrderedDict(b=torch.ones(1), a=torch.zeros(1)),
+    }
+    q = {1: torch.ones(1), 0: torch.zeros(2)}
+    for tr in (p, q):
+        want, want_def = tree.flatten(tr)
+
+        def f(tr):
+            leaves, treedef = tree.flatten(tr)
+            assert not tree._is_traced_spec(treedef)
+            return leaves, tree.map(lambda x: x + 1, tr)
+
+        got, mapped = _traced(f)(tr)
+        assert all(a is b for a, b in zip(got, want)) and len(got) == len(want)
+        assert tree.structure(mapped) == want_def
+
+
+def test_traced_map_of_different_structures_raises_as_eagerly():
+    a, b = {"w": torch.ones(2)}, {"v": torch.ones(2)}
+    with pytest.raises(ValueError):
+        tree.map(torch.add, a, b)
+    with pytest.raises(Exception, match="(?i)structure|key"):
+        _traced(lambda a, b: tree.map(torch.add, a, b))(a, b)
+
+
+def test_traced_path_keeps_dict_key_order_and_ignores_it_in_structure():
+    # As optree: leaves in sorted-key order, dicts rebuilt in their own key order, and two dicts
+    # differing only in key order have the same structure.
+    a = {"b": torch.ones(1), "a": torch.zeros(2)}
+    b = {"a": torch.ones(2), "b": torch.zeros(1)}
+
+    def f(a, b):
+        leaves, treedef = tree.flatten(a)
+        tree.check_same_structure(a, b, owner="test")
+        return leaves, tree.unflatten(treedef, leaves), tree.map(torch.add, a, b)
+
+    leaves, rebuilt, summed = _traced(f)(a, b)
+    assert [x.shape for x in leaves] == [(2,), (1,)]
+    assert list(rebuilt) == ["b", "a"] and list(summed) == ["b", "a"]
+    assert list(tree.map(torch.add, a, b)) == ["b", "a"]  # eagerly the same
