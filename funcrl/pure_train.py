@@ -333,7 +333,7 @@ class PPOTrain:
         n = flat.batch_size[0]
         index, keys = on_policy.minibatch_draws(key, epochs, mbs, n)
         trainable = {k: params[k] for k in _TRAINABLE}
-        leaves, spec = pytree.tree_flatten((trainable, state.opt))
+        leaves, spec = tree.flatten((trainable, state.opt))
         # One buffer per dtype for the carry (params, optimizer state) and for the rollout's
         # rows: Inductor's scan allocates and wraps every carried or captured tensor anew each
         # step, so ~60 tensors crossing the loop became ~4 (and a minibatch is one gather per
@@ -348,7 +348,7 @@ class PPOTrain:
         frozen = {k: v for k, v in params.items() if k not in _TRAINABLE}
 
         def body(carry, xs):
-            train_params, opt_state = pytree.tree_unflatten(tree.unpack(carry, layout), spec)
+            train_params, opt_state = tree.unflatten(spec, tree.unpack(carry, layout))
             idx, k = xs
             batch = pytree.tree_unflatten(tree.unpack([r[idx] for r in rows], row_layout), row_spec)
             # A fresh step counter (the scan counts nothing): the body capturing ``state.step``
@@ -360,11 +360,11 @@ class PPOTrain:
             # Per-sample entries (td_error) are not averaged; one-element ones are.
             out = {k: v.detach().reshape(()).clone() for k, v in losses.items() if v.numel() == 1}
             # pack's buffers are fresh tensors: scan's outputs may not alias its inputs.
-            return tree.pack(pytree.tree_leaves((new, opt_state)))[0], out
+            return tree.pack(tree.leaves((new, opt_state)))[0], out
 
         carry, outs = pure.scan(body, carry0, (index, keys))
         # Copies, not views of one buffer: the next call's inputs keep their strides.
-        train_params, opt_state = pytree.tree_unflatten(tree.unpack(carry, layout, copy=True), spec)
+        train_params, opt_state = tree.unflatten(spec, tree.unpack(carry, layout, copy=True))
         metrics = {k: v[-mbs:].mean(0) for k, v in outs.items()}
         new_state = TrainState(opt_state, state.step + 1)
         return {**params, **train_params}, new_state, metrics

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from funcrl import random, specs
+from funcrl import random, specs, tree
 from funcrl.jit import can_read_values
 
 __all__ = [
@@ -682,7 +682,6 @@ def collect(
 
     The loop is :func:`scan`: one compiled body whatever ``T``, and it vmaps over seeds.
     """
-    import torch.utils._pytree as pytree
 
     from funcrl.record import Record
 
@@ -693,7 +692,7 @@ def collect(
         # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
         new, out = _step(policy, params, env, carry, step_key)
         # scan's outputs may alias neither its inputs nor each other (nor be views): copy them.
-        return tuple(x.clone() for x in new), pytree.tree_map(torch.clone, out)
+        return tuple(x.clone() for x in new), tree.map(torch.clone, out)
 
     keys = random.split(key, num_steps)
     init = (
