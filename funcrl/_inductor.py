@@ -15,7 +15,8 @@ neither of them the C++ compiler's:
   version. Their bodies are ``GraphModule`` submodules of the graph, and the cache key pickles
   the graph with its submodules' code, so a changed body is a different key
   (``tests/test_inductor_cache.py`` checks that in fresh processes). A second process then skips
-  AOTAutograd and Inductor: a one-seed PPO iteration compiles in ~11 s instead of ~90 s.
+  AOTAutograd and Inductor: a one-seed PPO iteration's compile went from ~90 s to ~11 s
+  (with :mod:`funcrl.tree`'s traced path, ~8 s).
 """
 
 from __future__ import annotations
