@@ -254,3 +254,26 @@ def test_objectives_reexport_make_train():
         pure_dqn.make_train(pure_dqn.DQNTrainConfig(), env)
     )
     assert type(ppo.make_train(TINY, env)) is type(pure_train.make_train(TINY, env))
+
+
+def test_inductor_compile_marks_loops_cacheable(monkeypatch):
+    # seeded_iteration's Inductor compile carries funcrl._inductor's settings: scan graphs go to
+    # the on-disk caches (tests/test_inductor_cache.py checks those in fresh processes).
+    from funcrl import _inductor
+
+    seen = {}
+
+    def fake_compile(fn, **kwargs):
+        seen.update(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    algo = make_train(PPOTrainConfig(total_timesteps=1024), pure.make("CartPole-v1"))
+    pure_train.seeded_iteration(algo)
+    options = seen["options"]
+    for name, value in _inductor.CACHEABLE_LOOPS.items():
+        assert options[name] == value
+    assert options["cpp_wrapper"] and seen["fullgraph"]
+    seen.clear()
+    pure_train.seeded_iteration(algo, backend="aot_eager")
+    assert seen["options"] is None  # Inductor's settings only for Inductor
