@@ -56,7 +56,7 @@ _tree_map = optree.tree_map
 # Anything else (a Record, an OrderedDict, a custom node) takes optree's path, as eagerly.
 # ---------------------------------------------------------------------------------------------
 
-# A traced-path spec: ("funcrl.tree.traced", node, number of leaves).
+# A traced-path spec: ("funcrl.tree.traced", node, number of leaves, each dict's own key order).
 _FAST = "funcrl.tree.traced"
 _LEAF, _NONE = 0, 1
 _UNSUPPORTED = None
@@ -134,7 +134,11 @@ def _is_traced_spec(treedef: Any) -> bool:
 
 
 def _same(a: Any, b: Any) -> bool:
-    # Spec equality as optree's: dict key order is not part of the structure.
+    # Spec equality as optree's: dict key order is not part of the structure. A traced spec and
+    # an optree one never compare equal. One of the trees then holds a node type the other lacks,
+    # or a leaf that is neither a tensor nor a Python scalar; for the latter optree would say
+    # "same structure", but it cannot be asked inside the trace (dynamo fails on its specs of
+    # traced values). Parameter trees hold tensors only.
     if _is_traced_spec(a) and _is_traced_spec(b):
         return a[:3] == b[:3]
     return a == b
