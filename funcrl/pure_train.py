@@ -420,7 +420,7 @@ def seeded_iteration(
     if backend == "inductor":
         _inductor.prepare()
         # scan cacheable on disk: a second process loads the iteration instead of compiling
-        # it again (~11 s instead of ~90 s for one seed on a CPU).
+        # it again (~8 s instead of ~80 s for one seed on a CPU).
         options = dict(_inductor.CACHEABLE_LOOPS)
     if backend == "inductor" and torch.device(device).type == "cpu":
         # The C++ wrapper: the rollout and update scans call their compiled bodies from
