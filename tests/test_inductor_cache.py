@@ -70,8 +70,8 @@ def test_scan_graph_is_cached_across_processes_and_keyed_on_its_body(tmp_path):
     assert other == {"close": True, "hit": 0, "miss": 1, "bypass": 0}
 
 
-def test_without_the_marking_a_scan_graph_bypasses_the_cache():
-    # What CACHEABLE_LOOPS is for: torch refuses these graphs by default.
+def test_loops_are_cacheable_only_with_the_marking():
+    # What CACHEABLE_LOOPS is for: unmarked, torch's caches bypass graphs holding these ops.
     from torch._higher_order_ops.scan import scan_op
     from torch._higher_order_ops.while_loop import while_loop_op
 
