@@ -62,7 +62,7 @@ def _cpu_s() -> float:
 
 
 def worker_funcrl(
-    seeds: int, total_steps: int, algo: str = "ppo", cache: str = ""
+    seeds: int, total_steps: int, algo: str = "ppo", cache: str = "", device: str = "cpu"
 ) -> dict[str, Any]:
     # Inductor's on-disk caches (FX graph, AOTAutograd) in `cache`: empty for a cold compile,
     # filled by an earlier worker for a warm one. A fresh temporary folder by default.
@@ -83,12 +83,18 @@ def worker_funcrl(
         from funcrl.pure_train import PPOTrainConfig, make_train
 
         run = make_train(PPOTrainConfig(total_timesteps=total_steps), pure.make("CartPole-v1"))
-    keys = funcrl.random.split(funcrl.random.key(0), seeds)
+    keys = funcrl.random.split(funcrl.random.key(0, device=device), seeds)
     cpu: dict[str, float] = {}
+
+    start = time.perf_counter()
 
     def mark(i: int, metrics: Any) -> None:
         if i == 0:
             cpu["first"] = _cpu_s()
+        if i in (0, 1) or i % 100 == 0:
+            # Progress on stderr, which the parent passes through: a run stopped by a time
+            # limit still shows its compile time and pace.
+            print(f"funcrl iteration {i}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     # Host-side init first: its eager draws compile funcrl.random's fused kernels once per
     # process (seconds), which is not the training graph's compile.
@@ -184,10 +190,11 @@ def _spawn(args: list[str], pin: str | None) -> dict[str, Any]:
     # Every side, not only funcrl, runs with the larger glibc thread cache funcrl's examples
     # relaunch with (examples/_util.py: MALLOC_TUNABLES), so the allocator is the same for all.
     env = malloc_tunables_env({**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)})
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    # The worker's stderr (progress, warnings, a traceback) goes straight to ours.
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:
-        raise RuntimeError(f"bench/pure.py worker {args} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"bench/pure.py worker {args} failed (its stderr is above)")
     return json.loads(line[-1][len("RESULT ") :])
 
 
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip", nargs="*", default=[], choices=["funcrl", "purejaxrl", "sb3"])
     ap.add_argument("--pin", default="0", help="taskset CPU list for the workers ('' = none)")
     ap.add_argument("--no-json", action="store_true")
+    ap.add_argument("--out", default=None, help="results directory (default bench/results)")
     ap.add_argument(
         "--name", default="pure", help="results file bench/results/NAME.json (default: pure)"
     )
@@ -221,24 +229,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="rerun the 1-seed runs of funcrl and PureJaxRL on the on-disk compile caches their "
         "cold runs left (Inductor's FX graph and AOTAutograd caches; JAX's persistent cache)",
     )
+    ap.add_argument(
+        "--device",
+        default=None,
+        help="funcrl's device: cpu or cuda (default: cuda when available, else cpu). On CUDA "
+        "the workers are not pinned and PureJaxRL runs on JAX's default device (its GPU)",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--algo", default="ppo", choices=["ppo", "dqn"], help=argparse.SUPPRESS)
     ap.add_argument("--cache", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device not in ("cpu", "cuda"):
+        raise SystemExit(f"bench/pure.py: --device must be cpu or cuda, got {args.device!r}")
     if args.worker is not None:
         if args.worker == "sb3":
             res = worker_sb3(args.sb3_steps)
         elif args.worker == "funcrl":
-            res = worker_funcrl(args.seeds[0], args.total_steps, args.algo, args.cache)
+            res = worker_funcrl(args.seeds[0], args.total_steps, args.algo, args.cache, args.device)
         else:
             res = worker_jax(args.seeds[0], args.total_steps, args.cache)
         print("RESULT " + json.dumps(res))
         return res
 
-    pin = args.pin or None
+    # One pinned core is the CPU comparison; on a GPU the host's cores compile (Triton's
+    # workers) and launch, so nothing is pinned.
+    pin = (args.pin or None) if args.device == "cpu" else None
     load_before = os.getloadavg()
     rows: dict[str, dict[str, Any]] = {}
-    common = ["--total-steps", str(args.total_steps)]
+    common = ["--total-steps", str(args.total_steps), "--device", args.device]
     import tempfile
 
     runs = [(name, s, "") for name in ("purejaxrl", "funcrl") for s in args.seeds]
@@ -302,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "pinned_cpu": pin,
+        "device": args.device,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpu_count": os.cpu_count(),
     }
@@ -309,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from bench import _harness as H
 
         payload["environment"] = H.environment()
-        print("wrote", H.write_json(args.name, payload))
+        print("wrote", H.write_json(args.name, payload, args.out))
     return payload
 
 

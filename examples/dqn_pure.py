@@ -72,6 +72,10 @@ class Config:
     overwrite: bool = dataclasses.field(default=False, metadata={"help": "replace an earlier run"})
     progress: bool = dataclasses.field(default=True, metadata={"help": "progress bar"})
     threads: int = dataclasses.field(default=1, metadata={"help": "torch CPU threads"})
+    device: str = dataclasses.field(
+        default="auto",
+        metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]: where it trains"},
+    )
 
 
 def train_config(cfg: Config) -> DQNTrainConfig:
@@ -98,7 +102,8 @@ def train(cfg: Config) -> dict[str, Any]:
     _util.prepare_out(cfg.out, None, cfg.overwrite, OUT_FILES)
     torch.set_num_threads(cfg.threads)
     run = make_train(tcfg, pure.make(cfg.env))
-    keys = funcrl.random.split(funcrl.random.key(cfg.seed), cfg.seeds)
+    dev = _util.resolve_device(cfg.device)
+    keys = funcrl.random.split(funcrl.random.key(cfg.seed, device=dev), cfg.seeds)
     out = run(keys, compile=cfg.compile, progress=cfg.progress)
     return write_results(cfg, out, tcfg.timesteps_per_iteration, "DQN")
 

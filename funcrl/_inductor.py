@@ -28,12 +28,20 @@ import torch
 
 __all__ = ["CACHEABLE_LOOPS", "prepare"]
 
-CACHEABLE_LOOPS: dict[str, Any] = {
-    "unsafe_marked_cacheable_functions": {
+
+def _cacheable_loops() -> dict[str, Any]:
+    import torch._inductor.config as config
+
+    if not hasattr(config, "unsafe_marked_cacheable_functions"):
+        return {}  # pragma: no cover - a torch without the opt-in: loops stay uncached
+    marked = {
         "torch.ops.higher_order.scan": torch.__version__,
         "torch.ops.higher_order.while_loop": torch.__version__,
     }
-}
+    return {"unsafe_marked_cacheable_functions": marked}
+
+
+CACHEABLE_LOOPS: dict[str, Any] = _cacheable_loops()
 
 _LOCK = threading.Lock()
 _DONE = False

@@ -193,13 +193,19 @@ class DQNTrain:
         k_params, k_env = _random.split(key, 2).unbind(0)
         env, cfg = self.env, self.config
         params = dqn.init(
-            k_params, env.observation_spec, env.action_spec, self.loss, self.nets, dtype=cfg.dtype
+            k_params,
+            env.observation_spec,
+            env.action_spec,
+            self.loss,
+            self.nets,
+            device=key.device,
+            dtype=cfg.dtype,
         )
         rollout = pure.init_rollout(env, k_env, cfg.num_envs)
         # One throwaway step gives the stored entries' shapes and dtypes.
-        _, example = pure.step(self.policy, params, env, rollout, _random.key(0))
-        buffer = buffers.init(cfg.buffer_size, _stored(example))
-        timesteps = torch.zeros((), dtype=torch.int64)
+        _, example = pure.step(self.policy, params, env, rollout, _random.key(0, device=key.device))
+        buffer = buffers.init(cfg.buffer_size, _stored(example), key.device)
+        timesteps = torch.zeros((), dtype=torch.int64, device=key.device)
         last_return = torch.zeros_like(rollout.episode_return)
         return DQNTrainState(
             params, self.trainer.init(params), buffer, rollout, timesteps, last_return

@@ -258,6 +258,7 @@ class PPOTrain:
             env.action_spec,
             self.loss,
             self.nets,
+            device=key.device,
             dtype=self.config.dtype,
         )
         rollout = pure.init_rollout(env, k_env, self.config.num_envs)
@@ -497,6 +498,7 @@ def run_iterations(
             state, metrics = fn(state, keys[i])
         history.append(metrics)
         if i == 0:
+            _synchronize(seeds.device)  # on CUDA the call returns before its kernels finish
             compile_time = time.perf_counter() - start
             start = time.perf_counter()
         if callback is not None:
@@ -504,6 +506,7 @@ def run_iterations(
         if bar is not None:
             bar.update(steps_per_iteration)
             bar.set_postfix(ret=f"{float(metrics['episode_return'].mean()):.1f}", refresh=False)
+    _synchronize(seeds.device)
     train_time = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -512,6 +515,12 @@ def run_iterations(
         state = pytree.tree_map(lambda x: x[0], state)
         stacked = {k: v[0] for k, v in stacked.items()}
     return TrainOutput(state, stacked, compile_time, train_time)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Waits for ``device``'s queued kernels (CUDA only), so host timers measure the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _episode_stats(

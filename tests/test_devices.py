@@ -190,3 +190,33 @@ def test_case_list_covers_every_trainer():
     assert {"sac", "td3", "dqn"} <= names
     missing = with_trainer - names
     assert not missing, f"objectives with a trainer but no device case: {sorted(missing)}"
+
+
+def _pure_runs():
+    from funcrl.pure_dqn import DQNTrainConfig
+    from funcrl.pure_dqn import make_train as make_dqn
+    from funcrl.pure_train import PPOTrainConfig, make_train
+
+    ppo = PPOTrainConfig(total_timesteps=2 * 2 * 8, num_envs=2, num_steps=8, num_minibatches=2)
+    ppo = make_train(ppo, pure.make("CartPole-v1"))
+    dqn = DQNTrainConfig(
+        total_timesteps=2 * 2 * 8, num_envs=2, buffer_size=64, batch_size=8,
+        learning_starts=8, training_interval=2, target_update_interval=8, steps_per_iteration=8,
+    )  # fmt: skip
+    return {"ppo": ppo, "dqn": make_dqn(dqn, pure.make("CartPole-v1"))}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_pure_training_on_device_matches_cpu(device, algo):
+    # Two iterations of 2 seeds: on CPU eagerly (compiling a whole iteration costs a minute here,
+    # tests/test_pure_train.py compiles it), on CUDA compiled. funcrl.random draws the same bits
+    # on every device, so the runs agree up to float rounding.
+    run = _pure_runs()[algo]
+    keys = funcrl.random.split(funcrl.random.key(0), 2)
+    ref = run(keys, compile=False)
+    out = run(keys.to(device), compile=device == "cuda")
+    assert _on((out.state, out.metrics), device)
+    assert tree.allclose(_to(out.state, "cpu"), ref.state, rtol=1e-3, atol=1e-4)
+    for k, v in ref.metrics.items():
+        torch.testing.assert_close(out.metrics[k].cpu(), v, rtol=1e-3, atol=1e-4, msg=k)

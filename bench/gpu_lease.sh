@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every GPU check of funcrl in one command, for a short lease of a CUDA machine.
+#
+#   bash bench/gpu_lease.sh [deadline_s]        # results and logs in $OUT (default /tmp/gpu_out)
+#
+# The machine runs its own torch, so the packages funcrl and the references need beyond it
+# travel as wheels in .whl/ (optree, gymnasium, torchrl and tensordict for that torch; gymnax,
+# distrax and tfp-nightly for PureJaxRL).
+# Stages run in priority order, each under what is left of the deadline, and a failing stage
+# does not stop the next:
+#   1. the CUDA tests (tests/ -k cuda: every objective's compiled step under sync-debug "error",
+#      buffers, pure envs, pure PPO/DQN training, funcrl.jit with CUDA graphs, funcrl.random's
+#      bits on CUDA);
+#   2. bench/update_step.py on CUDA, SAC standard first (funcrl.jit + CUDA graphs, compiled
+#      "reduce-overhead", TorchRL compiled, the floor);
+#   3. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
+#      funcrl, then PureJaxRL on the same GPU (gymnax, distrax and tfp-nightly travel as wheels);
+#   4. the other update-step rows while time is left.
+set -u
+START=$(date +%s)
+DEADLINE=${1:-575}
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+left() { echo $((DEADLINE - ($(date +%s) - START))); }
+stage() {  # stage NAME LOG CAP_S CMD...: CMD under min(CAP_S, time left), appended to $OUT/LOG
+    local name=$1 log=$OUT/$2 cap=$3
+    shift 3
+    local t
+    t=$(left)
+    [ "$cap" -lt "$t" ] && t=$cap
+    if [ "$t" -lt 20 ]; then
+        echo "== $name: skipped, ${t}s left"
+        return
+    fi
+    echo "== $name (cap ${t}s) at $(( $(date +%s) - START ))s"
+    echo "== $name" >>"$log"
+    timeout --kill-after=5 "$t" "$@" >>"$log" 2>&1
+    echo "== $name: rc $? after $(( $(date +%s) - START ))s"
+    tail -n 25 "$log"
+}
+
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
+python3 -c "import torch, funcrl, torchrl, tensordict, optree, gymnasium; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), '| torchrl', torchrl.__version__, '| tensordict', tensordict.__version__)"
+
+# The two whole-iteration compiles (pure PPO/DQN training) take longest: they start at once,
+# beside the rest.
+T="python3 -m pytest -q -p no:cacheprovider -rfEs"
+stage tests tests.log 170 env TORCHINDUCTOR_COMPILE_THREADS=4 bash -c "
+    $T -n 2 tests/test_devices.py -k 'pure_training and cuda' >$OUT/tests_pure.log 2>&1 & P=\$!
+    $T -n 7 tests/ -k '(cuda or CUDA) and not pure_training'; R=\$?
+    wait \$P; Q=\$?; cat $OUT/tests_pure.log; exit \$((R + Q))"
+stage update_sac_standard update.log 150 python3 bench/update_step.py --device cuda --cudagraphs \
+    --algos sac --sizes standard --rounds 5 --steps 200 --no-explain --no-memory \
+    --out "$OUT" --name update_step_gpu
+stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 --skip purejaxrl sb3 \
+    --out "$OUT" --name pure_gpu
+stage purejaxrl_1024 pure.log 120 python3 bench/pure.py --device cuda --seeds 1024 --skip funcrl sb3 \
+    --out "$OUT" --name pure_gpu_jax
+for row in "sac small" "td3 standard" "dqn standard" "td3 small" "dqn small"; do
+    set -- $row
+    stage "update_$1_$2" update.log 120 python3 bench/update_step.py --device cuda --cudagraphs \
+        --algos "$1" --sizes "$2" --rounds 5 --steps 200 --no-explain --no-memory \
+        --out "$OUT" --name update_step_gpu
+done
+echo "== done at $(( $(date +%s) - START ))s"
+python3 -c "
+import json, sys
+sys.path.insert(0, 'bench')
+import update_step
+p = json.load(open('$OUT/update_step_gpu.json'))
+print(update_step.table(p['runs']))
+" 2>&1 | tail -30
