@@ -94,7 +94,10 @@ def worker_funcrl(
         if i in (0, 1) or i % 100 == 0:
             # Progress on stderr, which the parent passes through: a run stopped by a time
             # limit still shows its compile time and pace.
-            print(f"funcrl iteration {i}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+            print(
+                f"funcrl iteration {i}: {time.perf_counter() - start:.1f} s (unix {time.time():.0f})",
+                file=sys.stderr,
+            )
 
     # Host-side init first: its eager draws compile funcrl.random's fused kernels once per
     # process (seconds), which is not the training graph's compile.
@@ -189,7 +192,8 @@ def _spawn(args: list[str], pin: str | None) -> dict[str, Any]:
 
     # Every side, not only funcrl, runs with the larger glibc thread cache funcrl's examples
     # relaunch with (examples/_util.py: MALLOC_TUNABLES), so the allocator is the same for all.
-    env = malloc_tunables_env({**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = malloc_tunables_env({**os.environ, **ONE_THREAD, "PYTHONPATH": path})
     # The worker's stderr (progress, warnings, a traceback) goes straight to ours.
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -39,6 +39,9 @@ SIZES = {"small": ((64, 64), 64), "standard": ((256, 256), 256)}
 OBS, ACT, N_ACTIONS, DQN_OBS = 17, 6, 4, 8  # HalfCheetah-like continuous; LunarLander-like DQN
 LR, TAU, GAMMA = 3e-4, 0.005, 0.99
 IMPLS = ("funcrl", "torchrl", "floor")
+# TorchRL first: its first compiled call changes some global state that dynamo guards on, which
+# would make the steps compiled before it recompile once while being timed.
+IMPLS_ORDER = ("torchrl", "funcrl", "floor")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -88,7 +91,19 @@ def _compile(fn, fullgraph: bool):
     import torch
 
     # CUDA graphs on a GPU (torch.compile's "reduce-overhead").
-    return torch.compile(fn, fullgraph=fullgraph, mode=H.compile_mode(_cudagraphs()))
+    compiled = torch.compile(fn, fullgraph=fullgraph, mode=H.compile_mode(_cudagraphs()))
+    if not _cudagraphs():
+        return compiled
+
+    def step(*args):
+        # Each call is a new step for CUDA graph trees: the last call's outputs, fed back as
+        # this call's inputs, are copied in before the replay overwrites them (without this the
+        # floor's and funcrl's steps, which return their new state, raise "accessing tensor
+        # output of CUDAGraphs that has been overwritten by a subsequent run").
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args)
+
+    return step
 
 
 def build_funcrl(algo: str, size: str, compiled: bool, jit: bool = False) -> dict[str, Any]:
@@ -275,13 +290,21 @@ BUILDERS = {"funcrl": build_funcrl, "torchrl": build_torchrl, "floor": build_flo
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-def bench(algo: str, size: str, *, rounds: int, steps: int, modes, memory: bool, explain: bool):
+def bench(
+    algo: str,
+    size: str,
+    *,
+    rounds: int,
+    steps: int,
+    modes,
+    memory: bool,
+    explain: bool,
+    impls_wanted=IMPLS,
+):
 
     impls, meta, builds = {}, {}, {}
     for mode in modes:
-        # TorchRL first: its first compiled call changes some global state that dynamo guards
-        # on, which would make the steps compiled before it recompile once while being timed.
-        for impl in ("torchrl", "funcrl", "floor") if mode != "jit" else ("funcrl",):
+        for impl in [i for i in IMPLS_ORDER if i in impls_wanted] if mode != "jit" else ("funcrl",):
             name = f"{impl}/{mode}"
             try:
                 if mode == "jit":
@@ -293,7 +316,10 @@ def bench(algo: str, size: str, *, rounds: int, steps: int, modes, memory: bool,
             except Exception as e:  # noqa: BLE001 - report the failure, bench the rest
                 meta[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"  built {algo}/{size}/{name}: {meta[name]}", flush=True)
+    t0 = time.time()
     timings = H.interleaved(impls, rounds=rounds, steps=steps)
+    # Wall-clock bounds of the timed phase: to tell whether other work on the machine overlapped.
+    print(f"  timed from {t0:.0f} to {time.time():.0f} (unix s)", flush=True)
     for name, t in timings.items():
         meta[name].update(t)
     if memory:  # one warm step each, before explain() (which would make it recompile)
@@ -423,6 +449,7 @@ def main(argv=None) -> dict:
         choices=["eager", "compiled", "jit"],
         help="jit: funcrl.jit (funcrl only; compared with the others' compiled step)",
     )  # fmt: skip
+    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--no-memory", action="store_true")
@@ -448,7 +475,7 @@ def main(argv=None) -> dict:
             runs.append(
                 bench(
                     algo, size, rounds=a.rounds, steps=a.steps, modes=a.modes,
-                    memory=not a.no_memory, explain=not a.no_explain,
+                    memory=not a.no_memory, explain=not a.no_explain, impls_wanted=a.impls,
                 )
             )  # fmt: skip
     payload = {"env": H.environment(), "wall_s": time.time() - t0, "runs": runs}

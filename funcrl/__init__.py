@@ -8,7 +8,10 @@ import importlib.util
 import sys
 from typing import Any
 
+from funcrl import _compat
 from funcrl.record import Record
+
+_compat.patch_dynamo_random_check()
 
 __version__ = "0.1.0"
 

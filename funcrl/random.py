@@ -133,19 +133,31 @@ def _bits_flat(key: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _float_flat(key: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Uniform ``[1, 2)`` floats from random mantissa bits (JAX's ``_uniform``), as ``dtype``."""
+    """Uniform ``[1, 2)`` floats from random mantissa bits (JAX's ``_uniform``), as ``dtype``.
+
+    ``1 + m * 2**-k`` for ``k`` random mantissa bits ``m``: every step is exact (``m`` and the
+    sum fit the mantissa of the type computed in), so the values are those of JAX's bit cast
+    ``(m | exponent_of_1).view(dtype)``, with no bit cast, which vmap cannot batch on torch
+    2.11 (no batching rule for ``aten::view.dtype``).
+    """
     y0, y1 = _block(key, n)
     if dtype == torch.float64:
         # 64 random bits (y0 high, y1 low), top 52 of them as the mantissa.
         m = (y0 << 20) | (y1 >> 12)
-        return (m | 0x3FF0000000000000).view(torch.float64)
+        return m.to(torch.float64) * 2.0**-52 + 1.0
     b = y0 ^ y1
     if dtype == torch.float32:
-        return ((b >> 9) | 0x3F800000).to(torch.int32).view(torch.float32)
-    if dtype == torch.float16:
-        return (((b & 0xFFFF) >> 6) | 0x3C00).to(torch.int16).view(torch.float16)
-    # bfloat16 has 7 mantissa bits: JAX draws 8 random bits for it.
-    return (((b & 0xFF) >> 1) | 0x3F80).to(torch.int16).view(torch.bfloat16)
+        m = b >> 9
+        k = 23
+    elif dtype == torch.float16:
+        m = (b & 0xFFFF) >> 6
+        k = 10
+    else:
+        # bfloat16 has 7 mantissa bits: JAX draws 8 random bits for it.
+        m = (b & 0xFF) >> 1
+        k = 7
+    # float32 holds 1 + m * 2**-k exactly for k <= 23; the 16-bit types' k bits fit them too.
+    return (m.to(torch.float32) * 2.0**-k + 1.0).to(dtype)
 
 
 def _uniform_flat(

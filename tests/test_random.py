@@ -317,9 +317,11 @@ def test_same_bits_on_cuda_eager_and_compiled():
     k = R.key(12)
     cpu = (R.bits(k, (1000,)), R.uniform(k, (1000,)), R.normal(k, (1000,)))
     kc = k.cuda()
-    for out in ((R.bits(kc, (1000,)), R.uniform(kc, (1000,)), R.normal(kc, (1000,))),):
-        for a, b in zip(out, cpu):
-            assert torch.equal(a.cpu(), b)
+    # The bits and the uniforms are the same numbers on every device; normals go through
+    # erfinv, whose CUDA implementation differs from the CPU's in the last bits (seen on an H200).
+    assert torch.equal(R.bits(kc, (1000,)).cpu(), cpu[0])
+    assert torch.equal(R.uniform(kc, (1000,)).cpu(), cpu[1])
+    torch.testing.assert_close(R.normal(kc, (1000,)).cpu(), cpu[2], rtol=1e-6, atol=1e-6)
     compiled = torch.compile(lambda k: (R.split(k), R.uniform(k, (1000,))), fullgraph=True)(kc)
     assert torch.equal(compiled[0].cpu(), R.split(k))
     assert torch.equal(compiled[1].cpu(), cpu[1])
