@@ -101,7 +101,8 @@ def _node(x: Any, out: list[Any], orders: list[tuple[str, ...]]) -> Any:
 
 def _is_namedtuple(t: type) -> bool:
     fields = getattr(t, "_fields", None)
-    return type(fields) is tuple and hasattr(t, "_make")
+    # getattr, not hasattr: dynamo on torch 2.11 cannot trace hasattr on a class.
+    return type(fields) is tuple and callable(getattr(t, "_make", None))
 
 
 def _build(node: Any, it: Any, orders: Any) -> Any:
