@@ -9,7 +9,8 @@ A key is an ``int64`` tensor of shape ``[2]`` holding two unsigned 32-bit words 
 
 Keys are split, never reused. Because a key is an ordinary small integer tensor, it is batched by
 ``torch.func.vmap`` (one key per seed: ``vmap(f)(split(key, 16))``), an ordinary input to
-``torch.compile`` (a new key value never recompiles) and gives the same bits on every device.
+``torch.compile`` (a new key value never recompiles) and gives the same bits on every device
+(and so the same uniforms; normals, through ``erfinv``, agree on CPU and CUDA to the last bits).
 
 The generator is Threefry-2x32 with 20 rounds (Salmon et al. 2011, Random123), written as int64
 torch ops masked to 32 bits so that it runs on every device and dtype backend. The counter layout
