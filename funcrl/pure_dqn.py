@@ -37,7 +37,7 @@ from funcrl import random as _random
 from funcrl import targets as _targets
 from funcrl.envs import pure
 from funcrl.objectives import dqn
-from funcrl.pure_train import check_finite, check_ints, check_net
+from funcrl.pure_train import check_finite, check_ints, check_net, init_params_and_rollout
 from funcrl.record import Record
 from funcrl.training import Trainer, TrainState, update
 
@@ -190,18 +190,10 @@ class DQNTrain:
     def init(self, key: torch.Tensor) -> DQNTrainState:
         """A fresh run for one key ``[2]``: params, optimizer state, an empty buffer, reset
         environments. Host-side; :meth:`__call__` stacks one per seed."""
-        k_params, k_env = _random.split(key, 2).unbind(0)
         env, cfg = self.env, self.config
-        params = dqn.init(
-            k_params,
-            env.observation_spec,
-            env.action_spec,
-            self.loss,
-            self.nets,
-            device=key.device,
-            dtype=cfg.dtype,
+        params, rollout = init_params_and_rollout(
+            dqn, key, env, self.loss, self.nets, cfg.dtype, cfg.num_envs
         )
-        rollout = pure.init_rollout(env, k_env, cfg.num_envs)
         # One throwaway step gives the stored entries' shapes and dtypes.
         _, example = pure.step(self.policy, params, env, rollout, _random.key(0, device=key.device))
         buffer = buffers.init(cfg.buffer_size, _stored(example), key.device)

@@ -250,18 +250,9 @@ class PPOTrain:
 
         Host-side (the params' init is not vmappable); :meth:`__call__` stacks one per seed.
         """
-        k_params, k_env = _random.split(key, 2).unbind(0)
-        env = self.env
-        params = ppo.init(
-            k_params,
-            env.observation_spec,
-            env.action_spec,
-            self.loss,
-            self.nets,
-            device=key.device,
-            dtype=self.config.dtype,
+        params, rollout = init_params_and_rollout(
+            ppo, key, self.env, self.loss, self.nets, self.config.dtype, self.config.num_envs
         )
-        rollout = pure.init_rollout(env, k_env, self.config.num_envs)
         return PPOTrainState(
             params, self.trainer.init(params), rollout, torch.zeros_like(rollout.episode_return)
         )
@@ -407,6 +398,30 @@ class PPOTrain:
             callback=callback,
             owner="pure_train.train",
         )
+
+
+def init_params_and_rollout(
+    objective: Any,
+    key: torch.Tensor,
+    env: pure.PureEnv,
+    config: Any,
+    nets: Any,
+    dtype: torch.dtype,
+    num_envs: int,
+) -> tuple[Any, pure.RolloutState]:
+    """``objective.init`` params and ``num_envs`` fresh episodes from one key ``[2]``, on the
+    key's device (shared by PPO and DQN's ``init``)."""
+    k_params, k_env = _random.split(key, 2).unbind(0)
+    params = objective.init(
+        k_params,
+        env.observation_spec,
+        env.action_spec,
+        config,
+        nets,
+        device=key.device,
+        dtype=dtype,
+    )
+    return params, pure.init_rollout(env, k_env, num_envs)
 
 
 def seeded_iteration(
