@@ -8,7 +8,12 @@ Compiles the vmapped iteration as :func:`funcrl.pure_train.run_iterations` does
 calls in steady state, alternating blocks with dynamo's guards evaluated (the default) and
 skipped (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, safe here: every call has the same shapes), and profiles one
 block with ``torch.profiler`` to split the compiled graph's own time from what runs around it.
-Prints milliseconds per iteration; nothing is written.
+Prints the compile time and milliseconds per iteration; nothing is written.
+
+``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE`` (repeatable, VALUE in JSON) sets an option of
+``torch._inductor.config`` first, for trying a compile setting::
+
+    taskset -c 1 python bench/pure_iteration.py --inductor cpp.vec_isa_ok=false
 """
 
 from __future__ import annotations
@@ -19,12 +24,41 @@ import time
 import torch
 
 
+def _set_inductor_options(items: list[str]) -> None:
+    import json
+
+    import torch._inductor.config as config
+
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"pure_iteration.py: --inductor takes KEY=VALUE, got {item!r}")
+        *path, last = key.split(".")
+        obj = config
+        for part in path:
+            obj = getattr(obj, part)
+        if not hasattr(obj, last):
+            raise SystemExit(f"pure_iteration.py: torch._inductor.config has no {key!r}")
+        setattr(obj, last, json.loads(value))
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--block", type=int, default=100, help="iterations per timed block")
     p.add_argument("--rounds", type=int, default=2, help="blocks of each kind")
+    p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one iteration")
+    p.add_argument(
+        "--inductor",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set torch._inductor.config.KEY to the JSON VALUE before compiling (repeatable)",
+    )
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        raise SystemExit(f"pure_iteration.py: --seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(1)
+    _set_inductor_options(args.inductor)
     import torch.utils._pytree as pytree
 
     import funcrl
@@ -33,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from funcrl.pure_train import PPOTrainConfig, make_train, seeded_iteration
 
     algo = make_train(PPOTrainConfig(), pure.make("CartPole-v1"))
-    seeds = frandom.split(frandom.key(0), 1)
+    seeds = frandom.split(frandom.key(0), args.seeds)
     k_init, k_iter = torch.func.vmap(lambda k: frandom.split(k, 2))(seeds).unbind(1)
     state = pytree.tree_map(
         lambda *xs: torch.stack(xs).contiguous(), *[algo.init(k) for k in k_init]
@@ -72,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     for k, v in out.items():
         print(f"{k}: {v:.3f}")
-    print(f"(funcrl {funcrl.__version__}, torch {torch.__version__})")
+    print(f"(funcrl {funcrl.__version__}, torch {torch.__version__}, {args.seeds} seeds)")
     return out
 
 

@@ -172,3 +172,35 @@ def test_offline_targets_verdicts():
     assert lines[2].startswith("medium: td3_bc") and lines[2].endswith("MISSED")
     # DT: 100 (-230 + 1220) / (-140 + 1220) = 91.7.
     assert lines[3] == "expert-medium: dt -230.0, normalised 91.7 (>= 90): met"
+
+
+def test_pure_iteration_inductor_options_are_checked_and_set():
+    import torch._inductor.config as config
+
+    from bench import pure_iteration
+
+    with pytest.raises(SystemExit, match="--inductor takes KEY=VALUE, got 'cpp.vec_isa_ok'"):
+        pure_iteration._set_inductor_options(["cpp.vec_isa_ok"])
+    with pytest.raises(SystemExit, match="has no 'cpp.no_such_option'"):
+        pure_iteration._set_inductor_options(["cpp.no_such_option=1"])
+    old = config.cpp.enable_loop_tail_vec
+    try:
+        pure_iteration._set_inductor_options(
+            [f"cpp.enable_loop_tail_vec={'false' if old else 'true'}"]
+        )
+        assert config.cpp.enable_loop_tail_vec is (not old)
+    finally:
+        config.cpp.enable_loop_tail_vec = old
+    with pytest.raises(SystemExit, match="--seeds must be >= 1, got 0"):
+        pure_iteration.main(["--seeds", "0"])
+
+
+def test_update_step_impls_flag_limits_the_implementations(tmp_path):
+    from bench import update_step
+
+    out = update_step.main(
+        ["--algos", "dqn", "--sizes", "small", "--modes", "eager", "--impls", "funcrl",
+         "--rounds", "1", "--steps", "2", "--no-memory", "--no-explain", "--device", "cpu",
+         "--no-cudagraphs", "--out", str(tmp_path), "--name", "t"]
+    )  # fmt: skip
+    assert set(out["runs"][0]["results"]) == {"funcrl/eager"}
