@@ -21,7 +21,7 @@
 #   2. bench/update_step.py on CUDA, SAC standard (funcrl.jit + CUDA graphs, compiled
 #      "reduce-overhead", TorchRL compiled, the floor);
 #   3. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
-#      printing its progress with wall-clock times;
+#      printing its progress with wall-clock times, then PureJaxRL's run on the same GPU;
 #   4. the other update-step rows while time is left.
 # Measured on an H200 lease (torch 2.11): the machine starts in ~35 s; TorchRL's compiled SAC
 # step takes ~65 s to compile there, its TD3 step ~35 s.
@@ -68,6 +68,8 @@ stage update_sac_standard update.log 150 python3 bench/update_step.py --device c
     --out "$OUT" --name update_step_gpu
 stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 \
     --skip purejaxrl sb3 --out "$OUT" --name pure_gpu
+stage purejaxrl_1024 pure.log 120 python3 bench/pure.py --device cuda --seeds 1024 \
+    --skip funcrl sb3 --out "$OUT" --name pure_gpu_purejaxrl
 for row in "td3 standard" "dqn standard" "sac small" "td3 small" "dqn small"; do
     set -- $row
     stage "update_$1_$2" update.log 110 python3 bench/update_step.py --device cuda \
