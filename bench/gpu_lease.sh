@@ -2,6 +2,11 @@
 # Every GPU check of funcrl in one command, for a short lease of a CUDA machine.
 #
 #   bash bench/gpu_lease.sh [deadline_s]        # results and logs in $OUT (default /tmp/gpu_out)
+#   STAGES="update_td3 update_dqn" bash bench/gpu_lease.sh 240   # only stages with these prefixes
+#
+# Stage names: tests, update_sac_standard, pure_1024, purejaxrl_1024, update_{td3,dqn}_standard,
+# update_{sac,td3,dqn}_small. A 15-minute lease fits one full call (deadline ~560 s) and a second,
+# made while the machine is still warm, for the stages the first did not reach.
 #
 # The machine runs its own torch (2.11 + CUDA 13, Python 3.12), so the packages funcrl and the
 # references need beyond it travel as wheels in .whl/ (git-ignored; pass carry=[".whl"]):
@@ -27,13 +32,25 @@
 # step takes ~65 s to compile there, its TD3 step ~35 s.
 set -u
 START=$(date +%s)
-DEADLINE=${1:-540}
+DEADLINE=${1:-560}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 left() { echo $((DEADLINE - ($(date +%s) - START))); }
+want() {  # $STAGES (space-separated name prefixes) selects stages; unset runs them all
+    [ -z "${STAGES:-}" ] && return 0
+    local s
+    for s in $STAGES; do
+        case "$1" in "$s"*) return 0 ;; esac
+    done
+    return 1
+}
 stage() {  # stage NAME LOG CAP_S CMD...: CMD under min(CAP_S, time left), appended to $OUT/LOG
     local name=$1 log=$OUT/$2 cap=$3
     shift 3
+    if ! want "$name"; then
+        echo "== $name: not selected"
+        return
+    fi
     local t
     t=$(left)
     [ "$cap" -lt "$t" ] && t=$cap
@@ -61,9 +78,11 @@ python3 -c "import torch, funcrl, torchrl, tensordict, optree, gymnasium; print(
 
 stage tests tests.log 170 python3 -m pytest -v -p no:cacheprovider -rfE -n 8 tests/ \
     -k "cuda or CUDA"
-echo "tests passed: $(grep -c ' PASSED ' "$OUT/tests.log")"
-grep -E " (FAILED|ERROR) tests/" "$OUT/tests.log" | sort -u | tail -40
-stage update_sac_standard update.log 150 python3 bench/update_step.py --device cuda \
+if [ -f "$OUT/tests.log" ]; then
+    echo "tests passed: $(grep -c ' PASSED ' "$OUT/tests.log")"
+    grep -E " (FAILED|ERROR) tests/" "$OUT/tests.log" | sort -u | tail -40
+fi
+stage update_sac_standard update.log 200 python3 bench/update_step.py --device cuda \
     --cudagraphs --algos sac --sizes standard --rounds 5 --steps 200 --no-explain --no-memory \
     --out "$OUT" --name update_step_gpu
 stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 \
