@@ -346,3 +346,30 @@ def test_split_and_fold_in_optional():
     assert R.split_optional(None, 2) == [None, None]
     assert torch.equal(R.fold_in_optional(k, 4), R.fold_in(k, 4))
     assert R.fold_in_optional(None, 4) is None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits"),
+    [(torch.float64, 64), (torch.float32, 32), (torch.float16, 16), (torch.bfloat16, 16)],
+)
+def test_uniform_floats_equal_jaxs_bit_cast_for_every_mantissa(dtype, bits):
+    # _float_flat builds 1 + m * 2**-k arithmetically (vmap on torch 2.11 cannot batch a bit
+    # cast); JAX builds (m | exponent of 1).view(dtype). Over 16k draws (every mantissa of the
+    # 16-bit types, among them all zeros and all ones) the two must be the same floats.
+    from funcrl.random import _block, _float_flat
+
+    n = 4096
+    for seed in range(4):
+        key = R.key(seed)
+        got = _float_flat(key, n, dtype)
+        y0, y1 = _block(key, n)
+        if dtype == torch.float64:
+            ref = (((y0 << 20) | (y1 >> 12)) | 0x3FF0000000000000).view(torch.float64)
+        elif dtype == torch.float32:
+            ref = (((y0 ^ y1) >> 9) | 0x3F800000).to(torch.int32).view(torch.float32)
+        elif dtype == torch.float16:
+            ref = ((((y0 ^ y1) & 0xFFFF) >> 6) | 0x3C00).to(torch.int16).view(torch.float16)
+        else:
+            ref = ((((y0 ^ y1) & 0xFF) >> 1) | 0x3F80).to(torch.int16).view(torch.bfloat16)
+        assert got.dtype == dtype
+        assert torch.equal(got, ref)
