@@ -209,13 +209,15 @@ def _pure_runs():
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_pure_training_on_device_matches_cpu(device, algo):
-    # Two iterations of 2 seeds: on CPU eagerly (compiling a whole iteration costs a minute here,
-    # tests/test_pure_train.py compiles it), on CUDA compiled. funcrl.random draws the same bits
-    # on every device, so the runs agree up to float rounding.
+    # Two iterations of 2 seeds, eagerly on CPU as the reference, then compiled on the device:
+    # with Inductor on CUDA; on CPU dynamo's graph run eagerly (Inductor's CPU compile of a whole
+    # iteration costs a minute; tests/test_pure_train.py does it). funcrl.random draws the same
+    # bits on every device, so the runs agree up to float rounding.
     run = _pure_runs()[algo]
     keys = funcrl.random.split(funcrl.random.key(0), 2)
     ref = run(keys, compile=False)
-    out = run(keys.to(device), compile=device == "cuda")
+    backend = "inductor" if device == "cuda" else "eager"
+    out = run(keys.to(device), compile=True, backend=backend)
     assert _on((out.state, out.metrics), device)
     assert tree.allclose(_to(out.state, "cpu"), ref.state, rtol=1e-3, atol=1e-4)
     for k, v in ref.metrics.items():
