@@ -296,8 +296,3 @@ def device_from_args(args: Any) -> tuple[Any, bool]:
     if graphs and dev.type != "cuda":
         raise SystemExit(f"--cudagraphs needs --device cuda, got --device {name}")
     return dev, graphs
-
-
-def compile_mode(cudagraphs: bool) -> str | None:
-    """``torch.compile``'s mode: ``"reduce-overhead"`` (CUDA graphs) or the default."""
-    return "reduce-overhead" if cudagraphs else None

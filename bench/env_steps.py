@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _harness as H  # noqa: E402
 from bench.update_step import GAMMA, LR, TAU, _torchrl_modules  # noqa: E402
+from funcrl.jit import compile_step  # noqa: E402
 
 ENV = "Pendulum-v1"
 
@@ -56,7 +57,7 @@ def funcrl_loop(
         return train.step(params, opt_state, buffers.sample(buf, batch))
 
     if compiled:
-        train_step = torch.compile(train_step, fullgraph=True, mode=H.compile_mode(cudagraphs))
+        train_step = compile_step(train_step, cudagraphs=cudagraphs)
     obs = env.reset(seed=0)
     tr, _ = env.step(env.random_action())
     buf = buffers.init(capacity, tr)
@@ -111,7 +112,7 @@ def torchrl_loop(
         return out.detach()
 
     if compiled:
-        update = torch.compile(update, mode=H.compile_mode(cudagraphs))
+        update = compile_step(update, cudagraphs=cudagraphs, fullgraph=False)
     state = {"td": env.reset(), "t": 0}
 
     def run(n):

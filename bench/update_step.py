@@ -88,22 +88,10 @@ def _cudagraphs() -> bool:
 
 
 def _compile(fn, fullgraph: bool):
-    import torch
+    from funcrl.jit import compile_step
 
-    # CUDA graphs on a GPU (torch.compile's "reduce-overhead").
-    compiled = torch.compile(fn, fullgraph=fullgraph, mode=H.compile_mode(_cudagraphs()))
-    if not _cudagraphs():
-        return compiled
-
-    def step(*args):
-        # Each call is a new step for CUDA graph trees: the last call's outputs, fed back as
-        # this call's inputs, are copied in before the replay overwrites them (without this the
-        # floor's and funcrl's steps, which return their new state, raise "accessing tensor
-        # output of CUDAGraphs that has been overwritten by a subsequent run").
-        torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args)
-
-    return step
+    # CUDA graphs on a GPU (torch.compile's "reduce-overhead", each call a new CUDA-graph step).
+    return compile_step(fn, cudagraphs=_cudagraphs(), fullgraph=fullgraph)
 
 
 def build_funcrl(algo: str, size: str, compiled: bool, jit: bool = False) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def build_vmapped(n_seeds: int, size: str, compiled: bool, device="cpu", cudagra
     import torch
 
     from funcrl import optim, sac, tree
+    from funcrl.jit import compile_step
     from funcrl.record import Record
     from funcrl.training import update
 
@@ -56,7 +57,7 @@ def build_vmapped(n_seeds: int, size: str, compiled: bool, device="cpu", cudagra
     params, opt_state, rec = tree.map(lambda x: x.to(device), (params, opt_state, rec))
     step = torch.func.vmap(train.step, in_dims=(0, 0, 0), randomness="different")
     if compiled:
-        step = torch.compile(step, fullgraph=True, mode=H.compile_mode(cudagraphs))
+        step = compile_step(step, cudagraphs=cudagraphs)
     box = [params, opt_state]
 
     def run():

@@ -46,6 +46,7 @@ import _util  # noqa: E402
 
 from funcrl import buffers, checkpoint, distributed, envs  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
+from funcrl.jit import compile_step as compile_jit_step  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 
 __all__ = ["Agent", "OffPolicyConfig", "train", "set_threads", "make_env"]
@@ -174,7 +175,7 @@ def compile_step(step: Callable, cfg: OffPolicyConfig) -> Callable:
         return funcrl_jit(step, cudagraphs=graphs)
     if not cfg.compile:
         return step
-    return torch.compile(step, fullgraph=True, mode="reduce-overhead" if graphs else None)
+    return compile_jit_step(step, cudagraphs=graphs)
 
 
 def optimizer(cfg: OffPolicyConfig, opt: Any) -> Any:

@@ -46,6 +46,7 @@ import _util  # noqa: E402
 
 from funcrl import envs, optim  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
+from funcrl.jit import compile_step  # noqa: E402
 from funcrl.jit import jit as funcrl_jit  # noqa: E402
 from funcrl.modules.value_norm import RunningValueNorm  # noqa: E402
 from funcrl.nn import MLP, StateIndependentScale  # noqa: E402
@@ -385,8 +386,7 @@ def compiler(cfg: OnPolicyConfig) -> Callable[[Callable], Callable]:
     ``torch.compile(fullgraph=True)``; CUDA graphs with ``--cudagraphs``."""
     if cfg.jit:
         return functools.partial(funcrl_jit, cudagraphs=cfg.cudagraphs)
-    mode = "reduce-overhead" if cfg.cudagraphs else None
-    return functools.partial(torch.compile, fullgraph=True, mode=mode)
+    return functools.partial(compile_step, cudagraphs=cfg.cudagraphs)
 
 
 def host_loop_update(

@@ -55,6 +55,7 @@ import _util  # noqa: E402
 
 from funcrl import buffers, ddpg, optim, qmix, sac, training  # noqa: E402
 from funcrl import random as frandom  # noqa: E402
+from funcrl.jit import compile_step  # noqa: E402
 from funcrl.multiagent import (  # noqa: E402
     MultiAgentMLP,
     VDNMixer,
@@ -505,8 +506,7 @@ def train(cfg: Config, algo: str) -> dict:
         return trainer.step(params, opt_state, batch, k_loss)
 
     if cfg.compile:
-        mode = "reduce-overhead" if cfg.cudagraphs else None  # CUDA graphs
-        update = torch.compile(update, fullgraph=True, mode=mode)
+        update = compile_step(update, cudagraphs=cfg.cudagraphs)  # CUDA graphs
 
     obs = env.reset()
     with torch.no_grad():

@@ -43,7 +43,7 @@ import torch
 
 from funcrl import _inductor
 
-__all__ = ["jit", "Jitted", "is_tracing", "can_read_values"]
+__all__ = ["jit", "Jitted", "compile_step", "is_tracing", "can_read_values"]
 
 _NS = "funcrl"
 
@@ -304,6 +304,42 @@ def jit(
     if fn is None:
         return functools.partial(jit, backend=backend, cudagraphs=cudagraphs)
     return Jitted(fn, backend=backend, cudagraphs=cudagraphs)
+
+
+def compile_step(
+    fn: Callable[..., Any], *, cudagraphs: bool = False, fullgraph: bool = True
+) -> Callable[..., Any]:
+    """``torch.compile(fn, fullgraph=fullgraph)`` for a step called in a loop; with ``cudagraphs``,
+    ``mode="reduce-overhead"`` (CUDA graphs) made safe for one.
+
+    CUDA graph trees replay into a fixed memory pool: the next replay overwrites the last call's
+    outputs. A training step feeds those outputs back as its next inputs, and a rollout keeps each
+    step's outputs, so torch raises "accessing tensor output of CUDAGraphs that has been
+    overwritten by a subsequent run". Here each call starts a new CUDA-graph step
+    (``torch.compiler.cudagraph_mark_step_begin()``) and returns clones of the output tensors,
+    which stay valid after later calls, as :func:`jit`'s ``cudagraphs=True`` results do. Leaves
+    that are not tensors (a TensorDict, say) come back as the graph returned them.
+
+    Args:
+        fn: the step.
+        cudagraphs: replay the compiled step as a CUDA graph (CUDA inputs).
+        fullgraph: ``torch.compile``'s: one graph or an error.
+    """
+    if not isinstance(cudagraphs, bool):
+        raise TypeError(f"compile_step: cudagraphs must be a bool, got {type(cudagraphs).__name__}")
+    mode = "reduce-overhead" if cudagraphs else None
+    compiled = torch.compile(fn, fullgraph=fullgraph, mode=mode)
+    if not cudagraphs:
+        return compiled
+    from funcrl import tree
+
+    @functools.wraps(fn)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        out = compiled(*args, **kwargs)
+        return tree.map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, out)
+
+    return step
 
 
 class _CallableModule(type(functools)):

@@ -322,3 +322,42 @@ def test_a_new_process_loads_the_compiled_graph_from_inductors_cache(tmp_path):
     (hit_1, bypass_1), (hit_2, bypass_2) = (map(int, r.stdout.split()[-2:]) for r in runs)
     assert (hit_1, bypass_1) == (0, 0)  # compiled and stored
     assert hit_2 >= 1 and bypass_2 == 0  # loaded
+
+
+def test_compile_step_is_torch_compile_without_cudagraphs_and_checks_its_flag():
+    from funcrl.jit import compile_step
+
+    with pytest.raises(TypeError, match="compile_step: cudagraphs must be a bool, got str"):
+        compile_step(lambda x: x, cudagraphs="yes")
+    params, train, make = _dqn_setup()
+    rec = make(8)
+    state = train.init(params)
+    want = train.step(params, state, rec)
+    torch._dynamo.reset()
+    got = compile_step(train.step)(params, state, rec)
+    assert tree.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@_NO_CUDA
+def test_compile_step_cudagraphs_results_survive_the_next_call():
+    # A step fed its own outputs, as a training loop does, with every result kept: under
+    # mode="reduce-overhead" alone the second call overwrites the first call's outputs.
+    from funcrl.jit import compile_step
+
+    params, train, make = _dqn_setup()
+    dev = torch.device("cuda")
+    params = tree.map(lambda x: x.to(dev), params)
+    torch._dynamo.reset()
+    graphed = compile_step(train.step, cudagraphs=True)
+    p_a, s_a = params, train.init(params)
+    p_b, s_b = params, train.init(params)
+    history = []
+    for _ in range(4):
+        rec = make(8).to(dev)
+        p_a, s_a, m_a = train.step(p_a, s_a, rec)
+        p_b, s_b, m_b = graphed(p_b, s_b, rec)
+        history.append((m_b["loss"], m_a["loss"], p_b))
+    for got, want, p in history:  # every earlier result still readable, and right
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert all(torch.isfinite(x).all() for x in tree.leaves(p))
+    assert tree.allclose(p_a, p_b, rtol=1e-4, atol=1e-5)
