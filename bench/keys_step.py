@@ -26,11 +26,11 @@ from bench import _harness as H  # noqa: E402
 HIDDEN, BATCH, OBS, ACT = (64, 64), 64, 17, 6
 
 
-def build():
-    """``(params, state, batch, step)``: SAC's trainer step and its inputs."""
+def build(device="cpu"):
+    """``(params, state, batch, step)``: SAC's trainer step and its inputs, on ``device``."""
     import torch
 
-    from funcrl import optim, sac
+    from funcrl import optim, sac, tree
     from funcrl.record import Record
 
     g = torch.Generator().manual_seed(0)
@@ -47,9 +47,9 @@ def build():
         batch_ndim=1,
     )
     nets = sac.Nets(num_cells=HIDDEN)
-    params = sac.init(0, OBS, ACT, nets=nets)
+    params = tree.map(lambda x: x.to(device), sac.init(0, OBS, ACT, nets=nets))
     trainer = sac.trainer(optim.adam(3e-4), nets=nets)
-    return params, trainer.init(params), batch, trainer.step
+    return params, trainer.init(params), batch.to(device), trainer.step
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,24 +58,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--steps", type=int, default=100)
+    H.add_device_args(ap)
     args = ap.parse_args(argv)
+    dev, graphs = H.device_from_args(args)
     H.setup_torch(threads=1)
-    import torch
-
     from funcrl import random as R
+    from funcrl.jit import compile_step
 
     rounds, steps = (3, 20) if args.quick else (args.rounds, args.steps)
-    params0, state0, batch, step = build()
+    params0, state0, batch, step = build(dev)
     modes = {"eager": step}
     if not args.quick:
         H.prewarm_compiler()
-        modes["compiled"] = torch.compile(step, fullgraph=True)
+        modes["compiled"] = compile_step(step, cudagraphs=graphs)
 
     impls, cold = {}, {}
     for mode, fn in modes.items():
         # Each implementation carries its own params/state/key forward, as a training loop does.
         def make(fn=fn, keyed=False):
-            box = {"params": params0, "state": state0, "key": R.key(0)}
+            box = {"params": params0, "state": state0, "key": R.key(0, device=dev)}
 
             def run():
                 if keyed:
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         "compile": cold,
         "sizes": {"hidden": HIDDEN, "batch": BATCH, "obs": OBS, "act": ACT},
         "fused_random": R._FUSED_ENV,
+        "device": str(dev),
+        "cuda_graphs": graphs,
         "environment": H.environment(),
     }
     print(f"load average (1 min): {load_before:.2f} before, {load_after:.2f} after")

@@ -84,7 +84,7 @@ def train(algo: str, path: str, seed: int, args, extra: list[str]) -> dict:
     cmd = [sys.executable, f"examples/{script}.py", "--dataset", path, "--seed", str(seed)]
     cmd += ["--total-steps", str(args.updates), "--eval-every", "0"]
     cmd += ["--eval-episodes", str(args.eval_episodes)]
-    cmd += ["--out", out, "--overwrite", "--no-progress"]
+    cmd += ["--out", out, "--overwrite", "--no-progress", "--device", args.device]
     if algo != "dt":  # the transformer has its own size flags
         cmd += ["--num-cells", *map(str, args.num_cells), *flags]
     wall = _run(cmd + extra)
@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--num-cells", nargs="+", type=int, default=[64, 64])
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="each run's --device: auto (CUDA when available), cpu, cuda",
+    )
     p.add_argument("--data", default="runs/datasets")
     p.add_argument("--runs", default="runs/bench_offline")
     p.add_argument("--results", default="offline", help="bench/results/<name>.json")

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--block", type=int, default=100, help="iterations per timed block")
     p.add_argument("--rounds", type=int, default=2, help="blocks of each kind")
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one iteration")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
         "--inductor",
         action="append",
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"pure_iteration.py: --seeds must be >= 1, got {args.seeds}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise SystemExit(
+            f"pure_iteration.py: --device must be cpu or an available cuda, got {device!r}"
+        )
     torch.set_num_threads(1)
     _set_inductor_options(args.inductor)
     import torch.utils._pytree as pytree
@@ -67,16 +73,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from funcrl.pure_train import PPOTrainConfig, make_train, seeded_iteration
 
     algo = make_train(PPOTrainConfig(), pure.make("CartPole-v1"))
-    seeds = frandom.split(frandom.key(0), args.seeds)
+    seeds = frandom.split(frandom.key(0, device=device), args.seeds)
     k_init, k_iter = torch.func.vmap(lambda k: frandom.split(k, 2))(seeds).unbind(1)
     state = pytree.tree_map(
         lambda *xs: torch.stack(xs).contiguous(), *[algo.init(k) for k in k_init]
     )
-    fn = seeded_iteration(algo)
+    fn = seeded_iteration(algo, device=device)
+
+    def sync() -> None:  # CUDA calls return before their kernels finish
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     n = 1 + (2 * args.rounds + 1) * args.block
     keys = torch.func.vmap(lambda k: frandom.split(k, n))(k_iter).transpose(0, 1).contiguous()
     t = time.perf_counter()
     state, _ = fn(state, keys[0])
+    sync()
     out = {"compile_s": time.perf_counter() - t}
     at = 1
 
@@ -85,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         t = time.perf_counter()
         for i in range(at, at + args.block):
             state, _ = fn(state, keys[i])
+        sync()
         at += args.block
         return state, (time.perf_counter() - t) / args.block * 1e3
 
