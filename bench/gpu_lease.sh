@@ -4,7 +4,7 @@
 #   bash bench/gpu_lease.sh [deadline_s]        # results and logs in $OUT (default /tmp/gpu_out)
 #   STAGES="update_td3 update_dqn" bash bench/gpu_lease.sh 240   # only stages with these prefixes
 #
-# Stage names: tests, update_sac_standard, pure_1024, purejaxrl_1024, update_{td3,dqn}_standard,
+# Stage names: tests, examples, update_sac_standard, pure_1024, purejaxrl_1024, update_{td3,dqn}_standard,
 # update_{sac,td3,dqn}_small. A 15-minute lease fits one full call (deadline ~560 s) and a second,
 # made while the machine is still warm, for the stages the first did not reach.
 #
@@ -18,16 +18,18 @@
 #       optree==0.20.0 gymnasium==1.3.0 farama-notifications pyvers==0.2.3 orjson \
 #       importlib_metadata torchrl==0.12.0 tensordict==0.12.4 \
 #       gymnax==1.0.1 distrax==0.1.9 tfp-nightly==0.26.0.dev20261027 decorator gast dm-tree
+#
 # What runs, in order, one stage at a time (nothing else runs while a stage times), each under
 # min(its cap, what is left of the deadline); a failing stage does not stop the next:
 #   1. the CUDA tests (tests/ -k cuda: every objective's compiled step under sync-debug "error",
 #      buffers, pure envs, pure PPO/DQN training against CPU, funcrl.jit with CUDA graphs,
 #      funcrl.random on CUDA), verbose, so a log cut short still names each finished test;
-#   2. bench/update_step.py on CUDA, SAC standard (funcrl.jit + CUDA graphs, compiled
+#   2. the examples' CUDA paths, briefly (SAC with --cudagraphs, PPO on a pure env, 4 seeds);
+#   3. bench/update_step.py on CUDA, SAC standard (funcrl.jit + CUDA graphs, compiled
 #      "reduce-overhead", TorchRL compiled, the floor);
-#   3. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
+#   4. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
 #      printing its progress with wall-clock times, then PureJaxRL's run on the same GPU;
-#   4. the other update-step rows while time is left.
+#   5. the other update-step rows while time is left.
 # Measured on an H200 lease (torch 2.11): the machine starts in ~35 s; TorchRL's compiled SAC
 # step takes ~65 s to compile there, its TD3 step ~35 s.
 set -u
@@ -82,6 +84,12 @@ if [ -f "$OUT/tests.log" ]; then
     echo "tests passed: $(grep -c ' PASSED ' "$OUT/tests.log")"
     grep -E " (FAILED|ERROR) tests/" "$OUT/tests.log" | sort -u | tail -40
 fi
+# The examples' CUDA paths end to end, briefly: SAC with a CUDA-graphed compiled step, PPO on a
+# pure env with 4 seeds.
+stage examples examples.log 150 bash -c "python3 examples/sac.py --device cuda --cudagraphs \
+    --total-steps 2000 --learning-starts 500 --eval-every 0 --eval-episodes 2 --no-progress \
+    --out /tmp/ex_sac --overwrite && python3 examples/ppo_pure.py --device cuda --seeds 4 \
+    --total-steps 8192 --no-progress --out /tmp/ex_ppo --overwrite"
 stage update_sac_standard update.log 200 python3 bench/update_step.py --device cuda \
     --cudagraphs --algos sac --sizes standard --rounds 5 --steps 200 --no-explain --no-memory \
     --out "$OUT" --name update_step_gpu
