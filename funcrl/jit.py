@@ -324,9 +324,19 @@ def compile_step(
         fn: the step.
         cudagraphs: replay the compiled step as a CUDA graph (CUDA inputs).
         fullgraph: ``torch.compile``'s: one graph or an error.
+
+    Raises:
+        TypeError: ``cudagraphs`` is not a bool.
+        ValueError: ``cudagraphs=True`` without a CUDA device (torch would silently run the step
+            without CUDA graphs).
     """
     if not isinstance(cudagraphs, bool):
         raise TypeError(f"compile_step: cudagraphs must be a bool, got {type(cudagraphs).__name__}")
+    if cudagraphs and not torch.cuda.is_available():
+        raise ValueError(
+            "compile_step: cudagraphs=True needs a CUDA device; torch.cuda.is_available() is "
+            "False (use cudagraphs=False on CPU)"
+        )
     mode = "reduce-overhead" if cudagraphs else None
     compiled = torch.compile(fn, fullgraph=fullgraph, mode=mode)
     if not cudagraphs:

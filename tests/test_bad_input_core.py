@@ -445,3 +445,13 @@ def test_tree_unflatten_rejects_a_wrong_leaf_count(traced):
             Exception, match=rf"tree\.unflatten: the treedef has 2 leaves, got {got}"
         ):
             f(p, drop)
+
+
+def test_compile_step_flags():
+    from funcrl.jit import compile_step
+
+    with pytest.raises(TypeError, match="compile_step: cudagraphs must be a bool, got str"):
+        compile_step(lambda x: x, cudagraphs="yes")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"compile_step: cudagraphs=True needs a CUDA device"):
+            compile_step(lambda x: x, cudagraphs=True)
