@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CACHEABLE_LOOPS", "prepare"]
+__all__ = ["CACHEABLE_LOOPS", "CPP_WRAPPER_LOOPS", "prepare"]
 
 
 def _cacheable_loops() -> dict[str, Any]:
@@ -42,6 +42,11 @@ def _cacheable_loops() -> dict[str, Any]:
 
 
 CACHEABLE_LOOPS: dict[str, Any] = _cacheable_loops()
+
+# Whether Inductor's C++ wrapper (``cpp_wrapper``) can call a loop's body: torch 2.11's fails an
+# assertion generating a ``while_loop`` subgraph call (``codegen_subgraph_prefix``), where its
+# Python wrapper compiles the same graph.
+CPP_WRAPPER_LOOPS: bool = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
 
 _LOCK = threading.Lock()
 _DONE = False

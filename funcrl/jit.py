@@ -42,19 +42,11 @@ import optree
 import torch
 
 from funcrl import _inductor
+from funcrl._tracing import is_tracing
 
 __all__ = ["jit", "Jitted", "compile_step", "is_tracing", "can_read_values"]
 
 _NS = "funcrl"
-
-
-def is_tracing() -> bool:
-    """Whether the caller runs under a graph tracer -- ``torch.compile`` (dynamo) or ``make_fx``
-    (:func:`jit`) -- rather than eagerly. Host reads of tensor values (``int(t)``, ``bool(t)``)
-    are then errors or frozen into the graph, so eager-only checks must be skipped."""
-    from torch.fx.experimental.proxy_tensor import get_proxy_mode
-
-    return torch.compiler.is_compiling() or get_proxy_mode() is not None
 
 
 def can_read_values(t: torch.Tensor) -> bool:

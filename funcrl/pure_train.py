@@ -445,7 +445,8 @@ def seeded_iteration(
         # tanh as 2 / (1 + exp(-2x)) - 1: Sleef's tanh was ~10% of a one-seed iteration (perf);
         # the formula is within ~1e-7 of it in absolute terms (its relative error near 0,
         # pytorch#148241, does not matter for activations). 6.4 -> 6.0 ms per iteration.
-        options.update({"cpp_wrapper": True, "cpp.use_decompose_tanh": True})
+        # (No C++ wrapper on a torch whose C++ wrapper cannot call a loop body.)
+        options.update({"cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS, "cpp.use_decompose_tanh": True})
     return torch.compile(fn, fullgraph=True, backend=backend, options=options)
 
 

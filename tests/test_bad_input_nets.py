@@ -42,6 +42,7 @@ from funcrl.nn import (
     Linear,
     LSTMCell,
     LSTMModule,
+    Module,
     NoisyLinear,
     ObsDecoder,
     ObsEncoder,
@@ -599,6 +600,44 @@ def test_first_check_inside_vmap_and_grad():
     assert grads["layers"][0]["weight"].shape == (5, 7)
     with pytest.raises(ValueError, match=r"MLP\(in_features=7, .*\): params\['layers'\]"):
         torch.func.vmap(net, in_dims=(None, 0))(MLP(7, 3).init(0), r(4, 2, 7))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _IdentityHashedNet(Module):
+    """A net hashed by identity holding an unhashable field, as exploration modules hold specs."""
+
+    spec: Any
+
+    def init(self, seed=0, *, device=None, dtype=torch.float32):
+        return {"w": torch.ones(3, device=device, dtype=dtype)}
+
+    def __call__(self, params, x):
+        self.check_params(params)
+        return x * params["w"]
+
+
+def test_identity_hashed_nets_are_checked_without_entering_the_signature_cache():
+    # Keyed by identity, such a net would keep every instance alive, and torch.compile reading
+    # the cache hashes its keys field by field: torch 2.11 failed every later compiled net call
+    # with "unhashable type: 'Bounded'" once an exploration module had been checked.
+    from funcrl.nn import core
+    from funcrl.specs import Bounded
+
+    net = _IdentityHashedNet(Bounded(-1.0, 1.0, shape=(3,)))
+    params = net.init(0)
+    torch.testing.assert_close(net(params, torch.ones(3)), torch.ones(3))
+    with pytest.raises(ValueError, match=r"params\['w'\]"):
+        net({"w": torch.ones(4)}, torch.ones(3))
+    wrapped = Concat(MLP(4, 1, num_cells=(8,)))
+    wrapped(wrapped.init(0), r(2, 2), r(2, 2))
+    assert all(core._keyed_by_value(key) for key in core._SIGNATURES)
+    assert not core._keyed_by_value(net) and core._keyed_by_value(wrapped)
+    torch._dynamo.reset()
+    mlp = MLP(3, 2, num_cells=(8,))
+    out = torch.compile(mlp, fullgraph=True, backend="eager")(mlp.init(0), r(5, 3))
+    assert out.shape == (5, 2)
+    compiled = torch.compile(net, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(params, torch.ones(3)), torch.ones(3))
 
 
 def test_noise_layout_is_checked():

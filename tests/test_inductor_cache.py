@@ -31,7 +31,7 @@ _SCRIPT = textwrap.dedent(
         return pure.scan(body, (x,), xs)
 
     _inductor.prepare()
-    options = {**_inductor.CACHEABLE_LOOPS, "cpp_wrapper": True}
+    options = {**_inductor.CACHEABLE_LOOPS, "cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS}
     x, xs = torch.ones(3), torch.arange(12.0).reshape(4, 3) / 10
     (h,), ys = torch.compile(run, fullgraph=True, options=options)(x, xs)
     (h_ref,), ys_ref = run(x, xs)  # eagerly: pure.scan's Python loop

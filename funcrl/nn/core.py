@@ -20,6 +20,8 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
+from funcrl._tracing import is_tracing
+
 __all__ = [
     "Module",
     "Params",
@@ -150,8 +152,36 @@ def _signature(tree: Any) -> Any:
     return tree
 
 
-# Expected signature per net; nets are frozen hashable dataclasses, so equal configs share one.
+# Expected signature per net config: nets hashed by value (frozen ``eq`` dataclasses all the
+# way down, see ``_keyed_by_value``), so equal configs share one entry.
 _SIGNATURES: dict[Any, Any] = {}
+
+
+def _hashed_by_fields(cls: type) -> bool:
+    """Whether CPython gives instances of ``cls`` a field-wise hash (a frozen ``eq`` dataclass)."""
+    params = getattr(cls, "__dataclass_params__", None)
+    return params is not None and (params.unsafe_hash or (params.eq and params.frozen))
+
+
+def _keyed_by_value(obj: Any) -> bool:
+    """Whether ``obj`` hashes by value all the way down, so it may key :data:`_SIGNATURES`.
+
+    An ``eq=False`` dataclass hashes by identity: as a key it would keep every instance alive
+    and never be shared, and ``torch.compile`` reading the table hashes each key field by field
+    (torch 2.11 for every key of a dict it reads), failing on an unhashable field such as an
+    exploration module's ``Bounded`` spec. Such nets are checked without the cache.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if not _hashed_by_fields(type(obj)):
+            return False
+        return all(_keyed_by_value(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, (tuple, frozenset)):
+        return all(_keyed_by_value(v) for v in obj)
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def _path_str(path: tuple[Any, ...]) -> str:
@@ -217,12 +247,6 @@ def _first_difference(expected: Any, given: Any, path: tuple[Any, ...] = ()) -> 
     return None
 
 
-def _tracing() -> bool:
-    from funcrl.jit import is_tracing  # funcrl.jit imports funcrl.nn: import when first used
-
-    return is_tracing()
-
-
 def _fold(key: torch.Tensor | None, i: int) -> torch.Tensor | None:
     from funcrl import random  # lazily: funcrl.random is not needed to build a net
 
@@ -286,16 +310,19 @@ class Module:
     def param_signature(self) -> Any:
         """The expected structure and leaf shapes of this net's params (computed once per config,
         or recorded by ``init``); ``None`` when unknown while tracing (see :meth:`check_params`)."""
-        try:
-            return _SIGNATURES[self]
-        except KeyError:
-            if _tracing():
-                # init cannot run inside a graph (it draws from a torch.Generator).
-                return None
-            sig = _SIGNATURES[self] = self._template_signature()
-            return sig
-        except TypeError:  # an unhashable config: nothing to cache on
-            return None if _tracing() else self._template_signature()
+        # A class-level test only: it must stay cheap and traceable (no field walk per call).
+        if _hashed_by_fields(type(self)):
+            try:
+                return _SIGNATURES[self]
+            except (KeyError, TypeError):  # not seen yet, or an unhashable field
+                pass
+        if is_tracing():
+            # init cannot run inside a graph (it draws from a torch.Generator).
+            return None
+        sig = self._template_signature()
+        if _keyed_by_value(self):
+            _SIGNATURES[self] = sig
+        return sig
 
     def _template_signature(self) -> Any:
         # A first call may come inside vmap/grad (e.g. vmap(randomness="error") forbids init's
@@ -341,11 +368,8 @@ def _recording(init: Callable[..., Params]) -> Callable[..., Params]:
     @functools.wraps(init)
     def recording_init(self: Module, *args: Any, **kwargs: Any) -> Params:
         params = init(self, *args, **kwargs)
-        if not _tracing():
-            try:
-                _SIGNATURES.setdefault(self, _signature(params))
-            except TypeError:  # unhashable config
-                pass
+        if not is_tracing() and _keyed_by_value(self):
+            _SIGNATURES.setdefault(self, _signature(params))
         return params
 
     recording_init._records_signature = True  # type: ignore[attr-defined]

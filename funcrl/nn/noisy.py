@@ -20,11 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from funcrl._tracing import is_tracing
 from funcrl.nn.core import (
     Module,
     Params,
     Seed,
     _first_difference,
+    _hashed_by_fields,
+    _keyed_by_value,
     _signature,
     _uniform,
     check_input,
@@ -172,7 +175,13 @@ _NOISE_SIGNATURES: dict[Any, Any] = {}
 
 
 def _noise_signature(net: Any) -> Any:
-    sig = _NOISE_SIGNATURES.get(net)
+    # Cached only for nets hashed by value (see funcrl.nn.core._keyed_by_value).
+    sig = None
+    if _hashed_by_fields(type(net)):
+        try:
+            sig = _NOISE_SIGNATURES.get(net)
+        except TypeError:  # an unhashable field
+            pass
     if sig is None:
 
         def layer(lin: NoisyLinear) -> Any:
@@ -183,7 +192,8 @@ def _noise_signature(net: Any) -> Any:
             }
 
         sig = layer(net) if isinstance(net, NoisyLinear) else _map_layers(layer, net.noise_layers)
-        _NOISE_SIGNATURES[net] = sig
+        if not is_tracing() and _keyed_by_value(net):
+            _NOISE_SIGNATURES[net] = sig
     return sig
 
 

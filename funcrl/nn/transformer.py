@@ -197,7 +197,9 @@ class CausalTransformer(Module):
         depends only on inputs ``<= t``.
     """
 
-    config: DTConfig = DTConfig()
+    # None, not a DTConfig instance, as the default: dynamo before torch 2.13 cannot trace the
+    # construction of a dataclass whose __init__ defaults hold an object it cannot rebuild.
+    config: DTConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", _as_config(self.config))
@@ -335,7 +337,8 @@ class DecisionTransformer(Module):
     Args:
         state_dim: observation size ``S``.
         action_dim: action size ``A``.
-        config: a :class:`DTConfig` (or dict). Needs ``n_positions >= 3T``.
+        config: a :class:`DTConfig` (or dict; default ``DTConfig()``). Needs
+            ``n_positions >= 3T``.
         max_ep_len: number of timestep embeddings (``None``: none, TorchRL's model).
 
     Call ``(params, observation [*batch, T, S], action [*batch, T, A], return_to_go
@@ -345,7 +348,7 @@ class DecisionTransformer(Module):
 
     state_dim: int
     action_dim: int
-    config: DTConfig = DTConfig()
+    config: DTConfig | None = None  # None: DTConfig() (see CausalTransformer)
     max_ep_len: int | None = None
 
     def __post_init__(self) -> None:
@@ -464,11 +467,12 @@ class DTActor(Module):
 
     state_dim: int
     action_dim: int
-    transformer_config: DTConfig = _DT_ACTOR_CONFIG
+    transformer_config: DTConfig | None = None  # None: default_config() (see CausalTransformer)
     max_ep_len: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "transformer_config", _as_config(self.transformer_config))
+        config = _DT_ACTOR_CONFIG if self.transformer_config is None else self.transformer_config
+        object.__setattr__(self, "transformer_config", _as_config(config))
 
     @staticmethod
     def default_config() -> DTConfig:
@@ -534,13 +538,14 @@ class OnlineDTActor(Module):
 
     state_dim: int
     action_dim: int
-    transformer_config: DTConfig = _DT_ACTOR_CONFIG
+    transformer_config: DTConfig | None = None  # None: DTActor.default_config()
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     max_ep_len: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "transformer_config", _as_config(self.transformer_config))
+        config = _DT_ACTOR_CONFIG if self.transformer_config is None else self.transformer_config
+        object.__setattr__(self, "transformer_config", _as_config(config))
         if not self.log_std_min < self.log_std_max:
             raise ValueError(
                 f"OnlineDTActor: need log_std_min < log_std_max, got {self.log_std_min} and "
