@@ -8,6 +8,12 @@ neither of them the C++ compiler's:
   construction, and the C++ backend constructs it once per generated op: ~290k times for a PPO
   iteration, ~17 s of its ~105 s compile (cProfile, torch 2.13). :func:`prepare` makes that
   ``__init__`` run again only when the rule tables it reads have grown.
+* **Inductor intersects value ranges with sympy's ``Max``/``Min``.** Its CSE tightens the
+  bounds of every value it reuses (``ValueRanges.tighten``), ~470k times for a PPO iteration,
+  and building a ``sympy.Max``/``Min`` of two numbers costs far more than comparing them.
+  :func:`prepare` answers the intersection of two ranges with numeric, strictly ordered or
+  identical bounds by comparison, and leaves every other case to sympy. The generated code is
+  the same file for file; a one-seed cold compile went from 82.2-83.2 s to 73.5-74.3 s.
 * **The on-disk caches refuse graphs with loops.** Inductor's FX graph cache and AOTAutograd's
   cache bypass every graph holding a higher-order op unless it is marked cacheable, so each new
   process compiled a scan-based iteration from scratch. :data:`CACHEABLE_LOOPS` marks ``scan``
@@ -26,7 +32,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CACHEABLE_LOOPS", "CPP_WRAPPER_LOOPS", "prepare"]
+__all__ = ["CACHEABLE_LOOPS", "CPP_WRAPPER_LOOPS", "intersect_ranges", "prepare"]
 
 
 def _cacheable_loops() -> dict[str, Any]:
@@ -53,10 +59,11 @@ _DONE = False
 
 
 def prepare() -> None:
-    """Once per process: make Inductor's dtype-rule singleton initialise only when needed.
+    """Once per process: make Inductor's dtype-rule singleton initialise only when needed, and
+    its value-range intersections compare numbers instead of building sympy expressions.
 
-    Without effect (and without error) on a torch whose ``DtypePropagationOpsHandler`` is not
-    the singleton described in the module docstring.
+    Each is without effect (and without error) on a torch whose classes are not as described in
+    the module docstring.
     """
     global _DONE
     if _DONE:
@@ -65,25 +72,85 @@ def prepare() -> None:
         if _DONE:
             return
         _DONE = True
-        try:
-            from torch._inductor import dtype_propagation, utils
-            from torch._inductor.codegen import common
-        except ImportError:  # pragma: no cover - a torch without Inductor's C++ backend
+        _patch_range_intersection()
+        _patch_dtype_rules()
+
+
+def _numeric_bound(a: Any, b: Any, pick_larger: bool) -> Any:
+    """``max(a, b)`` (or ``min``) of two sympy numbers, or ``None`` where sympy's own ``Max``/
+    ``Min`` must decide: unequal types of equal value, NaN or anything not a number."""
+    import sympy
+
+    if a is b:
+        return a
+    if not (isinstance(a, sympy.Number) and isinstance(b, sympy.Number)):
+        return None
+    try:
+        if bool(a > b):
+            return a if pick_larger else b
+        if bool(a < b):
+            return b if pick_larger else a
+    except TypeError:  # NaN is unordered
+        return None
+    return None
+
+
+def intersect_ranges(self: Any, other: Any, original: Any) -> Any:
+    """``ValueRanges.__and__`` with a fast path: two numeric, non-boolean ranges of the same kind
+    whose bounds compare strictly (or are the same object) intersect by comparison, to the
+    same bounds ``sympy.Max``/``Min`` return; everything else goes to ``original``."""
+    if self is other:
+        return self
+    if (
+        not self.is_bool
+        and not other.is_bool
+        and self.is_int == other.is_int
+        and self.is_float == other.is_float
+    ):
+        lower = _numeric_bound(self.lower, other.lower, pick_larger=True)
+        upper = _numeric_bound(self.upper, other.upper, pick_larger=False)
+        if lower is not None and upper is not None:
+            return type(self)(lower, upper)
+    return original(self, other)
+
+
+def _patch_range_intersection() -> None:
+    try:
+        from torch.utils._sympy.value_ranges import ValueRanges
+    except ImportError:  # pragma: no cover - a torch without value ranges
+        return
+    original = vars(ValueRanges).get("__and__")
+    if original is None or getattr(original, "_funcrl_patched", False):
+        return  # pragma: no cover - another torch layout, or patched already
+
+    def __and__(self: Any, other: Any) -> Any:  # noqa: N807
+        return intersect_ranges(self, other, original)
+
+    __and__._funcrl_patched = True  # type: ignore[attr-defined]
+    __and__._funcrl_original = original  # type: ignore[attr-defined]
+    ValueRanges.__and__ = __and__
+
+
+def _patch_dtype_rules() -> None:
+    try:
+        from torch._inductor import dtype_propagation, utils
+        from torch._inductor.codegen import common
+    except ImportError:  # pragma: no cover - a torch without Inductor's C++ backend
+        return
+    cls = getattr(dtype_propagation, "DtypePropagationOpsHandler", None)
+    rules = getattr(utils, "op_dtype_propagation_rules", None)
+    pointwise = getattr(common, "pointwise_overrides_data", None)
+    if cls is None or rules is None or pointwise is None or "_instance" not in vars(cls):
+        return  # pragma: no cover - another torch layout: leave it alone
+    original = cls.__init__
+
+    def __init__(self: Any) -> None:  # noqa: N807
+        # The tables __init__ copies into attributes: while they have not grown, every
+        # attribute it would set is already set to the same rule.
+        tables = (len(rules), len(pointwise))
+        if self.__dict__.get("_funcrl_tables") == tables:
             return
-        cls = getattr(dtype_propagation, "DtypePropagationOpsHandler", None)
-        rules = getattr(utils, "op_dtype_propagation_rules", None)
-        pointwise = getattr(common, "pointwise_overrides_data", None)
-        if cls is None or rules is None or pointwise is None or "_instance" not in vars(cls):
-            return  # pragma: no cover - another torch layout: leave it alone
-        original = cls.__init__
+        original(self)
+        self._funcrl_tables = tables
 
-        def __init__(self: Any) -> None:  # noqa: N807
-            # The tables __init__ copies into attributes: while they have not grown, every
-            # attribute it would set is already set to the same rule.
-            tables = (len(rules), len(pointwise))
-            if self.__dict__.get("_funcrl_tables") == tables:
-                return
-            original(self)
-            self._funcrl_tables = tables
-
-        cls.__init__ = __init__
+    cls.__init__ = __init__

@@ -1,6 +1,6 @@
 """funcrl._inductor: compiled loops load from Inductor's on-disk cache in a new process, a
-changed loop body is never served a stale entry, and the dtype-rule singleton initialises only
-when its tables grow."""
+changed loop body is never served a stale entry, the dtype-rule singleton initialises only
+when its tables grow, and value ranges intersect as sympy's Max/Min would."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+import sympy
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._sympy.numbers import int_oo
+from torch.utils._sympy.value_ranges import ValueRangeError, ValueRanges
 
 from funcrl import _inductor
 
@@ -115,3 +121,82 @@ def test_prepare_is_idempotent():
     init = torch._inductor.dtype_propagation.DtypePropagationOpsHandler.__init__
     _inductor.prepare()
     assert torch._inductor.dtype_propagation.DtypePropagationOpsHandler.__init__ is init
+
+
+def _original_and():
+    return getattr(ValueRanges.__and__, "_funcrl_original", ValueRanges.__and__)
+
+
+_INT_BOUNDS = st.one_of(
+    st.integers(-3, 3).map(sympy.Integer), st.sampled_from([int_oo, -int_oo, sympy.oo, -sympy.oo])
+)
+_FLOAT_BOUNDS = st.one_of(
+    st.integers(-3, 3).map(sympy.Integer),  # Integer(0) beside Float(0.0): equal, unlike types
+    st.sampled_from([-1.5, 0.0, 0.5, 2.0]).map(sympy.Float),
+    st.sampled_from([sympy.oo, -sympy.oo, sympy.nan]),
+)
+
+
+def _range(bounds):
+    return st.tuples(bounds, bounds).map(lambda b: (min(b, key=_key), max(b, key=_key)))
+
+
+def _key(x):
+    return (0, 0.0) if x is sympy.nan else (1, float(x))
+
+
+def _build(pair):
+    try:
+        return ValueRanges(*pair)
+    except (ValueRangeError, TypeError, AssertionError):  # an empty range, or NaN
+        return None
+
+
+def _described(f):
+    try:
+        r = f()
+    except Exception as e:  # the same error type from both
+        return type(e)
+    return (type(r.lower), r.lower, type(r.upper), r.upper, r.is_bool, r.is_int, r.is_float)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.tuples(_range(_INT_BOUNDS), _range(_INT_BOUNDS)),
+        st.tuples(_range(_FLOAT_BOUNDS), _range(_FLOAT_BOUNDS)),
+        st.tuples(_range(_INT_BOUNDS), _range(_FLOAT_BOUNDS)),
+    )
+)
+def test_range_intersection_equals_sympys(pairs):
+    a, b = (_build(p) for p in pairs)
+    if a is None or b is None:
+        return
+    original = _original_and()
+    want = _described(lambda: original(a, b))
+    got = _described(lambda: _inductor.intersect_ranges(a, b, original))
+    assert got == want, (a, b)
+
+
+def test_range_intersection_fast_path_and_fallbacks():
+    original = _original_and()
+    calls = []
+
+    def spy(x, y):
+        calls.append((x, y))
+        return original(x, y)
+
+    a, b = ValueRanges(0, 5), ValueRanges(2, 9)
+    assert _inductor.intersect_ranges(a, b, spy) == ValueRanges(2, 5) and not calls
+    booleans = ValueRanges(sympy.false, sympy.true)
+    _inductor.intersect_ranges(booleans, booleans.boolify(), spy)  # the same object: no call
+    assert not calls
+    _inductor.intersect_ranges(booleans, ValueRanges(sympy.true, sympy.true), spy)
+    assert len(calls) == 1  # booleans: sympy's Or/And
+    zero_int, zero_float = ValueRanges(sympy.Integer(0), 1.0), ValueRanges(0.0, 2.0)
+    _inductor.intersect_ranges(zero_int, zero_float, spy)  # equal lower bounds, unlike types
+    assert len(calls) == 2
+    _inductor.intersect_ranges(ValueRanges.unknown(), a, spy)  # a float and an int range
+    assert len(calls) == 3
+    with pytest.raises(ValueRangeError):  # disjoint: empty, as sympy's answer would be
+        _inductor.intersect_ranges(ValueRanges(0, 1), ValueRanges(2, 3), spy)
