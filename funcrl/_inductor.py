@@ -110,6 +110,9 @@ def intersect_ranges(self: Any, other: Any, original: Any) -> Any:
         lower = _numeric_bound(self.lower, other.lower, pick_larger=True)
         upper = _numeric_bound(self.upper, other.upper, pick_larger=False)
         if lower is not None and upper is not None:
+            for given in (self, other):  # most often one range already is the intersection
+                if lower is given.lower and upper is given.upper:
+                    return given
             return type(self)(lower, upper)
     return original(self, other)
 
