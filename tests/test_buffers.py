@@ -510,6 +510,11 @@ def test_n_step_matches_torchrl_multistep():
     assert torch.equal(out["steps_to_next_obs"], ref["steps_to_next_obs"].view(12, 1))
 
 
+@pytest.mark.xfail(
+    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13),
+    reason="torch 2.11's C++ Inductor emits uncompilable code for n_step's padded masks",
+    strict=True,
+)
 def test_n_step_compiles_and_vmaps():
     torch._dynamo.reset()
     traj = trajectory([1, 2, 3, 4, 5, 6], [0, 0, 1, 0, 0, 0])

@@ -273,7 +273,7 @@ def test_inductor_compile_marks_loops_cacheable(monkeypatch):
     options = seen["options"]
     for name, value in _inductor.CACHEABLE_LOOPS.items():
         assert options[name] == value
-    assert options["cpp_wrapper"] and seen["fullgraph"]
+    assert options["cpp_wrapper"] is _inductor.CPP_WRAPPER_LOOPS and seen["fullgraph"]
     seen.clear()
     pure_train.seeded_iteration(algo, backend="aot_eager")
     assert seen["options"] is None  # Inductor's settings only for Inductor
