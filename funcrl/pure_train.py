@@ -446,7 +446,15 @@ def seeded_iteration(
         # the formula is within ~1e-7 of it in absolute terms (its relative error near 0,
         # pytorch#148241, does not matter for activations). 6.4 -> 6.0 ms per iteration.
         # (No C++ wrapper on a torch whose C++ wrapper cannot call a loop body.)
-        options.update({"cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS, "cpp.use_decompose_tanh": True})
+        # The wrapper built apart from the kernels, at -O1 instead of -O3: g++ took ~25 s of a
+        # one-seed compile as one file, ~14 s as two, at the same time per iteration.
+        options.update(
+            {
+                "cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS,
+                "cpp_wrapper_build_separate": _inductor.CPP_WRAPPER_LOOPS,
+                "cpp.use_decompose_tanh": True,
+            }
+        )
     return torch.compile(fn, fullgraph=True, backend=backend, options=options)
 
 

@@ -274,6 +274,7 @@ def test_inductor_compile_marks_loops_cacheable(monkeypatch):
     for name, value in _inductor.CACHEABLE_LOOPS.items():
         assert options[name] == value
     assert options["cpp_wrapper"] is _inductor.CPP_WRAPPER_LOOPS and seen["fullgraph"]
+    assert options["cpp_wrapper_build_separate"] is _inductor.CPP_WRAPPER_LOOPS
     seen.clear()
     pure_train.seeded_iteration(algo, backend="aot_eager")
     assert seen["options"] is None  # Inductor's settings only for Inductor
