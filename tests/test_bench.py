@@ -195,6 +195,24 @@ def test_pure_iteration_inductor_options_are_checked_and_set():
         pure_iteration.main(["--seeds", "0"])
 
 
+def test_pure_iteration_times_each_compiler_call_and_passes_errors_on():
+    import types
+
+    from bench import pure_iteration
+
+    def run(cmd_line, cwd):
+        if cmd_line == "fail":
+            raise RuntimeError("g++ failed")
+        return cmd_line
+
+    builder = types.SimpleNamespace(_run_compile_cmd=run)
+    seconds = pure_iteration.time_compiler_calls(builder)
+    assert builder._run_compile_cmd("g++ a.cpp", "/") == "g++ a.cpp"
+    with pytest.raises(RuntimeError, match="g\\+\\+ failed"):
+        builder._run_compile_cmd("fail", "/")
+    assert len(seconds) == 2 and all(s >= 0 for s in seconds)
+
+
 def test_update_step_impls_flag_limits_the_implementations(tmp_path):
     from bench import update_step
 
