@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["patch_dynamo_random_check"]
+__all__ = ["patch_dynamo_random_check", "torch_release"]
 
 
-def _release() -> tuple[int, int]:
+def torch_release() -> tuple[int, int]:
+    """The running torch's ``(major, minor)``."""
     major, minor = torch.__version__.split(".")[:2]
     return int(major), int(minor)
 
@@ -34,7 +35,7 @@ def patch_dynamo_random_check(force: bool = False) -> bool:
     Returns:
         Whether a method was patched.
     """
-    if _release() >= (2, 13) and not force:
+    if torch_release() >= (2, 13) and not force:
         return False
     try:
         from torch._dynamo.variables import user_defined

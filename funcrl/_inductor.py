@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from funcrl._compat import torch_release
+
 __all__ = ["CACHEABLE_LOOPS", "CPP_WRAPPER_LOOPS", "intersect_ranges", "prepare"]
 
 
@@ -52,7 +54,7 @@ CACHEABLE_LOOPS: dict[str, Any] = _cacheable_loops()
 # Whether Inductor's C++ wrapper (``cpp_wrapper``) can call a loop's body: torch 2.11's fails an
 # assertion generating a ``while_loop`` subgraph call (``codegen_subgraph_prefix``), where its
 # Python wrapper compiles the same graph.
-CPP_WRAPPER_LOOPS: bool = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
+CPP_WRAPPER_LOOPS: bool = torch_release() >= (2, 13)
 
 _LOCK = threading.Lock()
 _DONE = False
