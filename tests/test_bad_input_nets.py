@@ -632,6 +632,17 @@ def test_identity_hashed_nets_are_checked_without_entering_the_signature_cache()
     wrapped(wrapped.init(0), r(2, 2), r(2, 2))
     assert all(core._keyed_by_value(key) for key in core._SIGNATURES)
     assert not core._keyed_by_value(net) and core._keyed_by_value(wrapped)
+    # Its signature is kept on the instance instead, so eager calls do not rebuild it.
+    assert getattr(net, core._OWN_SIGNATURE) == core._signature(params)
+    calls = []
+    template = type(net).param_template
+    try:
+        type(net).param_template = lambda self: calls.append(1) or template(self)
+        net(params, torch.ones(3))
+        _IdentityHashedNet(net.spec)(params, torch.ones(3))  # a new instance: built once
+        assert len(calls) == 1
+    finally:
+        type(net).param_template = template
     torch._dynamo.reset()
     mlp = MLP(3, 2, num_cells=(8,))
     out = torch.compile(mlp, fullgraph=True, backend="eager")(mlp.init(0), r(5, 3))

@@ -184,6 +184,28 @@ def _keyed_by_value(obj: Any) -> bool:
     return True
 
 
+# Where a net not keyed by value keeps its own signature (set once, outside any trace).
+_OWN_SIGNATURE = "_funcrl_param_signature"
+
+
+def _remember_signature(net: Any, sig: Any, *, replace: bool = True) -> None:
+    """Records ``net``'s signature: in :data:`_SIGNATURES` when the net is keyed by value, else
+    on the instance itself (an identity-hashed net, e.g. a ``TorchModule``, whose entry in a
+    shared table would keep it alive and which ``torch.compile`` may fail to hash)."""
+    if _keyed_by_value(net):
+        if replace:
+            _SIGNATURES[net] = sig
+        else:
+            _SIGNATURES.setdefault(net, sig)
+        return
+    if not replace and getattr(net, _OWN_SIGNATURE, None) is not None:
+        return
+    try:
+        object.__setattr__(net, _OWN_SIGNATURE, sig)  # frozen dataclasses: bypass __setattr__
+    except (AttributeError, TypeError):  # a net without an instance dict: not cached
+        pass
+
+
 def _path_str(path: tuple[Any, ...]) -> str:
     return "params" + "".join(f"[{k!r}]" for k in path)
 
@@ -310,7 +332,11 @@ class Module:
     def param_signature(self) -> Any:
         """The expected structure and leaf shapes of this net's params (computed once per config,
         or recorded by ``init``); ``None`` when unknown while tracing (see :meth:`check_params`)."""
-        # A class-level test only: it must stay cheap and traceable (no field walk per call).
+        # Cheap, traceable tests only (no field walk per call): the instance's own entry, then
+        # the shared table for classes hashed by their fields.
+        sig = getattr(self, _OWN_SIGNATURE, None)
+        if sig is not None:
+            return sig
         if _hashed_by_fields(type(self)):
             try:
                 return _SIGNATURES[self]
@@ -320,8 +346,7 @@ class Module:
             # init cannot run inside a graph (it draws from a torch.Generator).
             return None
         sig = self._template_signature()
-        if _keyed_by_value(self):
-            _SIGNATURES[self] = sig
+        _remember_signature(self, sig)
         return sig
 
     def _template_signature(self) -> Any:
@@ -368,8 +393,8 @@ def _recording(init: Callable[..., Params]) -> Callable[..., Params]:
     @functools.wraps(init)
     def recording_init(self: Module, *args: Any, **kwargs: Any) -> Params:
         params = init(self, *args, **kwargs)
-        if not is_tracing() and _keyed_by_value(self):
-            _SIGNATURES.setdefault(self, _signature(params))
+        if not is_tracing():
+            _remember_signature(self, _signature(params), replace=False)
         return params
 
     recording_init._records_signature = True  # type: ignore[attr-defined]
