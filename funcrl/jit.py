@@ -49,6 +49,18 @@ __all__ = ["jit", "Jitted", "compile_step", "is_tracing", "can_read_values"]
 _NS = "funcrl"
 
 
+def _check_cudagraphs(owner: str, cudagraphs: Any) -> None:
+    """Raises unless ``cudagraphs`` is a bool, and ``True`` only where CUDA is available (torch
+    would otherwise run the step without CUDA graphs and say nothing)."""
+    if not isinstance(cudagraphs, bool):
+        raise TypeError(f"{owner}: cudagraphs must be a bool, got {type(cudagraphs).__name__}")
+    if cudagraphs and not torch.cuda.is_available():
+        raise ValueError(
+            f"{owner}: cudagraphs=True needs a CUDA device; torch.cuda.is_available() is False "
+            "(use cudagraphs=False on CPU)"
+        )
+
+
 def can_read_values(t: torch.Tensor) -> bool:
     """Whether an eager-only check may read ``t``'s values on the host: on the CPU, not under a
     tracer (:func:`is_tracing`: a read would be a graph break or be frozen into the trace) and not
@@ -142,13 +154,7 @@ class Jitted:
     ) -> None:
         if backend not in ("inductor", "eager"):
             raise ValueError(f"jit: backend must be 'inductor' or 'eager', got {backend!r}")
-        if not isinstance(cudagraphs, bool):
-            raise TypeError(f"jit: cudagraphs must be a bool, got {type(cudagraphs).__name__}")
-        if cudagraphs and not torch.cuda.is_available():
-            raise ValueError(
-                "jit: cudagraphs=True needs a CUDA device; torch.cuda.is_available() is False "
-                "(use cudagraphs=False on CPU)"
-            )
+        _check_cudagraphs("jit", cudagraphs)
         self.fn = fn
         self.backend = backend
         self.cudagraphs = cudagraphs
@@ -322,13 +328,7 @@ def compile_step(
         ValueError: ``cudagraphs=True`` without a CUDA device (torch would silently run the step
             without CUDA graphs).
     """
-    if not isinstance(cudagraphs, bool):
-        raise TypeError(f"compile_step: cudagraphs must be a bool, got {type(cudagraphs).__name__}")
-    if cudagraphs and not torch.cuda.is_available():
-        raise ValueError(
-            "compile_step: cudagraphs=True needs a CUDA device; torch.cuda.is_available() is "
-            "False (use cudagraphs=False on CPU)"
-        )
+    _check_cudagraphs("compile_step", cudagraphs)
     mode = "reduce-overhead" if cudagraphs else None
     compiled = torch.compile(fn, fullgraph=fullgraph, mode=mode)
     if not cudagraphs:
