@@ -10,7 +10,8 @@ skipped (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, safe here: 
 block with ``torch.profiler`` to split the compiled graph's own time from what runs around it.
 Prints the compile time and milliseconds per iteration; nothing is written.
 
-``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE`` (repeatable, VALUE in JSON) sets an option of
+Runs inside :func:`funcrl.cpu_allocator.caching` on a CPU, as ``run_iterations`` does
+(``--no-cpu-cache`` times without it). ``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE`` (repeatable, VALUE in JSON) sets an option of
 ``torch._inductor.config`` first, for trying a compile setting::
 
     taskset -c 1 python bench/pure_iteration.py --inductor cpp.vec_isa_ok=false
@@ -22,6 +23,7 @@ Inductor's caches served everything).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -69,6 +71,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one iteration")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
+        "--no-cpu-cache",
+        action="store_true",
+        help="time without funcrl.cpu_allocator.caching (run_iterations uses it on a CPU)",
+    )
+    p.add_argument(
         "--inductor",
         action="append",
         default=[],
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import torch.utils._pytree as pytree
 
     import funcrl
+    from funcrl import cpu_allocator
     from funcrl import random as frandom
     from funcrl.envs import pure
     from funcrl.pure_train import PPOTrainConfig, make_train, seeded_iteration
@@ -107,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    allocator = contextlib.ExitStack()
+    if device == "cpu" and not args.no_cpu_cache:
+        allocator.enter_context(cpu_allocator.caching())
     n = 1 + (2 * args.rounds + 1) * args.block
     keys = torch.func.vmap(lambda k: frandom.split(k, n))(k_iter).transpose(0, 1).contiguous()
     t = time.perf_counter()
@@ -140,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ms_in_compiled_graph=graph_us / args.block / 1e3,
         ms_per_iteration_profiled=profiled,
     )
+    allocator.close()
     for k, v in out.items():
         print(f"{k}: {v:.3f}")
     print(f"(funcrl {funcrl.__version__}, torch {torch.__version__}, {args.seeds} seeds)")

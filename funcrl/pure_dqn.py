@@ -313,6 +313,7 @@ class DQNTrain:
         backend: str = "inductor",
         progress: bool = False,
         callback: Any = None,
+        cpu_cache: bool = True,
     ):
         """Trains from ``key`` (``[2]``: one seed) or ``keys [S, 2]`` (``S`` seeds, vmapped).
 
@@ -330,6 +331,7 @@ class DQNTrain:
             backend=backend,
             progress=progress,
             callback=callback,
+            cpu_cache=cpu_cache,
             owner="pure_dqn.train",
         )
 

@@ -22,6 +22,7 @@ between them; the per-iteration metrics come back as tensors ``[S, I]``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.utils._pytree as pytree
 
-from funcrl import _inductor, optim, tree
+from funcrl import _inductor, cpu_allocator, optim, tree
 from funcrl import random as _random
 from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
@@ -374,6 +375,7 @@ class PPOTrain:
         backend: str = "inductor",
         progress: bool = False,
         callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+        cpu_cache: bool = True,
     ) -> TrainOutput:
         """Trains from ``key`` (``[2]``: one seed) or ``keys [S, 2]`` (``S`` seeds, vmapped).
 
@@ -383,6 +385,10 @@ class PPOTrain:
             backend: the compile backend (``"aot_eager"`` compiles fast, for tests).
             progress: a tqdm bar over env steps, updated between iterations.
             callback: ``callback(i, metrics)`` after iteration ``i`` (host-side; e.g. logging).
+            cpu_cache: on a CPU, run the compiled iterations inside
+                :func:`funcrl.cpu_allocator.caching` (freed blocks reused instead of returned to
+                malloc; ~13-15% less time per one-seed iteration). No effect on other devices or
+                without ``compile``.
 
         Returns:
             :class:`TrainOutput`; metrics ``[I]`` (one seed) or ``[S, I]``.
@@ -396,6 +402,7 @@ class PPOTrain:
             backend=backend,
             progress=progress,
             callback=callback,
+            cpu_cache=cpu_cache,
             owner="pure_train.train",
         )
 
@@ -468,6 +475,7 @@ def run_iterations(
     backend: str = "inductor",
     progress: bool = False,
     callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    cpu_cache: bool = True,
     owner: str = "pure_train.train",
 ) -> TrainOutput:
     """The host loop of a pure training run: ``algo.init`` per seed, then ``num_iterations``
@@ -506,30 +514,38 @@ def run_iterations(
 
         bar = tqdm(total=n * steps_per_iteration, unit="step", dynamic_ncols=True)
     history: list[dict[str, torch.Tensor]] = []
+    # Inductor's C++ scan loops allocate every body output each step; on a CPU the caching
+    # allocator serves those from free lists instead of malloc (see funcrl.cpu_allocator).
+    allocator = (
+        cpu_allocator.caching()
+        if cpu_cache and compile and seeds.device.type == "cpu"
+        else contextlib.nullcontext()
+    )
     start = time.perf_counter()
     compile_time = 0.0
-    for i in range(n):
-        if compile and i >= 2:
-            # From the third call on, every input is the previous call's output (same shapes,
-            # dtypes and strides) or keys[i]: dynamo's guards, ~0.2 ms of a ~5 ms one-seed
-            # iteration, are skipped around this call only (the callback's own compiled code
-            # keeps its guards). The first two calls ran guarded, so any recompile for the
-            # outputs' layout happened then, and with more than one graph dynamo still checks
-            # what tells them apart.
-            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+    with allocator:
+        for i in range(n):
+            if compile and i >= 2:
+                # From the third call on, every input is the previous call's output (same shapes,
+                # dtypes and strides) or keys[i]: dynamo's guards, ~0.2 ms of a ~5 ms one-seed
+                # iteration, are skipped around this call only (the callback's own compiled code
+                # keeps its guards). The first two calls ran guarded, so any recompile for the
+                # outputs' layout happened then, and with more than one graph dynamo still checks
+                # what tells them apart.
+                with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                    state, metrics = fn(state, keys[i])
+            else:
                 state, metrics = fn(state, keys[i])
-        else:
-            state, metrics = fn(state, keys[i])
-        history.append(metrics)
-        if i == 0:
-            _synchronize(seeds.device)  # on CUDA the call returns before its kernels finish
-            compile_time = time.perf_counter() - start
-            start = time.perf_counter()
-        if callback is not None:
-            callback(i, metrics)
-        if bar is not None:
-            bar.update(steps_per_iteration)
-            bar.set_postfix(ret=f"{float(metrics['episode_return'].mean()):.1f}", refresh=False)
+            history.append(metrics)
+            if i == 0:
+                _synchronize(seeds.device)  # on CUDA the call returns before its kernels finish
+                compile_time = time.perf_counter() - start
+                start = time.perf_counter()
+            if callback is not None:
+                callback(i, metrics)
+            if bar is not None:
+                bar.update(steps_per_iteration)
+                bar.set_postfix(ret=f"{float(metrics['episode_return'].mean()):.1f}", refresh=False)
     _synchronize(seeds.device)
     train_time = time.perf_counter() - start
     if bar is not None:

@@ -111,3 +111,19 @@ def test_bad_dqn_key():
     with pytest.raises(ValueError, match=r"pure_dqn.train: key must be an int64 funcrl.random "
                        r"key \[2\] or a stack of keys \[S, 2\], got dtype torch.float32"):  # fmt: skip
         run(torch.zeros(2), compile=False)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (-1, r"cpu_allocator.caching: max_cached_bytes must be >= 0, got -1"),
+        (1.5, r"cpu_allocator.caching: max_cached_bytes must be an int, got float"),
+        (True, r"cpu_allocator.caching: max_cached_bytes must be an int, got bool"),
+    ],
+)
+def test_bad_cpu_cache_limit(value, match):
+    from funcrl import cpu_allocator
+
+    with pytest.raises(ValueError, match=match), cpu_allocator.caching(value):
+        pass
+    assert not cpu_allocator.stats().active
