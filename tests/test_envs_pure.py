@@ -213,6 +213,45 @@ def test_collect_layout_and_episode_returns():
     assert state.observation.shape == (3, 4)
 
 
+def test_collect_equals_a_loop_of_steps():
+    # collect draws every step's policy key and start states before its loop; a Python loop of
+    # step() calls on the same per-step keys draws them step by step. Episodes end and reset
+    # within the 60 steps, so the drawn start states are used.
+    env = pure.make("CartPole-v1")
+    policy, params = _categorical_policy(2)
+    state = pure.init_rollout(env, funcrl.random.key(0), 3)
+    key = funcrl.random.key(1)
+    end, traj = pure.collect(policy, params, env, state, key, 60)
+    assert traj["next", "done"].sum() >= 3
+    loop = state
+    for t, step_key in enumerate(funcrl.random.split(key, 60)):
+        loop, tr = pure.step(policy, params, env, loop, step_key)
+        for k in ("observation", "action", ("next", "observation"), ("next", "done")):
+            assert torch.equal(tr[k], traj[k][t]), (t, k)
+    for a, b in zip(
+        torch.utils._pytree.tree_leaves(tuple(loop)), torch.utils._pytree.tree_leaves(tuple(end))
+    ):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(pure.ENVS))
+def test_step_with_start_is_step_with_the_keys_reset(name):
+    env = pure.make(name)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        key = funcrl.random.key(i)
+        state, _ = env.reset(funcrl.random.key(100 + i))
+        # Near the time limit, so some steps truncate and take the start state.
+        state = pure.EnvState(state.physics, state.t + int(rng.integers(0, env.max_episode_steps)))
+        _, action = _random_action(env, rng)
+        a = env.step(state, action, key)
+        b = env.step_with_start(state, action, env.reset(key)[0])
+        for x, y in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)):
+            assert torch.equal(x, y)
+    with pytest.raises(ValueError, match=rf"{name}.step: action has shape"):
+        env.step_with_start(state, torch.zeros(3), env.reset(key)[0])
+
+
 def test_collect_continues_and_is_reproducible():
     env = pure.make("Pendulum-v1")
 

@@ -148,14 +148,25 @@ class PureEnv:
             (``env.observe(state)`` is what to act on next); ``reward`` a 0-d float, the flags
             0-d bools (``truncated`` only when the time limit ends a non-terminal episode).
         """
+        return self.step_with_start(state, action, self.reset(key)[0])
+
+    def step_with_start(
+        self, state: EnvState, action: torch.Tensor, start: EnvState
+    ) -> tuple[EnvState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`step` with the next episode's start state given: ``step(state, action, key)``
+        is ``step_with_start(state, action, reset(key)[0])``.
+
+        For loops that draw every step's start state at once, outside the loop
+        (:func:`collect`). Same arguments and result as :meth:`step`, ``start`` in place of
+        ``key``.
+        """
         self._check_action(action)
         physics, reward, terminated = self.dynamics(state.physics, action)
         t = state.t + 1
         truncated = (t >= self.max_episode_steps) & ~terminated
         next_obs = self.observe(physics)
-        fresh, _ = self.reset(key)
         done = terminated | truncated
-        new = EnvState(torch.where(done, fresh.physics, physics), torch.where(done, fresh.t, t))
+        new = EnvState(torch.where(done, start.physics, physics), torch.where(done, start.t, t))
         return new, next_obs, reward, terminated, truncated
 
     # -- checks -------------------------------------------------------------------------------
@@ -585,18 +596,39 @@ def scan(
     return carry, pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
 
 
+def _step_inputs(env: PureEnv, key: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, EnvState]:
+    """What a step's key ``[..., 2]`` draws: the policy's key ``[..., 2]`` and each of the ``E``
+    environments' next start state ``[..., E, ...]`` (used where its episode ends).
+
+    Any leading dims: :func:`collect` draws all its steps' at once, outside its loop, in one
+    batched call each. That gives the same values as drawing inside the loop, and keeps the
+    loop's body free of the key splits and reset draws, each of which cost a chain of small
+    buffers per step in the compiled loop (Inductor stores Threefry's rounds every few ops).
+    """
+    lead = key.shape[:-1]
+    flat = key.reshape(-1, 2)
+    k_policy, k_env = torch.func.vmap(lambda k: random.split(k, 2))(flat).unbind(1)
+    env_keys = torch.func.vmap(lambda k: random.split(k, num_envs))(k_env)
+    start, _ = torch.func.vmap(torch.func.vmap(env.reset))(env_keys)
+    start = EnvState(*(x.reshape(*lead, num_envs, *x.shape[2:]) for x in start))
+    return k_policy.reshape(*lead, 2), start
+
+
 def _step(
-    policy: Any, params: Any, env: PureEnv, carry: tuple[torch.Tensor, ...], key: torch.Tensor
+    policy: Any,
+    params: Any,
+    env: PureEnv,
+    carry: tuple[torch.Tensor, ...],
+    k_policy: torch.Tensor,
+    start: EnvState,
 ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
-    """One step of ``E`` environments on a flat carry ``(physics, t, obs, ep_ret, ep_len)``:
-    the new carry (finished episodes reset) and the transition's entries (see :func:`collect`)."""
+    """One step of ``E`` environments on a flat carry ``(physics, t, obs, ep_ret, ep_len)``,
+    with the step's draws from :func:`_step_inputs`: the new carry (finished episodes reset) and
+    the transition's entries (see :func:`collect`)."""
     physics, t, obs, ep_ret, ep_len = carry
-    num_envs = obs.shape[0]
-    k_policy, k_env = random.split(key, 2).unbind(0)
     action, extras = policy(params, obs, k_policy)
-    env_keys = random.split(k_env, num_envs)
-    new_state, next_obs, reward, terminated, truncated = torch.func.vmap(env.step)(
-        EnvState(physics, t), action, env_keys
+    new_state, next_obs, reward, terminated, truncated = torch.func.vmap(env.step_with_start)(
+        EnvState(physics, t), action, start
     )
     done = terminated | truncated
     ep_ret = ep_ret + reward
@@ -649,7 +681,8 @@ def step(
         state.episode_return,
         state.episode_length,
     )
-    (physics, t, obs, ep_ret, ep_len), out = _step(policy, params, env, carry, key)
+    k_policy, start = _step_inputs(env, key, state.observation.shape[0])
+    (physics, t, obs, ep_ret, ep_len), out = _step(policy, params, env, carry, k_policy, start)
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(out, batch_ndim=1)
 
 
@@ -688,13 +721,15 @@ def collect(
     if num_steps < 1:
         raise ValueError(f"envs.pure.collect: num_steps must be >= 1, got {num_steps}")
 
-    def body(carry, step_key):
+    def body(carry, xs):
         # The carry is a flat tuple of tensors: scan's body may not return NamedTuples.
-        new, out = _step(policy, params, env, carry, step_key)
+        k_policy, start_physics, start_t = xs
+        new, out = _step(policy, params, env, carry, k_policy, EnvState(start_physics, start_t))
         # scan's outputs may alias neither its inputs nor each other (nor be views): copy them.
         return tuple(x.clone() for x in new), tree.map(torch.clone, out)
 
-    keys = random.split(key, num_steps)
+    # Every step's policy key and start states, drawn before the loop (see _step_inputs).
+    k_policy, start = _step_inputs(env, random.split(key, num_steps), state.observation.shape[0])
     init = (
         state.env.physics,
         state.env.t,
@@ -705,5 +740,5 @@ def collect(
     # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
     # observation is its physics) and their strides must match the body's outputs.
     init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
-    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, keys)
+    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, (k_policy, *start))
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)
