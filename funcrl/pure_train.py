@@ -387,7 +387,7 @@ class PPOTrain:
             callback: ``callback(i, metrics)`` after iteration ``i`` (host-side; e.g. logging).
             cpu_cache: on a CPU, run the compiled iterations inside
                 :func:`funcrl.cpu_allocator.caching` (freed blocks reused instead of returned to
-                malloc; ~13-15% less time per one-seed iteration). No effect on other devices or
+                malloc; ~18% less time per one-seed iteration). No effect on other devices or
                 without ``compile``.
 
         Returns:
