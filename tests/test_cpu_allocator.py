@@ -211,3 +211,21 @@ def test_a_failed_build_is_a_clear_error(tmp_path, monkeypatch, cxx, match):
     with pytest.raises(RuntimeError, match=match):
         cpu_allocator._library_path()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_child_allocates():
+    import os
+
+    with cpu_allocator.caching():
+        x = torch.ones(1000)
+        pid = os.fork()
+        if pid == 0:  # the child: allocate, free and reuse through the inherited cache
+            ok = False
+            try:
+                y = torch.ones(1000) * 2
+                del y
+                ok = float((torch.ones(1000) + x).sum()) == 2000.0
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -11,6 +11,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -74,11 +76,20 @@ struct Cache {
   c10::Allocator* previous = nullptr;
 };
 
+// A child forked while another thread held the lock would wait on it forever: the child has
+// only the forking thread, so it starts unlocked.
+void unlock_in_child();
+
 // Never destroyed: a tensor freed during interpreter shutdown still finds it.
 Cache& cache() {
-  static Cache* c = new Cache();
+  static Cache* c = [] {
+    pthread_atfork(nullptr, nullptr, &unlock_in_child);
+    return new Cache();
+  }();
   return *c;
 }
+
+void unlock_in_child() { cache().lock.unlock(); }
 
 void delete_block(void* payload) {
   if (payload == nullptr) return;
