@@ -11,8 +11,9 @@ block with ``torch.profiler`` to split the compiled graph's own time from what r
 Prints the compile time and milliseconds per iteration; nothing is written.
 
 Runs inside :func:`funcrl.cpu_allocator.caching` on a CPU, as ``run_iterations`` does
-(``--no-cpu-cache`` times without it). ``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE`` (repeatable, VALUE in JSON) sets an option of
-``torch._inductor.config`` first, for trying a compile setting::
+(``--no-cpu-cache`` times without it). ``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE``
+(repeatable, VALUE in JSON) sets an option of ``torch._inductor.config`` first, for trying a
+compile setting::
 
     taskset -c 1 python bench/pure_iteration.py --inductor cpp.vec_isa_ok=false
 

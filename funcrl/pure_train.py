@@ -462,7 +462,11 @@ def seeded_iteration(
                 "cpp.use_decompose_tanh": True,
             }
         )
-    return torch.compile(fn, fullgraph=True, backend=backend, options=options)
+    # dynamic=False: a second config in the same process (another num_updates, num_envs, ...)
+    # recompiles with static shapes. dynamo's automatic dynamic shapes would instead turn the
+    # changed ints into SymInts, which the vmapped step cannot take (the learning-rate schedule
+    # divides a batched tensor by one).
+    return torch.compile(fn, fullgraph=True, dynamic=False, backend=backend, options=options)
 
 
 def run_iterations(
@@ -499,6 +503,8 @@ def run_iterations(
             f"{owner}: key must be an int64 funcrl.random key [2] or a stack of "
             f"keys [S, 2], got {got}"
         )
+    if not isinstance(cpu_cache, bool):
+        raise TypeError(f"{owner}: cpu_cache must be a bool, got {type(cpu_cache).__name__}")
     batched = key.ndim == 2
     seeds = key if batched else key.unsqueeze(0)
     k_init, k_iter = torch.func.vmap(lambda k: _random.split(k, 2))(seeds).unbind(1)

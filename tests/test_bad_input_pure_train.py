@@ -127,3 +127,37 @@ def test_bad_cpu_cache_limit(value, match):
     with pytest.raises(ValueError, match=match), cpu_allocator.caching(value):
         pass
     assert not cpu_allocator.stats().active
+
+
+def test_bad_cpu_cache_flag():
+    train = make_train(
+        PPOTrainConfig(total_timesteps=32, num_envs=2, num_steps=8, num_minibatches=2),
+        pure.make("CartPole-v1"),
+    )
+    with pytest.raises(TypeError, match=r"pure_train.train: cpu_cache must be a bool, got str"):
+        train(torch.tensor([0, 1]), compile=False, cpu_cache="no")
+
+
+@pytest.mark.parametrize(
+    "start, error, match",
+    [
+        ((torch.zeros(4), torch.tensor(0)), TypeError, r"start must be an EnvState, got tuple"),
+        ("physics1", ValueError, r"CartPole-v1.step_with_start: start.physics must match "
+         r"state.physics \(shape \(4,\) dtype torch.float32\), got shape \(1,\)"),
+        ("physics64", ValueError, r"start.physics must match state.physics .*got shape "
+         r"\(4,\) dtype torch.float64"),
+        ("t2", ValueError, r"start.t must match state.t \(shape \(\) dtype torch.int64\), "
+         r"got shape \(2,\)"),
+    ],
+)  # fmt: skip
+def test_bad_start_state(start, error, match):
+    env = pure.make("CartPole-v1")
+    state, _ = env.reset(torch.tensor([0, 1]))
+    if start == "physics1":
+        start = pure.EnvState(torch.zeros(1), state.t)
+    elif start == "physics64":
+        start = pure.EnvState(state.physics.double(), state.t)
+    elif start == "t2":
+        start = pure.EnvState(state.physics, torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(error, match=match):
+        env.step_with_start(state, torch.tensor(1), start)

@@ -252,6 +252,35 @@ def test_step_with_start_is_step_with_the_keys_reset(name):
         env.step_with_start(state, torch.zeros(3), env.reset(key)[0])
 
 
+def test_step_with_start_takes_the_given_start_only_where_an_episode_ends():
+    # CartPole, hand-checked: env 0 is at its last step (t = 499, upright, so it truncates and
+    # takes the start); env 1 is mid-episode (t = 10) and keeps its dynamics. The start state is
+    # an arbitrary one (not from reset), so taking it is visible.
+    env = pure.make("CartPole-v1")
+    state = pure.EnvState(torch.zeros(2, 4, dtype=torch.float64), torch.tensor([499, 10]))
+    start = pure.EnvState(torch.full((2, 4), 0.03125, dtype=torch.float64), torch.tensor([0, 0]))
+    action = torch.tensor([1, 1])
+
+    def run(s_phys, s_t, a, st_phys, st_t):
+        return env.step_with_start(pure.EnvState(s_phys, s_t), a, pure.EnvState(st_phys, st_t))
+
+    args = (state.physics, state.t, action, start.physics, start.t)
+    for fn in (
+        torch.func.vmap(run),
+        torch.compile(torch.func.vmap(run), fullgraph=True, backend="aot_eager"),
+    ):
+        new, next_obs, reward, terminated, truncated = fn(*args)
+        assert truncated.tolist() == [True, False] and terminated.tolist() == [False, False]
+        assert torch.equal(new.physics[0], start.physics[0]) and int(new.t[0]) == 0
+        # Env 1: one Euler step from rest pushed right: x_dot = tau * xacc, t = 11.
+        dyn, _, _ = env.dynamics(state.physics[1], action[1])
+        assert torch.equal(new.physics[1], dyn) and int(new.t[1]) == 11
+        assert float(dyn[1]) > 0 and float(dyn[0]) == 0.0
+        # The observation is the transition's, before the reset.
+        assert torch.equal(next_obs[0], env.observe(env.dynamics(state.physics[0], action[0])[0]))
+        assert reward.tolist() == [1.0, 1.0]
+
+
 def test_collect_continues_and_is_reproducible():
     env = pure.make("Pendulum-v1")
 

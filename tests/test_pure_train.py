@@ -111,6 +111,17 @@ def test_compiled_iteration_matches_eager():
     _close(compiled.metrics, eager.metrics, rtol=1e-4, atol=1e-5)
 
 
+def test_configs_of_other_sizes_compile_in_one_process():
+    # A second and third config (other num_updates) recompile the same iteration code: with
+    # dynamo's automatic dynamic shapes the changed ints became SymInts and the vmapped step
+    # failed to trace (the learning-rate schedule divided a batched tensor by one).
+    env = pure.make("CartPole-v1")
+    for n in (2, 4, 3):
+        cfg = dataclasses.replace(TINY, total_timesteps=n * 2 * 8)
+        out = make_train(cfg, env)(funcrl.random.key(0), compile=True, backend="aot_eager")
+        assert out.metrics["episode_return"].shape == (n,)
+
+
 def test_progress_and_callback():
     train = make_train(TINY, pure.make("CartPole-v1"))
     seen = []

@@ -161,6 +161,7 @@ class PureEnv:
         ``key``.
         """
         self._check_action(action)
+        self._check_start(state, start)
         physics, reward, terminated = self.dynamics(state.physics, action)
         t = state.t + 1
         truncated = (t >= self.max_episode_steps) & ~terminated
@@ -170,6 +171,29 @@ class PureEnv:
         return new, next_obs, reward, terminated, truncated
 
     # -- checks -------------------------------------------------------------------------------
+
+    def _check_start(self, state: EnvState, start: Any) -> None:
+        # torch.where would broadcast a start state of another shape into the next state.
+        if not isinstance(start, EnvState):
+            raise TypeError(
+                f"{self.name}.step_with_start: start must be an EnvState, got {type(start).__name__}"
+            )
+        for field in ("physics", "t"):
+            want, got = getattr(state, field), getattr(start, field)
+            if (
+                not isinstance(got, torch.Tensor)
+                or got.shape != want.shape
+                or got.dtype != want.dtype
+            ):
+                desc = (
+                    f"shape {tuple(got.shape)} dtype {got.dtype}"
+                    if isinstance(got, torch.Tensor)
+                    else type(got).__name__
+                )
+                raise ValueError(
+                    f"{self.name}.step_with_start: start.{field} must match state.{field} (shape "
+                    f"{tuple(want.shape)} dtype {want.dtype}), got {desc}"
+                )
 
     def _check_action(self, action: torch.Tensor) -> None:
         spec = self.action_spec
