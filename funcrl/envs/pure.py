@@ -754,6 +754,9 @@ def collect(
 
     # Every step's policy key and start states, drawn before the loop (see _step_inputs).
     k_policy, start = _step_inputs(env, random.split(key, num_steps), state.observation.shape[0])
+    # Contiguous: Inductor's loop copied a strided scanned input whole on every step to read
+    # one row of it (the policy's keys are every other pair of a split).
+    xs = tuple(x.contiguous() for x in (k_policy, *start))
     init = (
         state.env.physics,
         state.env.t,
@@ -764,5 +767,5 @@ def collect(
     # Fresh contiguous copies: the carry's entries may not alias each other (CartPole's
     # observation is its physics) and their strides must match the body's outputs.
     init = tuple(x.clone(memory_format=torch.contiguous_format) for x in init)
-    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, (k_policy, *start))
+    (physics, t, obs, ep_ret, ep_len), traj = scan(body, init, xs)
     return RolloutState(EnvState(physics, t), obs, ep_ret, ep_len), Record(traj, batch_ndim=2)
