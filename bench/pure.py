@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -234,6 +235,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cold runs left (Inductor's FX graph and AOTAutograd caches; JAX's persistent cache)",
     )
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="with --warm: then N more rounds of one-seed training, funcrl and PureJaxRL "
+        "alternating on their warm caches (the order swapped each round), for a training-time "
+        "ratio of medians that drift on a noisy machine distorts less",
+    )
+    ap.add_argument(
         "--device",
         default=None,
         help="funcrl's device: cpu or cuda (default: cuda when available, else cpu). On CUDA "
@@ -249,6 +258,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device not in ("cpu", "cuda"):
         raise SystemExit(f"bench/pure.py: --device must be cpu or cuda, got {args.device!r}")
+    if args.repeat < 0 or (
+        args.repeat
+        and (not args.warm or 1 not in args.seeds or {"funcrl", "purejaxrl"} & set(args.skip))
+    ):
+        raise SystemExit(
+            "bench/pure.py: --repeat N (N >= 0) needs --warm, 1 among --seeds and neither funcrl "
+            f"nor purejaxrl skipped; got --repeat {args.repeat}"
+        )
     if args.worker is not None:
         if args.worker == "sb3":
             res = worker_sb3(args.sb3_steps)
@@ -268,10 +285,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import tempfile
 
     runs = [(name, s, "") for name in ("purejaxrl", "funcrl") for s in args.seeds]
+    warm_caches: dict[str, str] = {}
     if args.warm and 1 in args.seeds:
         # Each 1-seed run again on the caches its cold run left: the warm compile time.
         for name in ("purejaxrl", "funcrl"):
-            warm_cache = tempfile.mkdtemp(prefix=f"{name}-pure-warm-")
+            warm_cache = warm_caches[name] = tempfile.mkdtemp(prefix=f"{name}-pure-warm-")
             at = runs.index((name, 1, ""))
             runs[at] = (name, 1, warm_cache)
             runs.insert(at + 1, (f"{name}_warm", 1, warm_cache))
@@ -295,7 +313,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows["sb3_1"] = _row(res, 1, args.sb3_steps)
         print(f"sb3       seeds=  1 {rows['sb3_1']['env_steps_per_s']:.0f} env-steps/s", flush=True)
 
+    repeats: dict[str, list[float]] = {"funcrl": [], "purejaxrl": []}
+    for i in range(args.repeat):
+        order = ("funcrl", "purejaxrl") if i % 2 == 0 else ("purejaxrl", "funcrl")
+        for name in order:
+            extra = ["--cache", warm_caches[name]]
+            res = _spawn(["--worker", name, "--seeds", "1", *common, *extra], pin)
+            repeats[name].append(res["train_s"])
+        print(
+            f"repeat {i + 1}/{args.repeat}: train funcrl {repeats['funcrl'][-1]:.2f} s, "
+            f"purejaxrl {repeats['purejaxrl'][-1]:.2f} s",
+            flush=True,
+        )
+
     ratios: dict[str, float] = {}
+    if args.repeat:
+        med = {k: statistics.median(v) for k, v in repeats.items()}
+        ratios["train_time_1_vs_purejaxrl_median_of_repeats (target <= 1.5)"] = (
+            med["funcrl"] / med["purejaxrl"]
+        )
 
     def ratio(name: str, a: str, b: str, key: str, invert: bool = False) -> None:
         if a in rows and b in rows:
@@ -323,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{k}: {v:.2f}")
     payload = {
         "rows": rows,
+        "repeats_train_s": repeats if args.repeat else None,
         "ratios": ratios,
         "total_steps": args.total_steps,
         "loadavg_before": load_before,

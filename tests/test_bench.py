@@ -222,3 +222,16 @@ def test_update_step_impls_flag_limits_the_implementations(tmp_path):
          "--no-cudagraphs", "--out", str(tmp_path), "--name", "t"]
     )  # fmt: skip
     assert set(out["runs"][0]["results"]) == {"funcrl/eager"}
+
+
+def test_pure_repeat_needs_warm_one_seed_runs_of_both():
+    from bench import pure
+
+    for argv in (
+        ["--repeat", "3", "--seeds", "1"],  # no --warm
+        ["--repeat", "3", "--warm", "--seeds", "16"],  # no one-seed run
+        ["--repeat", "3", "--warm", "--seeds", "1", "--skip", "purejaxrl"],
+        ["--repeat", "-1", "--warm", "--seeds", "1"],
+    ):
+        with pytest.raises(SystemExit, match=r"bench/pure.py: --repeat N \(N >= 0\) needs --warm"):
+            pure.main([*argv, "--device", "cpu"])

@@ -58,6 +58,12 @@ PARITY = [
         lambda ps: torch.optim.Adam(ps, lr=3e-3, betas=(0.8, 0.95), eps=1e-6),
     ),
     (
+        # b1 = 0: no first-moment average and no correction for it.
+        "adam_b1_zero",
+        lambda: optim.adam(1e-2, b1=0.0, b2=0.5),
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, betas=(0.0, 0.5)),
+    ),
+    (
         "adam_l2",
         lambda: optim.adam(1e-2, weight_decay=0.1),
         lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),
@@ -565,3 +571,29 @@ def test_cosine_decay_schedule_vmaps_over_per_seed_counts():
     counts = torch.tensor([0, 4, 8, 12])
     got = torch.func.vmap(sched)(counts)
     torch.testing.assert_close(got, torch.tensor([2.0, 1.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_adam_bias_corrections_vanish_at_large_counts():
+    # Long runs: b ** t underflows to 0 in float64 (t = 1e6: 0.999 ** t ~ e^-1000), so the
+    # corrections are exactly 1 and the update is m / (sqrt(v) + eps), by hand.
+    opt = optim.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+    params = {"w": torch.zeros(3, dtype=torch.float64)}
+    state = opt.init(params)
+    mu = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    nu = torch.tensor([0.25, 4.0, 1.0], dtype=torch.float64)
+    state = state._replace(
+        count=torch.full_like(state.count, 1_000_000), mu={"w": mu}, nu={"w": nu}
+    )
+    g = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+    upd, new = opt.update({"w": g}, state, params)
+    m = 0.9 * mu + 0.1 * g
+    v = 0.999 * nu + 0.001 * g * g
+    torch.testing.assert_close(upd["w"], m / (v.sqrt() + 1e-8), rtol=1e-15, atol=0)
+    assert int(new.count) == 1_000_001
+
+    # At t = 1 the corrections are 1 - b exactly as torch.optim computes them.
+    state = opt.init(params)
+    upd, _ = opt.update({"w": g}, state, params)
+    m1, v1 = 0.1 * g, 0.001 * g * g
+    expect = (m1 / (v1.sqrt() / math.sqrt(1 - 0.999) + 1e-8)) / (1 - 0.9)
+    torch.testing.assert_close(upd["w"], expect, rtol=1e-12, atol=0)
