@@ -254,7 +254,8 @@ def scale_by_adam(
         mu, _ = _flat(state.mu)
         nu, _ = _flat(state.nu)
         # Bias corrections in float64, as torch.optim computes them from a Python step count.
-        # b ** t as exp(t log b) (equal to ~1e-15 relative for t < 1e5): Inductor keeps an
+        # b ** t as exp(t log b) (within 3e-14 relative of pow for t <= 1e5 and b <= 0.9999,
+        # and the same after the cast to float32; tested): Inductor keeps an
         # exp shared by many kernels as one value but re-inlines a pow into each, where libm's
         # pow ran per vector of every leaf (~3% of a compiled PPO iteration, perf).
         t = count.to(torch.float64)

@@ -597,3 +597,27 @@ def test_adam_bias_corrections_vanish_at_large_counts():
     m1, v1 = 0.1 * g, 0.001 * g * g
     expect = (m1 / (v1.sqrt() / math.sqrt(1 - 0.999) + 1e-8)) / (1 - 0.9)
     torch.testing.assert_close(upd["w"], expect, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("b1,b2", [(0.9, 0.999), (0.5, 0.9999), (0.95, 0.8)])
+def test_adam_bias_corrections_match_pow_over_long_runs(b1, b2):
+    # scale_by_adam computes 1 - b^t as 1 - exp(t log b) (see its comment). Vmapped over step
+    # counts up to 1e5, its float32 update equals torch.optim's formula with the corrections
+    # from pow in float64: m / (1 - b1^t) / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    opt = optim.scale_by_adam(b1=b1, b2=b2, eps=1e-8)
+    params = {"w": torch.zeros(4)}
+    g = torch.tensor([0.3, -1.0, 2.0, 0.0])
+    mu, nu = torch.tensor([0.1, 0.2, -0.5, 1.0]), torch.tensor([0.04, 1.0, 0.5, 2.0])
+    counts = torch.cat([torch.arange(0, 200), torch.arange(200, 100_000, 997)]).int()
+
+    def update(count):
+        state = opt.init(params)._replace(count=count, mu={"w": mu}, nu={"w": nu})
+        return opt.update({"w": g}, state, params)[0]["w"]
+
+    got = torch.func.vmap(update)(counts)
+    t = (counts + 1).double().unsqueeze(1)
+    m, v = b1 * mu + (1 - b1) * g, b2 * nu + (1 - b2) * g * g
+    bc1 = (1 - torch.pow(torch.tensor(b1, dtype=torch.float64), t)).float()
+    bc2 = (1 - torch.pow(torch.tensor(b2, dtype=torch.float64), t)).sqrt().float()
+    expect = (m / (v.sqrt() / bc2 + 1e-8)) * (1 / bc1.double()).float()
+    torch.testing.assert_close(got, expect, rtol=1e-6, atol=0)
