@@ -21,6 +21,11 @@ issue's targets and writes ``bench/results/pure.json`` with the machine's load a
 
     python bench/pure.py                                   # the full run (minutes to hours)
     python bench/pure.py --total-steps 20480 --seeds 1 4 --sb3-steps 4096 --no-json   # quick
+    python bench/pure.py --seeds 1 --warm --repeat 5 --skip sb3   # one-seed ratio of medians
+
+On a machine whose speed drifts (a shared VM), the one-seed training ratio of a single pair can
+be off by a third: ``--repeat N`` runs N more rounds of warm one-seed runs, funcrl and PureJaxRL
+alternating (the order swapped each round), and reports the ratio of their medians.
 """
 
 from __future__ import annotations
