@@ -113,14 +113,16 @@ def worker_funcrl(
     out = run(keys, callback=mark)
     cpu["end"] = _cpu_s()
     iters = out.metrics["episode_return"].shape[1]
-    # The first iteration's time is compile + one iteration: count the rest, scaled to all.
-    per_iter = out.train_time / max(iters - 1, 1)
-    cpu_per_iter = (cpu["end"] - cpu["first"]) / max(iters - 1, 1)
+    # The first call's time is the compile + its k iterations: count the rest, scaled to all.
+    k = out.iterations_per_call
+    per_iter = out.train_time / max(iters - k, 1)
+    cpu_per_iter = (cpu["end"] - cpu["first"]) / max(iters - k, 1)
     return {
-        "compile_s": out.compile_time - per_iter,
-        "compile_cpu_s": cpu["first"] - cpu["start"] - cpu_per_iter,
-        "train_s": out.train_time * iters / max(iters - 1, 1),
+        "compile_s": out.compile_time - k * per_iter,
+        "compile_cpu_s": cpu["first"] - cpu["start"] - k * cpu_per_iter,
+        "train_s": per_iter * iters,
         "train_cpu_s": cpu_per_iter * iters,
+        "iterations_per_call": k,
         "final_returns": _final(out.metrics["episode_return"].tolist()),
         "iterations": iters,
         "loadavg_start": load,

@@ -11,7 +11,8 @@ block with ``torch.profiler`` to split the compiled graph's own time from what r
 Prints the compile time and milliseconds per iteration; nothing is written.
 
 Runs inside :func:`funcrl.cpu_allocator.caching` on a CPU, as ``run_iterations`` does
-(``--no-cpu-cache`` times without it). ``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE``
+(``--no-cpu-cache`` times without it). ``--iterations-per-call K`` compiles ``K`` iterations per
+call (:func:`funcrl.pure_train.chain_iterations`); the times stay per iteration. ``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE``
 (repeatable, VALUE in JSON) sets an option of ``torch._inductor.config`` first, for trying a
 compile setting::
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one iteration")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
+        "--iterations-per-call",
+        type=int,
+        default=1,
+        help="iterations per compiled call (run_iterations' iterations_per_call); must divide "
+        "--block",
+    )
+    p.add_argument(
         "--no-cpu-cache",
         action="store_true",
         help="time without funcrl.cpu_allocator.caching (run_iterations uses it on a CPU)",
@@ -86,6 +94,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"pure_iteration.py: --seeds must be >= 1, got {args.seeds}")
+    per_call = args.iterations_per_call
+    if per_call < 1 or args.block % per_call:
+        raise SystemExit(
+            f"pure_iteration.py: --iterations-per-call must be >= 1 and divide --block "
+            f"({args.block}), got {per_call}"
+        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise SystemExit(
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     state = pytree.tree_map(
         lambda *xs: torch.stack(xs).contiguous(), *[algo.init(k) for k in k_init]
     )
-    fn = seeded_iteration(algo, device=device)
+    fn = seeded_iteration(algo, device=device, iterations_per_call=per_call)
 
     def sync() -> None:  # CUDA calls return before their kernels finish
         if device == "cuda":
@@ -119,8 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     allocator = contextlib.ExitStack()
     if device == "cpu" and not args.no_cpu_cache:
         allocator.enter_context(cpu_allocator.caching())
-    n = 1 + (2 * args.rounds + 1) * args.block
-    keys = torch.func.vmap(lambda k: frandom.split(k, n))(k_iter).transpose(0, 1).contiguous()
+    # Calls, each of per_call iterations: keys [calls, S, 2], or [calls, S, per_call, 2].
+    calls = 1 + (2 * args.rounds + 1) * args.block // per_call
+    keys = torch.func.vmap(lambda k: frandom.split(k, calls * per_call))(k_iter)
+    if per_call > 1:
+        keys = keys.unflatten(1, (calls, per_call))
+    keys = keys.transpose(0, 1).contiguous()
     t = time.perf_counter()
     state, _ = fn(state, keys[0])
     sync()
@@ -130,10 +148,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def block(state):
         nonlocal at
         t = time.perf_counter()
-        for i in range(at, at + args.block):
+        for i in range(at, at + args.block // per_call):
             state, _ = fn(state, keys[i])
         sync()
-        at += args.block
+        at += args.block // per_call
         return state, (time.perf_counter() - t) / args.block * 1e3
 
     guarded, skipped = [], []

@@ -139,7 +139,8 @@ def write_results(cfg: Any, out: Any, per_iteration: int, algo: str) -> dict[str
     png = os.path.join(cfg.out, "curve.png")
     plot_seeds(steps, returns, png, f"{algo} on pure {cfg.env}, {cfg.seeds} seeds (vmap)")
     _write_csv(os.path.join(cfg.out, "returns.csv"), steps, returns)
-    env_steps = cfg.seeds * per_iteration * max(returns.shape[1] - 1, 0)
+    # train_time covers the iterations after the first compiled call's.
+    env_steps = cfg.seeds * per_iteration * max(returns.shape[1] - out.iterations_per_call, 0)
     result = {
         "env": cfg.env,
         "final_returns": final.tolist(),

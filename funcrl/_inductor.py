@@ -23,6 +23,19 @@ neither of them the C++ compiler's:
   (``tests/test_inductor_cache.py`` checks that in fresh processes). A second process then skips
   AOTAutograd and Inductor: a one-seed PPO iteration's compile went from ~90 s to ~11 s
   (with :mod:`funcrl.tree`'s traced path, ~8 s).
+
+One fix makes a loop inside a loop run at all:
+
+* **Inductor's C++ wrapper frees a nested loop's loop-invariant inputs after their first use.**
+  A ``while_loop`` (or ``scan``) inside another loop's body reads tensors of the outer body
+  (the params its body closes over). When such an input is a view of an outer-body input,
+  ``CppWrapperCpu.codegen_while_loop`` writes a temporary handle for it once, before the loop,
+  and refers to it as ``RAIIAtenTensorHandle(tmp)`` in every iteration's condition and body: the
+  first reference takes ownership and frees it, the next one reads freed memory (a segfault,
+  torch 2.13). :func:`prepare` makes such a loop bind each loop-invariant input that is an
+  expression to one named handle before the loop, which every iteration then copies; inputs that
+  are already named handles are passed through unchanged. This is what lets
+  :func:`funcrl.pure_train.seeded_iteration` run several iterations per compiled call.
 """
 
 from __future__ import annotations
@@ -34,7 +47,13 @@ import torch
 
 from funcrl._compat import torch_release
 
-__all__ = ["CACHEABLE_LOOPS", "CPP_WRAPPER_LOOPS", "intersect_ranges", "prepare"]
+__all__ = [
+    "CACHEABLE_LOOPS",
+    "CPP_WRAPPER_LOOPS",
+    "NESTED_LOOPS",
+    "intersect_ranges",
+    "prepare",
+]
 
 
 def _cacheable_loops() -> dict[str, Any]:
@@ -42,9 +61,12 @@ def _cacheable_loops() -> dict[str, Any]:
 
     if not hasattr(config, "unsafe_marked_cacheable_functions"):
         return {}  # pragma: no cover - a torch without the opt-in: loops stay uncached
+    # The tag is part of every cache key: code generated before the nested-loop fix in
+    # prepare() (which crashes) is never loaded by a process that has it.
+    tag = f"{torch.__version__}+funcrl-loops-2"
     marked = {
-        "torch.ops.higher_order.scan": torch.__version__,
-        "torch.ops.higher_order.while_loop": torch.__version__,
+        "torch.ops.higher_order.scan": tag,
+        "torch.ops.higher_order.while_loop": tag,
     }
     return {"unsafe_marked_cacheable_functions": marked}
 
@@ -61,8 +83,9 @@ _DONE = False
 
 
 def prepare() -> None:
-    """Once per process: make Inductor's dtype-rule singleton initialise only when needed, and
-    its value-range intersections compare numbers instead of building sympy expressions.
+    """Once per process: make Inductor's dtype-rule singleton initialise only when needed, its
+    value-range intersections compare numbers instead of building sympy expressions, and its C++
+    wrapper keep a nested loop's loop-invariant inputs alive.
 
     Each is without effect (and without error) on a torch whose classes are not as described in
     the module docstring.
@@ -76,6 +99,7 @@ def prepare() -> None:
         _DONE = True
         _patch_range_intersection()
         _patch_dtype_rules()
+        _patch_nested_loop_inputs()
 
 
 def _numeric_bound(a: Any, b: Any, pick_larger: bool) -> Any:
@@ -159,3 +183,61 @@ def _patch_dtype_rules() -> None:
         self._funcrl_tables = tables
 
     cls.__init__ = __init__
+
+
+class _NamedHandle:
+    """Stands in for a loop input whose C++ reference is the name of a handle."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def codegen_reference(self, writer: Any = None) -> str:
+        return self.name
+
+
+def _nested_loop_inputs_fixable() -> Any:
+    try:
+        from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+    except ImportError:  # pragma: no cover - a torch without the C++ wrapper
+        return None
+    original = vars(CppWrapperCpu).get("codegen_while_loop")
+    if original is None:
+        return None  # pragma: no cover - another torch layout: leave it alone
+    return CppWrapperCpu
+
+
+# Whether a loop may run inside another loop's body under the C++ wrapper (see the module
+# docstring); False leaves funcrl's callers at one iteration per compiled call.
+NESTED_LOOPS: bool = CPP_WRAPPER_LOOPS and _nested_loop_inputs_fixable() is not None
+
+
+def _patch_nested_loop_inputs() -> None:
+    cls = _nested_loop_inputs_fixable()
+    if cls is None:
+        return  # pragma: no cover - another torch layout
+    original = cls.codegen_while_loop
+    if getattr(original, "_funcrl_patched", False):
+        return
+
+    def codegen_while_loop(self: Any, while_loop: Any, stack_output: bool = False) -> Any:
+        saved = while_loop.additional_inputs
+        bound = []
+        for i, buf in enumerate(saved):
+            ref = buf.codegen_reference()
+            if ref.isidentifier():
+                bound.append(buf)
+                continue
+            # An expression (a view's temporary handle): one named handle, made once here,
+            # which each iteration's assign_tensors_out copies and none frees.
+            name = f"{while_loop.get_name()}_invariant_{i}"
+            self.writeline(f"RAIIAtenTensorHandle {name} = {ref};")
+            bound.append(_NamedHandle(name))
+        while_loop.additional_inputs = bound
+        try:
+            return original(self, while_loop, stack_output)
+        finally:
+            while_loop.additional_inputs = saved
+
+    codegen_while_loop._funcrl_patched = True  # type: ignore[attr-defined]
+    codegen_while_loop._funcrl_original = original  # type: ignore[attr-defined]
+    cls.codegen_while_loop = codegen_while_loop

@@ -44,6 +44,8 @@ __all__ = [
     "PPOTrainState",
     "TrainOutput",
     "PPOTrain",
+    "chain_iterations",
+    "default_iterations_per_call",
     "make_train",
     "run_iterations",
     "seeded_iteration",
@@ -187,8 +189,9 @@ class TrainOutput(NamedTuple):
     ``metrics`` holds the trainer's averaged losses plus ``episode_return`` (the mean over
     envs of each env's last finished episode's return), ``episodes_finished`` and
     ``finished_return_sum`` (the returns of the episodes that ended in that iteration). Times
-    are host wall-clock seconds: ``compile_time`` the first iteration's (compile included),
-    ``train_time`` the rest (see :attr:`PPOTrain.__call__`). ``state`` is a
+    are host wall-clock seconds: ``compile_time`` the first compiled call's (the compile and its
+    ``iterations_per_call`` iterations), ``train_time`` the rest (``I - iterations_per_call``
+    iterations; see :attr:`PPOTrain.__call__`). ``state`` is a
     :class:`PPOTrainState`, or a :class:`funcrl.pure_dqn.DQNTrainState` for DQN.
     """
 
@@ -196,6 +199,7 @@ class TrainOutput(NamedTuple):
     metrics: dict[str, torch.Tensor]
     compile_time: float
     train_time: float
+    iterations_per_call: int = 1
 
 
 def make_nets(config: PPOTrainConfig, env: pure.PureEnv) -> ppo.Nets:
@@ -376,6 +380,7 @@ class PPOTrain:
         progress: bool = False,
         callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
         cpu_cache: bool = True,
+        iterations_per_call: int | None = None,
     ) -> TrainOutput:
         """Trains from ``key`` (``[2]``: one seed) or ``keys [S, 2]`` (``S`` seeds, vmapped).
 
@@ -389,20 +394,29 @@ class PPOTrain:
                 :func:`funcrl.cpu_allocator.caching` (freed blocks reused instead of returned to
                 malloc; ~18% less time per one-seed iteration). No effect on other devices or
                 without ``compile``.
+            iterations_per_call: ``K`` iterations per compiled call, as one loop in the graph
+                (:func:`chain_iterations`), so that what each call costs on the host (Python,
+                dynamo, the graph's inputs and outputs) is paid once per ``K``; must divide
+                ``config.num_updates``. The progress bar and ``callback`` advance once per
+                call. ``None``: :func:`default_iterations_per_call`.
 
         Returns:
             :class:`TrainOutput`; metrics ``[I]`` (one seed) or ``[S, I]``.
         """
+        n = self.config.num_updates
+        if iterations_per_call is None:
+            iterations_per_call = default_iterations_per_call(n, compile=compile, backend=backend)
         return run_iterations(
             self,
             key,
-            num_iterations=self.config.num_updates,
+            num_iterations=n,
             steps_per_iteration=self.config.batch_size,
             compile=compile,
             backend=backend,
             progress=progress,
             callback=callback,
             cpu_cache=cpu_cache,
+            iterations_per_call=iterations_per_call,
             owner="pure_train.train",
         )
 
@@ -431,12 +445,63 @@ def init_params_and_rollout(
     return params, pure.init_rollout(env, k_env, num_envs)
 
 
+# The most iterations default_iterations_per_call puts in one call: measured on one seed (PPO,
+# CartPole), 8 per call already pays the host's per-call costs once per ~70 ms of work.
+MAX_ITERATIONS_PER_CALL = 8
+
+
+def default_iterations_per_call(
+    num_iterations: int, *, compile: bool = True, backend: str = "inductor"
+) -> int:
+    """The largest divisor of ``num_iterations`` up to :data:`MAX_ITERATIONS_PER_CALL` when the
+    iteration is compiled by Inductor on a torch that runs a loop inside a loop
+    (``funcrl._inductor.NESTED_LOOPS``); 1 otherwise (eager, other backends)."""
+    if not (compile and backend == "inductor" and _inductor.NESTED_LOOPS):
+        return 1
+    return max(d for d in range(1, MAX_ITERATIONS_PER_CALL + 1) if num_iterations % d == 0)
+
+
+def chain_iterations(
+    iteration: Callable[[Any, torch.Tensor], tuple[Any, dict[str, torch.Tensor]]],
+) -> Callable[[Any, torch.Tensor], tuple[Any, dict[str, torch.Tensor]]]:
+    """``iteration(state, key)`` run once per key of ``keys [K, 2]``, as one loop.
+
+    Returns ``chained(state, keys) -> (state, metrics)`` with every metric stacked ``[K, ...]``:
+    the same draws and results as ``K`` calls of ``iteration`` with ``keys[0]``, ``keys[1]``,
+    ... (:func:`funcrl.envs.pure.scan`; under ``torch.compile`` one ``scan`` whose body is the
+    iteration, with its own rollout and update loops nested inside).
+    """
+
+    def chained(state: Any, keys: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
+        leaves, spec = pytree.tree_flatten(state)
+
+        def body(carry, key):
+            new, metrics = iteration(pytree.tree_unflatten(list(carry), spec), key)
+            # scan's outputs may alias neither its inputs nor each other: copies.
+            return tuple(x.clone() for x in pytree.tree_leaves(new)), tree.map(torch.clone, metrics)
+
+        carry, metrics = pure.scan(body, tuple(leaves), keys)
+        return pytree.tree_unflatten(list(carry), spec), metrics
+
+    return chained
+
+
 def seeded_iteration(
-    algo: Any, *, compile: bool = True, backend: str = "inductor", device: Any = "cpu"
+    algo: Any,
+    *,
+    compile: bool = True,
+    backend: str = "inductor",
+    device: Any = "cpu",
+    iterations_per_call: int = 1,
 ) -> Callable[[Any, torch.Tensor], tuple[Any, dict[str, torch.Tensor]]]:
     """``algo.iteration`` vmapped over a leading seed dim of ``(state, key)`` (``randomness=
-    "error"``: every draw comes from the keys) and, with ``compile``, compiled as one graph."""
-    fn = torch.func.vmap(algo.iteration, randomness="error")
+    "error"``: every draw comes from the keys) and, with ``compile``, compiled as one graph.
+
+    With ``iterations_per_call`` ``K > 1`` a call runs ``K`` iterations
+    (:func:`chain_iterations`): ``(state, keys [S, K, 2]) -> (state, metrics [S, K])``.
+    """
+    step = algo.iteration if iterations_per_call == 1 else chain_iterations(algo.iteration)
+    fn = torch.func.vmap(step, randomness="error")
     if not compile:
         return fn
     options = None
@@ -480,10 +545,12 @@ def run_iterations(
     progress: bool = False,
     callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     cpu_cache: bool = True,
+    iterations_per_call: int = 1,
     owner: str = "pure_train.train",
 ) -> TrainOutput:
     """The host loop of a pure training run: ``algo.init`` per seed, then ``num_iterations``
-    calls of the (vmapped, compiled) ``algo.iteration(state, key)``.
+    iterations of the (vmapped, compiled) ``algo.iteration(state, key)``, ``iterations_per_call``
+    per call.
 
     Shared by PPO and DQN (:mod:`funcrl.pure_dqn`); see :meth:`PPOTrain.__call__` for the
     arguments. ``steps_per_iteration`` env steps per seed advance the progress bar.
@@ -505,15 +572,27 @@ def run_iterations(
         )
     if not isinstance(cpu_cache, bool):
         raise TypeError(f"{owner}: cpu_cache must be a bool, got {type(cpu_cache).__name__}")
+    k = iterations_per_call
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or num_iterations % k:
+        raise ValueError(
+            f"{owner}: iterations_per_call must be an int >= 1 that divides the run's "
+            f"{num_iterations} iterations, got {k!r}"
+        )
     batched = key.ndim == 2
     seeds = key if batched else key.unsqueeze(0)
     k_init, k_iter = torch.func.vmap(lambda k: _random.split(k, 2))(seeds).unbind(1)
     states = [algo.init(k) for k in k_init]
     state = pytree.tree_map(lambda *xs: torch.stack(xs).contiguous(), *states)
-    fn = seeded_iteration(algo, compile=compile, backend=backend, device=seeds.device)
+    fn = seeded_iteration(
+        algo, compile=compile, backend=backend, device=seeds.device, iterations_per_call=k
+    )
     n = num_iterations
-    # keys[i] is [S, 2]: one key per seed for iteration i.
-    keys = torch.func.vmap(lambda k: _random.split(k, n))(k_iter).transpose(0, 1).contiguous()
+    # keys[c] is call c's: [S, 2], one key per seed, or [S, K, 2] for K iterations per call;
+    # iteration i draws from the same key either way.
+    keys = torch.func.vmap(lambda key: _random.split(key, n))(k_iter)
+    if k > 1:
+        keys = keys.unflatten(1, (n // k, k))
+    keys = keys.transpose(0, 1).contiguous()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -530,37 +609,41 @@ def run_iterations(
     start = time.perf_counter()
     compile_time = 0.0
     with allocator:
-        for i in range(n):
-            if compile and i >= 2:
+        for c in range(n // k):
+            if compile and c >= 2:
                 # From the third call on, every input is the previous call's output (same shapes,
-                # dtypes and strides) or keys[i]: dynamo's guards, ~0.2 ms of a ~5 ms one-seed
+                # dtypes and strides) or keys[c]: dynamo's guards, ~0.2 ms of a ~5 ms one-seed
                 # iteration, are skipped around this call only (the callback's own compiled code
                 # keeps its guards). The first two calls ran guarded, so any recompile for the
                 # outputs' layout happened then, and with more than one graph dynamo still checks
                 # what tells them apart.
                 with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                    state, metrics = fn(state, keys[i])
+                    state, metrics = fn(state, keys[c])
             else:
-                state, metrics = fn(state, keys[i])
+                state, metrics = fn(state, keys[c])
+            if k == 1:
+                metrics = {name: v.unsqueeze(1) for name, v in metrics.items()}
             history.append(metrics)
-            if i == 0:
+            if c == 0:
                 _synchronize(seeds.device)  # on CUDA the call returns before its kernels finish
                 compile_time = time.perf_counter() - start
                 start = time.perf_counter()
             if callback is not None:
-                callback(i, metrics)
+                for j in range(k):
+                    callback(c * k + j, {name: v[:, j] for name, v in metrics.items()})
             if bar is not None:
-                bar.update(steps_per_iteration)
-                bar.set_postfix(ret=f"{float(metrics['episode_return'].mean()):.1f}", refresh=False)
+                bar.update(k * steps_per_iteration)
+                ret = float(metrics["episode_return"][:, -1].mean())
+                bar.set_postfix(ret=f"{ret:.1f}", refresh=False)
     _synchronize(seeds.device)
     train_time = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    stacked = {k: torch.stack([h[k] for h in history], dim=1) for k in history[0]}
+    stacked = {name: torch.cat([h[name] for h in history], dim=1) for name in history[0]}
     if not batched:
         state = pytree.tree_map(lambda x: x[0], state)
-        stacked = {k: v[0] for k, v in stacked.items()}
-    return TrainOutput(state, stacked, compile_time, train_time)
+        stacked = {name: v[0] for name, v in stacked.items()}
+    return TrainOutput(state, stacked, compile_time, train_time, k)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -138,6 +138,18 @@ def test_bad_cpu_cache_flag():
         train(torch.tensor([0, 1]), compile=False, cpu_cache="no")
 
 
+@pytest.mark.parametrize("value", [0, -2, 3, 2.0, True, "2"])
+def test_bad_iterations_per_call(value):
+    # Two iterations (total_timesteps 32 = 2 x 16): only 1 and 2 divide them.
+    train = make_train(
+        PPOTrainConfig(total_timesteps=32, num_envs=2, num_steps=8, num_minibatches=2),
+        pure.make("CartPole-v1"),
+    )
+    with pytest.raises(ValueError, match=r"pure_train.train: iterations_per_call must be an int "
+                       r">= 1 that divides the run's 2 iterations, got " + repr(value)):  # fmt: skip
+        train(torch.tensor([0, 1]), compile=False, iterations_per_call=value)
+
+
 @pytest.mark.parametrize(
     "start, error, match",
     [

@@ -1,6 +1,7 @@
 """funcrl._inductor: compiled loops load from Inductor's on-disk cache in a new process, a
-changed loop body is never served a stale entry, the dtype-rule singleton initialises only
-when its tables grow, and value ranges intersect as sympy's Max/Min would."""
+changed loop body is never served a stale entry, a loop inside a loop runs under the C++
+wrapper, the dtype-rule singleton initialises only when its tables grow, and value ranges
+intersect as sympy's Max/Min would."""
 
 from __future__ import annotations
 
@@ -76,6 +77,49 @@ def test_scan_graph_is_cached_across_processes_and_keyed_on_its_body(tmp_path):
     assert other == {"close": True, "hit": 0, "miss": 1, "bypass": 0}
 
 
+_NESTED = textwrap.dedent(
+    """
+    import json, torch
+    from funcrl import _inductor
+    from funcrl.envs import pure
+
+    def run(w, h, xs):
+        def outer(carry, x):
+            w, h = carry
+            def inner(c, y):
+                (g,) = c
+                # w[0]: a view of the outer body's input, read by every inner step. Unpatched,
+                # torch 2.13's C++ wrapper frees its handle after the first read (a segfault).
+                g = torch.tanh(g @ w[0] + y)
+                return (g.clone(),), g.clone()
+            (g,), ys = pure.scan(inner, (h,), x)
+            return (w * 0.9, g.clone()), ys.sum(0)
+        return pure.scan(outer, (w, h), xs)
+
+    _inductor.prepare()
+    w, h = (torch.eye(3).repeat(2, 1, 1) * 0.5)[None], torch.ones(1, 3)
+    xs = (torch.arange(24.0).reshape(2, 4, 3) / 10)[None]
+    f = torch.func.vmap(run)  # batched as a seed dim is: the captured params become views
+    options = {"cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS}
+    got = torch.compile(f, fullgraph=True, options=options)(w, h, xs)
+    want = f(w, h, xs)  # eagerly: pure.scan's Python loops
+    flat = zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want))
+    print(json.dumps({"close": all(torch.allclose(a, b, atol=1e-6) for a, b in flat)}))
+    """
+)
+
+
+def test_a_loop_inside_a_loop_compiles_and_runs(tmp_path):
+    # In a fresh process: without the fix the process dies (rc -11), which fails here.
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _NESTED], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"close": True}
+    assert _inductor.NESTED_LOOPS is _inductor.CPP_WRAPPER_LOOPS
+
+
 def test_loops_are_cacheable_only_with_the_marking():
     # What CACHEABLE_LOOPS is for: unmarked, torch's caches bypass graphs holding these ops.
     from torch._higher_order_ops.scan import scan_op
@@ -117,10 +161,14 @@ def test_dtype_rules_initialise_again_only_when_their_tables_grow(monkeypatch):
 
 
 def test_prepare_is_idempotent():
+    from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+
     _inductor.prepare()
     init = torch._inductor.dtype_propagation.DtypePropagationOpsHandler.__init__
+    loop = CppWrapperCpu.codegen_while_loop
     _inductor.prepare()
     assert torch._inductor.dtype_propagation.DtypePropagationOpsHandler.__init__ is init
+    assert CppWrapperCpu.codegen_while_loop is loop and loop._funcrl_patched
 
 
 def _original_and():

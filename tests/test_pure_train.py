@@ -111,6 +111,43 @@ def test_compiled_iteration_matches_eager():
     _close(compiled.metrics, eager.metrics, rtol=1e-4, atol=1e-5)
 
 
+def test_iterations_per_call_is_the_same_run():
+    # K iterations per call draw from the same keys as one per call: the same run, with the
+    # callback still called once per iteration (after each call) and metrics [S, I].
+    cfg = dataclasses.replace(TINY, total_timesteps=4 * 2 * 8)
+    train = make_train(cfg, pure.make("CartPole-v1"))
+    keys = funcrl.random.split(funcrl.random.key(0), 2)
+    one = train(keys, compile=False, iterations_per_call=1)
+    two = train(keys, compile=False, iterations_per_call=2)
+    _close(two.state, one.state, rtol=0, atol=0)
+    _close(two.metrics, one.metrics, rtol=0, atol=0)
+    seen = []
+    four = train(
+        keys,
+        compile=True,
+        backend="aot_eager",
+        iterations_per_call=4,
+        callback=lambda i, m: seen.append((i, tuple(m["episode_return"].shape))),
+    )
+    assert seen == [(i, (2,)) for i in range(4)]
+    assert (one.iterations_per_call, two.iterations_per_call, four.iterations_per_call) == (1, 2, 4)
+    assert four.metrics["loss_objective"].shape == (2, 4)
+    _close(four.state, one.state, rtol=1e-4, atol=1e-5)
+    _close(four.metrics, one.metrics, rtol=1e-4, atol=1e-5)
+
+
+def test_default_iterations_per_call():
+    from funcrl import _inductor
+
+    pick = pure_train.default_iterations_per_call
+    if _inductor.NESTED_LOOPS:
+        # The largest divisor up to MAX_ITERATIONS_PER_CALL (8): 976 = 8 x 122, 21 = 7 x 3.
+        assert [pick(n) for n in (976, 21, 13, 1)] == [8, 7, 1, 1]
+    else:
+        assert pick(976) == 1
+    assert pick(976, compile=False) == 1 and pick(976, backend="aot_eager") == 1
+
+
 def test_configs_of_other_sizes_compile_in_one_process():
     # A second and third config (other num_updates) recompile the same iteration code: with
     # dynamo's automatic dynamic shapes the changed ints became SymInts and the vmapped step
