@@ -6,9 +6,8 @@ minibatches, tanh 64x64, lr 2.5e-4 annealed), one CPU thread each, each side in 
 ``MALLOC_TUNABLES``):
 
 * funcrl: :func:`funcrl.pure_train.make_train` on :mod:`funcrl.envs.pure` CartPole; the vmapped
-  iteration compiled with inductor, 8 iterations per compiled call (the default of
-  ``iterations_per_call``
-  for 976 iterations), the calls looped in Python.
+  iteration compiled with inductor, 8 iterations per compiled call (``iterations_per_call``'s
+  default for 976 iterations), the calls looped in Python.
 * PureJaxRL: ``bench/purejaxrl_ppo.py`` (its ``ppo.py`` re-implemented) on gymnax CartPole;
   ``jax.jit(jax.vmap(train))`` lowered and compiled, then run.
 * SB3: ``stable_baselines3.PPO`` on gymnasium's CartPole-v1 (one seed; ``--sb3-steps`` env

@@ -146,6 +146,7 @@ def test_default_iterations_per_call():
     else:
         assert pick(976) == 1
     assert pick(976, compile=False) == 1 and pick(976, backend="aot_eager") == 1
+    assert pick(976, device="meta") == 1  # only where it has run: the CPU
 
 
 def test_configs_of_other_sizes_compile_in_one_process():
