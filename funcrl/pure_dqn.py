@@ -318,7 +318,9 @@ class DQNTrain:
         """Trains from ``key`` (``[2]``: one seed) or ``keys [S, 2]`` (``S`` seeds, vmapped).
 
         Same arguments and result as :meth:`funcrl.pure_train.PPOTrain.__call__`: a
-        :class:`funcrl.pure_train.TrainOutput` with metrics ``[I]`` or ``[S, I]``.
+        :class:`funcrl.pure_train.TrainOutput` with metrics ``[I]`` or ``[S, I]``, but one
+        iteration per compiled call (no ``iterations_per_call``): a loop over DQN's iterations
+        would carry, and copy once per iteration, the whole replay buffer.
         """
         from funcrl.pure_train import run_iterations
 
