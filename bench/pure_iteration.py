@@ -12,9 +12,9 @@ Prints the compile time and milliseconds per iteration; nothing is written.
 
 Runs inside :func:`funcrl.cpu_allocator.caching` on a CPU, as ``run_iterations`` does
 (``--no-cpu-cache`` times without it). ``--iterations-per-call K`` compiles ``K`` iterations per
-call (:func:`funcrl.pure_train.chain_iterations`); the times stay per iteration. ``--seeds N`` vmaps N seeds; ``--inductor KEY=VALUE``
-(repeatable, VALUE in JSON) sets an option of ``torch._inductor.config`` first, for trying a
-compile setting::
+call (:func:`funcrl.pure_train.chain_iterations`); the times stay per iteration. ``--seeds N``
+vmaps N seeds; ``--inductor KEY=VALUE`` (repeatable, VALUE in JSON) sets an option of
+``torch._inductor.config`` first, for trying a compile setting::
 
     taskset -c 1 python bench/pure_iteration.py --inductor cpp.vec_isa_ok=false
 

@@ -465,6 +465,15 @@ def default_iterations_per_call(
     iteration is compiled by Inductor for a CPU on a torch that runs a loop inside a loop
     (``funcrl._inductor.NESTED_LOOPS``); 1 otherwise (eager, other backends, and other devices,
     where a loop inside a loop has not been run)."""
+    if (
+        isinstance(num_iterations, bool)
+        or not isinstance(num_iterations, int)
+        or num_iterations < 1
+    ):
+        raise ValueError(
+            "pure_train.default_iterations_per_call: num_iterations must be an int >= 1, "
+            f"got {num_iterations!r}"
+        )
     ok = compile and backend == "inductor" and torch.device(device).type == "cpu"
     if not (ok and _inductor.NESTED_LOOPS):
         return 1

@@ -173,3 +173,12 @@ def test_bad_start_state(start, error, match):
         start = pure.EnvState(state.physics, torch.zeros(2, dtype=torch.int64))
     with pytest.raises(error, match=match):
         env.step_with_start(state, torch.tensor(1), start)
+
+
+@pytest.mark.parametrize("value", [0, -1, 8.0, True, None])
+def test_bad_default_iterations_per_call(value):
+    from funcrl.pure_train import default_iterations_per_call
+
+    with pytest.raises(ValueError, match=r"pure_train.default_iterations_per_call: num_iterations "
+                       r"must be an int >= 1, got " + repr(value)):  # fmt: skip
+        default_iterations_per_call(value)
