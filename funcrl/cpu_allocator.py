@@ -7,10 +7,9 @@ that keeps freed blocks in per-size free lists (up to ``max_cached_bytes``) and 
 again, as torch's CUDA allocator does on a GPU. On a one-seed pure PPO iteration this cut the time
 per iteration by ~18% (4.7-4.9 ms to 3.8-4.0 ms; see ``docs/results.md``).
 
-The allocator is C++ (``funcrl/csrc/cpu_allocator.cpp``), built at first use with the C++
-compiler Inductor uses, against the running torch's headers, and kept in a cache folder beside
-Inductor's (``$TORCHINDUCTOR_CACHE_DIR/funcrl``), keyed by the source, torch's version and the
-compiler. Building takes ~1 s.
+The allocator is C++ (``funcrl/csrc/cpu_allocator.cpp``), built at first use by
+:func:`funcrl._native.library` (cached per source, torch version and compiler). Building takes
+~1 s.
 
 It is process-wide while active, like any torch allocator setting: tensors created by any thread
 use it. Tensors allocated inside and freed after the context return their memory to the system;
@@ -30,21 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
-import torch
-
-from funcrl import checkpoint
+from funcrl import _native
 
 __all__ = ["Stats", "caching", "stats"]
 
-_SOURCE = Path(__file__).parent / "csrc" / "cpu_allocator.cpp"
 _lock = threading.Lock()
 _depth = 0
 _lib: ctypes.CDLL | None = None
@@ -66,71 +58,10 @@ class Stats(NamedTuple):
     active: bool
 
 
-def _build_dir() -> Path:
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    return Path(cache_dir()) / "funcrl"
-
-
-def _compiler() -> str:
-    from torch._inductor.cpp_builder import get_cpp_compiler
-
-    return get_cpp_compiler()
-
-
-def _library_path() -> Path:
-    """Builds the shared library if no build of this source, torch and compiler exists yet."""
-    source = _SOURCE.read_bytes()
-    cxx = _compiler()
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    tag = hashlib.sha256(
-        b"\0".join([source, torch.__version__.encode(), cxx.encode(), str(abi).encode()])
-    ).hexdigest()[:20]
-    folder = _build_dir()
-    target = folder / f"cpu_allocator_{tag}.so"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    from torch.utils.cpp_extension import include_paths, library_paths
-
-    torch_lib = library_paths()[0]
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        built = Path(tmp) / "cpu_allocator.so"
-        cmd = [
-            cxx,
-            "-O2",
-            "-std=c++17",
-            "-shared",
-            "-fPIC",
-            f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-            *(f"-I{p}" for p in include_paths()),
-            str(_SOURCE),
-            f"-L{torch_lib}",
-            "-lc10",
-            f"-Wl,-rpath,{torch_lib}",
-            "-o",
-            str(built),
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as e:
-            raise RuntimeError(
-                f"funcrl.cpu_allocator: cannot run the C++ compiler {cxx!r}: {e}"
-            ) from e
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"funcrl.cpu_allocator: building {_SOURCE.name} with {cxx} failed "
-                f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-            )
-        # Atomic: a concurrent process sees no library or a whole one.
-        checkpoint.atomic_write(target, built.read_bytes())
-    return target
-
-
 def _load() -> ctypes.CDLL:
     global _lib
     if _lib is None:
-        lib = ctypes.CDLL(str(_library_path()))
+        lib = ctypes.CDLL(str(_native.library("cpu_allocator", owner="funcrl.cpu_allocator")))
         lib.funcrl_cpu_cache_enable.argtypes = [ctypes.c_size_t]
         lib.funcrl_cpu_cache_enable.restype = ctypes.c_int
         lib.funcrl_cpu_cache_disable.argtypes = []

@@ -42,7 +42,7 @@ from typing import Union
 
 import torch
 
-from funcrl import _inductor
+from funcrl import _inductor, _native
 from funcrl.jit import is_tracing
 
 __all__ = [
@@ -93,6 +93,9 @@ def threefry2x32(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Threefry-2x32, 20 rounds, on uint32 words held in int64 tensors (broadcasting).
 
+    On a CPU this is one call of the operator ``funcrl::threefry2x32`` (``csrc/threefry.cpp``,
+    see :func:`native_enabled`); elsewhere, ~170 torch ops. Both give the same bits.
+
     Args:
         k0, k1: key words, int64 in ``[0, 2**32)``.
         x0, x1: counter words, int64 in ``[0, 2**32)``, broadcastable with the key words.
@@ -100,6 +103,14 @@ def threefry2x32(
     Returns:
         The two output words, int64 in ``[0, 2**32)``.
     """
+    if x0.device.type == "cpu" and _native_ready():
+        return torch.ops.funcrl.threefry2x32(k0, k1, x0, x1)
+    return _threefry2x32_ops(k0, k1, x0, x1)
+
+
+def _threefry2x32_ops(
+    k0: torch.Tensor, k1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     ks = (k0, k1, k0 ^ k1 ^ _PARITY)
     x0 = (x0 + ks[0]) & _M32
     x1 = (x1 + ks[1]) & _M32
@@ -111,6 +122,85 @@ def threefry2x32(
         x0 = (x0 + ks[(i + 1) % 3]) & _M32
         x1 = (x1 + ks[(i + 2) % 3] + (i + 1)) & _M32
     return x0, x1
+
+
+# The native operator. Written as torch ops, each Threefry in a compiled graph is a fused kernel
+# of ~170 integer ops that Inductor must generate C++ for: about two thirds of the cold compile
+# of a pure PPO iteration (218.6 s against 69.6 s with a 6-op stand-in, docs/results.md). As one
+# operator it is one call to emit. FUNCRL_RANDOM_NATIVE=0 keeps the torch ops (same bits).
+_NATIVE_ENV = os.environ.get("FUNCRL_RANDOM_NATIVE", "1") != "0"
+_native_state: bool | None = None  # None: not loaded or tried yet
+_NATIVE_LOCK = threading.Lock()
+
+
+def native_enabled() -> bool:
+    """Whether Threefry on a CPU runs as the operator ``funcrl::threefry2x32``.
+
+    The operator (``funcrl/csrc/threefry.cpp``) is built at first use by
+    :func:`funcrl._native.library` (~12 s once per machine and torch version; then loading it
+    takes milliseconds) when the first key is made or drawn from eagerly. Where it cannot be
+    built (no C++ compiler) a warning says so once and the torch ops run instead. Under
+    ``torch.compile`` it is an opaque call whose fake and ``vmap`` rules are registered here;
+    on other devices the torch ops run, as the caller's compiler fuses them there.
+    """
+    return _native_ready()
+
+
+def _native_ready() -> bool:
+    state = _native_state
+    if state is not None:
+        return state
+    # Loading runs a compiler and reads files: never while a tracer runs this code (the torch
+    # ops are traced instead; key() loads it eagerly first).
+    return False if is_tracing() else _load_native()
+
+
+def _load_native() -> bool:
+    global _native_state
+    with _NATIVE_LOCK:
+        if _native_state is None:
+            ok = False
+            if _NATIVE_ENV:
+                try:
+                    path = _native.library(
+                        "threefry", link=("c10", "torch_cpu"), owner="funcrl.random"
+                    )
+                    torch.ops.load_library(str(path))
+                    _register_native_rules()
+                    ok = True
+                except Exception as err:  # pragma: no cover - no C++ compiler
+                    warnings.warn(
+                        f"funcrl.random: the native Threefry operator is unavailable "
+                        f"({type(err).__name__}: {str(err)[:500]}); drawing with torch ops "
+                        "(the same bits; compiled graphs take longer to compile)",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+            _native_state = ok
+    return _native_state
+
+
+def _register_native_rules() -> None:
+    op = "funcrl::threefry2x32"
+
+    @torch.library.register_fake(op)
+    def _fake(k0, k1, x0, x1):
+        shape = torch.broadcast_shapes(k0.shape, k1.shape, x0.shape, x1.shape)
+        return x0.new_empty(shape), x0.new_empty(shape)
+
+    @torch.library.register_vmap(op)
+    def _vmap(info, in_dims, *words):
+        # Each batched word: its batch dim first, then size-1 dims up to the largest logical
+        # rank, so that it broadcasts against the unbatched words as its logical shape does.
+        ranks = [w.dim() - (d is not None) for w, d in zip(words, in_dims)]
+        rank = max(ranks)
+        moved = []
+        for w, d, r in zip(words, in_dims, ranks):
+            if d is not None:
+                w = w.movedim(d, 0)
+                w = w.reshape((w.shape[0],) + (1,) * (rank - r) + tuple(w.shape[1:]))
+            moved.append(w)
+        return torch.ops.funcrl.threefry2x32(*moved), (0, 0)
 
 
 def _words(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -399,6 +489,7 @@ def key(seed: int, device: torch.device | str | None = None) -> torch.Tensor:
         raise TypeError(f"funcrl.random.key: seed must be an int, got {type(seed).__name__}")
     if not -(2**63) <= seed < 2**63:
         raise ValueError(f"funcrl.random.key: seed must be in [-2**63, 2**63), got {seed}")
+    _native_ready()  # build or load the operator now, before any graph is traced
     if -(2**31) <= seed < 2**32:
         words = [0, seed & _M32]
     else:

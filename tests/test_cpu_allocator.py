@@ -185,34 +185,6 @@ def test_size_classes(n):
         assert (prev_cls == cls) == (prev_bytes == nbytes) or cls == cpu_allocator._uncached_class()
 
 
-def test_the_build_is_reused_and_built_atomically(tmp_path, monkeypatch):
-    monkeypatch.setattr(cpu_allocator, "_build_dir", lambda: tmp_path)
-    first = cpu_allocator._library_path()
-    assert first.parent == tmp_path and first.exists()
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
-
-    def no_compiler(*a, **k):
-        raise AssertionError("rebuilt")
-
-    monkeypatch.setattr(cpu_allocator.subprocess, "run", no_compiler)
-    assert cpu_allocator._library_path() == first
-
-
-@pytest.mark.parametrize(
-    "cxx, match",
-    [
-        ("false", r"funcrl.cpu_allocator: building cpu_allocator.cpp with false failed \(exit 1\)"),
-        ("/no/such/c++", r"funcrl.cpu_allocator: cannot run the C\+\+ compiler '/no/such/c\+\+'"),
-    ],
-)
-def test_a_failed_build_is_a_clear_error(tmp_path, monkeypatch, cxx, match):
-    monkeypatch.setattr(cpu_allocator, "_build_dir", lambda: tmp_path)
-    monkeypatch.setattr(cpu_allocator, "_compiler", lambda: cxx)
-    with pytest.raises(RuntimeError, match=match):
-        cpu_allocator._library_path()
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_a_forked_child_allocates():
     import os
 
