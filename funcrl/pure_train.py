@@ -35,6 +35,7 @@ import torch.utils._pytree as pytree
 
 from funcrl import _inductor, cpu_allocator, optim, tree
 from funcrl import random as _random
+from funcrl._tracing import own_code
 from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
 from funcrl.training import Trainer, TrainState
@@ -550,7 +551,10 @@ def seeded_iteration(
     # recompiles with static shapes. dynamo's automatic dynamic shapes would instead turn the
     # changed ints into SymInts, which the vmapped step cannot take (the learning-rate schedule
     # divides a batched tensor by one).
-    return torch.compile(fn, fullgraph=True, dynamic=False, backend=backend, options=options)
+    # own_code: its own dynamo cache, or a ninth config compiled in one process would fail.
+    return torch.compile(
+        own_code(fn), fullgraph=True, dynamic=False, backend=backend, options=options
+    )
 
 
 def run_iterations(

@@ -327,3 +327,22 @@ def test_inductor_compile_marks_loops_cacheable(monkeypatch):
     seen.clear()
     pure_train.seeded_iteration(algo, backend="aot_eager")
     assert seen["options"] is None  # Inductor's settings only for Inductor
+
+
+def test_each_seeded_iteration_has_its_own_compile_cache():
+    # torch.func.vmap(f) is one function (functorch's `wrapped`) for every f: compiled as it is,
+    # a ninth config in one process hit dynamo's recompile limit (a hard error with fullgraph).
+    from funcrl._tracing import own_code
+
+    algo = make_train(TINY, pure.make("CartPole-v1"))
+    a = pure_train.seeded_iteration(algo, backend="eager")
+    b = pure_train.seeded_iteration(algo, backend="eager")
+    assert a._torchdynamo_orig_callable.__code__ is not b._torchdynamo_orig_callable.__code__
+    torch._dynamo.reset()
+    fns = [
+        torch.compile(
+            own_code(torch.func.vmap(lambda x, i=i: x * i)), fullgraph=True, backend="eager"
+        )
+        for i in range(12)
+    ]
+    assert [int(f(torch.ones(2))[0]) for f in fns] == list(range(12))
