@@ -19,6 +19,13 @@ shape is ``threefry(key, (i >> 32, i & 0xFFFFFFFF))``, so ``split``, ``fold_in``
 ``uniform`` and ``normal`` reproduce JAX's numbers for the same key (``normal`` up to the last ulp:
 ``erfinv`` differs between XLA and torch).
 
+Threefry on a CPU is one call of the native operator ``funcrl::threefry2x32`` (``csrc/threefry.cpp``,
+built once per machine; :func:`native_enabled`), eagerly and under ``torch.compile``: as torch
+ops, every draw in a compiled graph was a fused kernel of ~170 integer ops for Inductor to
+generate, about two thirds of a pure PPO iteration's cold compile. On other devices it runs as
+torch ops, which the caller's compiler fuses there. ``FUNCRL_RANDOM_NATIVE=0`` keeps the torch
+ops on a CPU too.
+
 Speed: about 120 integer ops per draw would cost 100x ``torch.randn`` if run op by op, so in plain
 eager mode the flat kernels (``split``, ``fold_in``, threefry over a counter vector, bits ->
 floats) each run as one ``torch.compile``-d kernel with a dynamic size: compiled once per process
@@ -26,7 +33,7 @@ per kind and dtype (seconds; ``FUNCRL_RANDOM_FUSED=0`` turns this off), then wit
 ``torch.randn`` for large draws and ~0.04 ms for small ones (a key split: 0.05 ms, 0.45 ms as
 plain ops). Under ``torch.compile``/``funcrl.jit`` tracing, and for keys batched by ``vmap``, the
 same code runs as plain ops, which the caller's compiler fuses or the transform batches (an
-unbatched key inside ``grad`` or ``vmap`` still gets the kernel). Both paths give bitwise
+unbatched key inside ``grad`` or ``vmap`` still gets the kernel). All paths give bitwise
 identical results.
 """
 

@@ -60,6 +60,15 @@ def test_native_equals_torch_ops_broadcast(shapes, seed):
     assert native[0].shape == torch.broadcast_shapes(*shapes)
 
 
+def test_strided_and_offset_words():
+    # Transposed, sliced and expanded inputs are read through their strides, not copied.
+    w = _words((6, 5), 3)
+    k0, k1 = _words((5, 1), 4)[::2].t(), _words((1,), 5).expand(3)
+    x0, x1 = w.t()[1:4, ::2], w[2:5, 1:4]
+    assert not x0.is_contiguous() and k1.stride() == (0,)
+    assert _same(torch.ops.funcrl.threefry2x32(k0, k1, x0, x1), R._threefry2x32_ops(k0, k1, x0, x1))
+
+
 def test_a_compiled_draw_is_one_operator_call():
     graphs = []
 
