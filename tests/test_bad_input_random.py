@@ -147,3 +147,14 @@ def test_categorical_and_permutation():
         R.permutation(K, torch.tensor(1.0))
     with pytest.raises(TypeError, match=r"funcrl\.random\.permutation: x must be an int"):
         R.permutation(K, 3.0)
+
+
+def test_native_threefry_rejects_bad_words():
+    # funcrl::threefry2x32 (the CPU operator behind every draw): dtype and broadcasting.
+    w = torch.zeros(3, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match=r"funcrl::threefry2x32: x1 must be int64"):
+        torch.ops.funcrl.threefry2x32(w, w, w, w.int())
+    with pytest.raises(
+        RuntimeError, match=r"shapes do not broadcast: k0 \[3\], k1 \[3\], x0 \[2\]"
+    ):
+        torch.ops.funcrl.threefry2x32(w, w, torch.zeros(2, dtype=torch.int64), w)  # 2 vs 3
