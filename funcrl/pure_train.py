@@ -36,6 +36,7 @@ import torch.utils._pytree as pytree
 from funcrl import _inductor, cpu_allocator, optim, tree
 from funcrl import random as _random
 from funcrl._tracing import own_code
+from funcrl._vmap import vmap_leading
 from funcrl.envs import pure
 from funcrl.objectives import on_policy, ppo
 from funcrl.training import Trainer, TrainState
@@ -521,7 +522,8 @@ def seeded_iteration(
     (:func:`chain_iterations`): ``(state, keys [S, K, 2]) -> (state, metrics [S, K])``.
     """
     step = algo.iteration if iterations_per_call == 1 else chain_iterations(algo.iteration)
-    fn = torch.func.vmap(step, randomness="error")
+    # vmap_leading: torch.func.vmap's batching, ~6 s cheaper for dynamo to trace (funcrl._vmap).
+    fn = vmap_leading(step, randomness="error", owner="pure_train.seeded_iteration")
     if not compile:
         return fn
     options = None

@@ -56,47 +56,12 @@ _tree_map = optree.tree_map
 # Anything else (a Record, an OrderedDict, a custom node) takes optree's path, as eagerly.
 # ---------------------------------------------------------------------------------------------
 
-# A traced-path spec: ("funcrl.tree.traced", node, number of leaves, each dict's own key order).
+# A traced-path spec: ("funcrl.tree.traced", nodes, number of leaves, each dict's own key order).
+# nodes is the tree's nodes in pre-order, each _LEAF, _NONE, ("d", sorted keys) or (kind, number
+# of children); flattening and rebuilding walk it with a stack, not recursion: every function
+# call dynamo inlines costs about as much as a node's whole handling.
 _FAST = "funcrl.tree.traced"
 _LEAF, _NONE = 0, 1
-_UNSUPPORTED = None
-
-
-def _node(x: Any, out: list[Any], orders: list[tuple[str, ...]]) -> Any:
-    # The spec of x's subtree (appending its leaves to out and, per dict in pre-order, its keys'
-    # own order to orders), or _UNSUPPORTED.
-    if isinstance(x, torch.Tensor):
-        out.append(x)
-        return _LEAF
-    t = type(x)
-    if t is dict:
-        for k in x:  # a loop, not all(<generator>): dynamo traces generators slowly
-            if type(k) is not str:
-                return _UNSUPPORTED
-        keys = tuple(sorted(x))
-        orders.append(tuple(x))
-        children = []
-        for k in keys:
-            c = _node(x[k], out, orders)
-            if c is _UNSUPPORTED:
-                return c
-            children.append(c)
-        return ("d", keys, tuple(children))
-    if t is list or t is tuple or (isinstance(x, tuple) and _is_namedtuple(t)):
-        children = []
-        for v in x:
-            c = _node(v, out, orders)
-            if c is _UNSUPPORTED:
-                return c
-            children.append(c)
-        kind = "l" if t is list else ("t" if t is tuple else t)
-        return (kind, tuple(children))
-    if x is None:
-        return _NONE
-    if t is int or t is float or t is bool or t is str:
-        out.append(x)
-        return _LEAF
-    return _UNSUPPORTED
 
 
 def _is_namedtuple(t: type) -> bool:
@@ -105,29 +70,74 @@ def _is_namedtuple(t: type) -> bool:
     return type(fields) is tuple and callable(getattr(t, "_make", None))
 
 
-def _build(node: Any, it: Any, orders: Any) -> Any:
-    if node == _LEAF:
-        return next(it)
-    if node == _NONE:
-        return None
-    if node[0] == "d":
-        # Leaves in sorted-key order, the dict in its keys' own order: optree's behaviour.
-        order = next(orders)
-        by_key = {k: _build(c, it, orders) for k, c in zip(node[1], node[2])}
-        return {k: by_key[k] for k in order}
-    children = [_build(c, it, orders) for c in node[1]]
-    if node[0] == "l":
-        return children
-    if node[0] == "t":
-        return tuple(children)
-    return node[0](*children)
-
-
 def _traced_flatten(tree: Any) -> tuple[list[Any], Any] | None:
+    # (leaves, spec), or None for a tree with a node the traced path does not take.
     out: list[Any] = []
     orders: list[tuple[str, ...]] = []
-    node = _node(tree, out, orders)
-    return None if node is _UNSUPPORTED else (out, (_FAST, node, len(out), tuple(orders)))
+    nodes: list[Any] = []
+    stack = [tree]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            out.append(x)
+            nodes.append(_LEAF)
+            continue
+        t = type(x)
+        if t is dict:
+            for k in x:  # a loop, not all(<generator>): dynamo traces generators slowly
+                if type(k) is not str:
+                    return None
+            keys = tuple(sorted(x))
+            orders.append(tuple(x))
+            nodes.append(("d", keys))
+            for i in range(len(keys) - 1, -1, -1):
+                stack.append(x[keys[i]])
+        elif t is list or t is tuple or (isinstance(x, tuple) and _is_namedtuple(t)):
+            nodes.append(("l" if t is list else ("t" if t is tuple else t), len(x)))
+            for i in range(len(x) - 1, -1, -1):
+                stack.append(x[i])
+        elif x is None:
+            nodes.append(_NONE)
+        elif t is int or t is float or t is bool or t is str:
+            out.append(x)
+            nodes.append(_LEAF)
+        else:
+            return None
+    return out, (_FAST, tuple(nodes), len(out), tuple(orders))
+
+
+def _build(spec: Any, leaves: list[Any]) -> Any:
+    # The pre-order nodes read backwards: each container takes its children, already built,
+    # from the top of the stack (first child on top).
+    nodes, orders = spec[1], spec[3]
+    i, j = len(leaves), len(orders)
+    built: list[Any] = []
+    for n in range(len(nodes) - 1, -1, -1):
+        node = nodes[n]
+        if node == _LEAF:
+            i -= 1
+            built.append(leaves[i])
+        elif node == _NONE:
+            built.append(None)
+        elif node[0] == "d":
+            # Leaves in sorted-key order, the dict in its keys' own order: optree's behaviour.
+            by_key = {}
+            for k in node[1]:
+                by_key[k] = built.pop()
+            j -= 1
+            built.append({k: by_key[k] for k in orders[j]})
+        else:
+            children = []
+            for _ in range(node[1]):
+                children.append(built.pop())
+            kind = node[0]
+            if kind == "l":
+                built.append(children)
+            elif kind == "t":
+                built.append(tuple(children))
+            else:
+                built.append(kind(*children))
+    return built[0]
 
 
 def _is_traced_spec(treedef: Any) -> bool:
@@ -194,7 +204,7 @@ def unflatten(treedef: Any, leaves_: Sequence[Any]) -> Any:
         n = treedef[2]
         if len(leaves_) != n:
             raise ValueError(f"tree.unflatten: the treedef has {n} leaves, got {len(leaves_)}")
-        return _build(treedef[1], iter(leaves_), iter(treedef[3]))
+        return _build(treedef, leaves_)
     n = getattr(treedef, "num_leaves", None)
     if n is not None and len(leaves_) != n:
         raise ValueError(f"tree.unflatten: the treedef has {n} leaves, got {len(leaves_)}")

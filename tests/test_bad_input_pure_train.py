@@ -182,3 +182,28 @@ def test_bad_default_iterations_per_call(value):
     with pytest.raises(ValueError, match=r"pure_train.default_iterations_per_call: num_iterations "
                        r"must be an int >= 1, got " + repr(value)):  # fmt: skip
         default_iterations_per_call(value)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.ones(3, 2), torch.ones(4, 2)), r"the leaves' leading \(batch\) sizes differ: "
+         r"leaf 0 has 3, leaf 1 has shape \[4, 2\]"),
+        (({"a": torch.ones(3), "b": torch.ones(())},), r"leaf 1 is 0-d; every input leaf needs "
+         r"a leading batch dim"),
+        (([torch.ones(3), 2.0],), r"every input leaf must be a tensor with a leading batch dim, "
+         r"leaf 1 is of type float"),
+        (((),), r"no tensors to vmap over"),
+    ],
+)  # fmt: skip
+def test_bad_seed_batches(args, match):
+    # The seed vmap of pure_train.seeded_iteration (funcrl._vmap.vmap_leading): inputs whose
+    # leading dims do not form one batch are errors, never broadcast.
+    from funcrl._vmap import vmap_leading
+
+    fn = vmap_leading(lambda *xs: xs, owner="pure_train.seeded_iteration")
+    with pytest.raises(ValueError, match=r"pure_train.seeded_iteration: " + match):
+        fn(*args)
+    with pytest.raises(ValueError, match=r"pure_train.seeded_iteration: every output leaf must "
+                       r"be a tensor, leaf 0 is of type int"):  # fmt: skip
+        vmap_leading(lambda x: 3, owner="pure_train.seeded_iteration")(torch.ones(2))
