@@ -31,7 +31,10 @@ eager mode the flat kernels (``split``, ``fold_in``, threefry over a counter vec
 floats) each run as one ``torch.compile``-d kernel with a dynamic size: compiled once per process
 per kind and dtype (seconds; ``FUNCRL_RANDOM_FUSED=0`` turns this off), then within 1.5x of
 ``torch.randn`` for large draws and ~0.04 ms for small ones (a key split: 0.05 ms, 0.45 ms as
-plain ops). Under ``torch.compile``/``funcrl.jit`` tracing, and for keys batched by ``vmap``, the
+plain ops). Where Threefry is the native operator (a CPU), keys, raw bits and uniforms under
+2^18 values skip the kernel (:data:`NATIVE_FUSED_MIN_NUMEL`): the operator makes them as fast
+without it, and a process that draws only those never pays its compile. Under
+``torch.compile``/``funcrl.jit`` tracing, and for keys batched by ``vmap``, the
 same code runs as plain ops, which the caller's compiler fuses or the transform batches (an
 unbatched key inside ``grad`` or ``vmap`` still gets the kernel). All paths give bitwise
 identical results.
@@ -80,6 +83,20 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # CPU: even 6 normals take ~0.3 ms as ~150 separate plain ops and ~0.035 ms compiled, so every
 # size but 0 and 1 (which torch.compile would specialise, i.e. recompile for) is fused.
 FUSED_MIN_NUMEL = 2
+# Where Threefry is the native operator (a CPU), the smallest draw of each kind that runs as the
+# compiled kernel; None: never. The operator already makes a key split or raw bits one call, so
+# the kernel only fuses the float conversion (and normal's erfinv, ~30 ops) -- and costs its
+# compile, seconds at the first draw of each kind in every process. Measured on one core
+# (plain ops against the kernel, warm): split and bits no faster compiled at any size up to 2^20;
+# uniform slower compiled up to 2^16 (0.15 against 0.30 ms for 16 values), faster at 2^20
+# (14.8 against 19.9 ms); normal faster compiled at every size (0.26 against 0.43 ms for 2).
+NATIVE_FUSED_MIN_NUMEL: dict[str, int | None] = {
+    "split": None,
+    "fold_in": None,
+    "bits": None,
+    "uniform": 1 << 18,
+    "normal": FUSED_MIN_NUMEL,
+}
 # FUNCRL_RANDOM_FUSED=0 never compiles the kernel (same bits, slower draws): for short processes
 # such as test runs, where the one-time compile (seconds per kind and dtype) would dominate.
 _FUSED_ENV = os.environ.get("FUNCRL_RANDOM_FUSED", "1") != "0"
@@ -347,8 +364,12 @@ def _compiled(kind: str) -> Callable[..., torch.Tensor]:
     return fn
 
 
-def fused_enabled(key: torch.Tensor, n: int) -> bool:
+def fused_enabled(key: torch.Tensor, n: int, kind: str | None = None) -> bool:
     """Whether a draw of ``n`` values from ``key`` runs as the compiled kernel.
+
+    ``kind`` (``"split"``, ``"fold_in"``, ``"bits"``, ``"uniform"``, ``"normal"``) narrows it
+    where Threefry is the native operator (a CPU): there the kernel is used only where it pays
+    for its compile (:data:`NATIVE_FUSED_MIN_NUMEL`).
 
     Only eagerly: under ``torch.compile``/``funcrl.jit`` tracing the caller's graph fuses the ops
     itself. Inside a ``torch.func`` transform the kernel runs only when the key is an ordinary
@@ -363,7 +384,15 @@ def fused_enabled(key: torch.Tensor, n: int) -> bool:
         and n >= FUSED_MIN_NUMEL
         and not is_tracing()
         and not torch._C._functorch.is_functorch_wrapped_tensor(key)
+        and (kind is None or _worth_fusing(kind, key, n))
     )
+
+
+def _worth_fusing(kind: str, key: torch.Tensor, n: int) -> bool:
+    if key.device.type != "cpu" or not _native_ready():
+        return True
+    least = NATIVE_FUSED_MIN_NUMEL[kind]
+    return least is not None and n >= least
 
 
 def _run(
@@ -371,7 +400,7 @@ def _run(
 ) -> torch.Tensor:
     global _FUSED_BROKEN
     call_args = (key, n, *args) if size_arg else (key, *args)
-    if fused_enabled(key, n) and not any(
+    if fused_enabled(key, n, kind) and not any(
         isinstance(a, torch.Tensor) and _is_wrapped(a) for a in args
     ):
         try:

@@ -33,6 +33,43 @@ def test_the_operator_builds_and_is_used(monkeypatch):
     assert R.split(R.key(3), 5).equal(expected)
 
 
+def test_with_the_operator_only_normals_and_large_uniforms_compile(monkeypatch):
+    # Keys, bits and uniforms under 2^18 values run as plain ops around the operator: a process
+    # drawing only those never compiles funcrl.random's kernels. The bits are the same.
+    monkeypatch.setattr(R, "_FUSED_ENV", True)  # conftest turns the kernels off elsewhere
+    compiled = []
+
+    def record(kind):
+        compiled.append(kind)
+        return R._KERNELS[kind]  # the plain function: the same bits, no compile in a test
+
+    monkeypatch.setattr(R, "_compiled", record)
+    k = R.key(7)
+    draws = [
+        R.split(k, 64),
+        R.fold_in(k, 3),
+        R.bits(k, (1000,)),
+        R.uniform(k, (1000,)),
+        R.uniform(k, (1 << 17,)),
+    ]
+    assert compiled == []
+    big = R.uniform(k, (1 << 18,))
+    assert compiled == ["uniform"]
+    normal = R.normal(k, (2,))
+    assert compiled == ["uniform", "normal"]
+    assert R.fused_enabled(k, 2) and not R.fused_enabled(k, 2, "split")
+    monkeypatch.setattr(R, "_FUSED_ENV", False)
+    plain = [
+        R.split(k, 64),
+        R.fold_in(k, 3),
+        R.bits(k, (1000,)),
+        R.uniform(k, (1000,)),
+        R.uniform(k, (1 << 17,)),
+    ]
+    for a, b in zip(draws + [big, normal], plain + [R.uniform(k, (1 << 18,)), R.normal(k, (2,))]):
+        assert torch.equal(a, b)
+
+
 def _words(shape, seed):
     g = torch.Generator().manual_seed(seed)
     # Edge words first: 0, 1, 2**31 and 2**32 - 1 carry through every sum and rotation.
