@@ -150,13 +150,14 @@ def test_default_iterations_per_call():
 
 
 def test_configs_of_other_sizes_compile_in_one_process():
-    # A second and third config (other num_updates) recompile the same iteration code: with
-    # dynamo's automatic dynamic shapes the changed ints became SymInts and the vmapped step
-    # failed to trace (the learning-rate schedule divided a batched tensor by one).
+    # A second config (another num_updates) recompiles the same iteration code: with dynamo's
+    # automatic dynamic shapes the changed ints became SymInts and the vmapped step failed to
+    # trace (the learning-rate schedule divided a batched tensor by one). dynamo alone (the
+    # "eager" backend) is where it failed.
     env = pure.make("CartPole-v1")
-    for n in (2, 4, 3):
+    for n in (2, 3):
         cfg = dataclasses.replace(TINY, total_timesteps=n * 2 * 8)
-        out = make_train(cfg, env)(funcrl.random.key(0), compile=True, backend="aot_eager")
+        out = make_train(cfg, env)(funcrl.random.key(0), compile=True, backend="eager")
         assert out.metrics["episode_return"].shape == (n,)
 
 
