@@ -235,3 +235,11 @@ def test_pure_repeat_needs_warm_one_seed_runs_of_both():
     ):
         with pytest.raises(SystemExit, match=r"bench/pure.py: --repeat N \(N >= 0\) needs --warm"):
             pure.main([*argv, "--device", "cpu"])
+
+
+def test_trace_cost_quick(capsys):
+    from bench import trace_cost
+
+    out = trace_cost.main(["--quick"])
+    assert out["vmap_leading"] > 0 and out["torch.func.vmap"] > 0 and out["ratio"] > 0
+    assert "torch.func.vmap / vmap_leading" in capsys.readouterr().out
