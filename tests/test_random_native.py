@@ -45,13 +45,17 @@ def test_with_the_operator_only_normals_and_large_uniforms_compile(monkeypatch):
 
     monkeypatch.setattr(R, "_compiled", record)
     k = R.key(7)
-    draws = [
-        R.split(k, 64),
-        R.fold_in(k, 3),
-        R.bits(k, (1000,)),
-        R.uniform(k, (1000,)),
-        R.uniform(k, (1 << 17,)),
-    ]
+
+    def small_draws():
+        return [
+            R.split(k, 64),
+            R.fold_in(k, 3),
+            R.bits(k, (1000,)),
+            R.uniform(k, (1000,)),
+            R.uniform(k, (1 << 17,)),
+        ]
+
+    draws = small_draws()
     assert compiled == []
     big = R.uniform(k, (1 << 18,))
     assert compiled == ["uniform"]
@@ -59,13 +63,7 @@ def test_with_the_operator_only_normals_and_large_uniforms_compile(monkeypatch):
     assert compiled == ["uniform", "normal"]
     assert R.fused_enabled(k, 2) and not R.fused_enabled(k, 2, "split")
     monkeypatch.setattr(R, "_FUSED_ENV", False)
-    plain = [
-        R.split(k, 64),
-        R.fold_in(k, 3),
-        R.bits(k, (1000,)),
-        R.uniform(k, (1000,)),
-        R.uniform(k, (1 << 17,)),
-    ]
+    plain = small_draws()
     for a, b in zip(draws + [big, normal], plain + [R.uniform(k, (1 << 18,)), R.normal(k, (2,))]):
         assert torch.equal(a, b)
 
