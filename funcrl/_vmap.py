@@ -22,6 +22,8 @@ from funcrl import tree
 
 __all__ = ["vmap_leading"]
 
+_RANDOMNESS = ("error", "different", "same")
+
 
 def vmap_leading(
     fn: Callable[..., Any], *, randomness: str = "error", owner: str = "vmap_leading"
@@ -42,9 +44,16 @@ def vmap_leading(
         The batched function: leaves ``[B, ...]`` in, leaves ``[B, ...]`` out.
 
     Raises:
-        ValueError: when a leaf is not a tensor, is 0-d, or when the leaves' leading sizes
-            differ (messages name ``owner``, the leaf's position and its shape).
+        ValueError: at construction when ``randomness`` is not one of vmap's three values (a
+            bad value reaches functorch's C++ as an internal assertion); at call time when a
+            leaf is not a tensor, is 0-d, or when the leaves' leading sizes differ (messages
+            name ``owner``, the leaf's position and its shape).
     """
+    if randomness not in _RANDOMNESS:
+        raise ValueError(
+            f"{owner}: randomness must be one of {', '.join(map(repr, _RANDOMNESS))}, "
+            f"got {randomness!r}"
+        )
 
     @functools.wraps(fn)
     def batched(*args: Any, **kwargs: Any) -> Any:

@@ -207,3 +207,7 @@ def test_bad_seed_batches(args, match):
     with pytest.raises(ValueError, match=r"pure_train.seeded_iteration: every output leaf must "
                        r"be a tensor, leaf 0 is of type int"):  # fmt: skip
         vmap_leading(lambda x: 3, owner="pure_train.seeded_iteration")(torch.ones(2))
+    # A bad randomness reached functorch's C++ as an internal assertion; now rejected up front.
+    with pytest.raises(ValueError, match=r"pure_train.seeded_iteration: randomness must be one "
+                       r"of 'error', 'different', 'same', got 'foo'"):  # fmt: skip
+        vmap_leading(lambda x: x, randomness="foo", owner="pure_train.seeded_iteration")
