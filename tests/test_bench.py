@@ -243,3 +243,15 @@ def test_trace_cost_quick(capsys):
     out = trace_cost.main(["--quick"])
     assert out["vmap_leading"] > 0 and out["torch.func.vmap"] > 0 and out["ratio"] > 0
     assert "torch.func.vmap / vmap_leading" in capsys.readouterr().out
+
+
+def test_products_lists_the_iteration_products(capsys):
+    from bench import products
+
+    rows = products.main(["--seeds", "2", "--calls", "2"])
+    shapes = [r["shapes"] for r in rows]
+    # the first layer's weight gradient and the actor's head, seeds batched
+    assert [(2, 64, 128), (2, 128, 4)] in shapes
+    assert [(2, 128, 64), (2, 64, 2)] in shapes
+    assert all(r["calls"] > 0 and r["us"] > 0 for r in rows)
+    assert "all products:" in capsys.readouterr().out
