@@ -1,19 +1,22 @@
-"""Products with a small ``N`` computed as their transpose (CPU): MKL runs ``b^T @ a^T`` far
-faster than ``a @ b`` when ``N`` is tiny and ``M`` is not.
+"""Weight gradients with a small ``N`` computed as their transpose (CPU): MKL runs
+``x^T @ grad_out`` far faster than ``grad_out^T @ x`` when ``x`` has a few columns.
 
-A PPO iteration on CartPole is full of products with 1-4 output columns: the heads'
-``[B, 64] @ [64, 2]`` and ``[B, 64] @ [64, 1]``, and the first layer's weight gradient
-``[64, B] @ [B, 4]`` (autograd's ``grad_out^T @ x`` for a 4-input layer). MKL (torch 2.13's
-wheel, AMD Zen 3, one thread) runs those at 1-5 GFLOP/s, where the same product transposed,
-``(x^T @ grad_out)^T``, takes a fraction of the time: for 16 seeds batched, ``[64, 128] @
-[128, 4]`` 256 us against 54 us, ``[128, 64] @ [64, 2]`` 97 against 57 (``bench/products.py``
-lists every product of the iteration with its eager cost).
+Autograd's weight gradient of a linear layer with a few inputs is ``grad_out^T @ x``: ``[64, B]
+@ [B, 4]`` for CartPole's first layer, ``[256, B] @ [B, 4]`` for SAC's critic on Pendulum. Its
+left operand is a transposed view (``M`` contiguous) and it has 1-4 output columns, a layout
+MKL (torch 2.13's wheel, AMD Zen 3, one thread) runs at 4-5 GFLOP/s. The same product computed
+as ``(x^T @ grad_out)^T`` took a fraction of the time, eagerly: ``[64, 128] @ [128, 4]`` for 16
+seeds batched 256 us against 54 us, ``[256, 256] @ [256, 4]`` 134 against 36, ``[256, 256] @
+[256, 3]`` 333 against 38 (``bench/products.py`` lists every product of a PPO iteration with its
+eager cost).
 
 :data:`SMALL_PRODUCTS` is a post-grad pass (``post_grad_custom_post_pass``) that rewrites each
-``mm``/``bmm``/``addmm`` with ``N <= 4`` and ``M >= 64`` as ``matmul(b^T, a^T)^T``: the same
-multiply-adds in another layout (MKL may round the sums differently). Products outside that range are left alone: with ``M = 4`` (a rollout
-step) the transposed call was 2x slower. Inductor applies post-grad passes to every subgraph, so
-a scan's body is rewritten too. :func:`funcrl.pure_train.seeded_iteration` uses it on a CPU.
+``mm``/``bmm``/``addmm`` whose left operand is column-major, with ``N <= 4`` and ``M >= 64``, as
+``matmul(b^T, a^T)^T``: the same multiply-adds in the layout MKL handles well (the sums may
+round differently). Other products are left alone. A row-major left operand (a forward head,
+``h @ W^T``) was slower transposed on one seed (``[128, 64] @ [64, 2]``: 8.5 us against 13.0),
+and so was ``M = 4`` (a rollout step). Inductor applies post-grad passes to every subgraph, so a
+scan's body is rewritten too. :func:`funcrl.pure_train.seeded_iteration` uses it on a CPU.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def swapped(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def should_swap(a: Any, b: Any) -> bool:
     """Whether the product of (fake) tensors ``a`` ``[..., M, K]`` and ``b`` ``[..., K, N]`` is
-    rewritten: float32/64 on a CPU, static sizes, ``N <= MAX_N`` and ``M >= MIN_M``."""
+    rewritten: float32/64 on a CPU, static sizes, ``a`` column-major (``M`` contiguous),
+    ``N <= MAX_N`` and ``M >= MIN_M``."""
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
         return False
     if a.device.type != "cpu" or b.device.type != "cpu":
@@ -49,7 +53,9 @@ def should_swap(a: Any, b: Any) -> bool:
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     if not all(isinstance(d, int) for d in (m, k, n)):
         return False  # symbolic sizes: left to BLAS as they are
-    return k > 0 and 0 < n <= MAX_N and m >= MIN_M
+    if not (k > 0 and 0 < n <= MAX_N and m >= MIN_M):
+        return False
+    return a.stride(-2) == 1 and a.stride(-1) != 1
 
 
 def _val(node: Any) -> Any:

@@ -543,9 +543,9 @@ def seeded_iteration(
         # (No C++ wrapper on a torch whose C++ wrapper cannot call a loop body.)
         # The wrapper built apart from the kernels, at -O1 instead of -O3: g++ took ~25 s of a
         # one-seed compile as one file, ~14 s as two, at the same time per iteration.
-        # Products with <= 4 output columns as their transpose (funcrl._small_products): MKL
-        # ran the heads and the first layer's weight gradient at 1-5 GFLOP/s; 16 seeds went
-        # from 77.0 to 67.6 ms per iteration in alternating rounds.
+        # Weight gradients with <= 4 columns as their transpose (funcrl._small_products): MKL
+        # ran the first layer's at 4-5 GFLOP/s. Alternating rounds in one process: 16 seeds
+        # 96.5 -> 85.7 ms per iteration, one seed 10.35 -> 8.57 ms (medians of 10).
         options.update(
             {
                 "cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS,
