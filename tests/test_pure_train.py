@@ -125,7 +125,7 @@ def test_iterations_per_call_is_the_same_run():
     four = train(
         keys,
         compile=True,
-        backend="aot_eager",
+        backend="eager",
         iterations_per_call=4,
         callback=lambda i, m: seen.append((i, tuple(m["episode_return"].shape))),
     )
