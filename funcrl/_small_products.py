@@ -23,6 +23,7 @@ slower with it (docs/results.md, "Small matrix products").
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -64,7 +65,26 @@ def _val(node: Any) -> Any:
     return node.meta.get("val") if isinstance(node, torch.fx.Node) else None
 
 
-def _build_patterns() -> Any:
+def _selected(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is an ``mm``/``bmm`` or default-scaled ``addmm`` that
+    :func:`should_swap` selects."""
+    if node.op != "call_function":
+        return False
+    if node.target in (_aten.mm.default, _aten.bmm.default):
+        a, b = node.args[:2]
+    elif node.target is _aten.addmm.default:
+        if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+            return False
+        if not isinstance(_val(node.args[0]), torch.Tensor):
+            return False
+        a, b = node.args[1:3]
+    else:
+        return False
+    return should_swap(_val(a), _val(b))
+
+
+@functools.cache
+def _patterns() -> Any:
     from torch._inductor.pattern_matcher import (
         Arg,
         CallFunction,
@@ -76,23 +96,15 @@ def _build_patterns() -> Any:
     patterns = PatternMatcherPass(pass_name="funcrl_small_products")
 
     def product(match: Match, a: torch.fx.Node, b: torch.fx.Node) -> None:
-        if should_swap(_val(a), _val(b)):
+        if _selected(match.nodes[-1]):
             match.replace_by_example(swapped, [a, b])
-            _REPLACED[0] += 1
+
+    def bias_plus(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return bias + swapped(a, b)
 
     def product_plus(match: Match, bias: torch.fx.Node, a: torch.fx.Node, b: torch.fx.Node) -> None:
-        node = match.nodes[-1]
-        if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
-            return
-        bias_val = _val(bias)
-        if not should_swap(_val(a), _val(b)) or not isinstance(bias_val, torch.Tensor):
-            return
-
-        def repl(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return bias + swapped(a, b)
-
-        match.replace_by_example(repl, [bias, a, b])
-        _REPLACED[0] += 1
+        if _selected(match.nodes[-1]):
+            match.replace_by_example(bias_plus, [bias, a, b])
 
     for target in (_aten.mm.default, _aten.bmm.default):
         register_graph_pattern(CallFunction(target, Arg(), Arg()), pass_dict=patterns)(product)
@@ -102,21 +114,20 @@ def _build_patterns() -> Any:
     return patterns
 
 
-_PATTERNS: Any = None
-# Rewrites so far in this process: the pattern matcher's own count includes the products a
-# handler declines.
-_REPLACED = [0]
-
-
 def small_products_pass(graph: torch.fx.Graph) -> int:
     """Rewrites the graph's ``mm``/``bmm``/``addmm`` nodes that :func:`should_swap` selects, in
-    place; returns how many."""
-    global _PATTERNS
-    if _PATTERNS is None:
-        _PATTERNS = _build_patterns()
-    before = _REPLACED[0]
-    _PATTERNS.apply(graph)
-    return _REPLACED[0] - before
+    place; returns how many.
+
+    The count is read off the graph: a rewritten product's replacement has ``N`` >= ``MIN_M``,
+    so it is never selected again.
+    """
+
+    def selected() -> int:
+        return sum(_selected(node) for node in graph.nodes)
+
+    before = selected()
+    _patterns().apply(graph)
+    return before - selected()
 
 
 def _make_pass() -> Any:
