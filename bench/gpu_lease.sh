@@ -23,8 +23,9 @@
 # min(its cap, what is left of the deadline); a failing stage does not stop the next:
 #   1. the CUDA tests (tests/ -k cuda: every objective's compiled step under sync-debug "error",
 #      buffers, pure envs, pure PPO/DQN training against CPU, funcrl.jit with CUDA graphs,
-#      funcrl.random on CUDA), verbose, so a log cut short still names each finished test;
-#   2. the examples' CUDA paths, briefly (SAC with --cudagraphs, PPO on a pure env, 4 seeds);
+#      funcrl.random on CUDA), verbose, so a log cut short still names each finished test; beside
+#      them, not timed, 2. the examples' CUDA paths, briefly (SAC with --cudagraphs, PPO on a
+#      pure env, 4 seeds);
 #   3. bench/update_step.py on CUDA, SAC standard (funcrl.jit + CUDA graphs, compiled
 #      "reduce-overhead", TorchRL compiled, the floor);
 #   4. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
@@ -78,18 +79,19 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
 python3 -c "import torch, funcrl, torchrl, tensordict, optree, gymnasium; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), '| torchrl', torchrl.__version__, '| tensordict', tensordict.__version__)"
 
+# The examples' CUDA paths end to end, briefly (SAC with a CUDA-graphed compiled step, PPO on a
+# pure env with 4 seeds), beside the tests: both check correctness, not speed, and the lease is short.
+stage examples examples.log 170 bash -c "python3 examples/sac.py --device cuda --cudagraphs \
+    --total-steps 2000 --learning-starts 500 --eval-every 0 --eval-episodes 2 --no-progress \
+    --out /tmp/ex_sac --overwrite && python3 examples/ppo_pure.py --device cuda --seeds 4 \
+    --total-steps 8192 --no-progress --out /tmp/ex_ppo --overwrite" &
 stage tests tests.log 170 python3 -m pytest -v -p no:cacheprovider -rfE -n 8 tests/ \
     -k "cuda or CUDA"
 if [ -f "$OUT/tests.log" ]; then
     echo "tests passed: $(grep -c ' PASSED ' "$OUT/tests.log")"
     grep -E " (FAILED|ERROR) tests/" "$OUT/tests.log" | sort -u | tail -40
 fi
-# The examples' CUDA paths end to end, briefly: SAC with a CUDA-graphed compiled step, PPO on a
-# pure env with 4 seeds.
-stage examples examples.log 150 bash -c "python3 examples/sac.py --device cuda --cudagraphs \
-    --total-steps 2000 --learning-starts 500 --eval-every 0 --eval-episodes 2 --no-progress \
-    --out /tmp/ex_sac --overwrite && python3 examples/ppo_pure.py --device cuda --seeds 4 \
-    --total-steps 8192 --no-progress --out /tmp/ex_ppo --overwrite"
+wait
 stage update_sac_standard update.log 200 python3 bench/update_step.py --device cuda \
     --cudagraphs --algos sac --sizes standard --rounds 5 --steps 200 --no-explain --no-memory \
     --out "$OUT" --name update_step_gpu
