@@ -9,7 +9,8 @@ For SAC, TD3 and DQN, three implementations with the same networks (ReLU MLPs), 
   compare with the others' ``torch.compile`` step);
 * ``torchrl``: ``SACLoss``/``TD3Loss``/``DQNLoss`` + ``torch.optim.Adam`` + ``SoftUpdate``, eager
   and ``torch.compile`` of the whole update (loss, backward, step, zero_grad, target update), as
-  TorchRL's sota-implementations and LeanRL compile it;
+  TorchRL's sota-implementations and LeanRL compile it (with CUDA graphs, as they do too:
+  tensordict's ``CudaGraphModule`` around the compiled update);
 * ``floor``: :mod:`bench.floor`, hand-written plain torch (eager and compiled).
 
 TD3 updates the actor and the targets every step in all three (``policy_delay=1``) so each
@@ -234,12 +235,27 @@ def build_torchrl(algo: str, size: str, compiled: bool) -> dict[str, Any]:
         updater.step()
         return out.detach()
 
-    step = _compile(update, fullgraph=False) if compiled else update
+    if compiled and _cudagraphs():
+        step = _torchrl_cudagraphs(update)
+    else:
+        step = _compile(update, fullgraph=False) if compiled else update
 
     def run():
         step(td)
 
     return {"run": run, "fn": update, "args": lambda: (td,)}
+
+
+def _torchrl_cudagraphs(update):
+    """TorchRL's own recipe for a compiled update in CUDA graphs (its SOTA scripts): compile
+    in the default mode, then capture with tensordict's ``CudaGraphModule``. Under
+    ``mode="reduce-overhead"``, TorchRL's DQN loss read a tensor of an earlier replay that the
+    next one had overwritten (H200, torch 2.11), since its graph breaks leave cached tensors
+    in the loss module between the CUDA-graph partitions."""
+    import torch
+    from tensordict.nn import CudaGraphModule
+
+    return CudaGraphModule(torch.compile(update), in_keys=[], out_keys=[], warmup=5)
 
 
 def build_floor(algo: str, size: str, compiled: bool) -> dict[str, Any]:

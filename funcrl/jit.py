@@ -25,9 +25,11 @@ for a training step called thousands of times with the same shapes.
 
 On CUDA, ``jit(fn, cudagraphs=True)`` also captures the compiled graph in a CUDA graph (after two
 warm-up runs on a side stream) and replays it: a call copies the inputs into the graph's static
-input buffers, replays every kernel with one launch, and returns clones of the static outputs (so
+input buffers, replays every kernel with one launch, and returns copies of the static outputs (so
 a result stays valid after the next call). That removes the per-kernel launch cost, which is most
-of a small network's update step on a GPU.
+of a small network's update step on a GPU. The graph packs its outputs into one buffer per dtype,
+so the copy is one kernel per dtype rather than one per output (a SAC step returns ~70 tensors:
+params, optimizer moments, metrics); the results are views of that copy.
 """
 
 from __future__ import annotations
@@ -255,13 +257,36 @@ def _check_cuda_inputs(example: list[torch.Tensor]) -> None:
         )
 
 
+class _Packing:
+    """Where each output lives in one flat buffer per dtype: ``pack`` (inside the captured
+    graph) concatenates the outputs of each dtype; ``unpack`` turns copies of those buffers back
+    into outputs of the original shapes, as contiguous views."""
+
+    def __init__(self, outs: list[torch.Tensor]):
+        self.dtypes = list(dict.fromkeys(y.dtype for y in outs))
+        self.groups = [[i for i, y in enumerate(outs) if y.dtype == d] for d in self.dtypes]
+        self.sizes = [[outs[i].numel() for i in g] for g in self.groups]
+        self.shapes = [y.shape for y in outs]
+
+    def pack(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.cat([outs[i].reshape(-1) for i in g]) for g in self.groups]
+
+    def unpack(self, flats: list[torch.Tensor]) -> list[torch.Tensor]:
+        out: list[Any] = [None] * len(self.shapes)
+        for flat, group, sizes in zip(flats, self.groups, self.sizes):
+            for i, part in zip(group, torch.split_with_sizes(flat, sizes)):
+                out[i] = part.view(self.shapes[i])
+        return out
+
+
 def _cuda_graph(
     compiled: Callable[..., list[torch.Tensor]], example: list[torch.Tensor]
 ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
     """``compiled`` captured in a CUDA graph with static input and output buffers.
 
     The inputs are copied into buffers the graph reads (a call's tensors live at other addresses);
-    the outputs are cloned out of the graph's memory pool, which the next replay overwrites.
+    the outputs, packed by the graph into one buffer per dtype (:class:`_Packing`), are copied out
+    of the graph's memory pool, which the next replay overwrites.
     """
     static_in = [x.detach().clone() for x in example]
     # Warm-up on a side stream, as torch.cuda.graphs asks: lazy initialisation (cuBLAS handles,
@@ -270,17 +295,17 @@ def _cuda_graph(
     side.wait_stream(torch.cuda.current_stream(static_in[0].device))
     with torch.cuda.stream(side):
         for _ in range(2):
-            compiled(*static_in)
+            packing = _Packing(compiled(*static_in))
     torch.cuda.current_stream(static_in[0].device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_out = compiled(*static_in)
+        static_flat = packing.pack(compiled(*static_in))
 
     def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         # The signature (shape, stride, dtype, device) matched, so the copies are exact.
         torch._foreach_copy_(static_in, tensors)
         graph.replay()
-        return [y.clone() for y in static_out]
+        return packing.unpack([y.clone() for y in static_flat])
 
     return run
 

@@ -294,11 +294,14 @@ class Unbounded(TensorSpec):
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Samples ``[*shape, *self.shape]``; uses the global RNG unless ``generator`` is given."""
         full = self._full_shape(shape)
+        dev = _rng_device(generator, self.device)
         if self.dtype.is_floating_point:
-            return torch.randn(full, generator=generator, dtype=self.dtype, device=self.device)
-        if self.dtype == torch.bool:
-            return torch.randint(0, 2, full, generator=generator, device=self.device).bool()
-        return torch.empty(full, dtype=self.dtype, device=self.device).random_(generator=generator)
+            x = torch.randn(full, generator=generator, dtype=self.dtype, device=dev)
+        elif self.dtype == torch.bool:
+            x = torch.randint(0, 2, full, generator=generator, device=dev).bool()
+        else:
+            x = torch.empty(full, dtype=self.dtype, device=dev).random_(generator=generator)
+        return x.to(self.device)
 
 
 class Bounded(TensorSpec):
@@ -416,24 +419,25 @@ class Bounded(TensorSpec):
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Samples uniformly in the box ``[*shape, *self.shape]``; global RNG unless ``generator``."""
         full = self._full_shape(shape)
+        dev = _rng_device(generator, self.device)
         if not self.dtype.is_floating_point:
             # Discrete box: floor(U * (high - low + 1)) in float64, clamped against rounding up.
             low, high = self.low.double(), self.high.double()
-            u = torch.rand(full, generator=generator, dtype=torch.float64, device=self.device)
+            u = torch.rand(full, generator=generator, dtype=torch.float64, device=dev)
+            u = u.to(self.device)
             x = torch.minimum(low + torch.floor(u * (high - low + 1.0)), high)
             return _saturate(x, self.low, self.high, self.dtype)
         low, high = self.low, self.high
-        u = torch.rand(full, generator=generator, dtype=self.dtype, device=self.device)
+        u = torch.rand(full, generator=generator, dtype=self.dtype, device=dev).to(self.device)
         if self._finite:
             # Clamp because low + u * (high - low) can round past high in low precision.
             return torch.clamp(low + u * (high - low), low, high)
         lo_fin, hi_fin = torch.isfinite(low), torch.isfinite(high)
         zero = torch.zeros_like(low)
         lo_s, hi_s = torch.where(lo_fin, low, zero), torch.where(hi_fin, high, zero)
-        normal = torch.randn(full, generator=generator, dtype=self.dtype, device=self.device)
-        expo = torch.empty(full, dtype=self.dtype, device=self.device).exponential_(
-            generator=generator
-        )
+        normal = torch.randn(full, generator=generator, dtype=self.dtype, device=dev)
+        expo = torch.empty(full, dtype=self.dtype, device=dev).exponential_(generator=generator)
+        normal, expo = normal.to(self.device), expo.to(self.device)
         out = torch.where(
             lo_fin & hi_fin,
             lo_s + u * (hi_s - lo_s),
@@ -458,6 +462,13 @@ def _check_index_dtype(owner: str, x: torch.Tensor) -> None:
         )
 
 
+def _rng_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Where a draw happens: on ``generator``'s device when one is given (torch draws only there,
+    so a CPU generator can feed a CUDA spec, with the same numbers as on the CPU), else on
+    ``device``. Callers move the draw to the spec's device."""
+    return device if generator is None else generator.device
+
+
 def _masked_uniform_index(
     mask: torch.Tensor | None,
     shape: torch.Size,
@@ -469,8 +480,9 @@ def _masked_uniform_index(
 
     Sampling is ``argmax`` of uniform noise over the allowed entries, which needs no host sync.
     """
+    dev = _rng_device(generator, device)
     if mask is None:
-        return torch.randint(0, n, shape, generator=generator, device=device)
+        return torch.randint(0, n, shape, generator=generator, device=dev).to(device)
     if mask.dtype != torch.bool or mask.shape[-1:] != (n,):
         raise ValueError(
             f"mask must be a bool tensor of shape [..., {n}], got {mask.dtype} {tuple(mask.shape)}"
@@ -481,7 +493,7 @@ def _masked_uniform_index(
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to {(*shape, n)}"
         ) from err
-    noise = torch.rand((*shape, n), generator=generator, device=device)
+    noise = torch.rand((*shape, n), generator=generator, device=dev).to(device)
     return torch.where(mask, noise, -1.0).argmax(-1)
 
 
@@ -616,7 +628,9 @@ class Binary(TensorSpec):
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Fair coins ``[*shape, *self.shape]``; global RNG unless ``generator``."""
         full = self._full_shape(shape)
-        return torch.randint(0, 2, full, generator=generator, device=self.device).to(self.dtype)
+        dev = _rng_device(generator, self.device)
+        x = torch.randint(0, 2, full, generator=generator, device=dev)
+        return x.to(device=self.device, dtype=self.dtype)
 
 
 class OneHot(TensorSpec):
@@ -788,7 +802,9 @@ class MultiOneHot(TensorSpec):
         return torch.cat(
             [
                 _one_hot(
-                    torch.randint(0, n, lead, generator=generator, device=self.device),
+                    torch.randint(
+                        0, n, lead, generator=generator, device=_rng_device(generator, self.device)
+                    ).to(self.device),
                     n,
                     self.dtype,
                 )
@@ -873,7 +889,8 @@ class MultiCategorical(TensorSpec):
     def rand(self, shape: ShapeLike = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform categories ``[*shape, *self.shape]``; global RNG unless ``generator``."""
         full = self._full_shape(shape)
-        u = torch.rand(full, generator=generator, dtype=torch.float64, device=self.device)
+        dev = _rng_device(generator, self.device)
+        u = torch.rand(full, generator=generator, dtype=torch.float64, device=dev).to(self.device)
         n = (self._high + 1).double()
         return torch.minimum(torch.floor(u * n), n - 1).to(self.dtype)
 

@@ -510,3 +510,72 @@ def test_composite_merges_nested_spellings_in_any_order():
     b = S.Composite({"next": inner, ("next", "r"): r})
     assert a == b and sorted(map(str, a.keys(True, True))) == ["('next', 'o')", "('next', 'r')"]
     assert list(inner.keys()) == ["o"]  # the caller's Composite is not modified by the merge
+
+
+# ---------------------------------------------------------------- generator on another device
+_RAND_SPECS = {
+    "unbounded": lambda d: S.Unbounded((2,), device=d),
+    "unbounded_int": lambda d: S.Unbounded((2,), dtype=torch.int32, device=d),
+    "unbounded_bool": lambda d: S.Unbounded((2,), dtype=torch.bool, device=d),
+    "bounded": lambda d: S.Bounded(-1.0, 2.0, shape=(2,), device=d),
+    "bounded_half_open": lambda d: S.Bounded(
+        torch.tensor([-1.0, -float("inf")]), torch.tensor([float("inf"), 2.0]), device=d
+    ),
+    "bounded_int": lambda d: S.Bounded(-1, 2, shape=(2,), dtype=torch.int64, device=d),
+    "categorical": lambda d: S.Categorical(3, device=d),
+    "binary": lambda d: S.Binary(3, device=d),
+    "one_hot": lambda d: S.OneHot(3, device=d),
+    "multi_one_hot": lambda d: S.MultiOneHot([2, 3], device=d),
+    "multi_categorical": lambda d: S.MultiCategorical([2, 3], device=d),
+}
+
+
+def _on_meta(make):
+    # A spec whose bounds live on "meta": built on the CPU (Bounded reads its bounds' values),
+    # then its tensors moved.
+    spec = make("cpu")
+    spec.device = torch.device("meta")
+    for name in ("low", "high", "_high"):
+        if isinstance(getattr(spec, name, None), torch.Tensor):
+            setattr(spec, name, getattr(spec, name).to("meta"))
+    return spec
+
+
+class _DrawDevices(torch.overrides.TorchFunctionMode):
+    """Records (draw device, generator device) of every factory call given a generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        gen = kwargs.get("generator")
+        if gen is not None:
+            out = func(*args, **kwargs)
+            dev = args[0].device if isinstance(args[0], torch.Tensor) else out.device
+            self.seen.append((torch.device(dev).type, gen.device.type))
+            return out
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kind", sorted(_RAND_SPECS))
+def test_rand_draws_on_the_generators_device_and_returns_on_the_specs(kind):
+    # torch draws only on a generator's own device: a CPU generator feeding a spec on another
+    # device (the examples' warm-up actions on CUDA) must draw on the CPU, then move the result.
+    spec = _on_meta(_RAND_SPECS[kind])
+    with _DrawDevices() as mode:
+        x = spec.rand((4,), generator=torch.Generator().manual_seed(0))
+    assert mode.seen and all(d == g == "cpu" for d, g in mode.seen), mode.seen
+    assert x.device.type == "meta"
+    ref = _RAND_SPECS[kind]("cpu").rand((4,), generator=torch.Generator().manual_seed(0))
+    assert x.shape == ref.shape and x.dtype == ref.dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kind", sorted(_RAND_SPECS))
+def test_rand_with_a_cpu_generator_on_cuda_equals_the_cpu_draw(kind):
+    got = _RAND_SPECS[kind]("cuda").rand((4,), generator=torch.Generator().manual_seed(0))
+    ref = _RAND_SPECS[kind]("cpu").rand((4,), generator=torch.Generator().manual_seed(0))
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), ref, rtol=0, atol=0)

@@ -87,6 +87,9 @@ class PureEnv:
     physics_size = 0
     reset_low: ClassVar[tuple[float, ...]] = ()
     reset_high: ClassVar[tuple[float, ...]] = ()
+    # Discrete envs: the number of actions (a [] integer action); None: a [1] float action. The
+    # step checks its action against this, not against a spec built on every call.
+    num_actions: ClassVar[int | None] = None
 
     def __post_init__(self) -> None:
         if self.max_episode_steps < 1:
@@ -103,15 +106,22 @@ class PureEnv:
         raise NotImplementedError
 
     @property
-    def action_spec(self) -> specs.TensorSpec:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def action_spec(self) -> specs.TensorSpec:
+        """``Categorical(num_actions)`` for a discrete env; continuous envs override it."""
+        if self.num_actions is None:  # pragma: no cover - every continuous env overrides
+            raise NotImplementedError
+        return specs.Categorical(self.num_actions)
 
     # -- the pure functions -------------------------------------------------------------------
 
     def initial_physics(self, key: torch.Tensor) -> torch.Tensor:
         """A start state drawn from gymnasium's reset distribution: ``[physics_size]``."""
-        lo = torch.tensor(self.reset_low, dtype=self.dtype, device=key.device)
-        hi = torch.tensor(self.reset_high, dtype=self.dtype, device=key.device)
+        # Bounds filled on the key's device: torch.tensor(list, device=...) would copy host data
+        # on every eager call (a synchronising copy on CUDA, inside the training step).
+        lo, hi = (
+            torch.stack([torch.full((), v, dtype=self.dtype, device=key.device) for v in bound])
+            for bound in (self.reset_low, self.reset_high)
+        )
         u = random.uniform(key, (self.physics_size,), dtype=self.dtype)
         return lo + (hi - lo) * u
 
@@ -196,18 +206,18 @@ class PureEnv:
                 )
 
     def _check_action(self, action: torch.Tensor) -> None:
-        spec = self.action_spec
         if not isinstance(action, torch.Tensor):
             raise TypeError(
                 f"{self.name}.step: action must be a tensor, got {type(action).__name__}"
             )
-        want = tuple(spec.shape)
+        n = self.num_actions
+        want = () if n is not None else (1,)
         if tuple(action.shape) != want:
             raise ValueError(
                 f"{self.name}.step: action has shape {tuple(action.shape)}, expected {want} "
                 "(vmap the step for a batch of environments)"
             )
-        if isinstance(spec, specs.Categorical):
+        if n is not None:
             if action.dtype.is_floating_point or action.dtype == torch.bool:
                 raise TypeError(
                     f"{self.name}.step: action must be an integer tensor, got {action.dtype}"
@@ -215,8 +225,8 @@ class PureEnv:
             # A value check needs a host read: only in plain eager code.
             if can_read_values(action):
                 a = int(action)
-                if not 0 <= a < spec.n:
-                    raise ValueError(f"{self.name}.step: action {a} is outside [0, {spec.n})")
+                if not 0 <= a < n:
+                    raise ValueError(f"{self.name}.step: action {a} is outside [0, {n})")
         elif not action.dtype.is_floating_point:
             raise TypeError(f"{self.name}.step: action must be a float tensor, got {action.dtype}")
 
@@ -228,6 +238,7 @@ class CartPole(PureEnv):
 
     max_episode_steps: int = 500
     name = "CartPole-v1"
+    num_actions = 2
     physics_size = 4
     reset_low = (-0.05,) * 4
     reset_high = (0.05,) * 4
@@ -247,10 +258,6 @@ class CartPole(PureEnv):
             [self.x_threshold * 2, math.inf, self.theta_threshold_radians * 2, math.inf]
         )
         return specs.Bounded(-high, high, shape=(4,), dtype=self.dtype)
-
-    @property
-    def action_spec(self) -> specs.TensorSpec:
-        return specs.Categorical(2)
 
     def dynamics(self, physics, action):
         x, x_dot, theta, theta_dot = physics.unbind(-1)
@@ -289,6 +296,7 @@ class Acrobot(PureEnv):
 
     max_episode_steps: int = 500
     name = "Acrobot-v1"
+    num_actions = 3
     physics_size = 4
     reset_low = (-0.1,) * 4
     reset_high = (0.1,) * 4
@@ -307,10 +315,6 @@ class Acrobot(PureEnv):
     def observation_spec(self) -> specs.TensorSpec:
         high = torch.tensor([1.0, 1.0, 1.0, 1.0, self.max_vel_1, self.max_vel_2])
         return specs.Bounded(-high, high, shape=(6,), dtype=self.dtype)
-
-    @property
-    def action_spec(self) -> specs.TensorSpec:
-        return specs.Categorical(3)
 
     def initial_physics(self, key):
         # gymnasium draws the start state in float32.
@@ -379,6 +383,7 @@ class MountainCar(PureEnv):
 
     max_episode_steps: int = 200
     name = "MountainCar-v0"
+    num_actions = 3
     physics_size = 2
     reset_low = (-0.6, 0.0)
     reset_high = (-0.4, 0.0)
@@ -399,10 +404,6 @@ class MountainCar(PureEnv):
             shape=(2,),
             dtype=self.dtype,
         )
-
-    @property
-    def action_spec(self) -> specs.TensorSpec:
-        return specs.Categorical(3)
 
     def dynamics(self, physics, action):
         position, velocity = physics.unbind(-1)
@@ -510,8 +511,12 @@ class Pendulum(PureEnv):
         m = torch.fmod(th + math.pi, period)
         angle = torch.where(m < 0, m + period, m) - math.pi
         # NumPy rounds a Python scalar to the array's dtype before multiplying; torch would keep it
-        # in double, so the constants are made tensors of u's dtype.
-        c_cost, c_acc = u.new_tensor(0.001), u.new_tensor(3.0 / (self.m * self.length**2))
+        # in double, so the constants are made tensors of u's dtype (filled on u's device, not
+        # copied from host memory).
+        c_cost, c_acc = (
+            torch.full((), c, dtype=u.dtype, device=u.device)
+            for c in (0.001, 3.0 / (self.m * self.length**2))
+        )
         costs = angle**2 + 0.1 * thdot**2 + (c_cost * (u**2)).to(physics.dtype)
         g, ln, dt = self.g, self.length, self.dt
         torque_acc = (c_acc * u).to(physics.dtype)
