@@ -4,8 +4,8 @@
 #   bash bench/gpu_lease.sh [deadline_s]        # results and logs in $OUT (default /tmp/gpu_out)
 #   STAGES="update_td3 update_dqn" bash bench/gpu_lease.sh 240   # only stages with these prefixes
 #
-# Stage names: tests, examples, update_sac_standard, pure_1024, purejaxrl_1024, update_{td3,dqn}_standard,
-# update_{sac,td3,dqn}_small. A 15-minute lease fits one full call (deadline ~560 s) and a second,
+# Stage names: td3_trace, tests, examples, update_sac_standard, pure_1024, purejaxrl_1024,
+# update_{td3,dqn}_standard, update_{sac,td3,dqn}_small. A 15-minute lease fits one full call (deadline ~560 s) and a second,
 # made while the machine is still warm, for the stages the first did not reach.
 #
 # The machine runs its own torch (2.11 + CUDA 13, Python 3.12), so the packages funcrl and the
@@ -21,15 +21,17 @@
 #
 # What runs, in order, one stage at a time (nothing else runs while a stage times), each under
 # min(its cap, what is left of the deadline); a failing stage does not stop the next:
+#   0. TD3's compiled step alone, with dynamo's verbose errors (it failed on the last lease);
 #   1. the CUDA tests (tests/ -k cuda: every objective's compiled step under sync-debug "error",
 #      buffers, pure envs, pure PPO/DQN training against CPU, funcrl.jit with CUDA graphs,
 #      funcrl.random on CUDA), verbose, so a log cut short still names each finished test; beside
 #      them, not timed, 2. the examples' CUDA paths, briefly (SAC with --cudagraphs, PPO on a
 #      pure env, 4 seeds);
 #   3. bench/update_step.py on CUDA, SAC standard (funcrl.jit + CUDA graphs, compiled
-#      "reduce-overhead", TorchRL compiled, the floor);
-#   4. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
-#      printing its progress with wall-clock times, then PureJaxRL's run on the same GPU;
+#      "reduce-overhead", TorchRL compiled in CUDA graphs, the floor);
+#   4. bench/pure.py --device cuda --cudagraphs with 1,024 seeds (PPO, CartPole-v1, 5e5 steps
+#      per seed), printing its progress with wall-clock times, then PureJaxRL's run on the same
+#      GPU (measured at a5816c4: 36.5M env-steps/s; funcrl without CUDA graphs 12.4M);
 #   5. the other update-step rows while time is left.
 # Measured on an H200 lease (torch 2.11): the machine starts in ~35 s; TorchRL's compiled SAC
 # step takes ~65 s to compile there, its TD3 step ~35 s.
@@ -79,6 +81,12 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
 python3 -c "import torch, funcrl, torchrl, tensordict, optree, gymnasium; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), '| torchrl', torchrl.__version__, '| tensordict', tensordict.__version__)"
 
+# TD3's compiled step failed on the last lease with a bare InductorError: AssertionError (torch
+# 2.11; it compiles on a CPU and under a faked CUDA device with torch 2.13). Its full internal
+# stack first, alone, so the log names the assert's file and line.
+stage td3_trace tests.log 90 env TORCHDYNAMO_VERBOSE=1 python3 -m pytest -p no:cacheprovider \
+    -x --tb=long "tests/test_devices.py::test_compiled_step_runs_on_device_without_host_sync[td3-cuda]"
+grep -n -B2 -A12 "AssertionError" "$OUT/tests.log" 2>/dev/null | tail -60
 # The examples' CUDA paths end to end, briefly (SAC with a CUDA-graphed compiled step, PPO on a
 # pure env with 4 seeds), beside the tests: both check correctness, not speed, and the lease is short.
 stage examples examples.log 170 bash -c "python3 examples/sac.py --device cuda --cudagraphs \
@@ -95,7 +103,7 @@ wait
 stage update_sac_standard update.log 200 python3 bench/update_step.py --device cuda \
     --cudagraphs --algos sac --sizes standard --rounds 5 --steps 200 --no-explain --no-memory \
     --out "$OUT" --name update_step_gpu
-stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 \
+stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 --cudagraphs \
     --skip purejaxrl sb3 --out "$OUT" --name pure_gpu
 stage purejaxrl_1024 pure.log 120 python3 bench/pure.py --device cuda --seeds 1024 \
     --skip funcrl sb3 --out "$OUT" --name pure_gpu_purejaxrl

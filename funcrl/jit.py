@@ -356,11 +356,17 @@ def compile_step(
     _check_cudagraphs("compile_step", cudagraphs)
     mode = "reduce-overhead" if cudagraphs else None
     compiled = torch.compile(fn, fullgraph=fullgraph, mode=mode)
-    if not cudagraphs:
-        return compiled
+    return graph_step_per_call(compiled) if cudagraphs else compiled
+
+
+def graph_step_per_call(compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """A function compiled with CUDA graph trees (``mode="reduce-overhead"`` or Inductor's
+    ``triton.cudagraphs``) made safe to call in a loop that feeds it its own outputs: each call
+    starts a new CUDA-graph step and returns clones of the output tensors (see
+    :func:`compile_step`). Leaves that are not tensors come back as the graph returned them."""
     from funcrl import tree
 
-    @functools.wraps(fn)
+    @functools.wraps(compiled)
     def step(*args: Any, **kwargs: Any) -> Any:
         torch.compiler.cudagraph_mark_step_begin()
         out = compiled(*args, **kwargs)

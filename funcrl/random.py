@@ -53,6 +53,7 @@ from typing import Union
 import torch
 
 from funcrl import _inductor, _native
+from funcrl._constants import filled
 from funcrl.jit import is_tracing
 
 __all__ = [
@@ -313,10 +314,8 @@ def _erfinv32(x: torch.Tensor) -> torch.Tensor:
 
 def _normal_flat(key: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
     # JAX: sqrt(2) * erfinv(uniform(nextafter(-1, 0), 1)); u > -1 keeps erfinv finite.
-    lo = torch.nextafter(
-        _scalar(-1.0, dtype, key.device), _scalar(0.0, dtype, key.device)
-    )
-    hi = _scalar(1.0, dtype, key.device)
+    lo = torch.nextafter(filled(-1.0, dtype, key.device), filled(0.0, dtype, key.device))
+    hi = filled(1.0, dtype, key.device)
     if dtype.itemsize == 2:
         # float16/bfloat16: the 16-bit uniform mapped to (-1, 1) and erfinv'd in float32, rounded
         # to 16 bits once (a compiler drops a float32 -> 16 -> 32 bit round trip, eager would not).
@@ -579,7 +578,7 @@ def fold_in(key: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
     elif isinstance(data, int) and not isinstance(data, bool):
         if not 0 <= data <= _M32:
             raise ValueError(f"funcrl.random.fold_in: data must be in [0, 2**32), got {data}")
-        d = _scalar(data, torch.int64, key.device)
+        d = filled(data, torch.int64, key.device)
     else:
         raise TypeError(
             f"funcrl.random.fold_in: data must be an int or an integer tensor, got "
@@ -616,13 +615,7 @@ def _bound(
         raise TypeError(
             f"funcrl.random.{fn}: {name} must be a float or a tensor, got {type(v).__name__}"
         )
-    return _scalar(v, dtype, device)
-
-
-def _scalar(v: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A 0-d tensor of ``v`` filled on ``device``: ``torch.tensor(v, device=...)`` would copy
-    host memory on every eager draw (a synchronising copy on CUDA, inside a training step)."""
-    return torch.full((), v, dtype=dtype, device=device)
+    return filled(v, dtype, device)
 
 
 def _check_broadcast(fn: str, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -726,7 +719,7 @@ def truncated_normal(
     a, b = torch.erf(lo / sqrt2), torch.erf(hi / sqrt2)
     u = uniform(key, shape, dtype, a, b)
     out = u.erfinv() * sqrt2
-    inf = _scalar(math.inf, dtype, key.device)
+    inf = filled(math.inf, dtype, key.device)
     return torch.clamp(out, torch.nextafter(lo.detach(), inf), torch.nextafter(hi, -inf))
 
 
@@ -824,7 +817,7 @@ def bernoulli(
     elif isinstance(p, (int, float)) and not isinstance(p, bool):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"funcrl.random.bernoulli: p must be in [0, 1], got {p}")
-        pt = _scalar(float(p), torch.get_default_dtype(), key.device)
+        pt = filled(float(p), torch.get_default_dtype(), key.device)
     else:
         raise TypeError(
             f"funcrl.random.bernoulli: p must be a float or a tensor, got {type(p).__name__}"

@@ -2,7 +2,8 @@
 pure and gymnasium environments and checkpoints (CPU always; CUDA when present, under
 ``torch.cuda.set_sync_debug_mode("error")`` around the step). On CPU, the make_fx trace of every
 objective's step has no host read (``aten._local_scalar_dense``, which ``.item()``, ``bool(t)``
-and ``int(t)`` lower to).
+and ``int(t)`` lower to) and no tensor constant (host data an eager call copies to the device), and
+neither have the pure environments' steps or ``funcrl.random``'s draws.
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ def test_traced_step_has_no_host_read(case):
     targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
     reads = {t for t in targets if "_local_scalar_dense" in t or t.startswith("aten.item")}
     assert not reads, f"{case.name}: host reads in the step: {sorted(reads)}"
+    # Nor host data copied in: a tensor constant is a torch.tensor(...) an eager call copies to
+    # the device every time (a synchronising copy on CUDA; funcrl._constants.filled instead).
+    consts = [str(n.target) for n in gm.graph.nodes if n.op == "get_attr"]
+    assert not consts, f"{case.name}: host data copied into the step: {consts}"
     assert any("addmm" in t or "mm" in t for t in targets)  # the step was really traced
 
 
@@ -272,3 +277,17 @@ def test_pure_training_on_device_matches_cpu(device, algo):
     assert tree.allclose(_to(out.state, "cpu"), ref.state, rtol=1e-3, atol=1e-4)
     for k, v in ref.metrics.items():
         torch.testing.assert_close(out.metrics[k].cpu(), v, rtol=1e-3, atol=1e-4, msg=k)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_pure_training_with_cuda_graphs_equals_without(algo):
+    # The compiled iteration replayed as a CUDA graph (its state fed back, its metrics kept
+    # across calls) against the same compiled iteration launched kernel by kernel.
+    run = _pure_runs()[algo]
+    keys = funcrl.random.split(funcrl.random.key(0, device="cuda"), 2)
+    plain = run(keys, compile=True)
+    graphed = run(keys, compile=True, cudagraphs=True)
+    assert tree.allclose(graphed.state, plain.state, rtol=1e-5, atol=1e-6)
+    for k, v in plain.metrics.items():
+        torch.testing.assert_close(graphed.metrics[k], v, rtol=1e-5, atol=1e-6, msg=k)

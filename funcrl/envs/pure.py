@@ -40,6 +40,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from funcrl import random, specs, tree
+from funcrl._constants import filled
 from funcrl.jit import can_read_values
 
 __all__ = [
@@ -116,12 +117,9 @@ class PureEnv:
 
     def initial_physics(self, key: torch.Tensor) -> torch.Tensor:
         """A start state drawn from gymnasium's reset distribution: ``[physics_size]``."""
-        # Bounds filled on the key's device: torch.tensor(list, device=...) would copy host data
-        # on every eager call (a synchronising copy on CUDA, inside the training step).
-        lo, hi = (
-            torch.stack([torch.full((), v, dtype=self.dtype, device=key.device) for v in bound])
-            for bound in (self.reset_low, self.reset_high)
-        )
+        # Filled on the key's device, not copied from host memory (funcrl._constants).
+        lo = filled(self.reset_low, self.dtype, key.device)
+        hi = filled(self.reset_high, self.dtype, key.device)
         u = random.uniform(key, (self.physics_size,), dtype=self.dtype)
         return lo + (hi - lo) * u
 
@@ -511,12 +509,9 @@ class Pendulum(PureEnv):
         m = torch.fmod(th + math.pi, period)
         angle = torch.where(m < 0, m + period, m) - math.pi
         # NumPy rounds a Python scalar to the array's dtype before multiplying; torch would keep it
-        # in double, so the constants are made tensors of u's dtype (filled on u's device, not
-        # copied from host memory).
-        c_cost, c_acc = (
-            torch.full((), c, dtype=u.dtype, device=u.device)
-            for c in (0.001, 3.0 / (self.m * self.length**2))
-        )
+        # in double, so the constants are made tensors of u's dtype.
+        c_cost = filled(0.001, u.dtype, u.device)
+        c_acc = filled(3.0 / (self.m * self.length**2), u.dtype, u.device)
         costs = angle**2 + 0.1 * thdot**2 + (c_cost * (u**2)).to(physics.dtype)
         g, ln, dt = self.g, self.length, self.dt
         torque_acc = (c_acc * u).to(physics.dtype)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from funcrl._constants import filled
 from funcrl.nn.core import Module, Params, Seed
 
 __all__ = ["TanhBounded"]
@@ -34,8 +35,7 @@ class TanhBounded(Module):
     high: float | tuple[Any, ...] = 1.0
 
     def __post_init__(self) -> None:
-        low, high = torch.as_tensor(self.low), torch.as_tensor(self.high)
-        if not bool((low < high).all()):
+        if not _below(self.low, self.high):
             raise ValueError(
                 f"TanhBounded: need low < high everywhere, got {self.low}, {self.high}"
             )
@@ -46,6 +46,29 @@ class TanhBounded(Module):
     def __call__(self, params: Params, *inputs: torch.Tensor) -> torch.Tensor:
         # The wrapped net checks params and inputs: its params are this module's params.
         y = torch.tanh(self.net(params, *inputs))
-        low = torch.as_tensor(self.low, dtype=y.dtype, device=y.device)
-        high = torch.as_tensor(self.high, dtype=y.dtype, device=y.device)
+        low, high = filled(self.low, y.dtype, y.device), filled(self.high, y.dtype, y.device)
         return (high + low) / 2 + (high - low) / 2 * y
+
+
+def _below(low: Any, high: Any) -> bool:
+    """``low < high`` everywhere, broadcasting like tensors. In Python where no broadcasting of
+    sequences is needed (numbers, or sequences of one structure): a net built inside a traced
+    step (the objectives' default nets) then adds no tensor constants to the trace."""
+    seq = (tuple, list)
+    if isinstance(low, seq) and isinstance(high, seq):
+        if len(low) != len(high) or _depth(low) != _depth(high):
+            return bool((torch.as_tensor(low) < torch.as_tensor(high)).all())
+        return all(_below(lo, hi) for lo, hi in zip(low, high))
+    if isinstance(low, seq):
+        return all(_below(lo, high) for lo in low)
+    if isinstance(high, seq):
+        return all(_below(low, hi) for hi in high)
+    return low < high
+
+
+def _depth(v: Any) -> int:
+    return (
+        1 + _depth(v[0])
+        if isinstance(v, (tuple, list)) and v
+        else int(isinstance(v, (tuple, list)))
+    )

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import tree
+from funcrl._constants import filled
 from funcrl.nn.conv import ConvNet
 from funcrl.nn.core import (
     MLP,
@@ -439,8 +440,8 @@ class TanhDeltaActor(Module):
         from funcrl.distributions import TanhDelta
 
         param = self.net(params, *inputs)  # the wrapped net checks its params and inputs
-        low = torch.as_tensor(self.low, dtype=param.dtype, device=param.device)
-        high = torch.as_tensor(self.high, dtype=param.dtype, device=param.device)
+        low = filled(self.low, param.dtype, param.device)
+        high = filled(self.high, param.dtype, param.device)
         return TanhDelta(param, low, high).mode
 
 

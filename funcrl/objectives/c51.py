@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from funcrl import tree
+from funcrl._constants import filled
 from funcrl.objectives import discrete
 from funcrl.objectives.common import (
     check_batch,
@@ -271,7 +272,7 @@ def loss(
             f"{(*lead, 1)}"
         )
     terminated = get_flag(batch, ("next", "terminated"), owner=owner, like=reward)
-    discount = torch.as_tensor(config.gamma, dtype=reward.dtype, device=reward.device)
+    discount = filled(config.gamma, reward.dtype, reward.device)
     if "steps_to_next_obs" in batch:
         steps = get_flag(batch, "steps_to_next_obs", owner=owner, like=reward)
         discount = discount**steps

@@ -1,0 +1,73 @@
+"""funcrl._constants.filled equals torch.tensor without copying host memory; TanhBounded's bound
+check in Python equals the tensor comparison it replaces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from funcrl._constants import filled
+from funcrl.nn.bounded import TanhBounded, _below
+from funcrl.nn.core import MLP
+
+_NUM = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False, width=64), st.integers(-1000, 1000), st.just(0.1)
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    value=st.one_of(
+        _NUM,
+        st.lists(_NUM, min_size=1, max_size=4).map(tuple),
+        st.integers(1, 3).flatmap(
+            lambda n: st.lists(st.lists(_NUM, min_size=n, max_size=n), min_size=1, max_size=3)
+        ),
+    ),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16]),
+)
+def test_filled_equals_torch_tensor(value, dtype):
+    got = filled(value, dtype, "cpu")
+    want = torch.tensor(value, dtype=dtype)
+    assert got.shape == want.shape and got.dtype == dtype
+    assert torch.equal(got, want)  # the same rounding to dtype, bit for bit
+
+
+def test_filled_integers_and_empty():
+    assert torch.equal(filled(2**32, torch.int64, "cpu"), torch.tensor(2**32))
+    assert filled((), torch.float32, "cpu").shape == (0,)
+
+
+def test_filled_makes_no_tensor_constant():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gm = make_fx(lambda x: x + filled(((0.5, 2.0), (1.0, 3.0)), x.dtype, x.device))(torch.ones(2))
+    assert not [n for n in gm.graph.nodes if n.op == "get_attr"]
+
+
+_BOUND = st.one_of(
+    st.integers(-3, 3),
+    st.lists(st.integers(-3, 3), min_size=1, max_size=3).map(tuple),
+    st.lists(
+        st.lists(st.integers(-3, 3), min_size=2, max_size=2).map(tuple), min_size=1, max_size=2
+    ).map(tuple),  # fmt: skip
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(low=_BOUND, high=_BOUND)
+def test_bound_check_equals_the_tensor_comparison(low, high):
+    try:
+        want = bool((torch.as_tensor(low) < torch.as_tensor(high)).all())
+    except RuntimeError:  # shapes that do not broadcast raise either way
+        with pytest.raises(RuntimeError):
+            _below(low, high)
+        return
+    assert _below(low, high) == want
+
+
+def test_tanh_bounded_still_rejects_empty_boxes():
+    with pytest.raises(ValueError, match=r"TanhBounded: need low < high everywhere"):
+        TanhBounded(MLP(2, 2, num_cells=(4,)), (0.0, 1.0), (1.0, 1.0))
