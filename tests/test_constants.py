@@ -71,3 +71,24 @@ def test_bound_check_equals_the_tensor_comparison(low, high):
 def test_tanh_bounded_still_rejects_empty_boxes():
     with pytest.raises(ValueError, match=r"TanhBounded: need low < high everywhere"):
         TanhBounded(MLP(2, 2, num_cells=(4,)), (0.0, 1.0), (1.0, 1.0))
+
+
+def test_filled_sequences_are_built_once_and_keep_signed_zeros_and_nans_apart():
+    a = filled((0.0, 1.0), torch.float32, "cpu")
+    assert filled((0.0, 1.0), torch.float32, "cpu") is a  # eager: one tensor per value
+    neg = filled((-0.0, 1.0), torch.float32, "cpu")
+    assert torch.signbit(neg[0]) and not torch.signbit(a[0])
+    assert filled((0.0, 1.0), torch.float64, "cpu").dtype == torch.float64
+    assert torch.isnan(filled((float("nan"),), torch.float32, "cpu")).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_filled_on_cuda_copies_no_host_data_after_its_first_use():
+    filled((0.5, 2.0), torch.float32, "cuda")  # the one copy
+    old = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x = filled((0.5, 2.0), torch.float32, "cuda") + filled(3.0, torch.float32, "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode(old)
+    assert x.device.type == "cuda"

@@ -200,11 +200,43 @@ _DRAWS = {
 }
 
 
+def _sample_with_beta(key):
+    # Only the sample is traced: the buffer comes in as an argument, not a closure's constant.
+    make = DISCRETE_CASES[0].make_batch
+    buf = buffers.add(buffers.init(16, make(0, 1)[0], "cpu", prioritized=True), make(1, 8))
+    return _host_data(lambda b, k: buffers.sample(b, 4, key=k, beta=0.5)["priority_weight"], buf, key)
+
+
+_MULTI_CATEGORICAL = specs.MultiCategorical([2, 3])
+
+
+def _multi_categorical_action(key):
+    from funcrl.modules.exploration import random_action
+
+    return random_action(_MULTI_CATEGORICAL, torch.Size([4]), key=key)
+
+
+def _tanh_normal_mean(key):
+    from funcrl.distributions import TanhNormal
+
+    return TanhNormal(funcrl.random.normal(key, (3, 2)), torch.ones(3, 2)).mean
+
+
+_DRAWS.update(
+    buffer_sample_beta=None,  # traced by _sample_with_beta itself
+    multi_categorical_action=_multi_categorical_action,
+    tanh_normal_mean=_tanh_normal_mean,
+)
+
+
 @pytest.mark.parametrize("kind", sorted(_DRAWS))
 def test_random_draws_copy_no_host_data(kind, monkeypatch):
     # The plain-op path (the fused kernels are compiled graphs, with their own constants).
     monkeypatch.setenv("FUNCRL_RANDOM_FUSED", "0")
-    assert _host_data(_DRAWS[kind], funcrl.random.key(0)) == []
+    if kind == "buffer_sample_beta":
+        assert _sample_with_beta(funcrl.random.key(0)) == []
+    else:
+        assert _host_data(_DRAWS[kind], funcrl.random.key(0)) == []
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -14,6 +14,8 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
+from funcrl._constants import filled
+
 __all__ = [
     "standard_normal",
     "standard_uniform",
@@ -129,7 +131,7 @@ def as_param(value: TensorLike, like: torch.Tensor, *, name: str, owner: str) ->
             value = value.to(device=like.device, dtype=like.dtype)
         return value
     if isinstance(value, Number):
-        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        return filled(value, like.dtype, like.device)
     raise TypeError(f"{owner}: {name} must be a tensor or a number, got {type(value).__name__}")
 
 

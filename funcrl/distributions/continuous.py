@@ -14,6 +14,7 @@ from numbers import Number
 import numpy as np
 import torch
 
+from funcrl._constants import filled
 from funcrl.distributions._utils import (
     Scale,
     TensorLike,
@@ -218,8 +219,8 @@ class TanhNormal(Distribution):
         ~1e-2 as ``scale`` grows past 10, when ``tanh(u)`` approaches a step).
         Use ``sample_mean(n)`` for the Monte-Carlo estimate.
         """
-        nodes = torch.tensor(_GH_NODES, dtype=self.loc.dtype, device=self.loc.device)
-        weights = torch.tensor(_GH_WEIGHTS, dtype=self.loc.dtype, device=self.loc.device)
+        nodes = filled(_GH_NODES, self.loc.dtype, self.loc.device)
+        weights = filled(_GH_WEIGHTS, self.loc.dtype, self.loc.device)
         u = self.loc.unsqueeze(-1) + math.sqrt(2.0) * self.scale.unsqueeze(-1) * nodes
         t = (torch.tanh(u) * weights).sum(-1) / math.sqrt(math.pi)
         return self._mid + self._half * t

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from funcrl import random
+from funcrl._constants import filled
 from funcrl.modules.keyed import as_keys, check_interaction, read_key, spec_items
 from funcrl.nn.core import Module, Params
 from funcrl.record import NestedKey, Record
@@ -244,7 +245,7 @@ def _keyed_random_action(
     if name == "Binary":
         return random.bernoulli(key, 0.5, full).to(device=dev, dtype=spec.dtype)
     if name == "MultiCategorical":
-        n = torch.as_tensor(spec.nvec, dtype=torch.float64, device=key.device)
+        n = filled(tuple(spec.nvec), torch.float64, key.device)
         u = random.uniform(key, full, torch.float64)
         return torch.minimum(torch.floor(u * n), n - 1).to(device=dev, dtype=spec.dtype)
     if name == "Bounded":

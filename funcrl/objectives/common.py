@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from funcrl._constants import filled
 from funcrl.record import NestedKey, Record
 
 Params = dict[str, Any]
@@ -299,9 +300,8 @@ def n_step_discount(
             f"{owner}: batch['steps_to_next_obs'] has shape {tuple(steps.shape)}, expected "
             f"{(*like.shape, 1)} (TorchRL's [*batch, 1])"
         )
-    return torch.pow(
-        torch.as_tensor(gamma, dtype=like.dtype, device=like.device), steps.to(like.dtype)
-    )
+    g = gamma if isinstance(gamma, torch.Tensor) else filled(gamma, like.dtype, like.device)
+    return torch.pow(g.to(dtype=like.dtype, device=like.device), steps.to(like.dtype))
 
 
 def in_features(params: Any, owner: str, name: str) -> int:
