@@ -204,7 +204,9 @@ def _sample_with_beta(key):
     # Only the sample is traced: the buffer comes in as an argument, not a closure's constant.
     make = DISCRETE_CASES[0].make_batch
     buf = buffers.add(buffers.init(16, make(0, 1)[0], "cpu", prioritized=True), make(1, 8))
-    return _host_data(lambda b, k: buffers.sample(b, 4, key=k, beta=0.5)["priority_weight"], buf, key)
+    return _host_data(
+        lambda b, k: buffers.sample(b, 4, key=k, beta=0.5)["priority_weight"], buf, key
+    )
 
 
 _MULTI_CATEGORICAL = specs.MultiCategorical([2, 3])
