@@ -29,9 +29,9 @@
 #      pure env, 4 seeds);
 #   3. bench/update_step.py on CUDA, SAC standard (funcrl.jit + CUDA graphs, compiled
 #      "reduce-overhead", TorchRL compiled in CUDA graphs, the floor);
-#   4. bench/pure.py --device cuda --cudagraphs with 1,024 seeds (PPO, CartPole-v1, 5e5 steps
-#      per seed), printing its progress with wall-clock times, then PureJaxRL's run on the same
-#      GPU (measured at a5816c4: 36.5M env-steps/s; funcrl without CUDA graphs 12.4M);
+#   4. bench/pure.py --device cuda with 1,024 seeds (PPO, CartPole-v1, 5e5 steps per seed),
+#      printing its progress with wall-clock times, then PureJaxRL's run on the same GPU
+#      (measured at a5816c4: funcrl 12.4M env-steps/s, PureJaxRL 36.5M);
 #   5. the other update-step rows while time is left.
 # Measured on an H200 lease (torch 2.11): the machine starts in ~35 s; TorchRL's compiled SAC
 # step takes ~65 s to compile there, its TD3 step ~35 s.
@@ -103,7 +103,7 @@ wait
 stage update_sac_standard update.log 200 python3 bench/update_step.py --device cuda \
     --cudagraphs --algos sac --sizes standard --rounds 5 --steps 200 --no-explain --no-memory \
     --out "$OUT" --name update_step_gpu
-stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 --cudagraphs \
+stage pure_1024 pure.log 200 python3 bench/pure.py --device cuda --seeds 1024 \
     --skip purejaxrl sb3 --out "$OUT" --name pure_gpu
 stage purejaxrl_1024 pure.log 120 python3 bench/pure.py --device cuda --seeds 1024 \
     --skip funcrl sb3 --out "$OUT" --name pure_gpu_purejaxrl

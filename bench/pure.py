@@ -69,12 +69,7 @@ def _cpu_s() -> float:
 
 
 def worker_funcrl(
-    seeds: int,
-    total_steps: int,
-    algo: str = "ppo",
-    cache: str = "",
-    device: str = "cpu",
-    cudagraphs: bool = False,
+    seeds: int, total_steps: int, algo: str = "ppo", cache: str = "", device: str = "cpu"
 ) -> dict[str, Any]:
     # Inductor's on-disk caches (FX graph, AOTAutograd) in `cache`: empty for a cold compile,
     # filled by an earlier worker for a warm one. A fresh temporary folder by default.
@@ -116,7 +111,7 @@ def worker_funcrl(
     run.init(keys[0])
     cpu["start"] = _cpu_s()
     load = os.getloadavg()[0]
-    out = run(keys, callback=mark, cudagraphs=cudagraphs)
+    out = run(keys, callback=mark)
     cpu["end"] = _cpu_s()
     iters = out.metrics["episode_return"].shape[1]
     # The first call's time is the compile + its k iterations: count the rest, scaled to all.
@@ -261,11 +256,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="funcrl's device: cpu or cuda (default: cuda when available, else cpu). On CUDA "
         "the workers are not pinned and PureJaxRL runs on JAX's default device (its GPU)",
     )
-    ap.add_argument(
-        "--cudagraphs",
-        action="store_true",
-        help="replay funcrl's compiled iteration as a CUDA graph (CUDA only)",
-    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--algo", default="ppo", choices=["ppo", "dqn"], help=argparse.SUPPRESS)
     ap.add_argument("--cache", default="", help=argparse.SUPPRESS)
@@ -276,8 +266,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device not in ("cpu", "cuda"):
         raise SystemExit(f"bench/pure.py: --device must be cpu or cuda, got {args.device!r}")
-    if args.cudagraphs and args.device != "cuda":
-        raise SystemExit(f"bench/pure.py: --cudagraphs needs --device cuda, got {args.device!r}")
     if args.repeat < 0 or (
         args.repeat
         and (not args.warm or 1 not in args.seeds or {"funcrl", "purejaxrl"} & set(args.skip))
@@ -290,9 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.worker == "sb3":
             res = worker_sb3(args.sb3_steps)
         elif args.worker == "funcrl":
-            res = worker_funcrl(
-                args.seeds[0], args.total_steps, args.algo, args.cache, args.device, args.cudagraphs
-            )
+            res = worker_funcrl(args.seeds[0], args.total_steps, args.algo, args.cache, args.device)
         else:
             res = worker_jax(args.seeds[0], args.total_steps, args.cache)
         print("RESULT " + json.dumps(res))
@@ -304,7 +290,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     rows: dict[str, dict[str, Any]] = {}
     common = ["--total-steps", str(args.total_steps), "--device", args.device]
-    common += ["--cudagraphs"] if args.cudagraphs else []
     import tempfile
 
     runs = [(name, s, "") for name in ("purejaxrl", "funcrl") for s in args.seeds]
@@ -389,7 +374,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_after": os.getloadavg(),
         "pinned_cpu": pin,
         "device": args.device,
-        "cudagraphs": args.cudagraphs,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpu_count": os.cpu_count(),
     }

@@ -255,7 +255,7 @@ def _torchrl_cudagraphs(update):
     import torch
     from tensordict.nn import CudaGraphModule
 
-    return CudaGraphModule(torch.compile(update), in_keys=[], out_keys=[], warmup=5)
+    return CudaGraphModule(torch.compile(update), in_keys=[], out_keys=[], warmup=2)
 
 
 def build_floor(algo: str, size: str, compiled: bool) -> dict[str, Any]:

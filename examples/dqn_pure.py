@@ -76,10 +76,6 @@ class Config:
         default="auto",
         metadata={"help": "auto (CUDA when available, else CPU), cpu or cuda[:i]: where it trains"},
     )
-    cudagraphs: bool = dataclasses.field(
-        default=False,
-        metadata={"help": "replay the compiled iteration as a CUDA graph (CUDA, with --compile)"},
-    )
 
 
 def train_config(cfg: Config) -> DQNTrainConfig:
@@ -108,7 +104,7 @@ def train(cfg: Config) -> dict[str, Any]:
     run = make_train(tcfg, pure.make(cfg.env))
     dev = _util.resolve_device(cfg.device)
     keys = funcrl.random.split(funcrl.random.key(cfg.seed, device=dev), cfg.seeds)
-    out = run(keys, compile=cfg.compile, progress=cfg.progress, cudagraphs=cfg.cudagraphs)
+    out = run(keys, compile=cfg.compile, progress=cfg.progress)
     return write_results(cfg, out, tcfg.timesteps_per_iteration, "DQN")
 
 

@@ -27,9 +27,9 @@ On CUDA, ``jit(fn, cudagraphs=True)`` also captures the compiled graph in a CUDA
 warm-up runs on a side stream) and replays it: a call copies the inputs into the graph's static
 input buffers, replays every kernel with one launch, and returns copies of the static outputs (so
 a result stays valid after the next call). That removes the per-kernel launch cost, which is most
-of a small network's update step on a GPU. The graph packs its outputs into one buffer per dtype,
-so the copy is one kernel per dtype rather than one per output (a SAC step returns ~70 tensors:
-params, optimizer moments, metrics); the results are views of that copy.
+of a small network's update step on a GPU. The outputs are copied by one multi-tensor kernel per
+dtype rather than one clone each (a SAC step returns ~70 tensors: params, optimizer moments,
+metrics).
 """
 
 from __future__ import annotations
@@ -257,26 +257,23 @@ def _check_cuda_inputs(example: list[torch.Tensor]) -> None:
         )
 
 
-class _Packing:
-    """Where each output lives in one flat buffer per dtype: ``pack`` (inside the captured
-    graph) concatenates the outputs of each dtype; ``unpack`` turns copies of those buffers back
-    into outputs of the original shapes, as contiguous views."""
-
-    def __init__(self, outs: list[torch.Tensor]):
-        self.dtypes = list(dict.fromkeys(y.dtype for y in outs))
-        self.groups = [[i for i, y in enumerate(outs) if y.dtype == d] for d in self.dtypes]
-        self.sizes = [[outs[i].numel() for i in g] for g in self.groups]
-        self.shapes = [y.shape for y in outs]
-
-    def pack(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [torch.cat([outs[i].reshape(-1) for i in g]) for g in self.groups]
-
-    def unpack(self, flats: list[torch.Tensor]) -> list[torch.Tensor]:
-        out: list[Any] = [None] * len(self.shapes)
-        for flat, group, sizes in zip(flats, self.groups, self.sizes):
-            for i, part in zip(group, torch.split_with_sizes(flat, sizes)):
-                out[i] = part.view(self.shapes[i])
-        return out
+def _clone_all(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` (contiguous), made by one multi-tensor ``x * 1`` per dtype: exact for
+    every number, -0.0 and infinities included (a NaN stays NaN; its payload bits may be
+    canonicalised). On CUDA that is a few kernel launches for a SAC step's ~70 outputs instead of
+    one clone each. Bool tensors, which ``* 1`` would promote, are cloned."""
+    out: list[Any] = [None] * len(tensors)
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, x in enumerate(tensors):
+        groups.setdefault(x.dtype, []).append(i)
+    for dtype, idx in groups.items():
+        if dtype == torch.bool or len(idx) == 1:
+            copies = [tensors[i].clone() for i in idx]
+        else:
+            copies = torch._foreach_mul([tensors[i] for i in idx], 1)
+        for i, y in zip(idx, copies):
+            out[i] = y
+    return out
 
 
 def _cuda_graph(
@@ -285,8 +282,8 @@ def _cuda_graph(
     """``compiled`` captured in a CUDA graph with static input and output buffers.
 
     The inputs are copied into buffers the graph reads (a call's tensors live at other addresses);
-    the outputs, packed by the graph into one buffer per dtype (:class:`_Packing`), are copied out
-    of the graph's memory pool, which the next replay overwrites.
+    the outputs are copied out of the graph's memory pool, which the next replay overwrites
+    (:func:`_clone_all`).
     """
     static_in = [x.detach().clone() for x in example]
     # Warm-up on a side stream, as torch.cuda.graphs asks: lazy initialisation (cuBLAS handles,
@@ -295,17 +292,17 @@ def _cuda_graph(
     side.wait_stream(torch.cuda.current_stream(static_in[0].device))
     with torch.cuda.stream(side):
         for _ in range(2):
-            packing = _Packing(compiled(*static_in))
+            compiled(*static_in)
     torch.cuda.current_stream(static_in[0].device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_flat = packing.pack(compiled(*static_in))
+        static_out = compiled(*static_in)
 
     def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         # The signature (shape, stride, dtype, device) matched, so the copies are exact.
         torch._foreach_copy_(static_in, tensors)
         graph.replay()
-        return packing.unpack([y.clone() for y in static_flat])
+        return _clone_all(static_out)
 
     return run
 
@@ -356,17 +353,11 @@ def compile_step(
     _check_cudagraphs("compile_step", cudagraphs)
     mode = "reduce-overhead" if cudagraphs else None
     compiled = torch.compile(fn, fullgraph=fullgraph, mode=mode)
-    return graph_step_per_call(compiled) if cudagraphs else compiled
-
-
-def graph_step_per_call(compiled: Callable[..., Any]) -> Callable[..., Any]:
-    """A function compiled with CUDA graph trees (``mode="reduce-overhead"`` or Inductor's
-    ``triton.cudagraphs``) made safe to call in a loop that feeds it its own outputs: each call
-    starts a new CUDA-graph step and returns clones of the output tensors (see
-    :func:`compile_step`). Leaves that are not tensors come back as the graph returned them."""
+    if not cudagraphs:
+        return compiled
     from funcrl import tree
 
-    @functools.wraps(compiled)
+    @functools.wraps(fn)
     def step(*args: Any, **kwargs: Any) -> Any:
         torch.compiler.cudagraph_mark_step_begin()
         out = compiled(*args, **kwargs)

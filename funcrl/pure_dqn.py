@@ -314,15 +314,13 @@ class DQNTrain:
         progress: bool = False,
         callback: Any = None,
         cpu_cache: bool = True,
-        cudagraphs: bool = False,
     ):
         """Trains from ``key`` (``[2]``: one seed) or ``keys [S, 2]`` (``S`` seeds, vmapped).
 
         Same arguments and result as :meth:`funcrl.pure_train.PPOTrain.__call__`: a
         :class:`funcrl.pure_train.TrainOutput` with metrics ``[I]`` or ``[S, I]``, but one
         iteration per compiled call (no ``iterations_per_call``): a loop over DQN's iterations
-        would carry, and copy once per iteration, the whole replay buffer. With ``cudagraphs``
-        each iteration's outputs, the buffer included, are cloned out of the CUDA graph's memory.
+        would carry, and copy once per iteration, the whole replay buffer.
         """
         from funcrl.pure_train import run_iterations
 
@@ -336,7 +334,6 @@ class DQNTrain:
             progress=progress,
             callback=callback,
             cpu_cache=cpu_cache,
-            cudagraphs=cudagraphs,
             owner="pure_dqn.train",
         )
 

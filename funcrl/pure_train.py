@@ -39,7 +39,6 @@ from funcrl._small_products import SMALL_PRODUCTS
 from funcrl._tracing import own_code
 from funcrl._vmap import vmap_leading
 from funcrl.envs import pure
-from funcrl.jit import _check_cudagraphs, graph_step_per_call
 from funcrl.objectives import on_policy, ppo
 from funcrl.training import Trainer, TrainState
 
@@ -385,7 +384,6 @@ class PPOTrain:
         callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
         cpu_cache: bool = True,
         iterations_per_call: int | None = None,
-        cudagraphs: bool = False,
     ) -> TrainOutput:
         """Trains from ``key`` (``[2]``: one seed) or ``keys [S, 2]`` (``S`` seeds, vmapped).
 
@@ -404,8 +402,6 @@ class PPOTrain:
                 dynamo, the graph's inputs and outputs) is paid once per ``K``; must divide
                 ``config.num_updates``. The progress bar and ``callback`` advance once per
                 call. ``None``: :func:`default_iterations_per_call`.
-            cudagraphs: replay the compiled iteration as a CUDA graph (CUDA keys, Inductor;
-                :func:`seeded_iteration`).
 
         Returns:
             :class:`TrainOutput`; metrics ``[I]`` (one seed) or ``[S, I]``.
@@ -430,7 +426,6 @@ class PPOTrain:
             callback=callback,
             cpu_cache=cpu_cache,
             iterations_per_call=iterations_per_call,
-            cudagraphs=cudagraphs,
             owner="pure_train.train",
         )
 
@@ -520,27 +515,13 @@ def seeded_iteration(
     backend: str = "inductor",
     device: Any = "cpu",
     iterations_per_call: int = 1,
-    cudagraphs: bool = False,
-    owner: str = "pure_train.seeded_iteration",
 ) -> Callable[[Any, torch.Tensor], tuple[Any, dict[str, torch.Tensor]]]:
     """``algo.iteration`` vmapped over a leading seed dim of ``(state, key)`` (``randomness=
     "error"``: every draw comes from the keys) and, with ``compile``, compiled as one graph.
 
     With ``iterations_per_call`` ``K > 1`` a call runs ``K`` iterations
     (:func:`chain_iterations`): ``(state, keys [S, K, 2]) -> (state, metrics [S, K])``.
-    With ``cudagraphs`` (CUDA, Inductor) the compiled iteration is replayed as a CUDA graph
-    (:func:`funcrl.jit.graph_step_per_call`): on CUDA the rollout's and the update's scans are
-    host loops that launch every step's kernels, which a replay does without the host.
     """
-    _check_cudagraphs(owner, cudagraphs)
-    if cudagraphs and not (
-        compile and backend == "inductor" and torch.device(device).type == "cuda"
-    ):
-        raise ValueError(
-            f"{owner}: cudagraphs=True needs compile=True, "
-            f"backend='inductor' and a CUDA device, got compile={compile}, "
-            f"backend={backend!r}, device {torch.device(device)}"
-        )
     step = algo.iteration if iterations_per_call == 1 else chain_iterations(algo.iteration)
     # vmap_leading: torch.func.vmap's batching, ~6 s cheaper for dynamo to trace (funcrl._vmap).
     fn = vmap_leading(step, randomness="error", owner="pure_train.seeded_iteration")
@@ -578,12 +559,9 @@ def seeded_iteration(
     # changed ints into SymInts, which the vmapped step cannot take (the learning-rate schedule
     # divides a batched tensor by one).
     # own_code: its own dynamo cache, or a ninth config compiled in one process would fail.
-    if cudagraphs:
-        options["triton.cudagraphs"] = True  # what mode="reduce-overhead" sets
-    compiled = torch.compile(
+    return torch.compile(
         own_code(fn), fullgraph=True, dynamic=False, backend=backend, options=options
     )
-    return graph_step_per_call(compiled) if cudagraphs else compiled
 
 
 def run_iterations(
@@ -598,7 +576,6 @@ def run_iterations(
     callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     cpu_cache: bool = True,
     iterations_per_call: int = 1,
-    cudagraphs: bool = False,
     owner: str = "pure_train.train",
 ) -> TrainOutput:
     """The host loop of a pure training run: ``algo.init`` per seed, then ``num_iterations``
@@ -637,13 +614,7 @@ def run_iterations(
     states = [algo.init(k) for k in k_init]
     state = pytree.tree_map(lambda *xs: torch.stack(xs).contiguous(), *states)
     fn = seeded_iteration(
-        algo,
-        compile=compile,
-        backend=backend,
-        device=seeds.device,
-        iterations_per_call=k,
-        cudagraphs=cudagraphs,
-        owner=owner,
+        algo, compile=compile, backend=backend, device=seeds.device, iterations_per_call=k
     )
     n = num_iterations
     # keys[c] is call c's: [S, 2], one key per seed, or [S, K, 2] for K iterations per call;

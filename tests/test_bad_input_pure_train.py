@@ -211,32 +211,3 @@ def test_bad_seed_batches(args, match):
     with pytest.raises(ValueError, match=r"pure_train.seeded_iteration: randomness must be one "
                        r"of 'error', 'different', 'same', got 'foo'"):  # fmt: skip
         vmap_leading(lambda x: x, randomness="foo", owner="pure_train.seeded_iteration")
-
-
-@pytest.mark.parametrize("make", ["ppo", "dqn"])
-def test_bad_cudagraphs_flag(make, monkeypatch):
-    if make == "ppo":
-        cfg = PPOTrainConfig(total_timesteps=32, num_envs=2, num_steps=8, num_minibatches=2)
-        train, owner = make_train(cfg, pure.make("CartPole-v1")), "pure_train.train"
-    else:
-        cfg = DQNTrainConfig(total_timesteps=500)
-        train, owner = dqn_make_train(cfg, pure.make("CartPole-v1")), "pure_dqn.train"
-    key = torch.tensor([0, 1])
-    with pytest.raises(TypeError, match=rf"{owner}: cudagraphs must be a bool, got str"):
-        train(key, compile=False, cudagraphs="yes")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match=rf"{owner}: cudagraphs=True needs a CUDA device"):
-            train(key, cudagraphs=True)
-    # Where CUDA exists, the run itself must be compiled by Inductor on it.
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    for kwargs, got in [
-        ({"compile": False}, "compile=False, backend='inductor', device cpu"),
-        ({"backend": "eager"}, "compile=True, backend='eager', device cpu"),
-        ({}, "compile=True, backend='inductor', device cpu"),
-    ]:
-        with pytest.raises(
-            ValueError,
-            match=rf"{owner}: cudagraphs=True needs compile=True, backend='inductor' and a CUDA "
-            rf"device, got {got}",
-        ):
-            train(key, cudagraphs=True, **kwargs)

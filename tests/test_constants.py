@@ -92,3 +92,33 @@ def test_filled_on_cuda_copies_no_host_data_after_its_first_use():
     finally:
         torch.cuda.set_sync_debug_mode(old)
     assert x.device.type == "cuda"
+
+
+def test_filled_caches_no_inference_or_fake_tensor():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with torch.inference_mode():
+        filled((0.25, 0.75), torch.float32, "cpu")
+    with FakeTensorMode():
+        filled((0.125, 0.375), torch.float32, "cpu")
+    assert not filled((0.25, 0.75), torch.float32, "cpu").is_inference()
+    assert type(filled((0.125, 0.375), torch.float32, "cpu")) is torch.Tensor
+
+
+def test_filled_follows_a_mutated_list_and_overflows_like_torch_tensor():
+    v = [[1.0, 2.0], [3.0, 4.0]]
+    assert filled(v, torch.float32, "cpu")[1, 0] == 3.0
+    v[1][0] = 9.0
+    assert filled(v, torch.float32, "cpu")[1, 0] == 9.0
+    t = ((1.0, 2.0), [3.0, 4.0])  # a tuple holding a list is looked up by value, not identity
+    filled(t, torch.float32, "cpu")
+    t[1][0] = 7.0
+    assert filled(t, torch.float32, "cpu")[1, 0] == 7.0
+    assert torch.equal(filled(1e39, torch.float32, "cpu"), torch.tensor(1e39, dtype=torch.float32))
+    assert torch.equal(filled((1e39, -1e39), torch.float32, "cpu"), torch.tensor((1e39, -1e39)))
+
+
+def test_filled_casts_tensors():
+    x = torch.tensor([[2, 3], [4, 5]])
+    got = filled(x, torch.float64, "cpu")
+    assert got.dtype == torch.float64 and torch.equal(got, x.double())

@@ -327,3 +327,20 @@ def test_collect_bad_input():
     state = pure.init_rollout(env, funcrl.random.key(0), 2)
     with pytest.raises(ValueError, match=r"envs.pure.collect: num_steps must be >= 1"):
         pure.collect(policy, params, env, state, funcrl.random.key(0), 0)
+
+
+def test_num_actions_must_match_the_action_spec():
+    import dataclasses
+
+    from funcrl import specs
+
+    @dataclasses.dataclass(frozen=True)
+    class Forgot(pure.CartPole):  # a Categorical spec, num_actions left at CartPole's 2
+        @property
+        def action_spec(self):
+            return specs.Categorical(3)
+
+    with pytest.raises(TypeError, match=r"Forgot: num_actions = 2 does not match its action_spec"):
+        Forgot()
+    for name in pure.ENVS:
+        pure.make(name)  # every shipped env agrees

@@ -38,7 +38,7 @@ from funcrl.distributions.base import Distribution, ShapeLike, as_size
 __all__ = ["TanhNormal", "IndependentNormal", "TruncatedNormal", "Delta", "TanhDelta"]
 
 # Gauss-Hermite nodes/weights for E[f(X)], X ~ N(mu, s^2): sum_i w_i f(mu + sqrt(2) s x_i) / sqrt(pi).
-_GH_NODES, _GH_WEIGHTS = (a.tolist() for a in np.polynomial.hermite.hermgauss(64))
+_GH_NODES, _GH_WEIGHTS = (tuple(a.tolist()) for a in np.polynomial.hermite.hermgauss(64))
 
 
 def _check_numbers_low_high(low: TensorLike, high: TensorLike, owner: str) -> None:

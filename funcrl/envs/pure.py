@@ -99,6 +99,16 @@ class PureEnv:
             )
         if not self.dtype.is_floating_point:
             raise TypeError(f"{self.name}: dtype must be a float dtype, got {self.dtype}")
+        # num_actions and action_spec must tell the same story: the step checks actions
+        # against the first, everything else reads the second.
+        spec = self.action_spec
+        n = spec.n if isinstance(spec, specs.Categorical) else None
+        if n != self.num_actions or (n is None and tuple(spec.shape) != (1,)):
+            raise TypeError(
+                f"{type(self).__name__}: num_actions = {self.num_actions} does not match its "
+                f"action_spec {spec} (a Categorical(n) needs num_actions = n; otherwise "
+                "num_actions = None and a [1] spec)"
+            )
 
     # -- specs --------------------------------------------------------------------------------
 

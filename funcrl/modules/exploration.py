@@ -245,7 +245,7 @@ def _keyed_random_action(
     if name == "Binary":
         return random.bernoulli(key, 0.5, full).to(device=dev, dtype=spec.dtype)
     if name == "MultiCategorical":
-        n = filled(tuple(spec.nvec), torch.float64, key.device)
+        n = filled(spec.nvec, torch.float64, key.device)
         u = random.uniform(key, full, torch.float64)
         return torch.minimum(torch.floor(u * n), n - 1).to(device=dev, dtype=spec.dtype)
     if name == "Bounded":

@@ -300,8 +300,7 @@ def n_step_discount(
             f"{owner}: batch['steps_to_next_obs'] has shape {tuple(steps.shape)}, expected "
             f"{(*like.shape, 1)} (TorchRL's [*batch, 1])"
         )
-    g = gamma if isinstance(gamma, torch.Tensor) else filled(gamma, like.dtype, like.device)
-    return torch.pow(g.to(dtype=like.dtype, device=like.device), steps.to(like.dtype))
+    return torch.pow(filled(gamma, like.dtype, like.device), steps.to(like.dtype))
 
 
 def in_features(params: Any, owner: str, name: str) -> int:
