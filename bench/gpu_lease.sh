@@ -84,8 +84,11 @@ python3 -c "import torch, funcrl, torchrl, tensordict, optree, gymnasium; print(
 # TD3's compiled step failed on the last lease with a bare InductorError: AssertionError (torch
 # 2.11; it compiles on a CPU and under a faked CUDA device with torch 2.13). Its full internal
 # stack first, alone, so the log names the assert's file and line.
-stage td3_trace tests.log 90 env TORCHDYNAMO_VERBOSE=1 python3 -m pytest -p no:cacheprovider \
-    -x --tb=long "tests/test_devices.py::test_compiled_step_runs_on_device_without_host_sync[td3-cuda]"
+# Then TD3's parts compiled alone (target smoothing, the loss with and without its noise draw,
+# the critic's gradient): which of them fail says where the assert lives.
+stage td3_trace tests.log 120 env TORCHDYNAMO_VERBOSE=1 python3 -m pytest -p no:cacheprovider \
+    -v --tb=long "tests/test_devices.py::test_compiled_step_runs_on_device_without_host_sync[td3-cuda]" \
+    tests/test_devices.py::test_td3_parts_compile_on_cuda
 grep -n -B2 -A12 "AssertionError" "$OUT/tests.log" 2>/dev/null | tail -60
 # The examples' CUDA paths end to end, briefly (SAC with a CUDA-graphed compiled step, PPO on a
 # pure env with 4 seeds), beside the tests: both check correctness, not speed, and the lease is short.
