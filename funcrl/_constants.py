@@ -24,6 +24,9 @@ _CACHE: dict[tuple[Any, torch.dtype, torch.device], torch.Tensor] = {}
 # constants, the same object every call, and hashing a 64-number tuple costs more than the copy.
 # Each entry keeps its value alive, so the id is not reused while the entry exists.
 _BY_ID: dict[tuple[int, torch.dtype, Any], tuple[Any, torch.Tensor]] = {}
+# Both are emptied when they reach this size: a caller building new values every call (an
+# annealed bound, a tuple made afresh) must not grow them without end.
+_MAX_ENTRIES = 4096
 
 
 def filled(value: Any, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -63,8 +66,12 @@ def filled(value: Any, dtype: torch.dtype, device: torch.device | str) -> torch.
     key = (_key(value), dtype, torch.device(device))
     hit = _CACHE.get(key)
     if hit is None:
+        if len(_CACHE) >= _MAX_ENTRIES:
+            _CACHE.clear()
         hit = _CACHE[key] = torch.tensor(value, dtype=dtype).to(device)
     if isinstance(value, tuple) and key[0] == value:  # tuples all the way down: immutable
+        if len(_BY_ID) >= _MAX_ENTRIES:
+            _BY_ID.clear()
         _BY_ID[(id(value), dtype, device)] = (value, hit)
     return hit
 

@@ -122,3 +122,13 @@ def test_filled_casts_tensors():
     x = torch.tensor([[2, 3], [4, 5]])
     got = filled(x, torch.float64, "cpu")
     assert got.dtype == torch.float64 and torch.equal(got, x.double())
+
+
+def test_filled_caches_stay_bounded():
+    from funcrl import _constants
+
+    for i in range(_constants._MAX_ENTRIES + 10):
+        got = filled((float(i), 1.0), torch.float32, "cpu")  # a new tuple and value every call
+        assert got[0] == float(i)
+    assert len(_constants._CACHE) <= _constants._MAX_ENTRIES
+    assert len(_constants._BY_ID) <= _constants._MAX_ENTRIES
