@@ -430,12 +430,7 @@ def sample(
             p_min = torch.where(p > 0, p, math.inf).amin()
         cdf = torch.cumsum(p, 0, dtype=torch.float64)
         idx = torch.searchsorted(cdf, u * cdf[-1], right=True)
-        if beta is None:
-            b = prio.beta
-        elif isinstance(beta, torch.Tensor):
-            b = beta.to(dtype=p.dtype, device=dev)
-        else:
-            b = filled(beta, p.dtype, dev)
+        b = prio.beta if beta is None else filled(beta, p.dtype, dev)
         if beta is not None:
             _check_beta(b, "buffers.sample")
     # Guards against round-off at the top of the range: filled slots are [0, size).

@@ -132,3 +132,16 @@ def test_filled_caches_stay_bounded():
         assert got[0] == float(i)
     assert len(_constants._CACHE) <= _constants._MAX_ENTRIES
     assert len(_constants._BY_ID) <= _constants._MAX_ENTRIES
+
+
+def test_filled_under_vmap_and_compile():
+    # Inside a vmapped or fullgraph-compiled function: numbers, sequences and tensors give what
+    # eager gives, with no graph break.
+    def fn(x):
+        return x * filled((0.5, 2.0), x.dtype, x.device) + filled(3.0, x.dtype, x.device)
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    want = torch.tensor([[3.5, 7.0], [4.5, 11.0]])  # hand-computed
+    assert torch.equal(fn(x), want)
+    assert torch.equal(torch.func.vmap(fn)(x), want)
+    assert torch.equal(torch.compile(fn, fullgraph=True, backend="eager")(x), want)
