@@ -149,6 +149,7 @@ _BUILTIN = (
     "funcrl.optim.ScaleByRmsState",
     "funcrl.optim.ScheduleState",
     "funcrl.optim.MultiTransformState",
+    "funcrl.optim.FlattenState",
     "funcrl.training.TrainState",
     "funcrl.objectives.on_policy.KLAdaptiveLRState",
     "funcrl.objectives.on_policy.RewardScaleState",

@@ -38,6 +38,7 @@ __all__ = [
     "num_params",
     "same_structure",
     "check_same_structure",
+    "leaf_path",
     "any_batched",
     "Packing",
     "pack",
@@ -227,6 +228,11 @@ def _describe(path: tuple) -> str:
     return "the root" if not path else "".join(f"[{k!r}]" for k in path)
 
 
+def leaf_path(tree: Any, i: int) -> str:
+    """The path of ``tree``'s ``i``-th leaf as text (``"['actor'][0]"``), for error messages."""
+    return _describe(optree.tree_paths(tree, namespace=_NS)[i])
+
+
 def check_same_structure(
     a: Any,
     b: Any,
@@ -275,7 +281,7 @@ def check_same_structure(
     for i, (x, y) in enumerate(zip(la, lb)):
         bad_shape = shapes and x.shape != y.shape
         if bad_shape or (dtypes and x.dtype != y.dtype):
-            path = _describe(optree.tree_paths(a, namespace=_NS)[i])
+            path = leaf_path(a, i)
             what, u, v = (
                 ("shape", tuple(x.shape), tuple(y.shape))
                 if bad_shape
@@ -307,7 +313,7 @@ def unstack(tree: Any, dim: int = 0) -> list[Any]:
     n = flat[0].shape[dim]
     for i, x in enumerate(flat):
         if x.shape[dim] != n:
-            path = _describe(optree.tree_paths(tree, namespace=_NS)[i])
+            path = leaf_path(tree, i)
             raise ValueError(
                 f"tree.unstack: leaf {path} has size {x.shape[dim]} along dim {dim}, the first "
                 f"leaf {n}; every leaf must share the stacked dim"

@@ -621,3 +621,121 @@ def test_adam_bias_corrections_match_pow_over_long_runs(b1, b2):
     bc2 = (1 - torch.pow(torch.tensor(b2, dtype=torch.float64), t)).sqrt().float()
     expect = (m / (v.sqrt() / bc2 + 1e-8)) * (1 / bc1.double()).float()
     torch.testing.assert_close(got, expect, rtol=1e-6, atol=0)
+
+
+# ---------------------------------------------------------------- optim.flatten
+
+
+def test_flatten_adam_equals_adam_per_leaf_exactly():
+    # Adam is elementwise: on the concatenated leaves it gives the same bits.
+    params = init_params()
+    grads = gradient_stream(params, steps=20)
+    want, want_state = run_funcrl(optim.adam(1e-2), params, grads)
+    got, got_state = run_funcrl(optim.flatten(optim.adam(1e-2)), params, grads)
+    testing.assert_trees_all_close(got, want, rtol=0, atol=0)
+    assert isinstance(got_state, optim.FlattenState)
+    # the moments are the per-leaf ones, concatenated in leaf order
+    (mu,) = got_state.inner[0].mu
+    torch.testing.assert_close(
+        mu, torch.cat([m.reshape(-1) for m in tree.leaves(want_state[0].mu)]), rtol=0, atol=0
+    )
+    assert [t.shape for t in tree.leaves(got_state.like)] == [
+        (0, *p.shape) for p in tree.leaves(params)
+    ]
+
+
+def test_flatten_clip_then_adam_matches_torch():
+    # The global norm sums the leaves in another order: equal to round-off.
+    params = init_params()
+    grads = [tree.scale(g, 10.0) for g in gradient_stream(params, steps=30)]
+    ps = [torch.nn.Parameter(p.clone()) for p in tree.leaves(params)]
+    opt = torch.optim.Adam(ps, lr=1e-2)
+    for g in grads:
+        for p, x in zip(ps, tree.leaves(g)):
+            p.grad = x.clone()
+        torch.nn.utils.clip_grad_norm_(ps, 1.0)
+        opt.step()
+    ours = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-2)))
+    got, _ = run_funcrl(ours, params, grads)
+    testing.assert_trees_all_close(tree.leaves(got), [p.detach() for p in ps], rtol=1e-6, atol=1e-6)
+
+
+def test_flatten_keeps_one_buffer_per_dtype():
+    params = {"w": torch.ones(2, 3), "d": torch.ones(4, dtype=torch.float64), "b": torch.ones(3)}
+    opt = optim.flatten(optim.sgd(0.5))
+    state = opt.init(params)
+    grads = {
+        "w": torch.full((2, 3), 2.0),
+        "d": torch.full((4,), 4.0, dtype=torch.float64),
+        "b": torch.full((3,), 6.0),
+    }
+    upd, state = opt.update(grads, state, params)
+    # sgd's update is -lr * g, per leaf, each in its own dtype
+    testing.assert_trees_all_close(upd, tree.map(lambda g: -0.5 * g, grads), rtol=0, atol=0)
+    assert upd["d"].dtype == torch.float64 and upd["w"].shape == (2, 3)
+
+
+def test_flatten_step_under_vmap_and_compile():
+    opt = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.05)))
+    step = _train_step(opt)
+    seeds = range(3)
+    params = [
+        {"w": torch.randn(3, generator=torch.Generator().manual_seed(s)), "b": torch.zeros(())}
+        for s in seeds
+    ]
+    data = [_regression(s) for s in seeds]
+    states = [opt.init(p) for p in params]
+    bp, bs = tree.stack(params), tree.stack(states)
+    bx, by = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
+    torch._dynamo.reset()
+    vstep = torch.compile(torch.func.vmap(step), fullgraph=True, backend="aot_eager")
+    for _ in range(4):
+        bp, bs = vstep(bp, bs, bx, by)
+        for i in seeds:
+            params[i], states[i] = step(params[i], states[i], *data[i])
+    testing.assert_trees_all_close(bp, tree.stack(params), rtol=1e-5, atol=1e-6)
+    testing.assert_trees_all_close(bs, tree.stack(states), rtol=1e-5, atol=1e-6)
+
+
+def test_flatten_rejects_another_tree_even_with_the_same_sizes():
+    opt = optim.flatten(optim.adam(0.1))
+    params = {"a": torch.zeros(2, 3), "b": torch.zeros(6)}
+    state = opt.init(params)
+    # same number of elements in all, another tree: the moments would pair with other leaves
+    with pytest.raises(
+        ValueError, match=r"flatten.update: .*\['a'\] is in the optimizer state but not in updates"
+    ):
+        opt.update({"c": torch.zeros(2, 3), "b": torch.zeros(6)}, state)
+    with pytest.raises(
+        ValueError,
+        match=r"flatten.update: leaf \['a'\] has shape \(2, 3\) in the optimizer state, \(6,\) in updates",
+    ):
+        opt.update({"a": torch.zeros(6), "b": torch.zeros(2, 3)}, state)
+    with pytest.raises(
+        ValueError,
+        match=r"leaf \['b'\] has dtype torch.float32 in the optimizer state, torch.float64 in params",
+    ):
+        opt.update(
+            params, state, {"a": torch.zeros(2, 3), "b": torch.zeros(6, dtype=torch.float64)}
+        )
+    with pytest.raises(TypeError, match=r"flatten.update: state must be the FlattenState"):
+        opt.update(params, optim.adam(0.1).init(params))
+    with pytest.raises(ValueError, match=r"flatten.init: params hold no tensors"):
+        opt.init({})
+    with pytest.raises(TypeError, match=r"flatten: inner must be a GradientTransformation"):
+        optim.flatten(optim.adam)
+
+
+def test_flatten_state_round_trips_a_checkpoint(tmp_path):
+    from funcrl import checkpoint
+
+    params = init_params()
+    opt = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-2)))
+    _, state = run_funcrl(opt, params, gradient_stream(params, steps=3))
+    checkpoint.save(tmp_path / "opt.safetensors", state)
+    loaded = checkpoint.load(tmp_path / "opt.safetensors", like=state).tree
+    assert isinstance(loaded, optim.FlattenState)
+    testing.assert_trees_all_close(loaded, state, rtol=0, atol=0)
+    # the restored state keeps its checks: the empty template came back with its shapes
+    with pytest.raises(ValueError, match=r"flatten.update: leaf \['b'\] has shape \(5,\)"):
+        opt.update({**params, "b": torch.zeros(4)}, loaded)
