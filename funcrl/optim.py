@@ -99,7 +99,8 @@ class ScheduleState(NamedTuple):
 
 class FlattenState(NamedTuple):
     inner: Any  # the inner transform's state over the flat buffers
-    like: Params  # the params' tree as empty tensors [0, *shape] (for update's checks)
+    # An empty tensor [0, h]: h hashes the params' leaf shapes and dtypes (update's check).
+    signature: torch.Tensor
 
 
 class MultiTransformState(NamedTuple):
@@ -414,6 +415,39 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+# Codes of the dtypes a leaf may have, for flatten's signature (the same in every process).
+_DTYPE_CODES = {
+    d: i + 1
+    for i, d in enumerate(
+        (
+            torch.float32,
+            torch.float64,
+            torch.float16,
+            torch.bfloat16,
+            torch.complex64,
+            torch.complex128,
+            torch.int64,
+            torch.int32,
+            torch.int16,
+            torch.int8,
+            torch.uint8,
+            torch.bool,
+        )
+    )
+}
+_SIGNATURE_MOD = (1 << 20) - 3  # a prime: the hash is the size of an empty tensor's dim
+
+
+def _signature(leaves: list[torch.Tensor]) -> int:
+    # A hash of the leaves' shapes and dtypes, in order; plain int arithmetic, so dynamo folds
+    # it to a constant.
+    h = 17
+    for x in leaves:
+        for d in (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2):
+            h = (h * 1_000_003 + d) % _SIGNATURE_MOD
+    return h
+
+
 def flatten(inner: GradientTransformation) -> GradientTransformation:
     """``inner`` run on the params' leaves concatenated into one vector per dtype
     (``optax.flatten``).
@@ -425,9 +459,13 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
     (:func:`clip_by_global_norm`'s norm) sum in another order, so they agree to round-off.
 
     The state is a :class:`FlattenState`: ``inner``'s state over a tuple of buffers ``[F_d]``,
-    one per dtype in order of first appearance (:func:`funcrl.tree.pack`'s layout), and the
-    params' tree as empty tensors ``[0, *shape]``, so that ``update`` checks ``updates`` (and
-    ``params``) leaf by leaf, as every other transform does.
+    one per dtype in order of first appearance (:func:`funcrl.tree.pack`'s layout), and an
+    empty tensor ``[0, h]`` whose size ``h`` hashes the params' leaf shapes and dtypes in order.
+    ``update`` checks ``updates`` against ``params`` leaf by leaf and both against that hash, so
+    gradients of another tree (other shapes, another order, another number of leaves) are an
+    error, not moments paired with the wrong leaves. Renamed keys whose leaves keep their shapes
+    and order are not told apart. One empty tensor, not a template per leaf: each carried
+    tensor costs trace time and per-step handles in a compiled loop.
 
     Args:
         inner: the transform to run on the flat buffers.
@@ -437,54 +475,45 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
             f"flatten: inner must be a GradientTransformation, got {type(inner).__name__}"
         )
 
-    def ravel(owner: str, what: str, x: Any) -> tuple[tuple[torch.Tensor, ...], Any, Any]:
+    def leaves_of(owner: str, what: str, x: Any) -> tuple[list[torch.Tensor], Any]:
         leaves, spec = tree.flatten(x)
         if not leaves:
             raise ValueError(f"{owner}: {what} hold no tensors; there is nothing to flatten")
         for v in leaves:
             if not isinstance(v, torch.Tensor):
                 raise TypeError(f"{owner}: every leaf of {what} must be a tensor, got a {v!r}")
-        buffers, layout = tree.pack(leaves)
-        return buffers, layout, spec
-
-    def check(what: str, x: Any, like: Any) -> None:
-        # like's leaves are [0, *shape]: the tree, dtypes and shapes init saw, at no memory cost.
-        owner = "flatten.update"
-        tree.check_same_structure(
-            like,
-            x,
-            owner=owner,
-            names=("the optimizer state", what),
-            shapes=False,
-            dtypes=True,
-            hint=_FIX,
-        )
-        for i, (t, v) in enumerate(zip(tree.leaves(like), tree.leaves(x))):
-            if tuple(t.shape[1:]) != tuple(v.shape):
-                raise ValueError(
-                    f"{owner}: leaf {tree.leaf_path(like, i)} has shape {tuple(t.shape[1:])} in the optimizer "
-                    f"state, {tuple(v.shape)} in {what}; {_FIX}"
-                )
+        return leaves, spec
 
     def init(params):
-        flat, _, _ = ravel("flatten.init", "params", params)
-        like = tree.map(lambda p: p.new_empty((0, *p.shape)), params)
-        return FlattenState(inner.init(flat), like)
+        leaves, _ = leaves_of("flatten.init", "params", params)
+        flat, _ = tree.pack(leaves)
+        signature = leaves[0].new_empty((0, _signature(leaves)))
+        return FlattenState(inner.init(flat), signature)
 
     def update(updates, state, params=None):
+        owner = "flatten.update"
         if not isinstance(state, FlattenState):
             raise TypeError(
-                f"flatten.update: state must be the FlattenState flatten.init returned, got "
+                f"{owner}: state must be the FlattenState flatten.init returned, got "
                 f"{type(state).__name__}"
             )
-        check("updates", updates, state.like)
+        _check_pair(owner, updates, params)
+        leaves, spec = leaves_of(owner, "updates", updates)
+        got, want = _signature(leaves), state.signature.shape[-1]
+        if got != want:
+            described = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in leaves)
+            raise ValueError(
+                f"{owner}: updates are not the tree flatten.init saw: their leaves' shapes and "
+                f"dtypes, in order, hash to {got}, the optimizer state's to {want}; updates "
+                f"have [{described}]; {_FIX}"
+            )
+        flat, layout = tree.pack(leaves)
+        flat_params = None
         if params is not None:
-            check("params", params, state.like)
-        flat, layout, spec = ravel("flatten.update", "updates", updates)
-        flat_params = None if params is None else ravel("flatten.update", "params", params)[0]
+            flat_params, _ = tree.pack(leaves_of(owner, "params", params)[0])
         flat, inner_state = inner.update(flat, state.inner, flat_params)
         return tree.unflatten(spec, tree.unpack(flat, layout)), FlattenState(
-            inner_state, state.like
+            inner_state, state.signature
         )
 
     return GradientTransformation(init, update)

@@ -209,6 +209,28 @@ def test_optim_structure_mismatch_names_the_path_and_the_fix():
         opt.update({"a": torch.zeros(1), "b": torch.zeros(1)}, state[:1])
 
 
+def test_optim_flatten_rejects_another_tree():
+    # The flat state pairs moments by position: a gradient tree of the same total size in
+    # another order would silently update the wrong leaves.
+    opt = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)))
+    state = opt.init({"w": torch.zeros(4, 2), "b": torch.zeros(8)})
+    with pytest.raises(
+        ValueError,
+        match=r"flatten.update: updates are not the tree flatten.init saw: their leaves' "
+        r"shapes and dtypes, in order, hash to \d+, the optimizer state's to \d+; updates have "
+        r"\[\(8,\) torch.float32, \(2, 4\) torch.float32\]; init the optimizer on exactly",
+    ):
+        opt.update({"w": torch.zeros(2, 4), "b": torch.zeros(8)}, state)
+    with pytest.raises(
+        ValueError, match=r"flatten.update: leaf \['w'\] has shape \(2, 4\) in params, \(4, 2\)"
+    ):
+        opt.update(
+            {"w": torch.zeros(4, 2), "b": torch.zeros(8)},
+            state,
+            {"w": torch.zeros(2, 4), "b": torch.zeros(8)},
+        )
+
+
 def test_optim_multi_transform_labels():
     with pytest.raises(TypeError, match="multi_transform: transforms must map str labels"):
         optim.multi_transform({"a": 0.1})
