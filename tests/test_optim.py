@@ -216,10 +216,14 @@ def test_clip_by_global_norm_matches_clip_grad_norm(max_norm, values):
     assert float(tree.global_norm(upd)) <= max_norm * (1 + 1e-5)
 
 
-def test_clip_then_adam_chain_matches_torch():
+@pytest.mark.parametrize("flat", [False, True], ids=["per_leaf", "flatten"])
+def test_clip_then_adam_chain_matches_torch(flat):
+    # optim.flatten's global norm sums the leaves in another order: equal to round-off.
     params = init_params()
     grads = [tree.scale(g, 10.0) for g in gradient_stream(params, steps=30)]
     ours = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-2))
+    if flat:
+        ours = optim.flatten(ours)
     ps = [torch.nn.Parameter(p.clone()) for p in tree.leaves(params)]
     opt = torch.optim.Adam(ps, lr=1e-2)
     for g in grads:
@@ -228,7 +232,8 @@ def test_clip_then_adam_chain_matches_torch():
         torch.nn.utils.clip_grad_norm_(ps, 1.0)
         opt.step()
     got, state = run_funcrl(ours, params, grads)
-    assert isinstance(state, tuple) and isinstance(state[0], optim.EmptyState)
+    inner = state.inner if flat else state
+    assert isinstance(inner, tuple) and isinstance(inner[0], optim.EmptyState)
     testing.assert_trees_all_close(tree.leaves(got), [p.detach() for p in ps], rtol=1e-6, atol=1e-6)
 
 
@@ -345,8 +350,25 @@ def _regression(seed):
     return x, x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
 
 
-def test_whole_step_under_vmap_equals_loop():
-    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adamw(0.05, weight_decay=0.01))
+@pytest.mark.parametrize(
+    "make, compiled",
+    [
+        (
+            lambda: optim.chain(
+                optim.clip_by_global_norm(1.0), optim.adamw(0.05, weight_decay=0.01)
+            ),
+            False,
+        ),
+        # optim.flatten: the flat state under vmap and torch.compile(fullgraph=True)
+        (
+            lambda: optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.05))),
+            True,
+        ),
+    ],
+    ids=["chain", "flatten_compiled"],
+)
+def test_whole_step_under_vmap_equals_loop(make, compiled):
+    opt = make()
     step = _train_step(opt)
     seeds = range(3)
     params = [
@@ -358,6 +380,9 @@ def test_whole_step_under_vmap_equals_loop():
     bp, bs = tree.stack(params), tree.stack(states)
     bx, by = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
     vstep = torch.func.vmap(step)
+    if compiled:
+        torch._dynamo.reset()
+        vstep = torch.compile(vstep, fullgraph=True, backend="aot_eager")
     for _ in range(5):
         bp, bs = vstep(bp, bs, bx, by)
         for i in seeds:
@@ -643,22 +668,6 @@ def test_flatten_adam_equals_adam_per_leaf_exactly():
     assert got_state.signature.numel() == 0 and got_state.signature.shape[0] == 0
 
 
-def test_flatten_clip_then_adam_matches_torch():
-    # The global norm sums the leaves in another order: equal to round-off.
-    params = init_params()
-    grads = [tree.scale(g, 10.0) for g in gradient_stream(params, steps=30)]
-    ps = [torch.nn.Parameter(p.clone()) for p in tree.leaves(params)]
-    opt = torch.optim.Adam(ps, lr=1e-2)
-    for g in grads:
-        for p, x in zip(ps, tree.leaves(g)):
-            p.grad = x.clone()
-        torch.nn.utils.clip_grad_norm_(ps, 1.0)
-        opt.step()
-    ours = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-2)))
-    got, _ = run_funcrl(ours, params, grads)
-    testing.assert_trees_all_close(tree.leaves(got), [p.detach() for p in ps], rtol=1e-6, atol=1e-6)
-
-
 def test_flatten_keeps_one_buffer_per_dtype():
     params = {"w": torch.ones(2, 3), "d": torch.ones(4, dtype=torch.float64), "b": torch.ones(3)}
     opt = optim.flatten(optim.sgd(0.5))
@@ -672,28 +681,6 @@ def test_flatten_keeps_one_buffer_per_dtype():
     # sgd's update is -lr * g, per leaf, each in its own dtype
     testing.assert_trees_all_close(upd, tree.map(lambda g: -0.5 * g, grads), rtol=0, atol=0)
     assert upd["d"].dtype == torch.float64 and upd["w"].shape == (2, 3)
-
-
-def test_flatten_step_under_vmap_and_compile():
-    opt = optim.flatten(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.05)))
-    step = _train_step(opt)
-    seeds = range(3)
-    params = [
-        {"w": torch.randn(3, generator=torch.Generator().manual_seed(s)), "b": torch.zeros(())}
-        for s in seeds
-    ]
-    data = [_regression(s) for s in seeds]
-    states = [opt.init(p) for p in params]
-    bp, bs = tree.stack(params), tree.stack(states)
-    bx, by = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
-    torch._dynamo.reset()
-    vstep = torch.compile(torch.func.vmap(step), fullgraph=True, backend="aot_eager")
-    for _ in range(4):
-        bp, bs = vstep(bp, bs, bx, by)
-        for i in seeds:
-            params[i], states[i] = step(params[i], states[i], *data[i])
-    testing.assert_trees_all_close(bp, tree.stack(params), rtol=1e-5, atol=1e-6)
-    testing.assert_trees_all_close(bs, tree.stack(states), rtol=1e-5, atol=1e-6)
 
 
 def test_flatten_rejects_another_tree_even_with_the_same_sizes():
