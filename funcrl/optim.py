@@ -438,13 +438,46 @@ _DTYPE_CODES = {
 _SIGNATURE_MOD = (1 << 20) - 3  # a prime: the hash is the size of an empty tensor's dim
 
 
-def _signature(leaves: list[torch.Tensor]) -> int:
-    # A hash of the leaves' shapes and dtypes, in order; plain int arithmetic, so dynamo folds
-    # it to a constant.
+def _mix(h: int, values: Any) -> int:
+    for v in values:
+        h = (h * 1_000_003 + v) % _SIGNATURE_MOD
+    return h
+
+
+def _mix_text(h: int, text: str) -> int:
+    return _mix(h, [ord(c) for c in text])
+
+
+def _signature(params: Any, leaves: list[torch.Tensor]) -> int:
+    # A hash of the tree (node kinds, dict keys, NamedTuple types) and of the leaves' shapes and
+    # dtypes, in order. Plain int and str arithmetic over static metadata: with static shapes
+    # dynamo folds it to a constant. Nodes funcrl.tree does not walk itself (a Record, an
+    # OrderedDict) count by their type's name.
     h = 17
+    stack = [params]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            h = _mix(h, (-3,))
+        elif type(x) is dict:
+            keys = sorted(x, key=str)
+            h = _mix(h, (-4, len(keys)))
+            for k in keys:
+                h = _mix_text(h, str(k))
+            for i in range(len(keys) - 1, -1, -1):
+                stack.append(x[keys[i]])
+        elif type(x) is list or type(x) is tuple or tree.is_namedtuple(type(x)):
+            h = _mix(h, (-5, len(x)))
+            if type(x) is not list and type(x) is not tuple:
+                h = _mix_text(h, type(x).__name__)
+            for i in range(len(x) - 1, -1, -1):
+                stack.append(x[i])
+        elif x is None:
+            h = _mix(h, (-6,))
+        else:
+            h = _mix_text(_mix(h, (-7,)), type(x).__name__)
     for x in leaves:
-        for d in (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2):
-            h = (h * 1_000_003 + d) % _SIGNATURE_MOD
+        h = _mix(h, (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2))
     return h
 
 
@@ -460,12 +493,14 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
 
     The state is a :class:`FlattenState`: ``inner``'s state over a tuple of buffers ``[F_d]``,
     one per dtype in order of first appearance (:func:`funcrl.tree.pack`'s layout), and an
-    empty tensor ``[0, h]`` whose size ``h`` hashes the params' leaf shapes and dtypes in order.
-    ``update`` checks ``updates`` against ``params`` leaf by leaf and both against that hash, so
-    gradients of another tree (other shapes, another order, another number of leaves) are an
-    error, not moments paired with the wrong leaves. Renamed keys whose leaves keep their shapes
-    and order are not told apart. One empty tensor, not a template per leaf: each carried
-    tensor costs trace time and per-step handles in a compiled loop.
+    empty tensor ``[0, h]`` whose size ``h`` hashes the params' tree: node kinds, dict keys,
+    NamedTuple types, and the leaves' shapes and dtypes in order. ``update`` checks ``updates``
+    against ``params`` leaf by leaf and ``updates`` against that hash, so gradients of another
+    tree (other keys, shapes or dtypes, another order, another number of leaves) are an error,
+    not moments paired with the wrong leaves. The hash has 2^20 values: another tree passes
+    with a chance of about one in a million. One empty tensor, not a template per leaf: each
+    tensor a compiled loop carries costs trace time and per-step handles. Under dynamic shapes
+    the hash is a symbolic expression (correct, but slower to trace).
 
     Args:
         inner: the transform to run on the flat buffers.
@@ -479,15 +514,24 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
         leaves, spec = tree.flatten(x)
         if not leaves:
             raise ValueError(f"{owner}: {what} hold no tensors; there is nothing to flatten")
-        for v in leaves:
+        for i, v in enumerate(leaves):
             if not isinstance(v, torch.Tensor):
-                raise TypeError(f"{owner}: every leaf of {what} must be a tensor, got a {v!r}")
+                raise TypeError(
+                    f"{owner}: leaf {tree.leaf_path(x, i)} of {what} is a {type(v).__name__}; "
+                    "every leaf must be a tensor"
+                )
+            if v.device != leaves[0].device:
+                raise ValueError(
+                    f"{owner}: leaf {tree.leaf_path(x, i)} of {what} is on {v.device}, leaf "
+                    f"{tree.leaf_path(x, 0)} on {leaves[0].device}; flatten concatenates the "
+                    "leaves, so they must share a device"
+                )
         return leaves, spec
 
     def init(params):
         leaves, _ = leaves_of("flatten.init", "params", params)
         flat, _ = tree.pack(leaves)
-        signature = leaves[0].new_empty((0, _signature(leaves)))
+        signature = leaves[0].new_empty((0, _signature(params, leaves)))
         return FlattenState(inner.init(flat), signature)
 
     def update(updates, state, params=None):
@@ -497,15 +541,17 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
                 f"{owner}: state must be the FlattenState flatten.init returned, got "
                 f"{type(state).__name__}"
             )
-        _check_pair(owner, updates, params)
         leaves, spec = leaves_of(owner, "updates", updates)
-        got, want = _signature(leaves), state.signature.shape[-1]
+        if params is not None:
+            leaves_of(owner, "params", params)
+        _check_pair(owner, updates, params)
+        got, want = _signature(updates, leaves), state.signature.shape[-1]
         if got != want:
             described = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in leaves)
             raise ValueError(
-                f"{owner}: updates are not the tree flatten.init saw: their leaves' shapes and "
-                f"dtypes, in order, hash to {got}, the optimizer state's to {want}; updates "
-                f"have [{described}]; {_FIX}"
+                f"{owner}: updates are not the tree flatten.init saw: their structure, keys and "
+                f"leaf shapes and dtypes hash to {got}, the optimizer state's to {want}; "
+                f"updates have [{described}]; {_FIX}"
             )
         flat, layout = tree.pack(leaves)
         flat_params = None

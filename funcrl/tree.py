@@ -39,6 +39,7 @@ __all__ = [
     "same_structure",
     "check_same_structure",
     "leaf_path",
+    "is_namedtuple",
     "any_batched",
     "Packing",
     "pack",
@@ -63,6 +64,11 @@ _tree_map = optree.tree_map
 # call dynamo inlines costs about as much as a node's whole handling.
 _FAST = "funcrl.tree.traced"
 _LEAF, _NONE = 0, 1
+
+
+def is_namedtuple(t: type) -> bool:
+    """Whether ``t`` is a NamedTuple class (a ``tuple`` subclass with ``_fields`` and ``_make``)."""
+    return _is_namedtuple(t)
 
 
 def _is_namedtuple(t: type) -> bool:
@@ -230,7 +236,10 @@ def _describe(path: tuple) -> str:
 
 def leaf_path(tree: Any, i: int) -> str:
     """The path of ``tree``'s ``i``-th leaf as text (``"['actor'][0]"``), for error messages."""
-    return _describe(optree.tree_paths(tree, namespace=_NS)[i])
+    paths = optree.tree_paths(tree, namespace=_NS)
+    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(paths):
+        raise IndexError(f"tree.leaf_path: i must be an int in [0, {len(paths)}), got {i!r}")
+    return _describe(paths[i])
 
 
 def check_same_structure(

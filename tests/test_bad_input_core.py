@@ -216,8 +216,8 @@ def test_optim_flatten_rejects_another_tree():
     state = opt.init({"w": torch.zeros(4, 2), "b": torch.zeros(8)})
     with pytest.raises(
         ValueError,
-        match=r"flatten.update: updates are not the tree flatten.init saw: their leaves' "
-        r"shapes and dtypes, in order, hash to \d+, the optimizer state's to \d+; updates have "
+        match=r"flatten.update: updates are not the tree flatten.init saw: their structure, keys "
+        r"and leaf shapes and dtypes hash to \d+, the optimizer state's to \d+; updates have "
         r"\[\(8,\) torch.float32, \(2, 4\) torch.float32\]; init the optimizer on exactly",
     ):
         opt.update({"w": torch.zeros(2, 4), "b": torch.zeros(8)}, state)

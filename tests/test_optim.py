@@ -668,19 +668,31 @@ def test_flatten_adam_equals_adam_per_leaf_exactly():
     assert got_state.signature.numel() == 0 and got_state.signature.shape[0] == 0
 
 
-def test_flatten_keeps_one_buffer_per_dtype():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_flatten_keeps_one_buffer_per_dtype(compiled):
     params = {"w": torch.ones(2, 3), "d": torch.ones(4, dtype=torch.float64), "b": torch.ones(3)}
-    opt = optim.flatten(optim.sgd(0.5))
+    opt = optim.flatten(optim.adam(0.5))
     state = opt.init(params)
+    # leaves in sorted-key order b, d, w: float32 first (b and w: 3 + 6), then float64 (d: 4)
+    mu = state.inner[0].mu
+    assert [(m.dtype, m.shape) for m in mu] == [(torch.float32, (9,)), (torch.float64, (4,))]
     grads = {
         "w": torch.full((2, 3), 2.0),
         "d": torch.full((4,), 4.0, dtype=torch.float64),
         "b": torch.full((3,), 6.0),
     }
-    upd, state = opt.update(grads, state, params)
-    # sgd's update is -lr * g, per leaf, each in its own dtype
-    testing.assert_trees_all_close(upd, tree.map(lambda g: -0.5 * g, grads), rtol=0, atol=0)
+    update = opt.update
+    if compiled:
+        torch._dynamo.reset()
+        update = torch.compile(opt.update, fullgraph=True, backend="aot_eager")
+    upd, state = update(grads, state, params)
+    # Adam's first step is -lr * sign(g) (m_hat = g, v_hat = g^2), per leaf, in its own dtype
+    testing.assert_trees_all_close(upd, tree.map(lambda g: -0.5 * torch.sign(g), grads))
     assert upd["d"].dtype == torch.float64 and upd["w"].shape == (2, 3)
+    torch.testing.assert_close(state.inner[0].mu[1], torch.full((4,), 0.4, dtype=torch.float64))
+    torch.testing.assert_close(
+        state.inner[0].mu[0], torch.tensor([0.6] * 3 + [0.2] * 6, dtype=torch.float32)
+    )
 
 
 def test_flatten_rejects_another_tree_even_with_the_same_sizes():
@@ -715,6 +727,24 @@ def test_flatten_rejects_another_tree_even_with_the_same_sizes():
         opt.init({})
     with pytest.raises(TypeError, match=r"flatten: inner must be a GradientTransformation"):
         optim.flatten(optim.adam)
+    # a reorder of leaves of equal shapes (the node kind changes) and a renamed key: the tree
+    # is part of the hash, not only the shapes
+    from collections import OrderedDict
+
+    same = optim.flatten(optim.adam(0.1))
+    ordered = same.init(OrderedDict(z=torch.zeros(2, 2), a=torch.zeros(2, 2)))
+    with pytest.raises(ValueError, match=r"flatten.update: updates are not the tree"):
+        same.update({"z": torch.zeros(2, 2), "a": torch.zeros(2, 2)}, ordered)
+    plain = same.init({"a": torch.zeros(2, 2), "b": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match=r"flatten.update: updates are not the tree"):
+        same.update({"a": torch.zeros(2, 2), "c": torch.zeros(2, 2)}, plain)
+    # leaves that cannot be concatenated: named
+    with pytest.raises(TypeError, match=r"flatten.update: leaf \['b'\] of updates is a int"):
+        opt.update({"a": torch.zeros(2, 3), "b": 3}, state)
+    with pytest.raises(TypeError, match=r"flatten.update: leaf \['b'\] of params is a float"):
+        opt.update(params, state, {"a": torch.zeros(2, 3), "b": 0.5})
+    with pytest.raises(ValueError, match=r"flatten.init: leaf \['b'\] of params is on meta, leaf"):
+        opt.init({"a": torch.zeros(2), "b": torch.zeros(2, device="meta")})
     # the right tree still updates
     upd, _ = opt.update({"a": torch.ones(2, 3), "b": torch.ones(6)}, state, params)
     testing.assert_trees_all_close(

@@ -365,3 +365,11 @@ def test_traced_path_keeps_dict_key_order_and_ignores_it_in_structure():
     assert [x.shape for x in leaves] == [(2,), (1,)]
     assert list(rebuilt) == ["b", "a"] and list(summed) == ["b", "a"]
     assert list(tree.map(torch.add, a, b)) == ["b", "a"]  # eagerly the same
+
+
+def test_leaf_path_names_each_leaf_and_rejects_a_bad_index():
+    t = {"actor": [torch.zeros(1), torch.zeros(2)], "b": torch.zeros(3)}
+    assert [tree.leaf_path(t, i) for i in range(3)] == ["['actor'][0]", "['actor'][1]", "['b']"]
+    for bad in (3, -1, True, 1.0):
+        with pytest.raises(IndexError, match=r"tree.leaf_path: i must be an int in \[0, 3\)"):
+            tree.leaf_path(t, bad)
