@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--iterations-per-call", type=int, default=8)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument(
+        "--tiny", action="store_true", help="2 envs x 8 steps, one epoch of 2 minibatches (tests)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     import torch._dynamo.symbolic_convert as sc
@@ -76,7 +79,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 by_caller[(code.co_name, outside[-1] if outside else "(top)")] += dt
 
     sc.InliningInstructionTranslator.inline_call_ = timed
-    algo = make_train(PPOTrainConfig(), pure.make("CartPole-v1"))
+    cfg = PPOTrainConfig()
+    if args.tiny:
+        cfg = PPOTrainConfig(
+            total_timesteps=16 * args.iterations_per_call,
+            num_envs=2,
+            num_steps=8,
+            update_epochs=1,
+            num_minibatches=2,
+            hidden=(8,),
+        )
+    algo = make_train(cfg, pure.make("CartPole-v1"))
     seeds = frandom.split(frandom.key(0), args.seeds)
     k_init, k_iter = torch.func.vmap(lambda k: frandom.split(k, 2))(seeds).unbind(1)
     state = pytree.tree_map(

@@ -245,6 +245,16 @@ def test_trace_cost_quick(capsys):
     assert "torch.func.vmap / vmap_leading" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # ~20 s of dynamo tracing for a benchmark script
+def test_trace_by_function_names_the_tree_work(capsys):
+    from bench import trace_by_function
+
+    out = trace_by_function.main(["--tiny", "--iterations-per-call", "1", "--top", "5"])
+    printed = capsys.readouterr().out
+    assert out["first_call_s"] > 0
+    assert "funcrl/pure_train.py" in printed and "pytree work" in printed
+
+
 def test_products_lists_the_iteration_products(capsys):
     from bench import products
 
