@@ -542,8 +542,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
                 f"{type(state).__name__}"
             )
         leaves, spec = leaves_of(owner, "updates", updates)
-        if params is not None:
-            leaves_of(owner, "params", params)
+        param_leaves = None if params is None else leaves_of(owner, "params", params)[0]
         _check_pair(owner, updates, params)
         got, want = _signature(updates, leaves), state.signature.shape[-1]
         if got != want:
@@ -554,9 +553,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
                 f"updates have [{described}]; {_FIX}"
             )
         flat, layout = tree.pack(leaves)
-        flat_params = None
-        if params is not None:
-            flat_params, _ = tree.pack(leaves_of(owner, "params", params)[0])
+        flat_params = None if param_leaves is None else tree.pack(param_leaves)[0]
         flat, inner_state = inner.update(flat, state.inner, flat_params)
         return tree.unflatten(spec, tree.unpack(flat, layout)), FlattenState(
             inner_state, state.signature
