@@ -9,6 +9,7 @@ compare them with the one-process runs computed here.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -280,9 +281,16 @@ def test_example_sac_data_parallel_two_ranks(tmp_path):
     assert res["updates"] == (160 - 80) // 2 + 1  # one update per rank's own step past the start
     ck = checkpoint.load(tmp_path / "checkpoint.pt").tree
     assert ck["step"] == 160
-    # Both ranks ended with the same params, so they print the same final evaluation.
-    finals = [line for log in logs for line in log.splitlines() if "final deterministic" in line]
+    # Both ranks ended with the same params, so they print the same final evaluation (the
+    # line's trailing wall-clock seconds, "(1 s)", may differ between the ranks).
+    finals = [
+        re.sub(r" \(\d+ s\)$", "", line)
+        for log in logs
+        for line in log.splitlines()
+        if "final deterministic" in line
+    ]
     assert len(finals) == 2 and finals[0] == finals[1], logs
+    assert finals[0].endswith("after 160 steps"), finals
 
 
 @pytest.mark.slow
