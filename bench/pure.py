@@ -25,8 +25,11 @@ issue's targets and writes ``bench/results/pure.json`` with the machine's load a
     python bench/pure.py --seeds 1 --warm --repeat 5 --skip sb3   # one-seed ratio of medians
 
 On a machine whose speed drifts (a shared VM), the one-seed training ratio of a single pair can
-be off by a third: ``--repeat N`` runs N more rounds of warm one-seed runs, funcrl and PureJaxRL
-alternating (the order swapped each round), and reports the ratio of their medians.
+be off by a third: ``--repeat N`` runs N more rounds of warm runs for each of ``--repeat-seeds``
+(default 1), funcrl and PureJaxRL alternating (the order swapped each round), and reports the
+ratio of their medians.
+
+    python bench/pure.py --seeds 1 16 64 --warm --repeat 3 --repeat-seeds 1 16 --pin 1
 """
 
 from __future__ import annotations
@@ -246,9 +249,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--repeat",
         type=int,
         default=0,
-        help="with --warm: then N more rounds of one-seed training, funcrl and PureJaxRL "
-        "alternating on their warm caches (the order swapped each round), for a training-time "
-        "ratio of medians that drift on a noisy machine distorts less",
+        help="with --warm: then N more rounds of training for each of --repeat-seeds, funcrl "
+        "and PureJaxRL alternating on their warm caches (the order swapped each round), for "
+        "ratios of medians that drift on a noisy machine distorts less",
+    )
+    ap.add_argument(
+        "--repeat-seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="the seed counts that --repeat reruns (default: 1); each must be among --seeds",
     )
     ap.add_argument(
         "--device",
@@ -268,11 +278,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"bench/pure.py: --device must be cpu or cuda, got {args.device!r}")
     if args.repeat < 0 or (
         args.repeat
-        and (not args.warm or 1 not in args.seeds or {"funcrl", "purejaxrl"} & set(args.skip))
+        and (
+            not args.warm
+            or not set(args.repeat_seeds) <= set(args.seeds)
+            or {"funcrl", "purejaxrl"} & set(args.skip)
+        )
     ):
         raise SystemExit(
-            "bench/pure.py: --repeat N (N >= 0) needs --warm, 1 among --seeds and neither funcrl "
-            f"nor purejaxrl skipped; got --repeat {args.repeat}"
+            "bench/pure.py: --repeat N (N >= 0) needs --warm, every --repeat-seeds among --seeds "
+            f"and neither funcrl nor purejaxrl skipped; got --repeat {args.repeat}, "
+            f"--repeat-seeds {args.repeat_seeds}, --seeds {args.seeds}, --skip {args.skip}"
         )
     if args.worker is not None:
         if args.worker == "sb3":
@@ -293,14 +308,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import tempfile
 
     runs = [(name, s, "") for name in ("purejaxrl", "funcrl") for s in args.seeds]
-    warm_caches: dict[str, str] = {}
-    if args.warm and 1 in args.seeds:
-        # Each 1-seed run again on the caches its cold run left: the warm compile time.
+    # (name, seeds) -> the compile cache its cold run leaves, for the warm runs after it.
+    warm_caches: dict[tuple[str, int], str] = {}
+    if args.warm:
+        kept = set(args.repeat_seeds if args.repeat else []) | ({1} & set(args.seeds))
         for name in ("purejaxrl", "funcrl"):
-            warm_cache = warm_caches[name] = tempfile.mkdtemp(prefix=f"{name}-pure-warm-")
-            at = runs.index((name, 1, ""))
-            runs[at] = (name, 1, warm_cache)
-            runs.insert(at + 1, (f"{name}_warm", 1, warm_cache))
+            for s in sorted(kept):
+                cache = warm_caches[name, s] = tempfile.mkdtemp(prefix=f"{name}-pure-warm-{s}-")
+                at = runs.index((name, s, ""))
+                runs[at] = (name, s, cache)
+                if s == 1:
+                    # The 1-seed run again on the caches its cold run left: the warm compile time.
+                    runs.insert(at + 1, (f"{name}_warm", 1, cache))
     for name, s, cache in runs:
         if name.split("_")[0] in args.skip:
             continue
@@ -321,23 +340,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows["sb3_1"] = _row(res, 1, args.sb3_steps)
         print(f"sb3       seeds=  1 {rows['sb3_1']['env_steps_per_s']:.0f} env-steps/s", flush=True)
 
-    repeats: dict[str, list[float]] = {"funcrl": [], "purejaxrl": []}
+    # repeats[f"{name}_{seeds}"]: train seconds of each warm round.
+    repeats: dict[str, list[float]] = {}
     for i in range(args.repeat):
         order = ("funcrl", "purejaxrl") if i % 2 == 0 else ("purejaxrl", "funcrl")
-        for name in order:
-            extra = ["--cache", warm_caches[name]]
-            res = _spawn(["--worker", name, "--seeds", "1", *common, *extra], pin)
-            repeats[name].append(res["train_s"])
-        print(
-            f"repeat {i + 1}/{args.repeat}: train funcrl {repeats['funcrl'][-1]:.2f} s, "
-            f"purejaxrl {repeats['purejaxrl'][-1]:.2f} s",
-            flush=True,
-        )
+        for s in args.repeat_seeds:
+            for name in order:
+                extra = ["--cache", warm_caches[name, s]]
+                res = _spawn(["--worker", name, "--seeds", str(s), *common, *extra], pin)
+                repeats.setdefault(f"{name}_{s}", []).append(res["train_s"])
+            print(
+                f"repeat {i + 1}/{args.repeat}, seeds={s}: train funcrl "
+                f"{repeats[f'funcrl_{s}'][-1]:.2f} s, purejaxrl "
+                f"{repeats[f'purejaxrl_{s}'][-1]:.2f} s",
+                flush=True,
+            )
 
     ratios: dict[str, float] = {}
-    if args.repeat:
-        med = {k: statistics.median(v) for k, v in repeats.items()}
-        ratios["train_time_1_vs_purejaxrl_median_of_repeats (target <= 1.5)"] = (
+    for s in args.repeat_seeds if args.repeat else []:
+        # Same seeds and steps on both sides: the ratio of train times is the per-agent ratio.
+        med = {k: statistics.median(repeats[f"{k}_{s}"]) for k in ("funcrl", "purejaxrl")}
+        what = "train_time_1" if s == 1 else f"per_agent_{s}"
+        target = "<= 1.5" if s == 1 else "<= 1" if s == 16 else "none"
+        ratios[f"{what}_vs_purejaxrl_median_of_repeats (target {target})"] = (
             med["funcrl"] / med["purejaxrl"]
         )
 

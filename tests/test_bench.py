@@ -229,12 +229,62 @@ def test_pure_repeat_needs_warm_one_seed_runs_of_both():
 
     for argv in (
         ["--repeat", "3", "--seeds", "1"],  # no --warm
-        ["--repeat", "3", "--warm", "--seeds", "16"],  # no one-seed run
+        ["--repeat", "3", "--warm", "--seeds", "16"],  # no one-seed run to repeat
+        ["--repeat", "3", "--warm", "--seeds", "1", "--repeat-seeds", "1", "16"],  # 16 not run
         ["--repeat", "3", "--warm", "--seeds", "1", "--skip", "purejaxrl"],
         ["--repeat", "-1", "--warm", "--seeds", "1"],
     ):
         with pytest.raises(SystemExit, match=r"bench/pure.py: --repeat N \(N >= 0\) needs --warm"):
             pure.main([*argv, "--device", "cpu"])
+
+
+def test_pure_repeat_alternates_warm_runs_per_seed_count(monkeypatch):
+    """The orchestration alone (workers faked): cold runs keep their caches, --repeat reruns
+    each of --repeat-seeds on them with the order swapped each round, and the ratios are of
+    the medians."""
+    from bench import pure
+
+    calls = []
+    # funcrl's train seconds are 2x PureJaxRL's on one seed and 0.5x per agent on 2 seeds.
+    train = {("funcrl", "1"): 4.0, ("purejaxrl", "1"): 2.0, ("funcrl", "2"): 1.0}
+    train[("purejaxrl", "2")] = 2.0
+
+    def fake_spawn(args, pin):
+        opts = dict(zip(args[::2], args[1::2]))
+        calls.append((opts["--worker"], opts.get("--seeds"), opts.get("--cache", "")))
+        seeds = int(opts.get("--seeds", 1))
+        t = train[opts["--worker"], opts["--seeds"]] + 0.001 * len(calls)  # a drift
+        return {
+            "compile_s": 1.0, "compile_cpu_s": 1.0, "train_s": t, "train_cpu_s": t,
+            "final_returns": [500.0] * seeds, "loadavg_start": 0.0, "loadavg_end": 0.0,
+        }  # fmt: skip
+
+    monkeypatch.setattr(pure, "_spawn", fake_spawn)
+    out = pure.main(
+        ["--seeds", "1", "2", "--warm", "--repeat", "3", "--repeat-seeds", "1", "2",
+         "--skip", "sb3", "--no-json", "--device", "cpu"]
+    )  # fmt: skip
+    cold = {(w, s): c for w, s, c in calls[:6]}
+    assert [(w, s) for w, s, _ in calls[:6]] == [
+        ("purejaxrl", "1"), ("purejaxrl", "1"), ("purejaxrl", "2"),
+        ("funcrl", "1"), ("funcrl", "1"), ("funcrl", "2"),
+    ]  # fmt: skip
+    assert len(set(cold.values())) == 4 and "" not in cold.values()
+    rounds = calls[6:]
+    assert len(rounds) == 3 * 2 * 2
+    assert [w for w, _, _ in rounds[:4]] == ["funcrl", "purejaxrl"] * 2
+    assert [w for w, _, _ in rounds[4:8]] == ["purejaxrl", "funcrl"] * 2
+    assert all(c == cold[w, s] for w, s, c in rounds)
+    assert {k: len(v) for k, v in out["repeats_train_s"].items()} == dict.fromkeys(
+        ("funcrl_1", "purejaxrl_1", "funcrl_2", "purejaxrl_2"), 3
+    )
+    ratios = out["ratios"]
+    assert ratios["train_time_1_vs_purejaxrl_median_of_repeats (target <= 1.5)"] == pytest.approx(
+        2.0, rel=0.02
+    )
+    assert ratios["per_agent_2_vs_purejaxrl_median_of_repeats (target none)"] == pytest.approx(
+        0.5, rel=0.02
+    )
 
 
 def test_trace_cost_quick(capsys):
