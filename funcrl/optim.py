@@ -415,72 +415,6 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-# Codes of the dtypes a leaf may have, for flatten's signature (the same in every process).
-_DTYPE_CODES = {
-    d: i + 1
-    for i, d in enumerate(
-        (
-            torch.float32,
-            torch.float64,
-            torch.float16,
-            torch.bfloat16,
-            torch.complex64,
-            torch.complex128,
-            torch.int64,
-            torch.int32,
-            torch.int16,
-            torch.int8,
-            torch.uint8,
-            torch.bool,
-        )
-    )
-}
-_SIGNATURE_MOD = (1 << 20) - 3  # a prime: the hash is the size of an empty tensor's dim
-
-
-def _mix(h: int, values: Any) -> int:
-    for v in values:
-        h = (h * 1_000_003 + v) % _SIGNATURE_MOD
-    return h
-
-
-def _mix_text(h: int, text: str) -> int:
-    return _mix(h, [ord(c) for c in text])
-
-
-def _signature(params: Any, leaves: list[torch.Tensor]) -> int:
-    # A hash of the tree (node kinds, dict keys, NamedTuple types) and of the leaves' shapes and
-    # dtypes, in order. Plain int and str arithmetic over static metadata: with static shapes
-    # dynamo folds it to a constant. Nodes funcrl.tree does not walk itself (a Record, an
-    # OrderedDict) count by their type's name.
-    h = 17
-    stack = [params]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, torch.Tensor):
-            h = _mix(h, (-3,))
-        elif type(x) is dict:
-            keys = sorted(x, key=str)
-            h = _mix(h, (-4, len(keys)))
-            for k in keys:
-                h = _mix_text(h, str(k))
-            for i in range(len(keys) - 1, -1, -1):
-                stack.append(x[keys[i]])
-        elif type(x) is list or type(x) is tuple or tree.is_namedtuple(type(x)):
-            h = _mix(h, (-5, len(x)))
-            if type(x) is not list and type(x) is not tuple:
-                h = _mix_text(h, type(x).__name__)
-            for i in range(len(x) - 1, -1, -1):
-                stack.append(x[i])
-        elif x is None:
-            h = _mix(h, (-6,))
-        else:
-            h = _mix_text(_mix(h, (-7,)), type(x).__name__)
-    for x in leaves:
-        h = _mix(h, (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2))
-    return h
-
-
 def flatten(inner: GradientTransformation) -> GradientTransformation:
     """``inner`` run on the params' leaves concatenated into one vector per dtype
     (``optax.flatten``).
@@ -493,8 +427,9 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
 
     The state is a :class:`FlattenState`: ``inner``'s state over a tuple of buffers ``[F_d]``,
     one per dtype in order of first appearance (:func:`funcrl.tree.pack`'s layout), and an
-    empty tensor ``[0, h]`` whose size ``h`` hashes the params' tree: node kinds, dict keys,
-    NamedTuple types, and the leaves' shapes and dtypes in order. ``update`` checks ``updates``
+    empty tensor ``[0, h]`` whose size ``h`` hashes the params' tree
+    (:func:`funcrl.tree.fingerprint`: node kinds, dict keys, NamedTuple types, and the leaves'
+    shapes and dtypes in order). ``update`` checks ``updates``
     against ``params`` leaf by leaf and ``updates`` against that hash, so gradients of another
     tree (other keys, shapes or dtypes, another order, another number of leaves) are an error,
     not moments paired with the wrong leaves. The hash has 2^20 values: another tree passes
@@ -531,7 +466,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
     def init(params):
         leaves, _ = leaves_of("flatten.init", "params", params)
         flat, _ = tree.pack(leaves)
-        signature = leaves[0].new_empty((0, _signature(params, leaves)))
+        signature = leaves[0].new_empty((0, tree.fingerprint(params, leaves)))
         return FlattenState(inner.init(flat), signature)
 
     def update(updates, state, params=None):
@@ -544,7 +479,7 @@ def flatten(inner: GradientTransformation) -> GradientTransformation:
         leaves, spec = leaves_of(owner, "updates", updates)
         param_leaves = None if params is None else leaves_of(owner, "params", params)[0]
         _check_pair(owner, updates, params)
-        got, want = _signature(updates, leaves), state.signature.shape[-1]
+        got, want = tree.fingerprint(updates, leaves), state.signature.shape[-1]
         if got != want:
             described = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in leaves)
             raise ValueError(

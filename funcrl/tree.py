@@ -40,6 +40,8 @@ __all__ = [
     "check_same_structure",
     "leaf_path",
     "is_namedtuple",
+    "fingerprint",
+    "FINGERPRINT_MODULUS",
     "any_batched",
     "Packing",
     "pack",
@@ -68,10 +70,6 @@ _LEAF, _NONE = 0, 1
 
 def is_namedtuple(t: type) -> bool:
     """Whether ``t`` is a NamedTuple class (a ``tuple`` subclass with ``_fields`` and ``_make``)."""
-    return _is_namedtuple(t)
-
-
-def _is_namedtuple(t: type) -> bool:
     fields = getattr(t, "_fields", None)
     # getattr, not hasattr: dynamo on torch 2.11 cannot trace hasattr on a class.
     return type(fields) is tuple and callable(getattr(t, "_make", None))
@@ -99,7 +97,7 @@ def _traced_flatten(tree: Any) -> tuple[list[Any], Any] | None:
             nodes.append(("d", keys))
             for i in range(len(keys) - 1, -1, -1):
                 stack.append(x[keys[i]])
-        elif t is list or t is tuple or (isinstance(x, tuple) and _is_namedtuple(t)):
+        elif t is list or t is tuple or (isinstance(x, tuple) and is_namedtuple(t)):
             nodes.append(("l" if t is list else ("t" if t is tuple else t), len(x)))
             for i in range(len(x) - 1, -1, -1):
                 stack.append(x[i])
@@ -240,6 +238,85 @@ def leaf_path(tree: Any, i: int) -> str:
     if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(paths):
         raise IndexError(f"tree.leaf_path: i must be an int in [0, {len(paths)}), got {i!r}")
     return _describe(paths[i])
+
+
+# Codes of the dtypes a leaf may have, for fingerprint (the same in every process: a fingerprint
+# is saved in checkpoints, as the size of FlattenState's empty signature tensor).
+_DTYPE_CODES = {
+    d: i + 1
+    for i, d in enumerate(
+        (
+            torch.float32,
+            torch.float64,
+            torch.float16,
+            torch.bfloat16,
+            torch.complex64,
+            torch.complex128,
+            torch.int64,
+            torch.int32,
+            torch.int16,
+            torch.int8,
+            torch.uint8,
+            torch.bool,
+        )
+    )
+}
+FINGERPRINT_MODULUS = (1 << 20) - 3  # a prime
+
+
+def _mix(h: int, values: Any) -> int:
+    for v in values:
+        h = (h * 1_000_003 + v) % FINGERPRINT_MODULUS
+    return h
+
+
+def _mix_text(h: int, text: str) -> int:
+    return _mix(h, [ord(c) for c in text])
+
+
+def fingerprint(tree: Any, flat_leaves: list[torch.Tensor] | None = None) -> int:
+    """A hash in ``[0, FINGERPRINT_MODULUS)`` of ``tree``'s structure and its leaves' shapes and
+    dtypes: node kinds, dict keys, NamedTuple type names, then each leaf's shape and dtype in
+    order.
+
+    Plain int and str arithmetic over static metadata: with static shapes dynamo folds it to a
+    constant, so a compiled function can check a tree against a saved fingerprint for free.
+    Nodes the traced path does not walk itself (a ``Record``, an ``OrderedDict``) count by their
+    type's name. The value is the same in every process and torch version (checkpoints keep it);
+    two different trees share it with a chance of about one in a million.
+
+    Args:
+        tree: a pytree of tensors.
+        flat_leaves: ``leaves(tree)`` when the caller has them already (saves a second walk
+            under dynamo); not checked against ``tree``.
+    """
+    h = 17
+    stack = [tree]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            h = _mix(h, (-3,))
+        elif type(x) is dict:
+            keys = sorted(x, key=str)
+            h = _mix(h, (-4, len(keys)))
+            for k in keys:
+                h = _mix_text(h, str(k))
+            for i in range(len(keys) - 1, -1, -1):
+                stack.append(x[keys[i]])
+        elif type(x) is list or type(x) is tuple or is_namedtuple(type(x)):
+            # A list and a tuple differ (optree's structures do); a NamedTuple adds its name.
+            h = _mix(h, (-8 if type(x) is tuple else -5, len(x)))
+            if type(x) is not list and type(x) is not tuple:
+                h = _mix_text(h, type(x).__name__)
+            for i in range(len(x) - 1, -1, -1):
+                stack.append(x[i])
+        elif x is None:
+            h = _mix(h, (-6,))
+        else:
+            h = _mix_text(_mix(h, (-7,)), type(x).__name__)
+    for x in leaves(tree) if flat_leaves is None else flat_leaves:
+        h = _mix(h, (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2))
+    return h
 
 
 def check_same_structure(

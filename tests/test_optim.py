@@ -738,6 +738,10 @@ def test_flatten_rejects_another_tree_even_with_the_same_sizes():
     plain = same.init({"a": torch.zeros(2, 2), "b": torch.zeros(2, 2)})
     with pytest.raises(ValueError, match=r"flatten.update: updates are not the tree"):
         same.update({"a": torch.zeros(2, 2), "c": torch.zeros(2, 2)}, plain)
+    # a list where init saw a tuple (optree's structures differ)
+    tup = same.init((torch.zeros(2), torch.zeros(2)))
+    with pytest.raises(ValueError, match=r"flatten.update: updates are not the tree"):
+        same.update([torch.zeros(2), torch.zeros(2)], tup)
     # leaves that cannot be concatenated: named
     with pytest.raises(TypeError, match=r"flatten.update: leaf \['b'\] of updates is a int"):
         opt.update({"a": torch.zeros(2, 3), "b": 3}, state)

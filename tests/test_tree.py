@@ -373,3 +373,61 @@ def test_leaf_path_names_each_leaf_and_rejects_a_bad_index():
     for bad in (3, -1, True, 1.0):
         with pytest.raises(IndexError, match=r"tree.leaf_path: i must be an int in \[0, 3\)"):
             tree.leaf_path(t, bad)
+
+
+class _Moments(NamedTuple):
+    m: torch.Tensor
+    v: torch.Tensor
+
+
+class _Other(NamedTuple):
+    m: torch.Tensor
+    v: torch.Tensor
+
+
+def _fingerprint_trees():
+    z = torch.zeros
+    return [
+        {"actor": {"w": z(4, 64), "b": z(64)}, "critic": [z(3), z(2, dtype=torch.float64)]},
+        (_Moments(z(2), z(2)), None, {"k": z((), dtype=torch.int64)}),
+        {"b": z(2), "a": z(3)},
+    ]
+
+
+def test_fingerprint_values_are_pinned():
+    # optim.flatten saves the fingerprint in checkpoints (FlattenState.signature): a change of
+    # these numbers makes every saved flatten state fail flatten.update's check.
+    trees = _fingerprint_trees()
+    assert [tree.fingerprint(t) for t in trees] == [222642, 64978, 226374]
+    assert [tree.fingerprint(t, tree.leaves(t)) for t in trees] == [222642, 64978, 226374]
+
+
+def test_fingerprint_tells_apart_what_a_per_leaf_check_would():
+    z = torch.zeros
+    base = {"a": z(2), "b": z(3)}
+    same = {"b": z(3), "a": z(2)}  # dict insertion order is not structure
+    assert tree.fingerprint(base) == tree.fingerprint(same)
+    others = [
+        {"a": z(3), "b": z(2)},  # equal sizes, swapped between keys
+        {"a": z(2), "c": z(3)},  # a renamed key
+        {"a": z(2), "b": z(3, dtype=torch.float64)},
+        {"a": z(2), "b": z(1, 3)},
+        {"a": z(2), "b": z(3), "c": z(1)},
+        [z(2), z(3)],  # same leaves, another node kind
+        (z(2), z(3)),
+        _Moments(z(2), z(3)),
+    ]
+    prints = [tree.fingerprint(t) for t in [base, *others]]
+    assert len(set(prints)) == len(prints)
+    assert tree.fingerprint(_Moments(z(2), z(3))) != tree.fingerprint(_Other(z(2), z(3)))
+    assert all(0 <= p < tree.FINGERPRINT_MODULUS for p in prints)
+
+
+def test_fingerprint_folds_to_a_constant_under_compile():
+    t = _fingerprint_trees()[0]
+
+    def f(t):
+        return t["actor"]["w"].new_empty((0, tree.fingerprint(t)))
+
+    out = torch.compile(f, fullgraph=True, backend="eager")(t)
+    assert out.shape == (0, 222642)
