@@ -24,7 +24,7 @@ neither of them the C++ compiler's:
   AOTAutograd and Inductor: a one-seed PPO iteration's compile went from ~90 s to ~11 s
   (with :mod:`funcrl.tree`'s traced path, ~8 s).
 
-One fix makes a loop inside a loop run at all:
+Two fixes make a loop inside a loop run at all:
 
 * **Inductor's C++ wrapper frees a nested loop's loop-invariant inputs after their first use.**
   A ``while_loop`` (or ``scan``) inside another loop's body reads tensors of the outer body
@@ -36,6 +36,13 @@ One fix makes a loop inside a loop run at all:
   expression to one named handle before the loop, which every iteration then copies; inputs that
   are already named handles are passed through unchanged. This is what lets
   :func:`funcrl.pure_train.seeded_iteration` run several iterations per compiled call.
+* **Inductor's C++ wrapper moves a loop body's output twice when the body returns one buffer
+  twice.** ``codegen_subgraph_suffix`` writes ``out_i = std::move(buf)`` for each output; a
+  buffer returned as two outputs (two carried leaves with the same value, e.g. an environment's
+  state and its observation, once Inductor has dropped the copies between them) leaves the
+  second output a null handle, which the next iteration dereferences (a segfault, torch 2.13).
+  :func:`prepare` moves each buffer once and makes every later output that names it a new
+  handle of the same tensor.
 """
 
 from __future__ import annotations
@@ -100,6 +107,7 @@ def prepare() -> None:
         _patch_range_intersection()
         _patch_dtype_rules()
         _patch_nested_loop_inputs()
+        _patch_duplicate_subgraph_outputs()
 
 
 def _numeric_bound(a: Any, b: Any, pick_larger: bool) -> Any:
@@ -241,3 +249,46 @@ def _patch_nested_loop_inputs() -> None:
     codegen_while_loop._funcrl_patched = True  # type: ignore[attr-defined]
     codegen_while_loop._funcrl_original = original  # type: ignore[attr-defined]
     cls.codegen_while_loop = codegen_while_loop
+
+
+def _patch_duplicate_subgraph_outputs() -> None:
+    cls = _nested_loop_inputs_fixable()
+    original = None if cls is None else vars(cls).get("codegen_subgraph_suffix")
+    if original is None or getattr(original, "_funcrl_patched", False):
+        return  # pragma: no cover - another torch layout, or patched already
+    from types import SimpleNamespace
+
+    from torch._inductor import ir
+
+    def codegen_subgraph_suffix(self: Any, subgraph: Any, outer_inputs: Any, outer_outputs: Any):
+        inner = list(subgraph.graph.graph_outputs)
+        first: dict[str, str] = {}  # an inner buffer's reference -> the outer output it went to
+        kept, repeats = [], []
+        for x, out in zip(inner, outer_outputs):
+            ref = None if isinstance(x, ir.ShapeAsConstantBuffer) else x.codegen_reference()
+            if ref is not None and ref in first:
+                repeats.append((out, first[ref]))
+            else:
+                if ref is not None:
+                    first[ref] = out
+                kept.append((x, out))
+        if not repeats:
+            return original(self, subgraph, outer_inputs, outer_outputs)
+        # The original reads only subgraph.graph.graph_outputs: it runs on the outputs that
+        # name a buffer for the first time.
+        view = SimpleNamespace(graph=SimpleNamespace(graph_outputs=[x for x, _ in kept]))
+        original(self, view, outer_inputs, [out for _, out in kept])
+        for out, source in repeats:
+            self.writeline("{")
+            self.writeline("AtenTensorHandle funcrl_alias_handle;")
+            self.writeline(
+                f"AOTI_TORCH_ERROR_CODE_CHECK(aoti_torch_assign_tensors_out({source}, "
+                "&funcrl_alias_handle));"
+            )
+            self.writeline(f"{out}.reset();")
+            self.writeline(f"{out} = RAIIAtenTensorHandle(funcrl_alias_handle);")
+            self.writeline("}")
+
+    codegen_subgraph_suffix._funcrl_patched = True  # type: ignore[attr-defined]
+    codegen_subgraph_suffix._funcrl_original = original  # type: ignore[attr-defined]
+    cls.codegen_subgraph_suffix = codegen_subgraph_suffix

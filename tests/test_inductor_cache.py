@@ -120,6 +120,60 @@ def test_a_loop_inside_a_loop_compiles_and_runs(tmp_path):
     assert _inductor.NESTED_LOOPS is _inductor.CPP_WRAPPER_LOOPS
 
 
+_TWICE = textwrap.dedent(
+    """
+    import json, sys, torch
+    from funcrl import _inductor
+    from funcrl.envs import pure
+
+    def run(h, xs):
+        def outer(carry, x):
+            s, o = carry
+            def inner(c, y):
+                (g,) = c
+                g = torch.tanh(g * 0.5 + y)
+                return (g.clone(),), g.clone()
+            (g,), ys = pure.scan(inner, (s,), x)
+            # A state and its observation with one value: Inductor drops the copies and the
+            # body returns one buffer as two carries. Unpatched, the C++ wrapper moves it twice
+            # and the next step reads a null handle (a segfault, torch 2.13).
+            return (g.clone(), g.clone()), ys.sum(0)
+        return pure.scan(outer, (h, h.clone()), xs)
+
+    _inductor.prepare()
+    if sys.argv[1:] == ["unpatched"]:
+        from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu as C
+        C.codegen_subgraph_suffix = C.codegen_subgraph_suffix._funcrl_original
+    h, xs = torch.ones(4, 3), torch.arange(60.0).reshape(5, 4, 3) / 50
+    options = {"cpp_wrapper": _inductor.CPP_WRAPPER_LOOPS}
+    got = torch.compile(run, fullgraph=True, options=options)(h, xs)
+    want = run(h, xs)
+    flat = zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want))
+    print(json.dumps({"close": all(torch.allclose(a, b, atol=1e-6) for a, b in flat)}))
+    """
+)
+
+
+def test_a_loop_body_returning_one_buffer_twice_runs(tmp_path):
+    def run(*args):
+        # A cache per run: the unpatched run must compile, not load the patched code.
+        cache = str(tmp_path / (args[0] if args else "patched"))
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(
+            [sys.executable, "-c", _TWICE, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    out = run()
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"close": True}
+    # The case is the bug's: without the patch the same program dies.
+    assert run("unpatched").returncode != 0
+
+
 def test_loops_are_cacheable_only_with_the_marking():
     # What CACHEABLE_LOOPS is for: unmarked, torch's caches bypass graphs holding these ops.
     from torch._higher_order_ops.scan import scan_op
@@ -169,6 +223,7 @@ def test_prepare_is_idempotent():
     _inductor.prepare()
     assert torch._inductor.dtype_propagation.DtypePropagationOpsHandler.__init__ is init
     assert CppWrapperCpu.codegen_while_loop is loop and loop._funcrl_patched
+    assert CppWrapperCpu.codegen_subgraph_suffix._funcrl_patched
 
 
 def _original_and():
