@@ -528,22 +528,11 @@ def _one_seed_unbatched(
         if leaves and all(
             isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == 1 for x in leaves
         ):
-            out = step(tree.map(_unbatch, state), keys[0])
-            return tree.map(_rebatch, out)
+            out = step(tree.map(lambda x: x[0], state), keys[0])
+            return tree.map(lambda y: y.unsqueeze(0), out)
         return batched(state, keys)  # also the input checks' error messages
 
     return fn
-
-
-# An empty leaf (optim.flatten's signature [0, h]) gets fresh contiguous strides both ways: a
-# view's strides of an empty tensor are arbitrary ((0, 0) for a select), and scan requires its
-# init and carry to match, and the next call's guards the same strides as this call's outputs.
-def _unbatch(x: torch.Tensor) -> torch.Tensor:
-    return x[0] if x.numel() else x.new_empty(x.shape[1:])
-
-
-def _rebatch(y: torch.Tensor) -> torch.Tensor:
-    return y.unsqueeze(0) if y.numel() else y.new_empty((1, *y.shape))
 
 
 def seeded_iteration(
