@@ -510,31 +510,6 @@ def chain_iterations(
     return chained
 
 
-def _one_seed_unbatched(
-    step: Callable[..., Any], batched: Callable[..., Any]
-) -> Callable[..., Any]:
-    """``batched`` (``step`` vmapped over a leading seed dim), except that a single seed runs
-    ``step`` itself on the leaves' ``[0]`` and puts the seed dim back on its outputs.
-
-    The same program without the batching: under ``torch.compile`` the shapes are static, so
-    the branch is taken at trace time, and neither dynamo nor AOTAutograd traces the batching
-    rules of every op. The draws are the same (every one comes from the keys); products run as
-    ``mm`` instead of ``bmm``, so values agree to round-off.
-    """
-
-    @functools.wraps(step)
-    def fn(state: Any, keys: torch.Tensor) -> Any:
-        leaves = tree.leaves((state, keys))
-        if leaves and all(
-            isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == 1 for x in leaves
-        ):
-            out = step(tree.map(lambda x: x[0], state), keys[0])
-            return tree.map(lambda y: y.unsqueeze(0), out)
-        return batched(state, keys)  # also the input checks' error messages
-
-    return fn
-
-
 def seeded_iteration(
     algo: Any,
     *,
@@ -546,9 +521,6 @@ def seeded_iteration(
     """``algo.iteration`` vmapped over a leading seed dim of ``(state, key)`` (``randomness=
     "error"``: every draw comes from the keys) and, with ``compile``, compiled as one graph.
 
-    Compiled, a single seed runs ``algo.iteration`` unbatched (:func:`_one_seed_unbatched`: the
-    same draws, values equal to round-off, a shorter compile).
-
     With ``iterations_per_call`` ``K > 1`` a call runs ``K`` iterations
     (:func:`chain_iterations`): ``(state, keys [S, K, 2]) -> (state, metrics [S, K])``.
     """
@@ -557,7 +529,6 @@ def seeded_iteration(
     fn = vmap_leading(step, randomness="error", owner="pure_train.seeded_iteration")
     if not compile:
         return fn
-    fn = _one_seed_unbatched(step, fn)
     options = None
     if backend == "inductor":
         _inductor.prepare()

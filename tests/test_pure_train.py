@@ -111,44 +111,6 @@ def test_compiled_iteration_matches_eager():
     _close(compiled.metrics, eager.metrics, rtol=1e-4, atol=1e-5)
 
 
-def test_one_compiled_seed_runs_the_iteration_without_the_seed_vmap(monkeypatch):
-    # One seed, compiled: the iteration itself on the leaves' [0] (a cheaper trace), the same
-    # run as the eager vmapped one.
-    cfg = dataclasses.replace(TINY, total_timesteps=2 * 2 * 8)
-    train = make_train(cfg, pure.make("CartPole-v1"))
-    key = funcrl.random.key(3)
-    eager = train(key, compile=False)
-    real, calls = pure_train.vmap_leading, []
-
-    def counted(fn, **kw):
-        batched = real(fn, **kw)
-        return lambda *args: calls.append(args) or batched(*args)
-
-    monkeypatch.setattr(pure_train, "vmap_leading", counted)
-    compiled = train(key, compile=True, backend="aot_eager", iterations_per_call=2)
-    assert calls == []
-    _close(compiled.state, eager.state, rtol=1e-4, atol=1e-5)
-    _close(compiled.metrics, eager.metrics, rtol=1e-4, atol=1e-5)
-
-
-def test_one_seed_unbatched_leaves_everything_else_to_the_vmap():
-    seen = []
-    fn = pure_train._one_seed_unbatched(
-        lambda s, k: (seen.append(("step", s["x"].shape, k.shape)), {"y": s["x"] + 1})[1],
-        lambda s, k: seen.append(("batched",)) or "batched",
-    )
-    out = fn({"x": torch.zeros(1, 3)}, torch.zeros(1, 2, dtype=torch.int64))
-    assert seen == [("step", (3,), (2,))] and out["y"].shape == (1, 3)
-    for state, keys in (
-        ({"x": torch.zeros(2, 3)}, torch.zeros(2, 2, dtype=torch.int64)),  # two seeds
-        ({"x": torch.zeros(1, 3)}, torch.zeros(2, 2, dtype=torch.int64)),  # sizes differ
-        ({"x": torch.zeros(())}, torch.zeros(1, 2, dtype=torch.int64)),  # a 0-d leaf
-        ({"x": 1.0}, torch.zeros(1, 2, dtype=torch.int64)),  # not a tensor: its error
-    ):
-        seen.clear()
-        assert fn(state, keys) == "batched" and seen == [("batched",)]
-
-
 def test_iterations_per_call_is_the_same_run():
     # K iterations per call draw from the same keys as one per call: the same run, with the
     # callback still called once per iteration (after each call) and metrics [S, I].
