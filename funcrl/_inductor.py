@@ -266,6 +266,8 @@ def _patch_duplicate_subgraph_outputs() -> None:
         kept, repeats = [], []
         for x, out in zip(inner, outer_outputs):
             ref = None if isinstance(x, ir.ShapeAsConstantBuffer) else x.codegen_reference()
+            if ref is not None and not ref.isidentifier():
+                ref = None  # an expression makes a new handle each time it is written
             if ref is not None and ref in first:
                 repeats.append((out, first[ref]))
             else:
