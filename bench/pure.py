@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--repeat-seeds",
         type=int,
         nargs="+",
-        default=[1],
+        default=None,
         help="the seed counts that --repeat reruns (default: 1); each must be among --seeds",
     )
     ap.add_argument(
@@ -276,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device not in ("cpu", "cuda"):
         raise SystemExit(f"bench/pure.py: --device must be cpu or cuda, got {args.device!r}")
+    if args.repeat_seeds is not None and not args.repeat:
+        raise SystemExit("bench/pure.py: --repeat-seeds needs --repeat N with N >= 1")
+    args.repeat_seeds = list(dict.fromkeys(args.repeat_seeds or [1]))  # each once, in order
     if args.repeat < 0 or (
         args.repeat
         and (
@@ -355,6 +359,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{repeats[f'purejaxrl_{s}'][-1]:.2f} s",
                 flush=True,
             )
+
+    for cache in set(warm_caches.values()):  # compiled programs, hundreds of MB: not kept
+        shutil.rmtree(cache, ignore_errors=True)
 
     ratios: dict[str, float] = {}
     for s in args.repeat_seeds if args.repeat else []:

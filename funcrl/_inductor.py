@@ -24,7 +24,7 @@ neither of them the C++ compiler's:
   AOTAutograd and Inductor: a one-seed PPO iteration's compile went from ~90 s to ~11 s
   (with :mod:`funcrl.tree`'s traced path, ~8 s).
 
-Two fixes make a loop inside a loop run at all:
+Two fixes make compiled loops run at all under the C++ wrapper:
 
 * **Inductor's C++ wrapper frees a nested loop's loop-invariant inputs after their first use.**
   A ``while_loop`` (or ``scan``) inside another loop's body reads tensors of the outer body
@@ -68,9 +68,10 @@ def _cacheable_loops() -> dict[str, Any]:
 
     if not hasattr(config, "unsafe_marked_cacheable_functions"):
         return {}  # pragma: no cover - a torch without the opt-in: loops stay uncached
-    # The tag is part of every cache key: code generated before the nested-loop fix in
-    # prepare() (which crashes) is never loaded by a process that has it.
-    tag = f"{torch.__version__}+funcrl-loops-2"
+    # The tag is part of every cache key: code generated before prepare()'s loop fixes (the
+    # nested loop's inputs, a body's repeated output; both crash) is never loaded by a process
+    # that has them.
+    tag = f"{torch.__version__}+funcrl-loops-3"
     marked = {
         "torch.ops.higher_order.scan": tag,
         "torch.ops.higher_order.while_loop": tag,
@@ -92,7 +93,8 @@ _DONE = False
 def prepare() -> None:
     """Once per process: make Inductor's dtype-rule singleton initialise only when needed, its
     value-range intersections compare numbers instead of building sympy expressions, and its C++
-    wrapper keep a nested loop's loop-invariant inputs alive.
+    wrapper keep a nested loop's loop-invariant inputs alive and hand a loop body's repeated
+    output to each of its outputs.
 
     Each is without effect (and without error) on a torch whose classes are not as described in
     the module docstring.
@@ -265,9 +267,12 @@ def _patch_duplicate_subgraph_outputs() -> None:
         first: dict[str, str] = {}  # an inner buffer's reference -> the outer output it went to
         kept, repeats = [], []
         for x, out in zip(inner, outer_outputs):
-            ref = None if isinstance(x, ir.ShapeAsConstantBuffer) else x.codegen_reference()
+            # Only a plain buffer's reference is its name: a view's codegen_reference writes
+            # C++ (a new handle) each time it is called, and an expression or a None output
+            # ("nullptr") is not a buffer moved out; those are left to the original.
+            ref = x.codegen_reference() if _is_buffer(x) else None
             if ref is not None and not ref.isidentifier():
-                ref = None  # an expression makes a new handle each time it is written
+                ref = None
             if ref is not None and ref in first:
                 repeats.append((out, first[ref]))
             else:
@@ -290,6 +295,12 @@ def _patch_duplicate_subgraph_outputs() -> None:
             self.writeline(f"{out}.reset();")
             self.writeline(f"{out} = RAIIAtenTensorHandle(funcrl_alias_handle);")
             self.writeline("}")
+
+    def _is_buffer(x: Any) -> bool:
+        # A subgraph's outputs come boxed (TensorBox, StorageBox); a view's box holds the view.
+        while isinstance(x, ir.MutableBox):
+            x = x.data
+        return isinstance(x, ir.Buffer)
 
     codegen_subgraph_suffix._funcrl_patched = True  # type: ignore[attr-defined]
     codegen_subgraph_suffix._funcrl_original = original  # type: ignore[attr-defined]

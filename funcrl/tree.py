@@ -70,6 +70,8 @@ _LEAF, _NONE = 0, 1
 
 def is_namedtuple(t: type) -> bool:
     """Whether ``t`` is a NamedTuple class (a ``tuple`` subclass with ``_fields`` and ``_make``)."""
+    if not (isinstance(t, type) and issubclass(t, tuple)):
+        return False
     fields = getattr(t, "_fields", None)
     # getattr, not hasattr: dynamo on torch 2.11 cannot trace hasattr on a class.
     return type(fields) is tuple and callable(getattr(t, "_make", None))
@@ -281,9 +283,10 @@ def fingerprint(tree: Any, flat_leaves: list[torch.Tensor] | None = None) -> int
 
     Plain int and str arithmetic over static metadata: with static shapes dynamo folds it to a
     constant, so a compiled function can check a tree against a saved fingerprint for free.
-    Nodes the traced path does not walk itself (a ``Record``, an ``OrderedDict``) count by their
-    type's name. The value is the same in every process and torch version (checkpoints keep it);
-    two different trees share it with a chance of about one in a million.
+    Nodes the traced path does not walk itself (a ``Record``, an ``OrderedDict``) and
+    non-tensor leaves count by their type's name only, their contents unhashed. The value is the
+    same in every process and torch version (checkpoints keep it); two different trees of dicts,
+    lists, tuples, NamedTuples and tensors share it with a chance of about one in a million.
 
     Args:
         tree: a pytree of tensors.
@@ -300,10 +303,14 @@ def fingerprint(tree: Any, flat_leaves: list[torch.Tensor] | None = None) -> int
             keys = sorted(x, key=str)
             h = _mix(h, (-4, len(keys)))
             for k in keys:
-                h = _mix_text(h, str(k))
+                # Each key's type and length first: {"ab", "c"} against {"a", "bc"}, 1 against "1".
+                text = str(k)
+                h = _mix_text(_mix(h, (-9, len(text))), type(k).__name__ + ":" + text)
             for i in range(len(keys) - 1, -1, -1):
                 stack.append(x[keys[i]])
-        elif type(x) is list or type(x) is tuple or is_namedtuple(type(x)):
+        elif (
+            type(x) is list or type(x) is tuple or (isinstance(x, tuple) and is_namedtuple(type(x)))
+        ):
             # A list and a tuple differ (optree's structures do); a NamedTuple adds its name.
             h = _mix(h, (-8 if type(x) is tuple else -5, len(x)))
             if type(x) is not list and type(x) is not tuple:
@@ -315,7 +322,8 @@ def fingerprint(tree: Any, flat_leaves: list[torch.Tensor] | None = None) -> int
         else:
             h = _mix_text(_mix(h, (-7,)), type(x).__name__)
     for x in leaves(tree) if flat_leaves is None else flat_leaves:
-        h = _mix(h, (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2))
+        if isinstance(x, torch.Tensor):  # any other leaf counted by its type in the walk
+            h = _mix(h, (*x.shape, -1, _DTYPE_CODES.get(x.dtype, 0), -2))
     return h
 
 

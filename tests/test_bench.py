@@ -236,6 +236,8 @@ def test_pure_repeat_needs_warm_one_seed_runs_of_both():
     ):
         with pytest.raises(SystemExit, match=r"bench/pure.py: --repeat N \(N >= 0\) needs --warm"):
             pure.main([*argv, "--device", "cpu"])
+    with pytest.raises(SystemExit, match=r"bench/pure.py: --repeat-seeds needs --repeat N"):
+        pure.main(["--warm", "--seeds", "1", "16", "--repeat-seeds", "16", "--device", "cpu"])
 
 
 def test_pure_repeat_alternates_warm_runs_per_seed_count(monkeypatch):
@@ -261,7 +263,7 @@ def test_pure_repeat_alternates_warm_runs_per_seed_count(monkeypatch):
 
     monkeypatch.setattr(pure, "_spawn", fake_spawn)
     out = pure.main(
-        ["--seeds", "1", "2", "--warm", "--repeat", "3", "--repeat-seeds", "1", "2",
+        ["--seeds", "1", "2", "--warm", "--repeat", "3", "--repeat-seeds", "1", "2", "2",
          "--skip", "sb3", "--no-json", "--device", "cpu"]
     )  # fmt: skip
     cold = {(w, s): c for w, s, c in calls[:6]}

@@ -170,8 +170,13 @@ def test_a_loop_body_returning_one_buffer_twice_runs(tmp_path):
     out = run()
     assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"close": True}
-    # The case is the bug's: without the patch the same program dies.
-    assert run("unpatched").returncode != 0
+    # The repeat path ran: the generated wrapper hands the buffer on as a new handle.
+    generated = [f.read_text() for f in (tmp_path / "patched").rglob("*.cpp")]
+    assert any("funcrl_alias_handle" in text for text in generated)
+    # The case is the bug's: without the patch the same program dies of a segfault, after
+    # compiling (no result line).
+    bad = run("unpatched")
+    assert bad.returncode == -11 and "close" not in bad.stdout, (bad.returncode, bad.stderr[-3000:])
 
 
 def test_loops_are_cacheable_only_with_the_marking():

@@ -398,8 +398,8 @@ def test_fingerprint_values_are_pinned():
     # optim.flatten saves the fingerprint in checkpoints (FlattenState.signature): a change of
     # these numbers makes every saved flatten state fail flatten.update's check.
     trees = _fingerprint_trees()
-    assert [tree.fingerprint(t) for t in trees] == [222642, 64978, 226374]
-    assert [tree.fingerprint(t, tree.leaves(t)) for t in trees] == [222642, 64978, 226374]
+    assert [tree.fingerprint(t) for t in trees] == [305575, 87487, 394985]
+    assert [tree.fingerprint(t, tree.leaves(t)) for t in trees] == [305575, 87487, 394985]
 
 
 def test_fingerprint_tells_apart_what_a_per_leaf_check_would():
@@ -421,6 +421,18 @@ def test_fingerprint_tells_apart_what_a_per_leaf_check_would():
     assert len(set(prints)) == len(prints)
     assert tree.fingerprint(_Moments(z(2), z(3))) != tree.fingerprint(_Other(z(2), z(3)))
     assert all(0 <= p < tree.FINGERPRINT_MODULUS for p in prints)
+    # keys are not run together, and a key's type counts
+    assert tree.fingerprint({"ab": z(2), "c": z(3)}) != tree.fingerprint({"a": z(2), "bc": z(3)})
+    assert tree.fingerprint({1: z(2)}) != tree.fingerprint({"1": z(2)})
+    # a non-tensor leaf counts by its type
+    assert tree.fingerprint({"a": 1.0}) != tree.fingerprint({"a": 1})
+    assert tree.is_namedtuple(_Moments) and not tree.is_namedtuple(tuple)
+
+    class Fake:  # _fields and _make, but not a tuple
+        _fields = ("a",)
+        _make = staticmethod(lambda it: None)
+
+    assert not tree.is_namedtuple(Fake) and not tree.is_namedtuple(3)
 
 
 def test_fingerprint_folds_to_a_constant_under_compile():
@@ -430,4 +442,4 @@ def test_fingerprint_folds_to_a_constant_under_compile():
         return t["actor"]["w"].new_empty((0, tree.fingerprint(t)))
 
     out = torch.compile(f, fullgraph=True, backend="eager")(t)
-    assert out.shape == (0, 222642)
+    assert out.shape == (0, 305575)
