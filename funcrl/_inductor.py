@@ -205,7 +205,9 @@ class _NamedHandle:
         return self.name
 
 
-def _nested_loop_inputs_fixable() -> Any:
+def _loop_wrapper_class() -> Any:
+    # Inductor's C++ wrapper class when it generates while loops as this module's patches
+    # expect (torch 2.13's layout), else None: then neither loop patch is applied.
     try:
         from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
     except ImportError:  # pragma: no cover - a torch without the C++ wrapper
@@ -218,11 +220,11 @@ def _nested_loop_inputs_fixable() -> Any:
 
 # Whether a loop may run inside another loop's body under the C++ wrapper (see the module
 # docstring); False leaves funcrl's callers at one iteration per compiled call.
-NESTED_LOOPS: bool = CPP_WRAPPER_LOOPS and _nested_loop_inputs_fixable() is not None
+NESTED_LOOPS: bool = CPP_WRAPPER_LOOPS and _loop_wrapper_class() is not None
 
 
 def _patch_nested_loop_inputs() -> None:
-    cls = _nested_loop_inputs_fixable()
+    cls = _loop_wrapper_class()
     if cls is None:
         return  # pragma: no cover - another torch layout
     original = cls.codegen_while_loop
@@ -254,7 +256,7 @@ def _patch_nested_loop_inputs() -> None:
 
 
 def _patch_duplicate_subgraph_outputs() -> None:
-    cls = _nested_loop_inputs_fixable()
+    cls = _loop_wrapper_class()
     original = None if cls is None else vars(cls).get("codegen_subgraph_suffix")
     if original is None or getattr(original, "_funcrl_patched", False):
         return  # pragma: no cover - another torch layout, or patched already
